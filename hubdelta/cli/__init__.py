@@ -1,0 +1,53 @@
+"""The ``hubdelta`` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hubdelta import __version__
+from hubdelta.cli._errors import HubdeltaGroup
+from hubdelta.cli._options import ConfigOpt, HomeOpt
+from hubdelta.cli.devhub import devhub_app
+from hubdelta.config import load_settings
+from hubdelta.log import configure_logging
+
+app = typer.Typer(
+    name="hubdelta",
+    cls=HubdeltaGroup,
+    help="Find Hugging Face Hub finetunes that behave alike.\n\nExample: hubdelta devhub serve --root pool/hub",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(devhub_app, name="devhub")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hubdelta {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    log_json: Annotated[
+        bool | None, typer.Option("--log-json/--log-console", help="Log format (default: JSON unless a TTY).")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Read the settings once and configure logging; every command finds them in ``ctx.obj``."""
+    settings = load_settings(home=home, config_file=config, log_json=log_json)
+    configure_logging(json=settings.log_json if log_json is not None else None, level=settings.log_level)
+    ctx.obj = settings
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

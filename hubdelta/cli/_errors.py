@@ -1,0 +1,22 @@
+"""The one place that turns errors into a one-line message and an exit code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import typer
+import typer.core
+
+from hubdelta.errors import HubdeltaError
+
+
+class HubdeltaGroup(typer.core.TyperGroup):
+    """Root command group: a :class:`HubdeltaError` anywhere below becomes ``error: ... (fix: ...)``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HubdeltaError as e:
+            typer.echo(f"error: {e.one_line()}", err=True)
+            raise typer.Exit(e.exit_code) from None

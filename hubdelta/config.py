@@ -1,0 +1,87 @@
+"""Settings, read once at the edge (CLI or daemon entry point) and passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hubdelta.errors import ConfigError
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+CONFIG_FILE = "hubdelta.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable. Built by :func:`load_settings`; nothing else reads the environment."""
+
+    home: Path  # state dir: index, caches, logs
+    hf_endpoint: str = DEFAULT_ENDPOINT
+    hf_token: str | None = field(default=None, repr=False)
+    hf_home: Path | None = None
+    log_json: bool = False
+    log_level: str = "info"
+    extra: Mapping[str, Any] = field(default_factory=dict)  # unknown toml sections, for later stages
+
+    @property
+    def index_uri(self) -> str:
+        return str(self.extra.get("index", {}).get("uri", self.home / "index"))
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), f"not valid TOML ({e})", fix="correct or delete the file") from e
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    home: Path | None = None,
+    config_file: Path | None = None,
+    log_json: bool | None = None,
+) -> Settings:
+    """Build the settings from flags, then the environment, then ``hubdelta.toml``, then defaults.
+
+    Args:
+        env: the environment to read (``os.environ`` when None).
+        home: ``--home`` flag; overrides ``HUBDELTA_HOME``.
+        config_file: ``--config`` flag; defaults to ``<home>/hubdelta.toml`` when that exists.
+        log_json: ``--log-json`` flag.
+
+    Raises:
+        ConfigError: a malformed config file or value.
+    """
+    env = os.environ if env is None else env
+    home = home or Path(env.get("HUBDELTA_HOME") or Path.home() / ".hubdelta")
+    home = home.expanduser()
+    if config_file is None and (home / CONFIG_FILE).is_file():
+        config_file = home / CONFIG_FILE
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError("--config", f"{config_file} does not exist", fix="give the path of a hubdelta.toml")
+    data = _read_toml(config_file) if config_file else {}
+    hub = data.pop("hub", {})
+    log = data.pop("log", {})
+    level = str(log.get("level", env.get("HUBDELTA_LOG_LEVEL", "info"))).lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError("log.level", f"unknown level {level!r}", fix="use debug, info, warning or error")
+    hf_home = env.get("HF_HOME") or hub.get("hf_home")
+    return Settings(
+        home=home,
+        hf_endpoint=(env.get("HF_ENDPOINT") or hub.get("endpoint") or DEFAULT_ENDPOINT).rstrip("/"),
+        hf_token=env.get("HF_TOKEN") or hub.get("token") or None,
+        hf_home=Path(hf_home).expanduser() if hf_home else None,
+        log_json=bool(log.get("json", False)) if log_json is None else log_json,
+        log_level=level,
+        extra=data,
+    )

@@ -1,0 +1,1 @@
+"""hubdelta.index: the only code that touches LanceDB (see docs/architecture.md)."""
