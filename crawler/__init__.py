@@ -1,1 +1,4 @@
-"""hubdelta.crawler: follows tracked base models through Hub metadata into the index (see docs/architecture.md)."""
+"""hubdelta.crawler: follows tracked base models through Hub metadata into the index.
+
+See docs/architecture.md.
+"""

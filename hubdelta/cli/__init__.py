@@ -16,7 +16,8 @@ from hubdelta.log import configure_logging
 app = typer.Typer(
     name="hubdelta",
     cls=HubdeltaGroup,
-    help="Find Hugging Face Hub finetunes that behave alike.\n\nExample: hubdelta devhub serve --root pool/hub",
+    help="Find Hugging Face Hub finetunes that behave alike.\n\n"
+    "Example: hubdelta devhub serve --root pool/hub",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
 import typer
 import typer.core
 
@@ -14,7 +13,7 @@ from hubdelta.errors import HubdeltaError
 class HubdeltaGroup(typer.core.TyperGroup):
     """Root command group: a :class:`HubdeltaError` anywhere below becomes ``error: ... (fix: ...)``."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
         try:
             return super().invoke(ctx)
         except HubdeltaError as e:

@@ -9,11 +9,15 @@ import typer
 
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", help="State directory (default: $HUBDELTA_HOME or ~/.hubdelta).", show_default=False),
+    typer.Option(
+        "--home", help="State directory (default: $HUBDELTA_HOME or ~/.hubdelta).", show_default=False
+    ),
 ]
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="A hubdelta.toml (default: <home>/hubdelta.toml if present).", show_default=False),
+    typer.Option(
+        "--config", help="A hubdelta.toml (default: <home>/hubdelta.toml if present).", show_default=False
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
 RootOpt = Annotated[
