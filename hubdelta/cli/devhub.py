@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -19,10 +20,14 @@ devhub_app = typer.Typer(
 @devhub_app.command("build-pool")
 def build_pool_cmd(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="Pool directory: hub/ (a devhub root), labels.json, ...")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Pool directory: hub/ (a devhub root), labels.json, ...")
+    ],
     cache: Annotated[
         Path | None,
-        typer.Option("--cache", help="Cache of trained models (default: <home>/cache/pool).", show_default=False),
+        typer.Option(
+            "--cache", help="Cache of trained models (default: <home>/cache/pool).", show_default=False
+        ),
     ] = None,
     seed: SeedOpt = 0,
 ) -> None:
@@ -35,6 +40,117 @@ def build_pool_cmd(
     settings = ctx.obj
     manifest = build_pool(out, cache_dir=cache or settings.cache_dir / "pool", seed=seed)
     typer.echo(f"pool ready: {len(manifest.repos)} repos under {out / 'hub'} (labels: {out / 'labels.json'})")
+
+
+TokenOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--token", help="A bearer token that sees private repos and downloads gated ones (repeatable)."
+    ),
+]
+RateOpt = Annotated[
+    int | None,
+    typer.Option("--rate-limit", help="Quota: requests per window per bucket (api, resolvers); 429 beyond."),
+]
+WindowOpt = Annotated[float, typer.Option("--rate-window", help="Fixed rate-limit window in seconds.")]
+ErrorRateOpt = Annotated[
+    float, typer.Option("--error-rate", help="Fraction of requests answered 500/502/503.")
+]
+LatencyOpt = Annotated[int, typer.Option("--latency-ms", help="Latency added to every request.")]
+HangRateOpt = Annotated[float, typer.Option("--hang-rate", help="Fraction left unanswered for --hang-s.")]
+HangOpt = Annotated[float, typer.Option("--hang-s", help="How long a hung request waits before closing.")]
+TruncateOpt = Annotated[
+    float,
+    typer.Option("--truncate-rate", help="Fraction whose body is cut short after a full Content-Length."),
+]
+FaultPathOpt = Annotated[
+    str | None, typer.Option("--fault-path", help="Regex: random faults only on matching paths.")
+]
+RequestLogOpt = Annotated[
+    Path | None, typer.Option("--request-log", help="Append every request as a JSON line to this file.")
+]
+PageSizeOpt = Annotated[int, typer.Option("--page-size", help="Largest /api/models page (the Hub's: 1000).")]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@devhub_app.command("serve")
+def serve_cmd(
+    root: RootOpt,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8765,
+    token: TokenOpt = None,
+    rate_limit: RateOpt = None,
+    rate_window: WindowOpt = 300.0,
+    error_rate: ErrorRateOpt = 0.0,
+    latency_ms: LatencyOpt = 0,
+    hang_rate: HangRateOpt = 0.0,
+    hang_s: HangOpt = 30.0,
+    truncate_rate: TruncateOpt = 0.0,
+    fault_path: FaultPathOpt = None,
+    request_log: RequestLogOpt = None,
+    page_size: PageSizeOpt = 1000,
+    seed: SeedOpt = 0,
+) -> None:
+    """Serve a devhub root as a Hugging Face Hub endpoint until Ctrl-C.
+
+    Example: hubdelta devhub serve --root pool/hub --port 8765 --rate-limit 500 --error-rate 0.05
+    """
+    from hubdelta.devhub.faults import FaultConfig
+    from hubdelta.devhub.server import DevhubServer
+
+    faults = FaultConfig(
+        rate_limit=rate_limit,
+        rate_window_s=rate_window,
+        error_rate=error_rate,
+        latency_ms=latency_ms,
+        hang_rate=hang_rate,
+        hang_s=hang_s,
+        truncate_rate=truncate_rate,
+        path_regex=fault_path,
+        seed=seed,
+    )
+    server = DevhubServer(
+        root,
+        host=host,
+        port=port,
+        tokens=token or (),
+        faults=faults,
+        request_log=request_log,
+        page_size=page_size,
+    )
+    typer.echo(f"devhub serving {len(server.snapshot.repos)} repos from {root} at {server.url}")
+    typer.echo(f"export HF_ENDPOINT={server.url}")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo("devhub stopped")
+    finally:
+        server.stop()
+
+
+@devhub_app.command("synth")
+def synth_cmd(
+    root: RootOpt,
+    repos: Annotated[int, typer.Option("--repos", min=0, help="Derived repos to generate.")] = 100_000,
+    bases: Annotated[int, typer.Option("--bases", min=1, help="Base models (synth-base/base-<i>).")] = 3,
+    seed: SeedOpt = 0,
+) -> None:
+    """Write a synthetic catalog.jsonl of metadata-only repos derived from a few bases.
+
+    Example: hubdelta devhub synth --root /tmp/hub100k --repos 100000 --bases 3 --seed 0
+    """
+    from hubdelta.devhub.synth import generate_catalog
+
+    summary = generate_catalog(root, repos, bases, seed=seed)
+    mix = ", ".join(f"{k}={v}" for k, v in sorted(summary.relations.items()))
+    typer.echo(
+        f"wrote {summary.path}: {summary.repos} repos + {len(summary.bases)} bases ({mix}; "
+        f"gated={summary.gated}, private={summary.private}) in {summary.seconds:.1f}s"
+    )
 
 
 __all__ = ["HostOpt", "PortOpt", "RootOpt", "devhub_app"]
