@@ -73,3 +73,15 @@ def test_synth_writes_a_deterministic_catalog(tmp_path: Path) -> None:
 def test_help_shows_an_example(command: str) -> None:
     result = runner.invoke(app, ["devhub", command, "--help"])
     assert result.exit_code == 0 and f"hubdelta devhub {command} --root" in result.output
+
+
+def test_build_pool_with_an_unknown_repo_is_a_one_line_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["devhub", "build-pool", "--out", str(tmp_path), "--only", "nope/x"])
+    assert "nope/x" in one_line_error(result)
+    assert not (tmp_path / "hub").exists()  # refused before any work
+
+
+def test_a_malformed_config_file_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "hubdelta.toml").write_text("[hub\nendpoint = 3")
+    result = runner.invoke(app, ["--home", str(tmp_path), "devhub", "synth", "--root", str(tmp_path / "r")])
+    assert "hubdelta.toml" in one_line_error(result)

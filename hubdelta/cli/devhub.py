@@ -30,15 +30,25 @@ def build_pool_cmd(
         ),
     ] = None,
     seed: SeedOpt = 0,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only", help="Build just this repo id and what it depends on (repeatable).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Build the finetune pool (base, LoRA adapters, full finetunes, merges) into a devhub root.
+
+    A cold build trains 24 models (~10 minutes on 2 CPU cores); trained models are cached, so a rebuild only
+    links files.
 
     Example: hubdelta devhub build-pool --out pool
     """
     from hubdelta.pool.build import build_pool
 
     settings = ctx.obj
-    manifest = build_pool(out, cache_dir=cache or settings.cache_dir / "pool", seed=seed)
+    cache_dir = cache or settings.cache_dir / "pool"
+    manifest = build_pool(out, cache_dir=cache_dir, seed=seed, only=set(only) if only else None)
     typer.echo(f"pool ready: {len(manifest.repos)} repos under {out / 'hub'} (labels: {out / 'labels.json'})")
 
 

@@ -1,0 +1,101 @@
+"""Making one pool model into a folder: train a LoRA adapter or a full finetune, or merge finished ones."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from hubdelta.errors import PoolError
+from hubdelta.pool.base import BASE_REPO_ID
+from hubdelta.pool.domains import Example
+from hubdelta.pool.recipe import ModelSpec
+from hubdelta.pool.train import TrainResult, load_causal_lm, lora_model, train
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+def make_model(
+    spec: ModelSpec,
+    out: Path,
+    base_dir: Path,
+    data: Sequence[Example],
+    built: Callable[[str], Path],
+) -> TrainResult | None:
+    """Write the files of ``spec`` into ``out`` (which must not exist yet).
+
+    Args:
+        spec: what to make.
+        out: destination folder.
+        base_dir: the plain base checkpoint.
+        data: training examples (empty for merges).
+        built: maps the repo id of an earlier pool model to its finished folder (for merges).
+
+    Returns:
+        The training curve, or None for merges.
+    """
+    from transformers import AutoTokenizer
+
+    if spec.kind == "merge":
+        _merge(spec, out, base_dir, built)
+        return None
+    assert spec.train is not None, spec.repo_id
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = load_causal_lm(base_dir)
+    if spec.kind == "lora":
+        model = lora_model(model, spec.train)
+    result = train(model, tok, data, spec.train)
+    if spec.kind == "lora":
+        _save_adapter(model, out)
+    else:
+        _save_full(model, out, base_dir)
+    (out / "training.json").write_text(json.dumps(asdict(result), indent=1))
+    return result
+
+
+def _save_adapter(model: object, out: Path) -> None:
+    model.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]
+    (out / "README.md").unlink(missing_ok=True)  # peft writes a template card; the pool writes its own
+    cfg_path = out / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = BASE_REPO_ID  # not the local cache path it was trained from
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+
+
+def _save_full(model: object, out: Path, base_dir: Path) -> None:
+    import shutil
+
+    model.config.name_or_path = BASE_REPO_ID  # type: ignore[attr-defined]
+    model.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]
+    for name in TOKENIZER_FILES:
+        if (base_dir / name).is_file():
+            shutil.copy2(base_dir / name, out / name)
+
+
+def _merge(spec: ModelSpec, out: Path, base_dir: Path, built: Callable[[str], Path]) -> None:
+    """Task arithmetic: base + Σ wᵢ·(modelᵢ − base); an adapter folder counts as its merged model."""
+    import torch
+
+    model = load_causal_lm(base_dir)
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    merged = {k: v.clone() for k, v in base_state.items()}
+    for repo, weight in zip(spec.bases[1:], spec.merge_weights, strict=True):
+        other = _merged_state(built(repo), base_dir)
+        if other.keys() != base_state.keys():
+            raise PoolError("merge inputs have different parameters", item=spec.repo_id)
+        for k in merged:
+            merged[k] += weight * (other[k] - base_state[k])
+    with torch.no_grad():
+        model.load_state_dict(merged)
+    _save_full(model, out, base_dir)
+
+
+def _merged_state(folder: Path, base_dir: Path) -> dict[str, object]:
+    """State dict of a full model folder, or of the base with the folder's adapter merged in."""
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        merged = PeftModel.from_pretrained(load_causal_lm(base_dir), folder).merge_and_unload()
+        return dict(merged.state_dict())
+    return dict(load_causal_lm(folder).state_dict())

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The offline demo: build the finetune pool, serve it from devhub, and browse it with the real Hub client.
+# DEMO_SERVE=0 stops after the tour instead of serving until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HUBDELTA_HOME=${HUBDELTA_HOME:-$PWD/demo-home}
+port=${DEMO_PORT:-8765}
+hd=.venv/bin/hubdelta
+$hd devhub build-pool --out "$HUBDELTA_HOME/pool"
+$hd devhub serve --root "$HUBDELTA_HOME/pool/hub" --port "$port" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+.venv/bin/python scripts/demo_tour.py "http://127.0.0.1:$port"
+if [ "${DEMO_SERVE:-1}" = "1" ]; then
+  echo "devhub is serving the pool at http://127.0.0.1:$port (export HF_ENDPOINT=http://127.0.0.1:$port); Ctrl-C stops it."
+  wait $server
+fi

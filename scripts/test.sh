@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: set up, then lint (ruff), type-check (mypy) and run the whole test suite (pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# Trained pool models are cached between runs here (a cold build trains them in ~10 minutes).
+export HUBDELTA_TEST_CACHE=${HUBDELTA_TEST_CACHE:-$HOME/.cache/hubdelta-test}
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/python -m pytest -q "$@"
