@@ -32,6 +32,16 @@ class ConfigError(HubdeltaError):
         self.setting = setting
 
 
+class UsageError(HubdeltaError):
+    """A command was given an argument it cannot use (a malformed repo id, an unknown relation, ...)."""
+
+    exit_code = 2
+
+    def __init__(self, argument: str, message: str, *, fix: str | None = None) -> None:
+        super().__init__(f"{argument}: {message}", fix=fix)
+        self.argument = argument
+
+
 class DevhubError(HubdeltaError):
     """The local Hub stand-in cannot serve what it was given (bad root, bad catalog entry, bad port)."""
 
@@ -62,3 +72,77 @@ class MissingDependencyError(HubdeltaError):
         )
         self.package = package
         self.extra = extra
+
+
+class HubUnavailableError(HubdeltaError):
+    """The Hub (or devhub) kept failing a request after every retry the politeness policy allows."""
+
+    def __init__(self, url: str, *, attempts: int, last_error: str) -> None:
+        super().__init__(
+            f"{url} failed {attempts} times (last: {last_error})",
+            fix="check HF_ENDPOINT and the network, or raise [crawl] max_attempts; a rerun resumes where it stopped",
+        )
+        self.url = url
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class StoreError(HubdeltaError):
+    """The index (LanceDB under ``index.uri``) cannot do what was asked.
+
+    Named StoreError, not IndexError, so that it never shadows the builtin.
+    """
+
+    def __init__(self, message: str, *, uri: str, fix: str | None = None) -> None:
+        super().__init__(f"index at {uri}: {message}", fix=fix)
+        self.uri = uri
+
+
+class IndexNotFoundError(StoreError):
+    """A reader asked for an index that no writer has created yet."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(
+            "does not exist yet",
+            uri=uri,
+            fix="run a write command such as `hubdelta crawl` first, or check index.uri",
+        )
+
+
+class IndexLockedError(StoreError):
+    """Another process holds the single-writer lock; carries what it wrote about itself."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        lock_path: str,
+        pid: int | None,
+        command: str | None,
+        started_at: str | None,
+        host: str | None = None,
+    ) -> None:
+        who = f"pid {pid}" if pid is not None else "another process"
+        what = f" ({command})" if command else ""
+        where = f" on {host}" if host else ""
+        since = f" since {started_at}" if started_at else ""
+        stop = f" (kill {pid})" if pid is not None else f" (lock file {lock_path})"
+        super().__init__(
+            f"is being written by {who}{what}{where}{since}",
+            uri=uri,
+            fix=f"wait for it to finish or stop it{stop}",
+        )
+        self.lock_path = lock_path
+        self.pid = pid
+        self.command = command
+        self.started_at = started_at
+        self.host = host
+
+
+class IndexSchemaError(StoreError):
+    """The index's schema version is not the one this hubdelta expects (or it is not a hubdelta index)."""
+
+    def __init__(self, uri: str, *, found: int | None, expected: int, message: str, fix: str) -> None:
+        super().__init__(message, uri=uri, fix=fix)
+        self.found = found
+        self.expected = expected

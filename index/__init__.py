@@ -1,1 +1,34 @@
-"""hubdelta.index: the only code that touches LanceDB (see docs/architecture.md)."""
+"""hubdelta.index: the only code that touches LanceDB (see docs/architecture.md).
+
+Open with :meth:`Index.open`; pass and receive the typed records of :mod:`hubdelta.index.records`.
+"""
+
+from hubdelta.index.compaction import CompactionPolicy, TableStats
+from hubdelta.index.migrations import SCHEMA_VERSION
+from hubdelta.index.records import (
+    DEFAULT_RELATIONS,
+    EMBEDDABLE,
+    Cursor,
+    HubModel,
+    ModelRecord,
+    ModelStatus,
+    Relation,
+    TrackedBase,
+)
+from hubdelta.index.store import Index, PutResult
+
+__all__ = [
+    "DEFAULT_RELATIONS",
+    "EMBEDDABLE",
+    "SCHEMA_VERSION",
+    "CompactionPolicy",
+    "Cursor",
+    "HubModel",
+    "Index",
+    "ModelRecord",
+    "ModelStatus",
+    "PutResult",
+    "Relation",
+    "TableStats",
+    "TrackedBase",
+]

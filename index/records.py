@@ -1,0 +1,96 @@
+"""Typed records passed between the crawler, the index and the queries. Pure data: no LanceDB import here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+
+class ModelStatus(StrEnum):
+    """Where a model is in hubdelta's pipeline."""
+
+    DISCOVERED = "discovered"  # recorded, not queued (e.g. a quantized child)
+    QUEUED = "queued"  # waiting for the embedder
+    EMBEDDING = "embedding"  # claimed by an embedder
+    EMBEDDED = "embedded"
+    FAILED = "failed"  # the embedder gave up; see reason
+    SKIPPED = "skipped"  # will not be embedded (gated, private, ...); see reason
+    REMOVED = "removed"  # gone from the Hub; vectors kept but hidden from queries
+
+
+class Relation(StrEnum):
+    """How a child relates to a base, as the Hub's ``base_model:<relation>:<base>`` tags say."""
+
+    ADAPTER = "adapter"
+    FINETUNE = "finetune"
+    MERGE = "merge"
+    QUANTIZED = "quantized"
+
+
+DEFAULT_RELATIONS = (Relation.ADAPTER, Relation.FINETUNE, Relation.MERGE)
+EMBEDDABLE = frozenset(DEFAULT_RELATIONS)  # quantized children are recorded, not queued
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """What one listing item says about a repo (the crawler's view of the Hub, before any decision)."""
+
+    repo_id: str
+    sha: str | None
+    relation: Relation
+    base_models: tuple[str, ...]
+    created_at: datetime | None = None
+    last_modified: datetime | None = None
+    tags: tuple[str, ...] = ()
+    library: str | None = None
+    pipeline_tag: str | None = None
+    license: str | None = None
+    downloads: int = 0
+    likes: int = 0
+    gated: str | None = None  # None, "auto" or "manual"
+    private: bool = False
+    card_summary: str = ""
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One row of the ``models`` table: the Hub's view plus hubdelta's status."""
+
+    model: HubModel
+    status: ModelStatus
+    reason: str = ""
+    attempts: int = 0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+    @property
+    def repo_id(self) -> str:
+        return self.model.repo_id
+
+    def with_status(self, status: ModelStatus, reason: str = "") -> ModelRecord:
+        return replace(self, status=status, reason=reason)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The newest child of one (base, relation) at the end of the last *completed* sweep.
+
+    An incremental crawl may stop at a known repo only at or below this mark: repos above it may have been
+    recorded by a sweep that was killed before it reached older new repos.
+    """
+
+    created_at: datetime
+    repo_id: str
+
+
+@dataclass(frozen=True)
+class TrackedBase:
+    """A base model hubdelta follows, and the crawl state of each followed relation."""
+
+    base: str
+    relations: tuple[Relation, ...] = DEFAULT_RELATIONS
+    cursors: dict[Relation, Cursor] = field(default_factory=dict)
+    added_at: datetime | None = None
+    last_crawl: datetime | None = None
+    last_full_sync: datetime | None = None
