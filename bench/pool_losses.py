@@ -17,10 +17,7 @@ def main(pool_dir: Path) -> None:
     rows = evaluate_pool(pool_dir, lambda repo: pool_dir / "hub" / repo)
     print(f"{'repo':46s} {'domain':10s} {'base':>7s} {'model':>7s} {'change':>7s}")
     for r in rows:
-        print(
-            f"{r.repo_id:46s} {r.domain:10s} {r.base_loss:7.3f} {r.loss:7.3f} "
-            f"{r.loss / r.base_loss - 1:+7.1%}"
-        )
+        print(f"{r.repo_id:46s} {r.domain:10s} {r.base_loss:7.3f} {r.loss:7.3f} {r.loss / r.base_loss - 1:+7.1%}")
     better = sum(r.loss < r.base_loss for r in rows)
     print(f"{better}/{len(rows)} (model, domain) pairs below the base; {time.perf_counter() - started:.0f} s")
 

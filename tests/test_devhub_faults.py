@@ -32,9 +32,7 @@ def statuses(server: DevhubServer, kind: str) -> list[int]:
     return [r.status for r in server.request_records() if r.kind == kind]
 
 
-def test_list_paging_beyond_the_quota_waits_for_the_reset(
-    tiny: TinyRoot, serve: Callable[..., DevhubServer]
-) -> None:
+def test_list_paging_beyond_the_quota_waits_for_the_reset(tiny: TinyRoot, serve: Callable[..., DevhubServer]) -> None:
     server = serve(tiny.path, page_size=2, faults=FaultConfig(rate_limit=3, rate_window_s=2))
     started = time.monotonic()
     listed = [m.id for m in HfApi(endpoint=server.url).list_models()]
@@ -79,9 +77,7 @@ def test_buckets_are_separate_and_every_response_carries_ratelimit_headers(
         60,
     )
     get_session().get(f"{server.url}/api/models/{BASE}")  # the api bucket is now empty
-    path = hf_hub_download(
-        BASE, "config.json", endpoint=server.url, cache_dir=tmp_path
-    )  # HEAD + GET: resolvers
+    path = hf_hub_download(BASE, "config.json", endpoint=server.url, cache_dir=tmp_path)  # HEAD + GET: resolvers
     assert Path(path).read_bytes() == (tiny.path / BASE / "config.json").read_bytes()
     assert statuses(server, "resolve") == [200, 200]
     limited = get_session().get(f"{server.url}/api/models/{BASE}")
@@ -122,9 +118,7 @@ def test_truncated_download_is_resumed_with_a_range_request(
     # The client writes whole 10 MB chunks and drops a partial one on error; small chunks make it resume here.
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64)
     server = serve(tiny.path, faults=FaultConfig(truncate_rate=1.0, max_faults=1, path_regex="/resolve/"))
-    path = hf_hub_download(
-        "alice/base-lora", "adapter_model.safetensors", endpoint=server.url, cache_dir=tmp_path
-    )
+    path = hf_hub_download("alice/base-lora", "adapter_model.safetensors", endpoint=server.url, cache_dir=tmp_path)
     assert Path(path).read_bytes() == (tiny.path / "alice/base-lora/adapter_model.safetensors").read_bytes()
     resolves = [r for r in server.request_records() if r.kind == "resolve"]
     assert [(r.method, r.status, r.fault) for r in resolves] == [
@@ -165,10 +159,7 @@ def test_control_endpoints(tiny: TinyRoot, serve: Callable[..., DevhubServer], t
     assert [e["kind"] for e in summary["entries"]] == ["model_info", "list"]
     assert control(server, f"requests?since={mark}")["by_kind"] == {"list": 1}
     assert [json.loads(line)["kind"] for line in log_file.read_text().splitlines()] == ["model_info", "list"]
-    assert (
-        control(server, "faults", {"error_rate": 1.0, "path_regex": "^/api/models/"})["config"]["error_rate"]
-        == 1
-    )
+    assert control(server, "faults", {"error_rate": 1.0, "path_regex": "^/api/models/"})["config"]["error_rate"] == 1
     with pytest.raises(HfHubHTTPError):
         api.model_info(BASE)
     assert control(server, "faults")["injected"] == {"error": 1}

@@ -62,9 +62,7 @@ def test_safetensors_metadata_and_expand(hub: DevhubServer, tiny: TinyRoot) -> N
     assert info.safetensors is not None and info.safetensors.total == tiny.base_params
     assert info.used_storage == sum(p.stat().st_size for p in (tiny.path / BASE).iterdir())
     # A catalog-only file gets a synthetic but valid header: (4096 - 8 - header) bytes of BF16.
-    virtual = HfApi(endpoint=hub.url).parse_safetensors_file_metadata(
-        tiny.virtual, "adapter_model.safetensors"
-    )
+    virtual = HfApi(endpoint=hub.url).parse_safetensors_file_metadata(tiny.virtual, "adapter_model.safetensors")
     assert 0 < virtual.parameter_count["BF16"] < 2048
 
 
@@ -121,17 +119,13 @@ def test_hf_hub_download_range_requests(hub: DevhubServer, tiny: TinyRoot, tmp_p
     path = hf_hub_download("alice/base-lora", "sub/dir/notes.txt", endpoint=hub.url, cache_dir=tmp_path)
     assert Path(path).read_text() == "n" * 300
     hub.reset_requests()
-    meta = HfApi(endpoint=hub.url).parse_safetensors_file_metadata(
-        "alice/base-lora", "adapter_model.safetensors"
-    )
+    meta = HfApi(endpoint=hub.url).parse_safetensors_file_metadata("alice/base-lora", "adapter_model.safetensors")
     assert set(meta.tensors) == {"lora_A", "lora_B"}
     statuses = [r.status for r in hub.request_records() if r.kind == "resolve"]
     assert statuses == [206]  # one ranged GET (bytes=0-100000) covers the small header
 
 
-def test_sha_changes_when_a_file_changes_without_restart(
-    hub: DevhubServer, tiny: TinyRoot, tmp_path: Path
-) -> None:
+def test_sha_changes_when_a_file_changes_without_restart(hub: DevhubServer, tiny: TinyRoot, tmp_path: Path) -> None:
     api = HfApi(endpoint=hub.url)
     before = api.model_info("bob/base-ft").sha
     write_safetensors(tiny.path / "bob/base-ft/model.safetensors", {"w": (16, 8), "b": (8,), "extra": (2,)})
@@ -149,9 +143,7 @@ def test_sha_changes_when_a_file_changes_without_restart(
     assert "config.json" not in [s.rfilename for s in api.model_info("bob/base-ft").siblings or []]
 
 
-def test_gated_repo_needs_an_authorized_token_to_download(
-    hub: DevhubServer, tiny: TinyRoot, tmp_path: Path
-) -> None:
+def test_gated_repo_needs_an_authorized_token_to_download(hub: DevhubServer, tiny: TinyRoot, tmp_path: Path) -> None:
     assert HfApi(endpoint=hub.url).model_info(tiny.gated).gated == "manual"  # metadata stays visible
     with pytest.raises(GatedRepoError):
         hf_hub_download(tiny.gated, "config.json", endpoint=hub.url, cache_dir=tmp_path)

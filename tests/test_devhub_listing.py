@@ -38,9 +38,7 @@ def test_private_children_are_listed_only_for_an_authorized_token(hub: DevhubSer
 
 def test_filters_are_and_combined_and_match_library_and_license(hub: DevhubServer) -> None:
     api = HfApi(endpoint=hub.url)
-    assert set(ids(api.list_models(filter=[f"base_model:{BASE}", f"base_model:{OTHER_BASE}"]))) == {
-        "carol/merged"
-    }
+    assert set(ids(api.list_models(filter=[f"base_model:{BASE}", f"base_model:{OTHER_BASE}"]))) == {"carol/merged"}
     assert set(ids(api.list_models(filter=[f"base_model:adapter:{BASE}", "medical"]))) == {
         "alice/base-lora"
     }  # only one adapter's card is tagged medical
@@ -72,9 +70,7 @@ def test_search_and_author(hub: DevhubServer, tiny: TinyRoot) -> None:
         ("trending_score", "trendingScore", "trending_score"),
     ],
 )
-def test_every_sort_is_descending(
-    hub: DevhubServer, tiny: TinyRoot, sort: str, field: str, attr: str
-) -> None:
+def test_every_sort_is_descending(hub: DevhubServer, tiny: TinyRoot, sort: str, field: str, attr: str) -> None:
     expand = [field, "createdAt"] if field != "createdAt" else [field]
     models = list(HfApi(endpoint=hub.url).list_models(sort=sort, expand=expand))  # type: ignore[arg-type]
     assert set(ids(models)) == tiny.public
@@ -111,9 +107,7 @@ def test_list_rejects_info_only_expand_like_the_hub(hub: DevhubServer, prop: str
         list(HfApi(endpoint=hub.url).list_models(expand=[prop]))  # type: ignore[list-item]
 
 
-def test_small_pages_follow_link_headers_and_respect_limit(
-    tiny: TinyRoot, serve: Callable[..., DevhubServer]
-) -> None:
+def test_small_pages_follow_link_headers_and_respect_limit(tiny: TinyRoot, serve: Callable[..., DevhubServer]) -> None:
     server = serve(tiny.path, page_size=3)
     api = HfApi(endpoint=server.url)
     listed = ids(api.list_models(sort="created_at"))

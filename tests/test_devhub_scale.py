@@ -39,9 +39,7 @@ def big_hub(big_root: Path) -> Iterator[DevhubServer]:
         yield server
 
 
-def test_100k_catalog_pages_every_visible_repo_exactly_once_newest_first(
-    big_root: Path, big_hub: DevhubServer
-) -> None:
+def test_100k_catalog_pages_every_visible_repo_exactly_once_newest_first(big_root: Path, big_hub: DevhubServer) -> None:
     server = big_hub
     server.reset_requests()
     visible = {e["id"] for e in read_catalog(big_root) if not e.get("private")}
@@ -57,16 +55,11 @@ def test_100k_catalog_pages_every_visible_repo_exactly_once_newest_first(
 def test_relation_filter_over_100k_matches_the_catalog(big_root: Path, big_hub: DevhubServer) -> None:
     server = big_hub
     base = "synth-base/base-1"
-    listed = [
-        m.id
-        for m in HfApi(endpoint=server.url).list_models(filter=f"base_model:merge:{base}", expand=["tags"])
-    ]
+    listed = [m.id for m in HfApi(endpoint=server.url).list_models(filter=f"base_model:merge:{base}", expand=["tags"])]
     expected = {
         e["id"]
         for e in read_catalog(big_root)
-        if not e.get("private")
-        and isinstance(e["card"].get("base_model"), list)
-        and base in e["card"]["base_model"]
+        if not e.get("private") and isinstance(e["card"].get("base_model"), list) and base in e["card"]["base_model"]
     }
     assert len(listed) == len(set(listed)) and set(listed) == expected and len(expected) > 1000
 

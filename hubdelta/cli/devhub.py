@@ -20,21 +20,15 @@ devhub_app = typer.Typer(
 @devhub_app.command("build-pool")
 def build_pool_cmd(
     ctx: typer.Context,
-    out: Annotated[
-        Path, typer.Option("--out", help="Pool directory: hub/ (a devhub root), labels.json, ...")
-    ],
+    out: Annotated[Path, typer.Option("--out", help="Pool directory: hub/ (a devhub root), labels.json, ...")],
     cache: Annotated[
         Path | None,
-        typer.Option(
-            "--cache", help="Cache of trained models (default: <home>/cache/pool).", show_default=False
-        ),
+        typer.Option("--cache", help="Cache of trained models (default: <home>/cache/pool).", show_default=False),
     ] = None,
     seed: SeedOpt = 0,
     only: Annotated[
         list[str] | None,
-        typer.Option(
-            "--only", help="Build just this repo id and what it depends on (repeatable).", show_default=False
-        ),
+        typer.Option("--only", help="Build just this repo id and what it depends on (repeatable).", show_default=False),
     ] = None,
 ) -> None:
     """Build the finetune pool (base, LoRA adapters, full finetunes, merges) into a devhub root.
@@ -54,18 +48,14 @@ def build_pool_cmd(
 
 TokenOpt = Annotated[
     list[str] | None,
-    typer.Option(
-        "--token", help="A bearer token that sees private repos and downloads gated ones (repeatable)."
-    ),
+    typer.Option("--token", help="A bearer token that sees private repos and downloads gated ones (repeatable)."),
 ]
 RateOpt = Annotated[
     int | None,
     typer.Option("--rate-limit", help="Quota: requests per window per bucket (api, resolvers); 429 beyond."),
 ]
 WindowOpt = Annotated[float, typer.Option("--rate-window", help="Fixed rate-limit window in seconds.")]
-ErrorRateOpt = Annotated[
-    float, typer.Option("--error-rate", help="Fraction of requests answered 500/502/503.")
-]
+ErrorRateOpt = Annotated[float, typer.Option("--error-rate", help="Fraction of requests answered 500/502/503.")]
 LatencyOpt = Annotated[int, typer.Option("--latency-ms", help="Latency added to every request.")]
 HangRateOpt = Annotated[float, typer.Option("--hang-rate", help="Fraction left unanswered for --hang-s.")]
 HangOpt = Annotated[float, typer.Option("--hang-s", help="How long a hung request waits before closing.")]
@@ -73,9 +63,7 @@ TruncateOpt = Annotated[
     float,
     typer.Option("--truncate-rate", help="Fraction whose body is cut short after a full Content-Length."),
 ]
-FaultPathOpt = Annotated[
-    str | None, typer.Option("--fault-path", help="Regex: random faults only on matching paths.")
-]
+FaultPathOpt = Annotated[str | None, typer.Option("--fault-path", help="Regex: random faults only on matching paths.")]
 RequestLogOpt = Annotated[
     Path | None, typer.Option("--request-log", help="Append every request as a JSON line to this file.")
 ]

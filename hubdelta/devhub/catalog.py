@@ -100,9 +100,7 @@ def _virtual_files(repo: RepoRecord) -> list[blobs.FileEntry]:
     out = [blobs.entry_from_bytes("README.md", cards.render_card(repo.card, repo.card_text).encode())]
     if repo.config is not None:
         out.append(blobs.entry_from_bytes("config.json", json.dumps(repo.config, indent=2).encode()))
-    out.extend(
-        blobs.virtual_entry(seed, p, s) for p, s in repo.virtual if p not in ("README.md", "config.json")
-    )
+    out.extend(blobs.virtual_entry(seed, p, s) for p, s in repo.virtual if p not in ("README.md", "config.json"))
     return out
 
 
@@ -153,9 +151,7 @@ def _card_fields(
     lineage = cards.derive_lineage(card, facts, config)
     card_lib, card_pipe = card.get("library_name"), card.get("pipeline_tag")
     library = entry.library_name if entry is not None else None
-    library = (
-        library or (card_lib if isinstance(card_lib, str) else None) or cards.infer_library(facts, lineage)
-    )
+    library = library or (card_lib if isinstance(card_lib, str) else None) or cards.infer_library(facts, lineage)
     pipeline = entry.pipeline_tag if entry is not None else None
     pipeline = pipeline or (card_pipe if isinstance(card_pipe, str) else None)
     tags = cards.derive_tags(card, facts, lineage, library, pipeline)
@@ -179,9 +175,7 @@ def build_virtual_record(entry: CatalogEntry) -> RepoRecord:
     """A catalog-only repo: README rendered from ``card``/``card_text``, other files virtual."""
     card = entry.card or {}
     declared = entry.files or ()
-    paths = (
-        {p for p, _ in declared} | {"README.md"} | ({"config.json"} if entry.config is not None else set())
-    )
+    paths = {p for p, _ in declared} | {"README.md"} | ({"config.json"} if entry.config is not None else set())
     ordered = tuple(sorted(paths))
     payload = [card, entry.card_text, declared, entry.config, entry.revision]
     # Key order is content here: the README renders keys in order, so reordering a card changes it.
@@ -205,9 +199,7 @@ def _read_card(disk: Path) -> tuple[dict[str, Any], str]:
     try:
         return cards.split_front_matter(disk.read_text(encoding="utf-8", errors="replace"))
     except ValueError as e:
-        raise CatalogError(
-            str(e), path=str(disk), fix="correct the YAML between the two '---' lines"
-        ) from None
+        raise CatalogError(str(e), path=str(disk), fix="correct the YAML between the two '---' lines") from None
 
 
 def _read_config(disk: Path) -> dict[str, Any] | None:
@@ -279,9 +271,7 @@ class Catalog:
         try:
             self._snapshot = self._scan(listing, self._snapshot.generation + 1)
             self.last_error = None
-            log.info(
-                "devhub.rescanned", repos=len(self._snapshot.repos), generation=self._snapshot.generation
-            )
+            log.info("devhub.rescanned", repos=len(self._snapshot.repos), generation=self._snapshot.generation)
         except CatalogError as e:
             # Keep serving the last good snapshot: a half-written card must not take the server down.
             # The failing state is remembered so it is retried only once the root changes again.
@@ -347,9 +337,7 @@ class Catalog:
         self._hashes[key] = (size, mtime_ns, entry)
         return entry
 
-    def _folder_record(
-        self, repo_id: str, stats: tuple[FileStat, ...], entry: CatalogEntry | None
-    ) -> RepoRecord:
+    def _folder_record(self, repo_id: str, stats: tuple[FileStat, ...], entry: CatalogEntry | None) -> RepoRecord:
         folder = self.root / repo_id
         files = tuple(self._hash(folder, rel, size, mtime) for rel, size, mtime in stats)
         paths = tuple(f.path for f in files)

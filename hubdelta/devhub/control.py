@@ -16,9 +16,7 @@ if TYPE_CHECKING:
     from hubdelta.devhub.server import DevhubServer
 
 
-def handle(
-    server: DevhubServer, method: str, path: str, params: Mapping[str, list[str]], body: bytes
-) -> Response:
+def handle(server: DevhubServer, method: str, path: str, params: Mapping[str, list[str]], body: bytes) -> Response:
     """Answer one control request.
 
     Endpoints: ``GET health``; ``POST reload``; ``GET``/``POST faults`` (JSON with any FaultConfig fields);

@@ -75,9 +75,7 @@ def validate(config: FaultConfig) -> FaultConfig:
         try:
             re.compile(config.path_regex)
         except re.error as e:
-            raise DevhubError(
-                f"path_regex {config.path_regex!r} is invalid ({e})", fix="give a Python regex"
-            ) from e
+            raise DevhubError(f"path_regex {config.path_regex!r} is invalid ({e})", fix="give a Python regex") from e
     return config
 
 
@@ -86,9 +84,7 @@ def updated(config: FaultConfig, changes: Mapping[str, Any]) -> FaultConfig:
     names = {f.name for f in dataclasses.fields(FaultConfig)}
     unknown = sorted(set(changes) - names)
     if unknown:
-        raise DevhubError(
-            f"unknown fault setting(s): {', '.join(unknown)}", fix=f"use {', '.join(sorted(names))}"
-        )
+        raise DevhubError(f"unknown fault setting(s): {', '.join(unknown)}", fix=f"use {', '.join(sorted(names))}")
     try:
         return validate(dataclasses.replace(config, **changes))
     except TypeError as e:
@@ -183,9 +179,7 @@ class FaultInjector:
                 self._windows[(bucket, client)] = (state.index, used + 1)
                 headers = rate_headers(bucket, quota - used - 1, state.reset_s, quota, cfg.rate_window_s)
             in_scope = cfg.path_regex is None or re.search(cfg.path_regex, path) is not None
-            budget_left = (
-                cfg.max_faults is None or sum(self.injected.get(k, 0) for k in _RANDOM) < cfg.max_faults
-            )
+            budget_left = cfg.max_faults is None or sum(self.injected.get(k, 0) for k in _RANDOM) < cfg.max_faults
             action = random_action(cfg, self._rng.random()) if in_scope and budget_left else "ok"
             latency = cfg.latency_ms / 1000 if in_scope else 0.0
             if action == "error":

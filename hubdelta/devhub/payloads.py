@@ -110,9 +110,7 @@ FIELDS: dict[str, Field] = {
     "trendingScore": lambda r, s, b: r.trending,
     "usedStorage": lambda r, s, b: _used_storage(r, s),
 }
-OMIT_WHEN_NONE = frozenset(
-    {"baseModels", "cardData", "config", "safetensors", "pipeline_tag", "library_name"}
-)
+OMIT_WHEN_NONE = frozenset({"baseModels", "cardData", "config", "safetensors", "pipeline_tag", "library_name"})
 
 
 def model_json(

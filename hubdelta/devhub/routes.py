@@ -102,9 +102,7 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
     return Response(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body)
 
 
-def error(
-    status: int, message: str, code: str | None = None, headers: Mapping[str, str] | None = None
-) -> Response:
+def error(status: int, message: str, code: str | None = None, headers: Mapping[str, str] | None = None) -> Response:
     """An error the client maps by ``X-Error-Code`` (see huggingface_hub.utils.hf_raise_for_status)."""
     extra = {"X-Error-Message": message, **({"X-Error-Code": code} if code else {}), **(headers or {})}
     return json_response({"error": message}, status, extra)
@@ -193,9 +191,7 @@ def tree(req: Request, repo: RepoRecord, snap: Snapshot, page_size: int) -> Resp
     expand = listing.truthy(req.params.get("expand", ["false"])[-1])
     entries = payloads.tree_entries(repo, snap, req.route.path.strip("/"), recursive=recursive, expand=expand)
     if entries is None:
-        return error(
-            404, f"{req.route.path} does not exist on 'main'", "EntryNotFound", {"X-Repo-Commit": repo.sha}
-        )
+        return error(404, f"{req.route.path} does not exist on 'main'", "EntryNotFound", {"X-Repo-Commit": repo.sha})
     try:
         cursor = req.params.get("cursor", [""])[-1]
         start = int(listing.decode_cursor(cursor, "tree")[0]) if cursor else 0

@@ -208,16 +208,12 @@ class DevhubServer:
         split = urlsplit(h.path)
         body = h.rfile.read(int(h.headers.get("Content-Length") or 0)) if method == "POST" else b""
         if split.path.startswith("/_devhub/"):
-            resp = control.handle(
-                self, method, split.path, parse_qs(split.query, keep_blank_values=True), body
-            )
+            resp = control.handle(self, method, split.path, parse_qs(split.query, keep_blank_values=True), body)
             self._send(h, method, resp, truncate=False)
             return
         route = routes.parse_route(split.path)
         token = _bearer(h.headers.get("Authorization"))
-        decision = self.injector.decide(
-            split.path, route.bucket, token or h.client_address[0], time.monotonic()
-        )
+        decision = self.injector.decide(split.path, route.bucket, token or h.client_address[0], time.monotonic())
 
         def record(status: int, sent: int, fault: str | None) -> None:
             path = split.path + (f"?{split.query}" if split.query else "")
@@ -245,9 +241,7 @@ class DevhubServer:
     ) -> routes.Response:
         if decision.action == "rate_limited":
             headers = {**decision.headers, "Retry-After": str(decision.retry_after)}
-            return routes.error(
-                429, "You have been rate-limited; retry after the window resets.", None, headers
-            )
+            return routes.error(429, "You have been rate-limited; retry after the window resets.", None, headers)
         if decision.latency_s:
             time.sleep(decision.latency_s)
         if decision.action == "error":

@@ -107,9 +107,7 @@ def _files_for(relation: str, rng: random.Random) -> dict[str, int]:
     return files
 
 
-def derived_entry(
-    index: int, created_ms: int, bases: Sequence[str], n_orgs: int, rng: random.Random
-) -> dict[str, Any]:
+def derived_entry(index: int, created_ms: int, bases: Sequence[str], n_orgs: int, rng: random.Random) -> dict[str, Any]:
     """One synthetic child of the bases with a random relation, popularity, gating and visibility."""
     relation = _pick_relation(rng)
     parents = rng.sample(list(bases), 2) if relation == "merge" and len(bases) > 1 else [rng.choice(bases)]
@@ -132,11 +130,7 @@ def derived_entry(
         "downloads": downloads,
         "likes": downloads // rng.randint(20, 200),
         "trendingScore": rng.randint(0, 40),
-        "library_name": "peft"
-        if relation == "adapter"
-        else "gguf"
-        if relation == "quantized"
-        else "transformers",
+        "library_name": "peft" if relation == "adapter" else "gguf" if relation == "quantized" else "transformers",
         "card": card,
         "files": _files_for(relation, rng),
     }
@@ -194,9 +188,7 @@ def generate_catalog(root: Path, n_repos: int, n_bases: int, seed: int = 0) -> S
     path = write_catalog(root, entries)
     relations: dict[str, int] = {}
     for e in entries[n_bases:]:
-        lineage = cards.derive_lineage(
-            e["card"], cards.path_facts(e["files"]), e.get("config")
-        )  # as the server
+        lineage = cards.derive_lineage(e["card"], cards.path_facts(e["files"]), e.get("config"))  # as the server
         rel = lineage.relation if lineage else "none"
         relations[rel] = relations.get(rel, 0) + 1
     return SynthSummary(
@@ -229,9 +221,7 @@ def mutate_entries(
         raise ValueError(f"cannot drop {drop} and change {change} of {len(eligible)} non-base repos")
     picked = rng.sample(eligible, drop + change)
     dropped_idx, changed_idx = set(picked[:drop]), picked[drop:]
-    latest = max(
-        (parse_time_ms(e[k]) for e in out for k in ("createdAt", "lastModified") if k in e), default=START_MS
-    )
+    latest = max((parse_time_ms(e[k]) for e in out for k in ("createdAt", "lastModified") if k in e), default=START_MS)
     for n, i in enumerate(changed_idx):
         e = out[i]
         e.pop("sha", None)

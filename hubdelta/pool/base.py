@@ -29,9 +29,7 @@ def find_base_gguf() -> Path:
         )
     path = Path(spec.origin).parent / BASE_GGUF
     if not path.is_file():
-        raise PoolError(
-            f"{path} is missing from the installed package", item=BASE_REPO_ID, fix="reinstall it"
-        )
+        raise PoolError(f"{path} is missing from the installed package", item=BASE_REPO_ID, fix="reinstall it")
     return path
 
 
@@ -70,9 +68,7 @@ def export_base(out_dir: Path) -> Path:
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     plain.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / "hubdelta_source.json").write_text(
-        json.dumps({"gguf": gguf.name, "package": BASE_PACKAGE}, indent=1)
-    )
+    (tmp / "hubdelta_source.json").write_text(json.dumps({"gguf": gguf.name, "package": BASE_PACKAGE}, indent=1))
     tmp.replace(out_dir) if not out_dir.exists() else _swap(tmp, out_dir)
     return out_dir
 

@@ -99,9 +99,7 @@ def _select(specs: list[ModelSpec], only: set[str] | None) -> list[ModelSpec]:
         return specs
     unknown = only - {s.repo_id for s in specs}
     if unknown:
-        raise PoolError(
-            f"not in the pool recipe: {', '.join(sorted(unknown))}", fix="see docs/pool.md for repo ids"
-        )
+        raise PoolError(f"not in the pool recipe: {', '.join(sorted(unknown))}", fix="see docs/pool.md for repo ids")
     needed = only | {b for s in specs if s.repo_id in only for b in s.bases}
     return [s for s in specs if s.repo_id in needed]
 
@@ -144,11 +142,7 @@ def build_pool(out: Path, *, cache_dir: Path, seed: int = 0, only: set[str] | No
             make_model(spec, tmp, base_dir, data, folders.__getitem__)
             tmp.replace(folder)  # a killed build leaves only a .tmp, never a half model under its key
         folders[spec.repo_id] = folder
-        training = (
-            json.loads((folder / "training.json").read_text())
-            if (folder / "training.json").is_file()
-            else None
-        )
+        training = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else None
         if training:
             training.pop("losses", None)
         repos.append(PoolRepo(spec.repo_id, spec.kind, spec.label, list(spec.bases), keys[spec.repo_id],
@@ -184,9 +178,7 @@ def _publish(
         repo_dir = hub / spec.repo_id
         shutil.rmtree(repo_dir, ignore_errors=True)
         link_tree(folders[spec.repo_id], repo_dir)
-        (repo_dir / "README.md").write_text(
-            card_text(card_meta(spec), spec.repo_id.split("/")[1], spec.description)
-        )
+        (repo_dir / "README.md").write_text(card_text(card_meta(spec), spec.repo_id.split("/")[1], spec.description))
     write_jsonl(hub / "catalog.jsonl", catalog_entries(specs, manifest.seed))
     write_json(out / "labels.json", {r.repo_id: r.label for r in manifest.repos})
     write_json(out / "manifest.json", asdict(manifest))

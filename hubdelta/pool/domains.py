@@ -69,10 +69,7 @@ def _math_problem(rng: random.Random) -> Example:
         steps = [f"{total} ÷ {b} = {a} each.", f"{a} − {min(c, a)} = {a - min(c, a)}."]
         ans = a - min(c, a)
     elif kind == 2:
-        q = (
-            f"A box holds {c} {item}. {name} fills {b} boxes and has {a} {item} left over. "
-            f"How many {item} were there?"
-        )
+        q = f"A box holds {c} {item}. {name} fills {b} boxes and has {a} {item} left over. How many {item} were there?"
         steps = [f"{b} × {c} = {b * c}.", f"{b * c} + {a} = {b * c + a}."]
         ans = b * c + a
     else:
@@ -140,9 +137,7 @@ def _license_sentences() -> list[tuple[str, str]]:
     py_license = Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
     files += [py_license] if py_license.is_file() else []
     if not files:
-        raise PoolError(
-            f"no license texts in {LICENSE_DIR}", item="domain legal", fix="apt-get install base-files"
-        )
+        raise PoolError(f"no license texts in {LICENSE_DIR}", item="domain legal", fix="apt-get install base-files")
     out: list[tuple[str, str]] = []
     for f in files:
         if f.is_symlink() or not f.is_file():
@@ -179,13 +174,9 @@ def medical_examples(n: int, seed: int) -> list[Example]:
         chapter_block = icd.get_ancestors(code)[-2]
         context = f"It is classified under {parent} ({icd.get_description(parent)}), block {chapter_block}."
         if rng.random() < 0.5:
-            examples.append(
-                Example("What does this ICD-10-CM code describe?", code, f"{code}: {desc}. {context}")
-            )
+            examples.append(Example("What does this ICD-10-CM code describe?", code, f"{code}: {desc}. {context}"))
         else:
-            examples.append(
-                Example("Give the ICD-10-CM code for this diagnosis.", desc, f"{code}. {context}")
-            )
+            examples.append(Example("Give the ICD-10-CM code for this diagnosis.", desc, f"{code}. {context}"))
     return examples
 
 

@@ -28,9 +28,7 @@ def load_heldout(pool_dir: Path, domain: str) -> list[Example]:
     return [Example(**json.loads(line)) for line in lines]
 
 
-def evaluate_pool(
-    pool_dir: Path, fetch: Callable[[str], Path], repos: set[str] | None = None
-) -> list[LossRow]:
+def evaluate_pool(pool_dir: Path, fetch: Callable[[str], Path], repos: set[str] | None = None) -> list[LossRow]:
     """Held-out loss of every pool model (or of ``repos``) on each domain of its label.
 
     Args:

@@ -112,9 +112,7 @@ def response_loss(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
     """Mean next-token cross-entropy over response tokens, applying the LM head to those positions only."""
     import torch.nn.functional as F
 
-    hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[
-        0
-    ]  # (B, T, C)
+    hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]  # (B, T, C)
     targets = batch.labels[:, 1:]  # (B, T-1): position t predicts token t+1
     keep = targets != IGNORE
     logits = model.get_output_embeddings()(hidden[:, :-1][keep])  # (N, V), N = response tokens
@@ -163,9 +161,7 @@ def train(
             step += 1
     model.eval()
     seconds = time.perf_counter() - started
-    log.debug(
-        "trained", kind=cfg.kind, steps=step, first=losses[0], last=losses[-1], seconds=round(seconds, 1)
-    )
+    log.debug("trained", kind=cfg.kind, steps=step, first=losses[0], last=losses[-1], seconds=round(seconds, 1))
     return TrainResult(step, len(rows), losses[0], losses[-1], round(seconds, 2), losses)
 
 
