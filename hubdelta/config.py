@@ -16,6 +16,31 @@ CONFIG_FILE = "hubdelta.toml"
 
 
 @dataclass(frozen=True)
+class CrawlSettings:
+    """``[crawl]`` in hubdelta.toml: how politely and how often the crawler talks to the Hub."""
+
+    requests: int = 450  # per window; the Hub allows 500 anonymous, 1,000 with a free account's token
+    window_s: float = 300.0
+    max_attempts: int = 8
+    timeout_s: float = 30.0
+    full_every_days: float = 7.0  # reconcile pass (updates, removals) per base
+
+
+def _section(name: str, cls: type[Any], data: Mapping[str, Any]) -> Any:
+    """Build a settings dataclass from a toml table, refusing unknown keys and wrong types."""
+    fields = {f.name: f for f in cls.__dataclass_fields__.values()}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{name}.{key}", "unknown setting", fix=f"use one of {', '.join(fields)}")
+        want = type(getattr(cls(), key))
+        if isinstance(value, bool) or not isinstance(value, (int, float) if want is float else want):
+            raise ConfigError(f"{name}.{key}", f"expected a {want.__name__}, got {value!r}")
+        if value <= 0:
+            raise ConfigError(f"{name}.{key}", f"must be positive, got {value!r}")
+    return cls(**{k: type(getattr(cls(), k))(v) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable. Built by :func:`load_settings`; nothing else reads the environment."""
 
@@ -25,6 +50,7 @@ class Settings:
     hf_home: Path | None = None
     log_json: bool = False
     log_level: str = "info"
+    crawl: CrawlSettings = field(default_factory=CrawlSettings)
     extra: Mapping[str, Any] = field(default_factory=dict)  # unknown toml sections, for later stages
 
     @property
@@ -71,6 +97,7 @@ def load_settings(
         raise ConfigError("--config", f"{config_file} does not exist", fix="give the path of a hubdelta.toml")
     data = _read_toml(config_file) if config_file else {}
     hub = data.pop("hub", {})
+    crawl = _section("crawl", CrawlSettings, data.pop("crawl", {}))
     log = data.pop("log", {})
     level = str(log.get("level", env.get("HUBDELTA_LOG_LEVEL", "info"))).lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -83,5 +110,6 @@ def load_settings(
         hf_home=Path(hf_home).expanduser() if hf_home else None,
         log_json=bool(log.get("json", False)) if log_json is None else log_json,
         log_level=level,
+        crawl=crawl,
         extra=data,
     )

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The offline demo: build the finetune pool, serve it from devhub, and browse it with the real Hub client.
+# The offline demo: build the finetune pool, serve it from devhub, browse it with the real Hub client, then
+# track its base and crawl its children into the index.
 # DEMO_SERVE=0 stops after the tour instead of serving until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,11 @@ $hd devhub serve --root "$HUBDELTA_HOME/pool/hub" --port "$port" &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 .venv/bin/python scripts/demo_tour.py "http://127.0.0.1:$port"
+# Follow the base through the Hub's metadata, as against the real Hub, and record its children.
+export HF_ENDPOINT="http://127.0.0.1:$port"
+$hd track HuggingFaceTB/SmolLM2-135M-Instruct --relations adapter,finetune,merge
+$hd crawl
+$hd tracked
 if [ "${DEMO_SERVE:-1}" = "1" ]; then
   echo "devhub is serving the pool at http://127.0.0.1:$port (export HF_ENDPOINT=http://127.0.0.1:$port); Ctrl-C stops it."
   wait $server

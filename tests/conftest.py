@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import structlog
 from huggingface_hub import constants
 
 from hubdelta.devhub.server import DevhubServer
+from hubdelta.pool.build import PoolManifest, build_pool
 
 TOKEN = "hf_devhub_test_token"  # the one token the test servers accept
 BASE = "acme/base-7m"
@@ -119,32 +121,20 @@ def build_tiny_root(root: Path) -> TinyRoot:
         "README.md": card({"base_model": BASE, "tags": ["medical"]}),
         "adapter_config.json": ADAPTER_CONFIG,
     }
-    _files(
-        root, "alice/base-lora", {**lora, "sub/dir/notes.txt": "n" * 300, ".hidden": "x", ".git/HEAD": "x"}
-    )
-    write_safetensors(
-        root / "alice/base-lora/adapter_model.safetensors", {"lora_A": (8, 16), "lora_B": (8, 8)}
-    )
-    _files(
-        root, "alice/base-lora-2", {**lora, "README.md": card({"base_model": BASE, "library_name": "peft"})}
-    )
+    _files(root, "alice/base-lora", {**lora, "sub/dir/notes.txt": "n" * 300, ".hidden": "x", ".git/HEAD": "x"})
+    write_safetensors(root / "alice/base-lora/adapter_model.safetensors", {"lora_A": (8, 16), "lora_B": (8, 8)})
+    _files(root, "alice/base-lora-2", {**lora, "README.md": card({"base_model": BASE, "library_name": "peft"})})
     _files(
         root,
         "bob/base-ft",
         {"README.md": card({"base_model": BASE, "license": "mit"}), "config.json": CONFIG},
     )
     write_safetensors(root / "bob/base-ft/model.safetensors", {"w": (16, 8), "b": (8,)})
-    _files(
-        root, "carol/merged", {"README.md": card({"base_model": [BASE, OTHER_BASE]}), "config.json": CONFIG}
-    )
-    _files(
-        root, "dave/base-gguf", {"README.md": card({"base_model": BASE}), "model-Q4_K_M.gguf": b"GGUF" * 64}
-    )
+    _files(root, "carol/merged", {"README.md": card({"base_model": [BASE, OTHER_BASE]}), "config.json": CONFIG})
+    _files(root, "dave/base-gguf", {"README.md": card({"base_model": BASE}), "model-Q4_K_M.gguf": b"GGUF" * 64})
     explicit = card({"base_model": BASE, "base_model_relation": "finetune"})
     _files(root, "erin/explicit-ft", {"README.md": explicit, "adapter_config.json": ADAPTER_CONFIG})
-    _files(
-        root, "frank/other-lora", {"README.md": card({"base_model": OTHER_BASE}), "adapter_config.json": "{}"}
-    )
+    _files(root, "frank/other-lora", {"README.md": card({"base_model": OTHER_BASE}), "adapter_config.json": "{}"})
     _files(root, "acme/gated-model", {"README.md": card({"base_model": BASE}), "config.json": CONFIG})
     _files(root, "acme/secret", {"README.md": card({"base_model": BASE}), "adapter_config.json": "{}"})
     catalog = _tiny_catalog(root)
@@ -214,3 +204,29 @@ def serve() -> Iterator[Callable[..., DevhubServer]]:
 def hub(tiny: TinyRoot, serve: Callable[..., DevhubServer]) -> DevhubServer:
     """A server over the tiny root, checking for changes every 0.1 s."""
     return serve(tiny.path, check_interval_s=0.1)
+
+
+# --- the finetune pool (built once per session from a cache) -------------------------------------------
+
+
+def pool_cache_dir() -> Path:
+    """Trained pool models are cached across test runs (a cold build trains for ~10 minutes)."""
+    return Path(os.environ.get("HUBDELTA_TEST_CACHE", Path.home() / ".cache" / "hubdelta-test")) / "pool"
+
+
+@pytest.fixture(scope="session")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pool")
+    build_pool(out, cache_dir=pool_cache_dir(), seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pool_hub(pool: Path) -> Iterator[DevhubServer]:
+    with DevhubServer(pool / "hub") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def manifest(pool: Path) -> PoolManifest:
+    return PoolManifest.load(pool / "manifest.json")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
@@ -25,36 +24,13 @@ from hubdelta.pool.recipe import (
     pool_recipe,
     split_slice,
 )
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("HUBDELTA_TEST_CACHE", Path.home() / ".cache" / "hubdelta-test")) / "pool"
-
-
-@pytest.fixture(scope="session")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pool")
-    build_pool(out, cache_dir=_cache_dir(), seed=0)
-    return out
-
-
-@pytest.fixture(scope="session")
-def pool_hub(pool: Path):
-    with DevhubServer(pool / "hub") as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def manifest(pool: Path) -> PoolManifest:
-    return PoolManifest.load(pool / "manifest.json")
+from tests.conftest import pool_cache_dir
 
 
 def test_recipe_slices_are_disjoint_and_in_range() -> None:
     for domain in DOMAIN_NAMES:
         ranges = [(heldout_slice(domain).start, heldout_slice(domain).stop), FEWSHOT_SLICE]
-        ranges += [
-            (split_slice(domain, s).start, split_slice(domain, s).stop) for s in range(1, N_SPLITS + 1)
-        ]
+        ranges += [(split_slice(domain, s).start, split_slice(domain, s).stop) for s in range(1, N_SPLITS + 1)]
         ranges.append((MIXED_START, MIXED_START + MIXED))
         covered = [i for a, b in ranges for i in range(a, b)]
         assert len(covered) == len(set(covered)) == EXAMPLES_PER_DOMAIN
@@ -89,9 +65,7 @@ def test_recipe_has_the_required_kinds() -> None:
         }
 
 
-def test_devhub_lists_exactly_the_pool_children_by_relation(
-    pool_hub: DevhubServer, manifest: PoolManifest
-) -> None:
+def test_devhub_lists_exactly_the_pool_children_by_relation(pool_hub: DevhubServer, manifest: PoolManifest) -> None:
     api = HfApi(endpoint=pool_hub.url)
     by_kind = {"adapter": "lora", "finetune": "full", "merge": "merge"}
     for relation, kind in by_kind.items():
@@ -114,12 +88,10 @@ def test_snapshot_download_of_an_adapter_gives_the_pool_files(
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(expected)
 
 
-def test_rebuild_with_a_warm_cache_retrains_nothing(
-    pool: Path, manifest: PoolManifest, tmp_path: Path
-) -> None:
-    models = _cache_dir() / "models"
+def test_rebuild_with_a_warm_cache_retrains_nothing(pool: Path, manifest: PoolManifest, tmp_path: Path) -> None:
+    models = pool_cache_dir() / "models"
     before = {p.name: p.stat().st_mtime_ns for p in models.iterdir()}
-    again = build_pool(tmp_path / "again", cache_dir=_cache_dir(), seed=0)
+    again = build_pool(tmp_path / "again", cache_dir=pool_cache_dir(), seed=0)
     assert [r.key for r in again.repos] == [r.key for r in manifest.repos]
     assert {p.name: p.stat().st_mtime_ns for p in models.iterdir()} == before
     adapter = "hubdelta-pool/smollm2-lora-math-1/adapter_model.safetensors"
@@ -129,15 +101,11 @@ def test_rebuild_with_a_warm_cache_retrains_nothing(
 @pytest.fixture(scope="session")
 def loss_rows(pool: Path, pool_hub: DevhubServer, tmp_path_factory: pytest.TempPathFactory):
     cache = tmp_path_factory.mktemp("hf-cache")
-    return evaluate_pool(
-        pool, lambda repo: Path(snapshot_download(repo, endpoint=pool_hub.url, cache_dir=cache))
-    )
+    return evaluate_pool(pool, lambda repo: Path(snapshot_download(repo, endpoint=pool_hub.url, cache_dir=cache)))
 
 
 @pytest.mark.parametrize("domain", DOMAIN_NAMES)
-def test_every_finetune_lowers_heldout_loss_on_its_own_domain(
-    loss_rows, manifest: PoolManifest, domain: str
-) -> None:
+def test_every_finetune_lowers_heldout_loss_on_its_own_domain(loss_rows, manifest: PoolManifest, domain: str) -> None:
     rows = [r for r in loss_rows if r.domain == domain]
     expected = {r.repo_id for r in manifest.repos if domain in r.label.split("+")}
     assert {r.repo_id for r in rows} == expected

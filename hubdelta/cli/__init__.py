@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from hubdelta import __version__
+from hubdelta.cli import crawl as crawl_commands
 from hubdelta.cli._errors import HubdeltaGroup
 from hubdelta.cli._options import ConfigOpt, HomeOpt
 from hubdelta.cli.devhub import devhub_app
@@ -16,13 +17,13 @@ from hubdelta.log import configure_logging
 app = typer.Typer(
     name="hubdelta",
     cls=HubdeltaGroup,
-    help="Find Hugging Face Hub finetunes that behave alike.\n\n"
-    "Example: hubdelta devhub serve --root pool/hub",
+    help="Find Hugging Face Hub finetunes that behave alike.\n\nExample: hubdelta devhub serve --root pool/hub",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(devhub_app, name="devhub")
+crawl_commands.register(app)
 
 
 def _version(value: bool) -> None:

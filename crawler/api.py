@@ -1,0 +1,109 @@
+"""The crawler's library functions: what ``hubdelta track/untrack/tracked/crawl`` (and the daemon) call."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from hubdelta.config import Settings
+from hubdelta.crawler.crawl import CrawlSummary, crawl
+from hubdelta.crawler.hub import HubLister
+from hubdelta.crawler.politeness import Politeness
+from hubdelta.errors import HubdeltaError, UsageError
+from hubdelta.index.records import DEFAULT_RELATIONS, Relation, TrackedBase
+from hubdelta.index.store import Index
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def politeness(settings: Settings) -> Politeness:
+    c = settings.crawl
+    return Politeness(requests=c.requests, window_s=c.window_s, max_attempts=c.max_attempts, timeout_s=c.timeout_s)
+
+
+def open_index(settings: Settings, *, writer: str | None = None) -> Index:
+    """The index at ``settings.index_uri``; ``writer`` (the command line) takes the single-writer lock."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return Index.open(settings.index_uri, lock_dir=settings.home, writer=writer)
+
+
+def parse_relations(text: str | Iterable[str]) -> tuple[Relation, ...]:
+    """``"adapter,merge"`` → relations, in a fixed order; a one-line error names an unknown one."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    valid = {r.value: r for r in Relation}
+    unknown = [n for n in names if n not in valid]
+    if unknown or not names:
+        raise UsageError("--relations", f"unknown relation {', '.join(unknown) or '(none)'}",
+                         fix=f"use a comma-separated subset of {','.join(valid)}")  # fmt: skip
+    return tuple(r for r in Relation if r.value in names)
+
+
+def check_repo_id(repo_id: str) -> str:
+    if not _REPO_ID.match(repo_id):
+        raise UsageError(repo_id, "not a Hub repo id", fix="write it as owner/name, e.g. HuggingFaceTB/SmolLM2-135M")
+    return repo_id
+
+
+def verify_on_hub(settings: Settings, repo_id: str) -> None:
+    """One request: the base exists (a typo would otherwise track nothing, silently)."""
+    import httpx2
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        HfApi(endpoint=settings.hf_endpoint, token=settings.hf_token or False).model_info(repo_id, timeout=30)
+    except RepositoryNotFoundError as e:
+        raise UsageError(repo_id, f"not found on {settings.hf_endpoint}", fix="check the spelling") from e
+    except (HfHubHTTPError, httpx2.TransportError, OSError) as e:
+        raise HubdeltaError(f"could not reach {settings.hf_endpoint} to check {repo_id} ({type(e).__name__})",
+                            fix="check HF_ENDPOINT, or pass --no-check to track it anyway") from e  # fmt: skip
+
+
+def track(
+    settings: Settings,
+    base: str,
+    relations: tuple[Relation, ...] = DEFAULT_RELATIONS,
+    *,
+    check: bool = True,
+    command: str = "hubdelta track",
+) -> TrackedBase:
+    """Follow ``base``'s children of ``relations``; re-tracking changes the relations and keeps cursors."""
+    check_repo_id(base)
+    if check:
+        verify_on_hub(settings, base)
+    with open_index(settings, writer=command) as index:
+        existing = {t.base: t for t in index.tracked()}.get(base)
+        now = datetime.now(UTC)
+        if existing is None:
+            tracked = TrackedBase(base, relations, added_at=now)
+        else:
+            # A newly followed relation has never been listed: drop the full-sync mark so it gets a full pass.
+            last_full = existing.last_full_sync if set(relations) <= set(existing.relations) else None
+            cursors = {r: c for r, c in existing.cursors.items() if r in relations}
+            tracked = TrackedBase(base, relations, cursors, existing.added_at, existing.last_crawl, last_full)
+        index.put_tracked([tracked])
+    return tracked
+
+
+def untrack(settings: Settings, base: str, *, command: str = "hubdelta untrack") -> None:
+    """Stop following ``base`` (its models stay in the index)."""
+    with open_index(settings, writer=command) as index:
+        if not index.delete_tracked(base):
+            tracked = ", ".join(t.base for t in index.tracked()) or "none"
+            raise UsageError(base, "is not tracked", fix=f"tracked bases: {tracked}")
+
+
+def list_tracked(settings: Settings) -> list[TrackedBase]:
+    with open_index(settings) as index:
+        return index.tracked()
+
+
+def run_crawl(settings: Settings, *, full: bool = False, command: str = "hubdelta crawl") -> CrawlSummary:
+    """Crawl every tracked base once (see :func:`hubdelta.crawler.crawl.crawl`)."""
+    lister = HubLister(settings.hf_endpoint, settings.hf_token, politeness(settings))
+    with open_index(settings, writer=command) as index:
+        if not index.tracked():
+            raise UsageError("crawl", "no base model is tracked", fix="hubdelta track <base> first")
+        every = timedelta(days=settings.crawl.full_every_days)
+        return crawl(index, lister, full=full, full_every=every)
