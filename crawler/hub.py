@@ -19,10 +19,11 @@ from typing import Any
 import httpx2
 import structlog
 from huggingface_hub import ModelInfo
+from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from hubdelta.crawler.politeness import Politeness, RequestBudget, retry_delay
-from hubdelta.errors import HubUnavailableError
+from hubdelta.errors import HubRequestError, HubUnavailableError
 from hubdelta.index.records import HubModel, Relation
 
 log = structlog.get_logger(__name__)
@@ -51,6 +52,7 @@ class HubLister:
         token: a Hub token, or None for anonymous requests.
         policy: budget, retries and timeouts.
         clock, sleep, rng: injected for tests; real time and an unseeded RNG by default.
+        session: an HTTP client; huggingface_hub's shared session by default.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class HubLister:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        session: httpx2.Client | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.policy = policy
@@ -70,6 +73,7 @@ class HubLister:
         self._headers = build_hf_headers(token=token or False, library_name="hubdelta")
         self._clock, self._sleep = clock, sleep
         self._rng = rng or random.Random()
+        self._session = session
 
     def children(self, base: str, relation: Relation, page_size: int = PAGE_SIZE) -> Iterator[list[HubModel]]:
         """Pages of the children of ``base`` with ``relation``, newest first; fetched only as consumed."""
@@ -95,14 +99,15 @@ class HubLister:
             attempt += 1
             status, headers, error = None, None, ""
             try:
-                response = get_session().get(url, params=params, headers=self._headers, timeout=self.policy.timeout_s)
+                session = self._session or get_session()
+                response = session.get(url, params=params, headers=self._headers, timeout=self.policy.timeout_s)
                 if response.status_code < 400:
                     response.json()  # a cut body fails here, not later in the caller
                     return response
                 status, headers = response.status_code, response.headers
                 error = f"HTTP {status}"
                 if status not in (408, 429) and status < 500:
-                    hf_raise_for_status(response)  # 4xx: the client's own typed errors
+                    _raise_refused(url, response)
             except (httpx2.TransportError, json.JSONDecodeError) as e:
                 error = f"{type(e).__name__}: {e}"
             self._after_failure(url, attempt, status, headers, error)
@@ -121,6 +126,15 @@ class HubLister:
         if seconds > 0:
             self.stats.waited_s += seconds
             self._sleep(seconds)
+
+
+def _raise_refused(url: str, response: httpx2.Response) -> None:
+    """A 4xx other than 408/429 will not get better by retrying: one typed error, with the client's wording."""
+    try:
+        hf_raise_for_status(response)
+    except HfHubHTTPError as e:
+        raise HubRequestError(url, response.status_code, str(e).splitlines()[0]) from e
+    raise HubRequestError(url, response.status_code, response.reason_phrase)
 
 
 def _bases_from_tags(tags: list[str]) -> tuple[str, ...]:

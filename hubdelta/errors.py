@@ -146,3 +146,13 @@ class IndexSchemaError(StoreError):
         super().__init__(message, uri=uri, fix=fix)
         self.found = found
         self.expected = expected
+
+
+class HubRequestError(HubdeltaError):
+    """The Hub refused a request (a 4xx other than 408/429): retrying will not help."""
+
+    def __init__(self, url: str, status: int, detail: str) -> None:
+        fix = "check HF_TOKEN (unset it for anonymous access)" if status in (401, 403) else "check HF_ENDPOINT"
+        super().__init__(f"{url} was refused with HTTP {status}: {detail}", fix=fix)
+        self.url = url
+        self.status = status

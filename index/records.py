@@ -28,8 +28,10 @@ class Relation(StrEnum):
     QUANTIZED = "quantized"
 
 
-DEFAULT_RELATIONS = (Relation.ADAPTER, Relation.FINETUNE, Relation.MERGE)
-EMBEDDABLE = frozenset(DEFAULT_RELATIONS)  # quantized children are recorded, not queued
+# Every relation is followed by default; quantized children are recorded (status discovered) but not queued:
+# a quantized copy behaves like its source, so embedding it would mostly add noise and cost.
+DEFAULT_RELATIONS = (Relation.ADAPTER, Relation.FINETUNE, Relation.MERGE, Relation.QUANTIZED)
+EMBEDDABLE = frozenset({Relation.ADAPTER, Relation.FINETUNE, Relation.MERGE})
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ trap 'kill $server 2>/dev/null || true' EXIT
 .venv/bin/python scripts/demo_tour.py "http://127.0.0.1:$port"
 # Follow the base through the Hub's metadata, as against the real Hub, and record its children.
 export HF_ENDPOINT="http://127.0.0.1:$port"
-$hd track HuggingFaceTB/SmolLM2-135M-Instruct --relations adapter,finetune,merge
+$hd track HuggingFaceTB/SmolLM2-135M-Instruct
 $hd crawl
 $hd tracked
 if [ "${DEMO_SERVE:-1}" = "1" ]; then

@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hubdelta.crawler.decide import advance_cursor, decide_page, full_pass_due, initial_status, removals
+from hubdelta.crawler.hub import HubLister
 from hubdelta.crawler.politeness import Politeness, RequestBudget, retry_delay
+from hubdelta.errors import HubRequestError, HubUnavailableError
 from hubdelta.index.records import Cursor, HubModel, ModelRecord, ModelStatus, Relation, TrackedBase
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -177,3 +179,36 @@ def test_advance_cursor() -> None:
     old = Cursor(T0, "org/m000")
     assert advance_cursor(old, None) == old
     assert advance_cursor(old, hub(4)) == Cursor(hub(4).created_at, "org/m004")  # type: ignore[arg-type]
+
+
+# --- the lister's error paths (a mock transport: only the status codes matter here) -----------------------
+
+
+def _lister(handler) -> HubLister:
+    import httpx2
+
+    policy = Politeness(requests=100, window_s=1.0, max_attempts=3, backoff_base_s=0.001, backoff_cap_s=0.002)
+    return HubLister("http://hub.test", None, policy, session=httpx2.Client(transport=httpx2.MockTransport(handler)))
+
+
+def test_a_refused_listing_is_one_typed_error_without_retries() -> None:
+    import httpx2
+
+    calls = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        calls.append(request)
+        return httpx2.Response(401, headers={"X-Error-Message": "Invalid credentials"}, json={"error": "nope"})
+
+    with pytest.raises(HubRequestError) as e:
+        next(_lister(handler).children("org/base", Relation.ADAPTER))
+    assert e.value.status == 401 and "HF_TOKEN" in e.value.one_line() and len(calls) == 1
+
+
+def test_a_failing_listing_gives_up_after_max_attempts() -> None:
+    import httpx2
+
+    lister = _lister(lambda request: httpx2.Response(503))
+    with pytest.raises(HubUnavailableError) as e:
+        next(lister.children("org/base", Relation.ADAPTER))
+    assert e.value.attempts == 3 and lister.stats.requests == 3 and lister.stats.retries == 2

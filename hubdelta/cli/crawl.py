@@ -23,10 +23,10 @@ def _command() -> str:
 def track_cmd(
     ctx: typer.Context,
     base: RepoIdArg,
-    relations: RelationsOpt = "adapter,finetune,merge",
+    relations: RelationsOpt = "adapter,finetune,merge,quantized",
     check: Annotated[bool, typer.Option("--check/--no-check", help="Check that the base exists on the Hub.")] = True,
 ) -> None:
-    """Follow a base model's children (by the Hub's base_model tags).
+    """Follow a base model's children (by the Hub's base_model tags); quantized ones are recorded, not embedded.
 
     Example: hubdelta track HuggingFaceTB/SmolLM2-135M-Instruct --relations adapter,finetune,merge
     """
