@@ -26,6 +26,27 @@ class CrawlSettings:
     full_every_days: float = 7.0  # reconcile pass (updates, removals) per base
 
 
+@dataclass(frozen=True)
+class EmbedSettings:
+    """``[embed]`` in hubdelta.toml: how vectors are computed and what the worker may download."""
+
+    batch: int = 8  # adapters per batched forward on the resident base
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "float32"  # float32 | bfloat16
+    layer: str = "final"  # final | an index | a fraction such as 2/3
+    position: str = "last"  # last | mean
+    max_attempts: int = 3  # transient failures (network) before a model is marked failed
+    allow_pickle: bool = False  # pickle-only weights are refused unless true (then loaded weights_only)
+    disk_budget_gb: float = 20.0  # downloads beyond this are refused; full-finetune weights are deleted after
+
+
+_CHOICES = {
+    "embed.device": ("auto", "cpu", "cuda"),
+    "embed.dtype": ("float32", "bfloat16"),
+    "embed.position": ("last", "mean"),
+}
+
+
 def _section(name: str, cls: type[Any], data: Mapping[str, Any]) -> Any:
     """Build a settings dataclass from a toml table, refusing unknown keys and wrong types."""
     fields = {f.name: f for f in cls.__dataclass_fields__.values()}
@@ -33,10 +54,15 @@ def _section(name: str, cls: type[Any], data: Mapping[str, Any]) -> Any:
         if key not in fields:
             raise ConfigError(f"{name}.{key}", "unknown setting", fix=f"use one of {', '.join(fields)}")
         want = type(getattr(cls(), key))
-        if isinstance(value, bool) or not isinstance(value, (int, float) if want is float else want):
+        if (isinstance(value, bool) and want is not bool) or not isinstance(
+            value, (int, float) if want is float else want
+        ):
             raise ConfigError(f"{name}.{key}", f"expected a {want.__name__}, got {value!r}")
-        if value <= 0:
+        if want in (int, float) and value <= 0:
             raise ConfigError(f"{name}.{key}", f"must be positive, got {value!r}")
+        choices = _CHOICES.get(f"{name}.{key}")
+        if choices and value not in choices:
+            raise ConfigError(f"{name}.{key}", f"unknown value {value!r}", fix=f"use one of {', '.join(choices)}")
     return cls(**{k: type(getattr(cls(), k))(v) for k, v in data.items()})
 
 
@@ -51,6 +77,7 @@ class Settings:
     log_json: bool = False
     log_level: str = "info"
     crawl: CrawlSettings = field(default_factory=CrawlSettings)
+    embed: EmbedSettings = field(default_factory=EmbedSettings)
     extra: Mapping[str, Any] = field(default_factory=dict)  # unknown toml sections, for later stages
 
     @property
@@ -98,6 +125,7 @@ def load_settings(
     data = _read_toml(config_file) if config_file else {}
     hub = data.pop("hub", {})
     crawl = _section("crawl", CrawlSettings, data.pop("crawl", {}))
+    embed = _section("embed", EmbedSettings, data.pop("embed", {}))
     log = data.pop("log", {})
     level = str(log.get("level", env.get("HUBDELTA_LOG_LEVEL", "info"))).lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -111,5 +139,6 @@ def load_settings(
         log_json=bool(log.get("json", False)) if log_json is None else log_json,
         log_level=level,
         crawl=crawl,
+        embed=embed,
         extra=data,
     )

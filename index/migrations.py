@@ -19,7 +19,8 @@ from lancedb import DBConnection
 
 from hubdelta import __version__
 from hubdelta.errors import IndexSchemaError
-from hubdelta.index.schema import META, META_SCHEMA, SCHEMAS
+from hubdelta.index.embeddings import SPACES, SPACES_SCHEMA
+from hubdelta.index.schema import META, META_SCHEMA, MODELS, SCHEMAS, TRACKED
 
 Migration = Callable[[DBConnection], None]
 
@@ -53,13 +54,18 @@ def write_meta(db: DBConnection, items: dict[str, str]) -> None:
 def m001_create_tables(db: DBConnection) -> None:
     """meta, tracked and models: the crawler's state."""
     # meta first: a store with any table of ours then always has a meta table to carry its version.
-    for name, schema in SCHEMAS.items():
-        db.create_table(name, schema=schema, exist_ok=True)
+    for name in (META, TRACKED, MODELS):
+        db.create_table(name, schema=SCHEMAS[name], exist_ok=True)
     if "created_at" not in read_meta(db):
         write_meta(db, {"created_at": datetime.now(UTC).isoformat(timespec="seconds")})
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_create_tables,)
+def m002_create_spaces(db: DBConnection) -> None:
+    """spaces: what makes vectors comparable, and each space's cached base activations (the embedder)."""
+    db.create_table(SPACES, schema=SPACES_SCHEMA, exist_ok=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_create_tables, m002_create_spaces)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

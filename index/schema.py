@@ -75,7 +75,7 @@ MODELS_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS = {META: META_SCHEMA, TRACKED: TRACKED_SCHEMA, MODELS: MODELS_SCHEMA}
+SCHEMAS = {META: META_SCHEMA, TRACKED: TRACKED_SCHEMA, MODELS: MODELS_SCHEMA}  # the fixed tables of m001
 
 
 def utc(value: datetime | None, what: str = "datetime") -> datetime | None:

@@ -24,6 +24,18 @@ from lancedb.table import Table
 from hubdelta.errors import IndexNotFoundError, StoreError
 from hubdelta.index import migrations
 from hubdelta.index.compaction import CompactionPolicy, TableStats, compact_table, due, table_stats
+from hubdelta.index.embeddings import (
+    EMB_PREFIX,
+    SPACES,
+    Embedding,
+    SpaceRow,
+    emb_schema,
+    emb_table_name,
+    embeddings_from_table,
+    embeddings_to_table,
+    spaces_from_table,
+    spaces_to_table,
+)
 from hubdelta.index.lock import WriteLock
 from hubdelta.index.records import ModelRecord, ModelStatus, TrackedBase
 from hubdelta.index.schema import (
@@ -69,7 +81,7 @@ class Index:
         self.policy = policy
         self._db = db
         self._lock = lock
-        self._tables: dict[str, Table] = {name: db.open_table(name) for name in SCHEMAS}
+        self._tables: dict[str, Table] = {name: db.open_table(name) for name in (*SCHEMAS, SPACES)}
         self._closed = False
         self.applied_migrations: list[str] = []  # what open() migrated, for logs
 
@@ -288,11 +300,62 @@ class Index:
         result = table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(data)
         return PutResult(inserted=result.num_inserted_rows, updated=result.num_updated_rows)
 
+    # ---- spaces and vectors ----
+
+    def spaces(self) -> dict[str, SpaceRow]:
+        """Every embedding space, by id."""
+        return {r.space_id: r for r in spaces_from_table(self._scan(SPACES))}
+
+    def put_space(self, space: SpaceRow) -> None:
+        """Record a space and its base activations, and create its vector table (one commit each)."""
+        table = self._writable(SPACES)
+        self._upsert(table, "space_id", spaces_to_table([space]))
+        name = emb_table_name(space.space_id)
+        self._tables[name] = self._db.create_table(name, schema=emb_schema(space.dim), exist_ok=True)
+        self._after_write(SPACES)
+
+    def _emb(self, space_id: str) -> Table | None:
+        name = emb_table_name(space_id)
+        if name not in self._tables:
+            if name not in migrations.table_names(self._db):
+                return None
+            self._tables[name] = self._db.open_table(name)
+        return self._table(name)
+
+    def put_embeddings(self, space_id: str, embeddings: Sequence[Embedding]) -> PutResult:
+        """Insert or replace vectors by repo id in ONE commit (a new sha replaces the old vector)."""
+        if self.read_only:
+            self._writable(SPACES)  # raises the read-only error
+        table = self._emb(space_id)
+        if table is None:
+            raise StoreError(f"has no space {space_id!r}", uri=self.uri, fix="record it with put_space first")
+        latest = list({e.repo_id: e for e in embeddings}.values())
+        if not latest:
+            return PutResult(0, 0)
+        dim = table.schema.field("vector").type.list_size
+        result = self._upsert(table, "repo_id", embeddings_to_table(latest, dim))
+        self._after_write(table.name)
+        return result
+
+    def get_embeddings(self, space_id: str, repo_ids: Iterable[str] | None = None) -> dict[str, Embedding]:
+        """Vectors of ``space_id`` by repo id (those of ``repo_ids`` that exist, or all)."""
+        table = self._emb(space_id)
+        if table is None:
+            return {}
+        where = None
+        if repo_ids is not None:
+            ids = list(dict.fromkeys(repo_ids))
+            if not ids:
+                return {}
+            where = f"repo_id IN ({', '.join(sql_string(i) for i in ids)})"
+        name = table.name
+        return embeddings_from_table(self._scan(name, where))
+
     # ---- maintenance ----
 
     def stats(self) -> dict[str, TableStats]:
         """Rows, fragments and versions of every table, by table name."""
-        return {name: self._read(partial(table_stats, name, self._table(name))) for name in SCHEMAS}
+        return {name: self._read(partial(table_stats, name, self._table(name))) for name in self._all_tables()}
 
     def compact(self, tables: Iterable[str] | None = None) -> dict[str, TableStats]:
         """Compact ``tables`` (all by default) and drop their old versions. Returns their stats after.
@@ -300,7 +363,7 @@ class Index:
         Raises:
             StoreError: the index is read-only.
         """
-        names = list(SCHEMAS if tables is None else tables)
+        names = list(self._all_tables() if tables is None else tables)
         for name in names:
             compact_table(self._writable(name))
         return {name: table_stats(name, self._table(name)) for name in names}
@@ -312,10 +375,17 @@ class Index:
             The names of the tables compacted.
         """
         policy = policy or self.policy
-        names = [n for n in SCHEMAS if due(table_stats(n, self._writable(n)), policy)]
+        names = [n for n in self._all_tables() if due(table_stats(n, self._writable(n)), policy)]
         if names:
             self.compact(names)
         return names
+
+    def _all_tables(self) -> list[str]:
+        """The fixed tables and every space's vector table (opened on first use)."""
+        for name in migrations.table_names(self._db):
+            if name.startswith(EMB_PREFIX) and name not in self._tables:
+                self._tables[name] = self._db.open_table(name)
+        return list(self._tables)
 
     def _after_write(self, name: str) -> None:
         if self.policy.auto and due(table_stats(name, self._table(name)), self.policy):

@@ -11,6 +11,7 @@ import pytest
 from hubdelta.errors import IndexSchemaError
 from hubdelta.index import migrations
 from hubdelta.index.migrations import SCHEMA_VERSION, m001_create_tables, write_meta
+from hubdelta.index.schema import models_to_table
 from hubdelta.index.store import Index
 from tests.index_helpers import record
 
@@ -22,9 +23,9 @@ def uri(tmp_path: Path) -> str:
 
 def test_first_writer_creates_and_stamps_the_store(uri: str, tmp_path: Path) -> None:
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
-        assert index.applied_migrations == ["m001_create_tables"]
+        assert index.applied_migrations == ["m001_create_tables", "m002_create_spaces"]
         meta = index.meta()
-        assert meta["schema_version"] == str(SCHEMA_VERSION) == "1"
+        assert meta["schema_version"] == str(SCHEMA_VERSION) == "2"
         assert meta["hubdelta_version"] and meta["created_at"].endswith("+00:00")
         index.put_models([record(1)])
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
@@ -46,29 +47,22 @@ def test_a_store_newer_than_the_code_is_refused(uri: str, tmp_path: Path) -> Non
         Index.open(uri, lock_dir=tmp_path, writer="again")
 
 
-def test_an_older_store_is_migrated_by_a_writer_and_refused_by_a_reader(
-    uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
-        index.put_models([record(1)])
-    calls: list[str] = []
-
-    def m002_add_notes(db: lancedb.DBConnection) -> None:
-        calls.append("m002")
-        db.create_table("notes", schema=pa.schema([("text", pa.string())]), exist_ok=True)
-
-    monkeypatch.setattr(migrations, "MIGRATIONS", (m001_create_tables, m002_add_notes))
+def test_an_older_store_is_migrated_by_a_writer_and_refused_by_a_reader(uri: str, tmp_path: Path) -> None:
+    db = lancedb.connect(uri)
+    m001_create_tables(db)  # a store as the crawler-only release (schema version 1) left it
+    write_meta(db, {"schema_version": "1"})
+    db.open_table("models").add(models_to_table([record(1)]))
     with pytest.raises(IndexSchemaError) as e:
         Index.open(uri)
     assert (e.value.found, e.value.expected) == (1, 2)
     assert "fix: run any write command such as `hubdelta crawl`" in e.value.one_line()
 
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
-        assert index.applied_migrations == ["m002_add_notes"]
+        assert index.applied_migrations == ["m002_create_spaces"]
         assert index.meta()["schema_version"] == "2" and index.count_models() == 1
+        assert index.spaces() == {}
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
         assert index.applied_migrations == []
-    assert calls == ["m002"]
     assert Index.open(uri).count_models() == 1  # readers accept it now
 
 
@@ -78,8 +72,9 @@ def test_a_writer_killed_before_stamping_resumes(uri: str, tmp_path: Path) -> No
     with pytest.raises(IndexSchemaError, match="schema version 0"):
         Index.open(uri)
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
-        assert index.applied_migrations == ["m001_create_tables"]  # re-run over its own partial result
-        assert index.meta()["schema_version"] == "1"
+        # m001 re-runs over its own partial result
+        assert index.applied_migrations == ["m001_create_tables", "m002_create_spaces"]
+        assert index.meta()["schema_version"] == "2"
 
 
 def test_a_foreign_lance_database_is_not_touched(uri: str, tmp_path: Path) -> None:
