@@ -275,3 +275,12 @@ def test_mutate_entries_is_pure_and_exact() -> None:
     assert all(by_id[i]["createdAt"] > newest for i in m.added)
     with pytest.raises(ValueError):
         mutate_entries(entries, drop=400, change=200)
+
+
+def test_a_deeply_nested_config_does_not_stop_a_scan(tmp_path: Path) -> None:
+    repo = tmp_path / "evil" / "nested"
+    repo.mkdir(parents=True)
+    (repo / "README.md").write_text("---\nbase_model: org/base\n---\n")
+    (repo / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    snapshot = Catalog(tmp_path).current()
+    assert "evil/nested" in snapshot.repos

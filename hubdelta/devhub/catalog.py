@@ -207,7 +207,7 @@ def _read_config(disk: Path) -> dict[str, Any] | None:
         if disk.stat().st_size > MAX_CONFIG_BYTES:
             return None
         data = json.loads(disk.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a hostile, deeply nested config must not stop a scan
         return None  # the Hub serves repos with broken configs too; it just reports no config
     return data if isinstance(data, dict) else None
 
