@@ -62,6 +62,14 @@ class PoolError(HubdeltaError):
         self.item = item
 
 
+class EmbedError(HubdeltaError):
+    """A model cannot be embedded in a space (wrong architecture or size, unsupported adapter, missing files)."""
+
+    def __init__(self, message: str, *, item: str | None = None, fix: str | None = None) -> None:
+        super().__init__(message if item is None else f"{item}: {message}", fix=fix)
+        self.item = item
+
+
 class MissingDependencyError(HubdeltaError):
     """An optional package a command needs is not installed."""
 
@@ -156,3 +164,37 @@ class HubRequestError(HubdeltaError):
         super().__init__(f"{url} was refused with HTTP {status}: {detail}", fix=fix)
         self.url = url
         self.status = status
+
+
+class ModelRefused(EmbedError):
+    """A model repo broke a safety rule (hubdelta.embedder.safety): it is not downloaded further, never loaded.
+
+    The message is the refusal's one-line reason, naming the file and the rule, e.g. ``pytorch_model.bin:
+    pickle-only weights refused (no .safetensors); opt in with [embed] allow_pickle = true``. ``retryable`` is
+    true only for the disk budget (the same repo may fit once space is freed).
+    """
+
+    def __init__(
+        self, repo_id: str, reason: str, *, rule: str, file: str | None = None, retryable: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.repo_id = repo_id
+        self.reason = self.one_line()
+        self.rule = rule
+        self.file = file
+        self.retryable = retryable
+
+
+class ModelUnavailable(HubdeltaError):
+    """A model repo could not be fetched: gated, not found, its revision gone, or the transport failed.
+
+    ``code`` is one of gated, not_found, revision_gone, missing_file, http, transport, disk; ``retryable`` says
+    whether trying the same (repo, sha) later can succeed (network trouble, rate limits, a full disk).
+    """
+
+    def __init__(self, repo_id: str, reason: str, *, code: str, retryable: bool) -> None:
+        super().__init__(reason)
+        self.repo_id = repo_id
+        self.reason = self.one_line()
+        self.code = code
+        self.retryable = retryable

@@ -1,0 +1,393 @@
+"""Probe activations of real models: a base held resident, adapters batched on it, full models loaded one by one.
+
+The numeric core of the embedder. A :class:`ResidentBase` loads the base checkpoint and its tokenizer once and
+tokenizes the probe set once into a left-padded batch. Activations come from the decoder alone (the LM head's
+logits over the vocabulary are never needed) at the space's layer and token position:
+
+- the base: one forward over the P probes;
+- LoRA adapters: loaded by name onto the resident base, ONE forward over (adapters × probes) rows using peft's
+  per-row ``adapter_names`` (mixed-batch inference), then deleted and unwrapped, so nothing leaks into the next
+  call and the base weights are never merged into;
+- full finetunes and merges: a separate model with the same probe batch, freed afterwards.
+
+Every temporary change to a model (LoRA layers, a truncated layer stack) is made inside a context manager that
+undoes it in ``finally``, as TransformerLens does with its hooks.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from peft import LoraConfig, PeftModel
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
+
+from hubdelta.embedder.delta import left_pad, pool_positions, position_ids
+from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
+from hubdelta.embedder.space import LayerSpec, Space
+from hubdelta.errors import EmbedError
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # never adapter_model.bin: that would be unpickled
+
+
+@dataclass(frozen=True)
+class ProbeBatch:
+    """A probe set tokenized once: left-padded rows, their attention mask and per-row positions."""
+
+    input_ids: torch.Tensor  # (P, T) int64
+    attention_mask: torch.Tensor  # (P, T) int64, 1 on real tokens
+    position_ids: torch.Tensor  # (P, T) int64, counted from each row's first real token
+
+    @classmethod
+    def from_token_ids(cls, token_ids: list[list[int]], pad_id: int) -> ProbeBatch:
+        """Left-pad per-probe token ids (each tokenized alone, as the paper's reference code does)."""
+        ids, mask = left_pad(token_ids, pad_id)  # (P, T), (P, T)
+        return cls(ids, mask, position_ids(mask))
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def repeat(self, n: int) -> ProbeBatch:
+        """The batch ``n`` times over, grouped by repeat: row ``i * P + p`` is probe ``p``."""
+        return ProbeBatch(*(t.repeat(n, 1) for t in (self.input_ids, self.attention_mask, self.position_ids)))
+
+    def to(self, device: torch.device) -> ProbeBatch:
+        """The same batch on ``device``."""
+        return ProbeBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids)))
+
+
+def text_config(model_dir: Path) -> PretrainedConfig:
+    """The (text) config of a local checkpoint, read without running any code from it."""
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+    return config.get_text_config()
+
+
+def space_for(
+    base_dir: Path,
+    base_repo: str,
+    base_sha: str,
+    *,
+    probes: ProbeSet = PAPER_PROBES,
+    layer: LayerSpec = None,
+    position: str = "last",
+    dtype: str = "float32",
+) -> Space:
+    """The space of a local base checkpoint: dimension and depth (for a fractional ``layer``) from its config.
+
+    Raises:
+        ValueError: an option is malformed or out of range.
+    """
+    config = text_config(base_dir)
+    return Space.create(
+        base_repo,
+        base_sha,
+        probes=probes,
+        dim=config.hidden_size,
+        num_layers=config.num_hidden_layers,
+        layer=layer,
+        position=position,
+        dtype=dtype,
+    )
+
+
+def load_causal_lm(model_dir: Path, dtype: torch.dtype, device: torch.device) -> PreTrainedModel:
+    """A local safetensors checkpoint, never remote code, in eval mode without gradients."""
+    model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+        model_dir,
+        dtype=dtype,
+        device_map=device,
+        trust_remote_code=False,
+        use_safetensors=True,
+        local_files_only=True,
+    )
+    return model.eval().requires_grad_(False)
+
+
+@contextmanager
+def decoder_at(model: PreTrainedModel, layer: int | None) -> Iterator[nn.Module]:
+    """The model's decoder (no LM head), cut to output the residual stream after ``layer`` decoder layers.
+
+    ``None`` leaves it whole: the output is the final layer after the final norm. Otherwise the layer stack
+    is truncated to its first ``layer`` layers and the final norm is skipped, and both are restored on exit.
+    """
+    decoder = model.get_decoder()
+    if layer is None:
+        yield decoder
+        return
+    layers, norm = getattr(decoder, "layers", None), getattr(decoder, "norm", None)
+    if not isinstance(layers, nn.ModuleList) or not isinstance(norm, nn.Module):
+        raise EmbedError(f"{type(decoder).__name__} has no `layers` and `norm`: only final-layer spaces work for it")
+    assert 1 <= layer <= len(layers), (layer, len(layers))
+    decoder.layers, decoder.norm = layers[:layer], nn.Identity()
+    try:
+        yield decoder
+    finally:
+        decoder.layers, decoder.norm = layers, norm
+
+
+def probe_activations(model: PreTrainedModel, batch: ProbeBatch, space: Space) -> torch.Tensor:
+    """Pooled activations of ``model`` on ``batch`` at the space's layer and position.
+
+    Returns:
+        ``(B, C)`` float32 on the CPU.
+    """
+    with torch.inference_mode(), decoder_at(model, space.layer) as decoder:
+        out = decoder(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        )
+        hidden = out.last_hidden_state  # (B, T, C)
+        assert hidden.shape == (*batch.input_ids.shape, space.dim), (hidden.shape, space.dim)
+        return pool_positions(hidden, batch.attention_mask, space.position).cpu()  # (B, C)
+
+
+def strip_tuner_layers(model: nn.Module) -> int:
+    """Replace every peft layer left in ``model`` by the plain layer it wraps. Returns how many were found.
+
+    A safety net: after a clean ``unload()`` there are none; after a load that failed half way there may be.
+    """
+    wrapped = [(name, m) for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
+    for name, module in wrapped:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, module.get_base_layer())
+    return len(wrapped)
+
+
+@contextmanager
+def adapter_rows(peft_model: PeftModel, rows: list[str]) -> Iterator[PreTrainedModel]:
+    """The wrapped model, with batch row ``i`` routed through adapter ``rows[i]`` only (peft's mixed batch).
+
+    ``PeftModel.forward`` does this routing around the full CausalLM forward; we call the decoder alone, so
+    we enter the same context peft uses (its LoRA tuner's forward hooks), removed again on exit.
+    """
+    tuner: Any = peft_model.base_model
+    hooks = getattr(tuner, "_enable_peft_forward_hooks", None)
+    if hooks is None:
+        raise EmbedError(f"peft's {type(tuner).__name__} has no per-row adapter routing (mixed batch)")
+    with hooks(adapter_names=rows):
+        yield cast(PreTrainedModel, peft_model.get_base_model())
+
+
+def check_adapter(item: str, adapter_dir: Path) -> LoraConfig:
+    """The adapter's LoRA config, after checking that it can be embedded on a resident base.
+
+    Raises:
+        EmbedError: files are missing, it is not a LoRA adapter, or it would change the base's structure.
+    """
+    config_path = adapter_dir / ADAPTER_CONFIG
+    if not config_path.is_file() or not (adapter_dir / ADAPTER_WEIGHTS).is_file():
+        raise EmbedError(f"{adapter_dir} lacks {ADAPTER_CONFIG} or {ADAPTER_WEIGHTS}", item=item)
+    try:
+        raw = json.loads(config_path.read_text())
+    except (OSError, ValueError) as e:
+        raise EmbedError(f"unreadable {ADAPTER_CONFIG}: {e}", item=item) from e
+    if not isinstance(raw, dict) or raw.get("peft_type") != "LORA":
+        peft_type = raw.get("peft_type") if isinstance(raw, dict) else None
+        raise EmbedError(f"peft_type {peft_type!r} is not LORA (mixed-batch embedding is LoRA-only)", item=item)
+    if raw.get("layer_replication"):
+        raise EmbedError("layer_replication would change the resident base's layers", item=item)
+    try:
+        config = LoraConfig.from_pretrained(str(adapter_dir))
+    except (TypeError, ValueError) as e:
+        raise EmbedError(f"invalid LoRA config: {e}", item=item) from e
+    config.inference_mode = True
+    return config
+
+
+def check_fits(
+    config: PretrainedConfig,
+    space: Space,
+    *,
+    item: str,
+    base: PretrainedConfig | None = None,
+    batch: ProbeBatch | None = None,
+) -> None:
+    """Refuse a checkpoint whose shape cannot give vectors of ``space`` (or differs from its ``base``).
+
+    Raises:
+        EmbedError: hidden size, depth or vocabulary do not fit.
+    """
+    if config.hidden_size != space.dim:
+        raise EmbedError(f"hidden size {config.hidden_size} is not the space's {space.dim}", item=item)
+    layers = config.num_hidden_layers
+    if space.layer is not None and space.layer > layers:
+        raise EmbedError(f"layer {space.layer} is deeper than its {layers} layers", item=item)
+    if base is not None and layers != base.num_hidden_layers:
+        raise EmbedError(f"it has {layers} layers, the base {base.num_hidden_layers}", item=item)
+    if batch is not None and int(batch.input_ids.max()) >= config.vocab_size:
+        raise EmbedError(f"its vocabulary of {config.vocab_size} lacks the probes' token ids", item=item)
+
+
+class ResidentBase:
+    """A base model held in memory for one space, with its probe batch; the source of every activation.
+
+    Use as a context manager (or call :meth:`close`) to free the model. Not thread-safe: adapters are loaded
+    onto the shared base for the duration of one :meth:`adapter_activations` call.
+    """
+
+    def __init__(
+        self, base_dir: Path, space: Space, probes: ProbeSet = PAPER_PROBES, *, device: str | torch.device = "cpu"
+    ) -> None:
+        """Load the base checkpoint and tokenizer from ``base_dir`` and tokenize the probes once.
+
+        Args:
+            base_dir: a local checkpoint folder (config, safetensors weights, tokenizer).
+            space: the space to embed in; its dtype decides the weights' and the compute's dtype.
+            probes: the probe set named by ``space``.
+            device: where the model runs.
+
+        Raises:
+            EmbedError: ``probes`` is not the space's probe set, or the checkpoint does not fit the space.
+        """
+        if not space.matches(probes):
+            raise EmbedError(f"probe set {probes.version}/{probes.hash} is not the space's", item=space.id)
+        self.base_dir = Path(base_dir)
+        self.space = space
+        self.probes = probes
+        self.device = torch.device(device)
+        self.dtype = TORCH_DTYPES[space.dtype]
+        self.config = text_config(self.base_dir)
+        check_fits(self.config, space, item=space.base_repo)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir, trust_remote_code=False, local_files_only=True)
+        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.eos_token_id if pad is None else pad
+        # Each probe alone with the tokenizer's default special tokens (the reference's way), then left-padded.
+        token_ids = [self.tokenizer(text)["input_ids"] for text in probes.texts]
+        self.batch = ProbeBatch.from_token_ids(token_ids, 0 if pad is None else pad).to(self.device)
+        self._model: PreTrainedModel | None = load_causal_lm(self.base_dir, self.dtype, self.device)
+
+    def __enter__(self) -> ResidentBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Free the base model; later calls raise."""
+        self._model = None
+        gc.collect()
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The resident base (plain: no adapter is attached between calls)."""
+        if self._model is None:
+            raise EmbedError("the resident base was closed", item=self.space.id)
+        return self._model
+
+    def base_activations(self) -> torch.Tensor:
+        """The base's pooled activations, one row per probe.
+
+        Returns:
+            ``(P, C)`` float32 on the CPU.
+        """
+        return probe_activations(self.model, self.batch, self.space)
+
+    def adapter_activations(self, adapters: Mapping[str, Path]) -> dict[str, torch.Tensor]:
+        """Pooled activations of several LoRA adapters on the resident base, in ONE forward.
+
+        Each adapter's rows see only that adapter (peft mixed-batch inference), so a result does not depend
+        on which adapters share the batch. The adapters are deleted afterwards, success or not. The batch is
+        ``len(adapters) * P`` rows: the caller chooses how many adapters go in one call.
+
+        Args:
+            adapters: a folder (``adapter_config.json`` + ``adapter_model.safetensors``) per caller-chosen key.
+
+        Returns:
+            ``(P, C)`` float32 on the CPU per key, in ``adapters``' order.
+
+        Raises:
+            EmbedError: an adapter cannot be embedded (see :func:`check_adapter`) or failed to load.
+        """
+        if not adapters:
+            return {}
+        # peft names become module-dict keys, which may not contain "." or "/": use our own.
+        named = {f"hd{i}": (key, Path(path)) for i, (key, path) in enumerate(adapters.items())}
+        configs = {name: check_adapter(key, path) for name, (key, path) in named.items()}
+        p = len(self.batch)
+        with self._adapters_loaded(named, configs) as peft_model:
+            rows = [name for name in named for _ in range(p)]  # row i*P + p belongs to adapter i
+            with adapter_rows(peft_model, rows) as model:
+                pooled = probe_activations(model, self.batch.repeat(len(named)), self.space)  # (A*P, C)
+        per_adapter = pooled.view(len(named), p, -1)  # (A, P, C)
+        return {key: per_adapter[i].clone() for i, (key, _) in enumerate(named.values())}
+
+    def model_activations(self, model_dir: Path, *, item: str | None = None) -> torch.Tensor:
+        """Pooled activations of a full finetune or merge of the base, loaded for this call and then freed.
+
+        Args:
+            model_dir: a local checkpoint folder with safetensors weights.
+            item: a name for errors (e.g. the repo id).
+
+        Returns:
+            ``(P, C)`` float32 on the CPU.
+
+        Raises:
+            EmbedError: the model's shape does not fit the base's space.
+        """
+        check_fits(
+            text_config(Path(model_dir)), self.space, item=item or str(model_dir), base=self.config, batch=self.batch
+        )
+        model = load_causal_lm(Path(model_dir), self.dtype, self.device)
+        try:
+            return probe_activations(model, self.batch, self.space)
+        finally:
+            del model
+            gc.collect()
+
+    @contextmanager
+    def _adapters_loaded(
+        self, named: dict[str, tuple[str, Path]], configs: dict[str, LoraConfig]
+    ) -> Iterator[PeftModel]:
+        """The resident base wrapped with the named adapters; on exit, adapters deleted and layers unwrapped."""
+        base = self.model
+        peft_model: PeftModel | None = None
+        first = next(iter(named))
+        try:
+            with warnings.catch_warnings():
+                # peft reads a property that transformers 5 deprecated; not ours to fix, and harmless.
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                try:
+                    peft_model = PeftModel(base, configs[first], adapter_name=first)
+                except (RuntimeError, ValueError, KeyError) as e:
+                    raise EmbedError(f"cannot attach the adapter to the base: {e}", item=named[first][0]) from e
+            for name, (key, path) in named.items():
+                self._load_weights(peft_model, name, key, path)
+            yield peft_model
+        finally:
+            try:
+                if peft_model is not None:
+                    # The active adapter (the first) goes last, so peft never has to pick another and warn.
+                    for name in reversed(list(peft_model.peft_config)):
+                        peft_model.delete_adapter(name)
+                    peft_model.unload()
+            finally:
+                # Also covers a wrap that failed half way: the resident base must come back plain.
+                strip_tuner_layers(base)
+                self._model = base
+
+    def _load_weights(self, peft_model: PeftModel, name: str, key: str, path: Path) -> None:
+        """Add (if new) and fill adapter ``name``; every LoRA weight must come from the file."""
+        try:
+            result = peft_model.load_adapter(str(path), adapter_name=name, torch_device=str(self.device))
+        except (RuntimeError, ValueError, KeyError, OSError) as e:
+            raise EmbedError(f"cannot load the adapter onto the base: {e}", item=key) from e
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if missing or result.unexpected_keys:
+            raise EmbedError(
+                f"adapter weights do not match the base (missing {missing[:3]}, unexpected "
+                f"{list(result.unexpected_keys)[:3]})",
+                item=key,
+            )

@@ -1,0 +1,302 @@
+"""Download one model repo at one sha, safely: decide on metadata first, then fetch only the planned files.
+
+The order keeps every weight byte behind a decision: the file listing (``model_info(files_metadata=True)``), then
+the small JSON configs (``hf_hub_download``), then the safetensors headers (``parse_safetensors_file_metadata``:
+a ranged GET, no weights), then the disk budget, and only then ``snapshot_download`` with the plan's exact file
+names as the allow-list. The download is verified (sizes, exact header layout) before it is handed out, and
+:func:`release` deletes full-finetune weights once the vector is stored.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx2
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+    SafetensorsParsingError,
+)
+
+from hubdelta.embedder import safety
+from hubdelta.embedder.local import verify_folder
+from hubdelta.embedder.safety import BaseInfo, Limits, Plan, Refusal, RepoKind, Rule, Triage, refuse
+from hubdelta.errors import ModelRefused, ModelUnavailable
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    """A downloaded, verified repo: the snapshot folder and exactly which files of it may be loaded."""
+
+    repo_id: str
+    sha: str
+    kind: RepoKind
+    path: Path  # the snapshot folder (huggingface_hub cache layout: links into ../../blobs)
+    files: tuple[str, ...]
+    weights: tuple[str, ...]
+    bytes: int
+    params: int | None  # None for opted-in pickle weights
+    pickle: bool
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else type(e).__name__
+
+
+def _parsing_reason(e: SafetensorsParsingError) -> str:
+    """The why of the client's "Failed to parse safetensors header for 'f' (repo ..., revision ...): why. Please..."."""
+    text = " ".join(str(e).split())
+    text = re.sub(r"^Failed to parse safetensors header for .*?\): ", "", text)
+    return text.split(". Please")[0][:160]
+
+
+def classify_hub_error(e: BaseException) -> tuple[str, bool, str] | None:
+    """``(code, retryable, reason)`` for an exception of the Hub client or the transport; None for others."""
+    if isinstance(e, GatedRepoError):
+        return "gated", False, "gated repo: this token may not download it (request access on the Hub, set HF_TOKEN)"
+    if isinstance(e, RepositoryNotFoundError):
+        return "not_found", False, "repo not found (deleted, renamed or private)"
+    if isinstance(e, RevisionNotFoundError):
+        return "revision_gone", False, "this revision no longer exists (the repo changed; a crawl requeues it)"
+    if isinstance(e, LocalEntryNotFoundError):  # the client's answer to a network failure with no cached copy
+        return "transport", True, f"network failure: {_first_line(e)}"
+    if isinstance(e, EntryNotFoundError):
+        return "missing_file", False, f"a listed file is missing on the Hub: {_first_line(e)}"
+    if isinstance(e, HfHubHTTPError):
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        return "http", status in RETRYABLE_STATUS, f"HTTP {status}: {_first_line(e)}"
+    if isinstance(e, httpx2.HTTPError | TimeoutError | ConnectionError):
+        return "transport", True, f"network failure: {_first_line(e)}"
+    if isinstance(e, OSError):  # a full disk mid-download, a consistency check of the client
+        return "disk" if e.errno == errno.ENOSPC else "transport", True, f"download failed: {_first_line(e)}"
+    return None
+
+
+@contextmanager
+def _hub_errors(repo_id: str) -> Iterator[None]:
+    """Turn the client's and the transport's exceptions into one typed error with a one-line reason."""
+    try:
+        yield
+    except (ModelRefused, ModelUnavailable):
+        raise
+    except Exception as e:
+        found = classify_hub_error(e)
+        if found is None:
+            raise
+        code, retryable, reason = found
+        raise ModelUnavailable(repo_id, reason, code=code, retryable=retryable) from e
+
+
+def _raise(repo_id: str, refusal: Refusal) -> NoReturn:
+    raise ModelRefused(repo_id, refusal.reason, rule=refusal.rule, file=refusal.file, retryable=refusal.retryable)
+
+
+@dataclass(frozen=True)
+class _Hub:
+    """One repo at one sha on one endpoint: the arguments every client call repeats."""
+
+    api: HfApi
+    repo_id: str
+    sha: str
+    endpoint: str
+    token: str | bool
+    cache_dir: Path
+    timeout_s: float
+
+    def listing(self) -> dict[str, int]:
+        info = self.api.model_info(self.repo_id, revision=self.sha, files_metadata=True, timeout=self.timeout_s)
+        # A size the listing does not give is -1, which triage refuses: sizes bound everything downstream.
+        return {s.rfilename: s.size if s.size is not None else -1 for s in info.siblings or []}
+
+    def download(self, name: str) -> Path:
+        return Path(
+            hf_hub_download(
+                self.repo_id,
+                name,
+                revision=self.sha,
+                cache_dir=self.cache_dir,
+                endpoint=self.endpoint,
+                token=self.token,
+                etag_timeout=self.timeout_s,
+            )
+        )
+
+    def header(self, name: str) -> dict[str, Any] | Refusal:
+        """The remote safetensors header of ``name`` (a ranged GET of its first bytes), as a plain dict."""
+        try:
+            meta = self.api.parse_safetensors_file_metadata(
+                self.repo_id, name, revision=self.sha, token=self.token, timeout=self.timeout_s
+            )
+            header: dict[str, Any] = {
+                k: {"dtype": t.dtype, "shape": t.shape, "data_offsets": list(t.data_offsets)}
+                for k, t in meta.tensors.items()
+            }
+        except HfHubHTTPError as e:  # first: some of these are ValueErrors too
+            if getattr(getattr(e, "response", None), "status_code", None) == 416:
+                return refuse(Rule.CORRUPT, "the header runs past the end of the file", name)
+            raise
+        except SafetensorsParsingError as e:
+            return refuse(Rule.CORRUPT, _parsing_reason(e), name)
+        except (TypeError, ValueError, AttributeError) as e:  # a header the client's parser chokes on
+            return refuse(Rule.CORRUPT, f"malformed safetensors header ({type(e).__name__})", name)
+        if meta.metadata:  # only when present: an added empty one would raise the header's length bound
+            header["__metadata__"] = meta.metadata
+        return header
+
+
+def _configs(hub: _Hub, t: Triage, limits: Limits) -> dict[str, Any]:
+    configs: dict[str, Any] = {}
+    for name in t.configs:
+        with hub.download(name).open("rb") as f:
+            raw = f.read(limits.max_config_bytes + 1)
+        cfg = safety.parse_json_config(name, raw, limits)
+        if isinstance(cfg, Refusal):
+            _raise(hub.repo_id, cfg)
+        configs[name] = cfg
+    return configs
+
+
+def _plan(hub: _Hub, limits: Limits, base: BaseInfo) -> tuple[Plan, dict[str, int]]:
+    """Every decision before the weights: listing, configs, headers. Raises ModelRefused at the first refusal."""
+    files = hub.listing()
+    t = safety.triage(files, limits)
+    if isinstance(t, Refusal):
+        _raise(hub.repo_id, t)
+    configs = _configs(hub, t, limits)
+    refusal = safety.check_configs(t, configs, base, limits)
+    if refusal:
+        _raise(hub.repo_id, refusal)
+    weights = safety.weight_files(t, configs, files, limits)
+    if isinstance(weights, Refusal):
+        _raise(hub.repo_id, weights)
+    headers: dict[str, Any] = {}
+    for name in weights if not t.pickle else ():
+        header = hub.header(name)
+        if isinstance(header, Refusal):
+            _raise(hub.repo_id, header)
+        headers[name] = header
+    plan = safety.check_weights(t, weights, configs, headers, files, base, limits)
+    if isinstance(plan, Refusal):
+        _raise(hub.repo_id, plan)
+    return plan, files
+
+
+def cache_bytes(cache_dir: Path) -> int:
+    """Bytes of regular files under the download cache (links are not followed: blobs are counted once)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(cache_dir):
+        for fn in filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, fn))
+            except FileNotFoundError:
+                continue
+            total += st.st_size if not os.path.islink(os.path.join(dirpath, fn)) else 0
+    return total
+
+
+def _check_disk(repo_id: str, plan: Plan, cache_dir: Path, limits: Limits) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    refusal = safety.check_disk(plan.bytes, cache_bytes(cache_dir), shutil.disk_usage(cache_dir).free, limits)
+    if refusal:
+        _raise(repo_id, refusal)
+
+
+def fetch(
+    repo_id: str,
+    sha: str,
+    *,
+    endpoint: str,
+    token: str | None,
+    cache_dir: Path,
+    limits: Limits,
+    base: BaseInfo,
+    timeout_s: float = 30.0,
+) -> FetchedModel:
+    """Decide on a repo from its metadata, download only what the plan names, verify it.
+
+    Args:
+        repo_id: the model repo.
+        sha: the commit to fetch (every request is pinned to it).
+        endpoint: the Hub (or devhub) URL; passed explicitly, never read from HF_ENDPOINT.
+        token: a Hub token, or None for anonymous requests (a stored token is never picked up).
+        cache_dir: huggingface_hub cache folder downloads go to.
+        limits: the safety bounds.
+        base: the tracked base this repo is embedded against.
+        timeout_s: per-request timeout.
+
+    Returns:
+        The verified snapshot and which of its files may be loaded.
+
+    Raises:
+        ModelRefused: a safety rule refused the repo (``retryable`` only for the disk budget); the message is the
+            one-line status reason.
+        ModelUnavailable: the Hub or the network failed it (gated, not found, revision gone, file missing, HTTP
+            or transport errors); ``retryable`` says whether a later attempt can succeed.
+    """
+    auth: str | bool = token or False
+    hub = _Hub(HfApi(endpoint=endpoint, token=auth), repo_id, sha, endpoint, auth, cache_dir, timeout_s)
+    with _hub_errors(repo_id):
+        plan, files = _plan(hub, limits, base)
+        _check_disk(repo_id, plan, cache_dir, limits)
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                revision=sha,
+                cache_dir=cache_dir,
+                allow_patterns=list(plan.files),  # exact names: SAFE_NAME keeps glob characters out of them
+                endpoint=endpoint,
+                token=auth,
+                etag_timeout=timeout_s,
+            )
+        )
+    fetched = FetchedModel(
+        repo_id, sha, plan.kind, folder, plan.files, plan.weights, plan.bytes, plan.params, plan.pickle
+    )
+    refusal = verify_folder(folder, plan, files, limits)
+    if refusal:
+        delete_weights(fetched)  # never leave bytes that failed verification where a loader could find them
+        _raise(repo_id, refusal)
+    return fetched
+
+
+def delete_weights(fetched: FetchedModel) -> int:
+    """Delete the weight files of a fetched repo (links and the blobs they point to); returns bytes freed."""
+    blobs = fetched.path.parent.parent / "blobs"
+    freed = 0
+    for name in fetched.weights:
+        link = fetched.path / name
+        if link.is_symlink():
+            target = link.resolve()
+            link.unlink()
+            # Only a blob of this repo's own cache folder is deleted, whatever a link says.
+            if target.parent == blobs.resolve() and target.is_file():
+                freed += target.stat().st_size
+                target.unlink()
+        elif link.is_file():
+            freed += link.stat().st_size
+            link.unlink()
+    return freed
+
+
+def release(fetched: FetchedModel) -> int:
+    """After embedding: delete a full finetune's weights from the cache (JSON and tokenizer files stay).
+
+    Adapters are kept: they are small, and a new space can reuse them. Returns the bytes freed.
+    """
+    return delete_weights(fetched) if fetched.kind is RepoKind.FULL else 0

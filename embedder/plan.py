@@ -1,0 +1,63 @@
+"""Which queued models the worker takes, in what groups, and what their statuses become: pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from hubdelta.index.records import ModelRecord, ModelStatus
+
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
+def claimable(records: Iterable[ModelRecord]) -> list[ModelRecord]:
+    """Queued models, and models left ``embedding`` by a worker that died (only one worker runs: the lock).
+
+    Oldest first (first seen), so a backlog drains in discovery order.
+    """
+    wanted = (ModelStatus.QUEUED, ModelStatus.EMBEDDING)
+    picked = [r for r in records if r.status in wanted]
+    return sorted(picked, key=lambda r: (r.first_seen or _OLDEST, r.repo_id))
+
+
+def group_by_base(
+    records: Sequence[ModelRecord], tracked: Iterable[str]
+) -> tuple[dict[str, list[ModelRecord]], list[ModelRecord]]:
+    """Group models by the tracked base whose space they go into; the rest have no base to embed against.
+
+    A merge lists several bases: it goes to the first of them that is tracked (its vector lives in that base's
+    space), so the same model is never embedded into two spaces by accident.
+    """
+    tracked_set = set(tracked)
+    groups: dict[str, list[ModelRecord]] = {}
+    orphans: list[ModelRecord] = []
+    for r in records:
+        base = next((b for b in r.model.base_models if b in tracked_set), None)
+        if base is None:
+            orphans.append(r)
+        else:
+            groups.setdefault(base, []).append(r)
+    return groups, orphans
+
+
+def chunks(items: Sequence[ModelRecord], size: int) -> list[list[ModelRecord]]:
+    assert size >= 1, size
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def claim(records: Sequence[ModelRecord]) -> list[ModelRecord]:
+    """Mark ``records`` as being embedded, counting the attempt."""
+    return [replace(r, status=ModelStatus.EMBEDDING, reason="", attempts=r.attempts + 1) for r in records]
+
+
+def embedded(record: ModelRecord) -> ModelRecord:
+    return replace(record, status=ModelStatus.EMBEDDED, reason="")
+
+
+def failed(record: ModelRecord, reason: str, *, transient: bool, max_attempts: int) -> ModelRecord:
+    """A failure: refusals and broken files fail at once; network trouble is retried ``max_attempts`` times."""
+    line = " ".join(reason.split())[:500]
+    if transient and record.attempts < max_attempts:
+        return replace(record, status=ModelStatus.QUEUED, reason=f"retrying after: {line}")
+    return replace(record, status=ModelStatus.FAILED, reason=line)
