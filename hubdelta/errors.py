@@ -175,11 +175,19 @@ class ModelRefused(EmbedError):
     """
 
     def __init__(
-        self, repo_id: str, reason: str, *, rule: str, file: str | None = None, retryable: bool = False
+        self,
+        repo_id: str,
+        reason: str,
+        *,
+        rule: str,
+        file: str | None = None,
+        retryable: bool = False,
+        fix: str | None = None,
     ) -> None:
         super().__init__(reason)
         self.repo_id = repo_id
-        self.reason = self.one_line()
+        self.reason = self.one_line()  # the status reason: without the fix, which is for a person at a prompt
+        self.fix = fix
         self.rule = rule
         self.file = file
         self.retryable = retryable

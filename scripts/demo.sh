@@ -18,6 +18,9 @@ export HF_ENDPOINT="http://127.0.0.1:$port"
 $hd track HuggingFaceTB/SmolLM2-135M-Instruct
 $hd crawl
 $hd tracked
+# Delta Activations for every queued model, then how well the pool's adapters cluster by domain.
+$hd embed
+.venv/bin/python bench/embed_quality.py "$HUBDELTA_HOME/pool"
 if [ "${DEMO_SERVE:-1}" = "1" ]; then
   echo "devhub is serving the pool at http://127.0.0.1:$port (export HF_ENDPOINT=http://127.0.0.1:$port); Ctrl-C stops it."
   wait $server

@@ -126,9 +126,44 @@ def full_config(**changes: Any) -> str:
     return json.dumps({**LLAMA_CONFIG, **changes})
 
 
+_SPECIAL = ("<unk>", "<s>", "</s>")
+# A real (loadable) word-level tokenizer, so the tiny base can be embedded against: the probes' words, then filler.
+_WORDS = "Below is an instruction that describes a task Write response appropriately completes the request . : #"
+_VOCAB = list(dict.fromkeys([*_SPECIAL, *_WORDS.split(), *(f"w{i}" for i in range(VOCAB))]))[:VOCAB]
 TOKENIZER: Files = {
-    "tokenizer.json": json.dumps({"version": "1.0", "model": {"type": "WordLevel", "vocab": {"a": 0}}}),
-    "tokenizer_config.json": json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}),
+    "tokenizer.json": json.dumps(
+        {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [
+                {
+                    "id": i,
+                    "content": t,
+                    "single_word": False,
+                    "lstrip": False,
+                    "rstrip": False,
+                    "normalized": False,
+                    "special": True,
+                }
+                for i, t in enumerate(_SPECIAL)
+            ],
+            "normalizer": None,
+            "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": None,
+            "decoder": None,
+            "model": {"type": "WordLevel", "vocab": {t: i for i, t in enumerate(_VOCAB)}, "unk_token": "<unk>"},
+        }
+    ),
+    "tokenizer_config.json": json.dumps(
+        {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "unk_token": "<unk>",
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "pad_token": "</s>",
+        }
+    ),
     "generation_config.json": json.dumps({"bos_token_id": 1, "eos_token_id": 2}),
 }
 # Files a real training run leaves next to the weights; none may ever be downloaded.

@@ -1,0 +1,158 @@
+"""The embedder's library functions: what ``hubdelta embed`` and ``hubdelta add`` (and the daemon) call."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+
+from hubdelta.config import Settings
+from hubdelta.crawler.api import check_repo_id, open_index
+from hubdelta.embedder.worker import EmbedOptions, EmbedSummary, Progress, embed_queued
+from hubdelta.errors import ConfigError, ModelRefused, UsageError
+from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is CUDA when torch sees a GPU, else the CPU; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda", "no CUDA device is visible to torch", fix="use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise UsageError("--device", f"unknown device {device!r}", fix="use auto, cpu or cuda")
+    return device
+
+
+def parse_layer(text: str) -> str | None:
+    """``final`` → None; ``20`` or ``2/3`` are kept as text for the space to resolve against the model's depth."""
+    if text == "final":
+        return None
+    try:
+        value = Fraction(text)
+    except ValueError:
+        raise ConfigError("embed.layer", f"{text!r} is not final, a layer index or a fraction",
+                          fix="use final, e.g. 20, or e.g. 2/3") from None  # fmt: skip
+    if value <= 0:
+        raise ConfigError("embed.layer", f"{text!r} must be positive", fix="use final, e.g. 20, or e.g. 2/3")
+    return text
+
+
+def options(settings: Settings, *, limit: int | None, device: str | None, batch: int | None) -> EmbedOptions:
+    e = settings.embed
+    return EmbedOptions(
+        batch=batch or e.batch,
+        device=resolve_device(device or e.device),
+        dtype=e.dtype,
+        layer=parse_layer(e.layer),
+        position=e.position,
+        limit=limit,
+        max_attempts=e.max_attempts,
+    )
+
+
+def run_embed(
+    settings: Settings,
+    *,
+    limit: int | None = None,
+    device: str | None = None,
+    batch: int | None = None,
+    progress: Progress | None = None,
+    command: str = "hubdelta embed",
+) -> EmbedSummary:
+    """Embed queued models (see :func:`hubdelta.embedder.worker.embed_queued`)."""
+    opts = options(settings, limit=limit, device=device, batch=batch)
+    with open_index(settings, writer=command) as index:
+        return embed_queued(index, settings, opts, progress)
+
+
+@dataclass(frozen=True)
+class Added:
+    repo_id: str
+    space_id: str
+    kind: str
+    norm: float
+
+
+def _named_base(folder: Path) -> tuple[str, ...]:
+    """The base an adapter folder names: with a local ``--base`` the user vouches that it is that one."""
+    import json
+
+    cfg = folder / "adapter_config.json"
+    if not cfg.is_file() or cfg.stat().st_size > 1 << 20:
+        return ()
+    try:
+        name = json.loads(cfg.read_text()).get("base_model_name_or_path")
+    except (ValueError, AttributeError):
+        return ()  # inspect_local refuses a malformed config with the precise reason
+    return (name,) if isinstance(name, str) else ()
+
+
+def _content_sha(folder: Path, files: tuple[str, ...]) -> str:
+    """A stable revision id for a local folder: sha1 over its planned files' names and bytes."""
+    h = hashlib.sha1()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0")
+        with (folder / name).open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def add_local(settings: Settings, path: Path, base: str, *, name: str | None = None,
+              command: str = "hubdelta add") -> Added:  # fmt: skip
+    """Embed a local model folder (adapter or full) against ``base`` and record it, with no Hub involved.
+
+    Args:
+        settings: the settings (index location; the Hub endpoint only when ``base`` is a repo id).
+        path: the model folder.
+        base: the base it was trained from: a local checkpoint folder, or a repo id fetched from the Hub.
+        name: its id in the index (default ``local/<folder name>``).
+    """
+    from hubdelta.embedder.activations import ResidentBase, space_for
+    from hubdelta.embedder.delta import delta_vector
+    from hubdelta.embedder.local import base_info_from_folder, inspect_local
+    from hubdelta.embedder.safety import Limits
+    from hubdelta.embedder.safety_records import Refusal, RepoKind
+    from hubdelta.embedder.worker import _Run
+    from hubdelta.index.embeddings import Embedding
+
+    if not path.is_dir():
+        raise UsageError(str(path), "is not a folder", fix="give the folder holding the model's files")
+    repo_id = check_repo_id(name or f"local/{path.resolve().name}")
+    opts = options(settings, limit=None, device=None, batch=None)
+    with open_index(settings, writer=command) as index:
+        run = _Run(index, settings, opts, EmbedSummary())
+        if Path(base).is_dir():
+            base_dir, base_id, base_sha = Path(base), f"local/{Path(base).resolve().name}", "local"
+        else:
+            check_repo_id(base)
+            base_dir, base_sha = run.base_folder(base)
+            base_id = base
+        info = base_info_from_folder(base_dir, base_id, aliases=_named_base(path) if base_sha == "local" else ())
+        verdict = inspect_local(path, Limits.from_embed_settings(settings.embed), info)
+        if isinstance(verdict, Refusal):
+            fix = "hubdelta loads only models that pass its safety rules (docs/untrusted.md)"
+            raise ModelRefused(repo_id, verdict.reason, rule=verdict.rule, file=verdict.file, fix=fix)
+        space = space_for(base_dir, base_id, base_sha, layer=opts.layer, position=opts.position, dtype=opts.dtype)
+        with ResidentBase(base_dir, space, device=opts.device) as rb:
+            row = run.space(rb)
+            if verdict.kind == RepoKind.ADAPTER:
+                acts = rb.adapter_activations({repo_id: path})[repo_id]
+            else:
+                acts = rb.model_activations(path, item=repo_id)
+        import torch
+
+        vector = delta_vector(acts, torch.from_numpy(row.base_activations)).numpy()
+        sha = _content_sha(path, verdict.files)
+        now = datetime.now(UTC)
+        relation = Relation.ADAPTER if verdict.kind == RepoKind.ADAPTER else Relation.FINETUNE
+        model = HubModel(repo_id, sha, relation, (base_id,), created_at=now, last_modified=now,
+                         card_summary=f"local folder {path.resolve()}")  # fmt: skip
+        index.put_embeddings(space.id, [Embedding(repo_id, sha, vector, now)])
+        index.put_models([ModelRecord(model, ModelStatus.EMBEDDED, first_seen=now, last_seen=now)])
+    return Added(repo_id, space.id, verdict.kind.value, float((vector**2).sum() ** 0.5))

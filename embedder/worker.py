@@ -1,0 +1,223 @@
+"""``hubdelta embed``: turn queued models into vectors, one resident base per space, the index the only writer.
+
+Order of writes, for a worker that may be killed anywhere: a chunk's rows are claimed (``embedding``), its
+vectors are committed, then its statuses. A rerun re-claims rows left ``embedding`` and finds their vectors
+already stored at the same sha, so nothing is embedded twice and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+import torch
+
+from hubdelta.config import Settings
+from hubdelta.embedder import plan
+from hubdelta.embedder.activations import ResidentBase, space_for
+from hubdelta.embedder.delta import delta_vector
+from hubdelta.embedder.fetch import FetchedModel, fetch, release
+from hubdelta.embedder.local import base_info_from_folder
+from hubdelta.embedder.safety import Limits
+from hubdelta.embedder.safety_records import BaseInfo, RepoKind
+from hubdelta.embedder.space import Space
+from hubdelta.errors import HubdeltaError, ModelRefused, ModelUnavailable
+from hubdelta.index.embeddings import Embedding, SpaceRow
+from hubdelta.index.records import ModelRecord, ModelStatus
+from hubdelta.index.store import Index
+
+log = structlog.get_logger(__name__)
+
+BASE_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.model", "*.txt"]
+Progress = Callable[[str, ModelRecord], None]  # (outcome, record) after each model
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How to embed: parsed once from settings and flags."""
+
+    batch: int = 8
+    device: str = "cpu"
+    dtype: str = "float32"
+    layer: str | None = None  # None = final layer (after the final norm)
+    position: str = "last"
+    limit: int | None = None
+    max_attempts: int = 3
+
+
+@dataclass
+class EmbedSummary:
+    """What one run did."""
+
+    embedded: int = 0
+    reused: int = 0  # a vector for the same (repo, sha, space) already existed
+    failed: int = 0
+    skipped: int = 0
+    requeued: int = 0
+    spaces: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, HubdeltaError):
+        return e.one_line()
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first}"[:300]
+
+
+def _outcome(record: ModelRecord, e: BaseException, opts: EmbedOptions) -> ModelRecord:
+    """The status a failure leaves: refusals and broken files fail at once; network trouble is retried."""
+    if isinstance(e, ModelUnavailable) and e.code == "gated":
+        return record.with_status(ModelStatus.SKIPPED, _reason(e))
+    transient = isinstance(e, ModelRefused | ModelUnavailable) and e.retryable
+    return plan.failed(record, _reason(e), transient=transient, max_attempts=opts.max_attempts)
+
+
+class _Run:
+    """One base's share of an embedding run: the resident base, its space and the index."""
+
+    def __init__(self, index: Index, settings: Settings, opts: EmbedOptions, summary: EmbedSummary) -> None:
+        self.index, self.settings, self.opts, self.summary = index, settings, opts, summary
+        self.limits = Limits.from_embed_settings(settings.embed)
+        self.cache = settings.cache_dir / "hub"
+
+    def base_folder(self, base: str) -> tuple[Path, str]:
+        from huggingface_hub import HfApi, snapshot_download
+
+        token = self.settings.hf_token or False
+        sha = HfApi(endpoint=self.settings.hf_endpoint, token=token).model_info(base, timeout=30).sha
+        assert sha is not None, base
+        folder = snapshot_download(base, revision=sha, allow_patterns=BASE_FILES, cache_dir=self.cache,
+                                   endpoint=self.settings.hf_endpoint, token=token)  # fmt: skip
+        return Path(folder), sha
+
+    def space(self, rb: ResidentBase) -> SpaceRow:
+        """The space's row, with base activations computed once per space and cached in the index."""
+        stored = self.index.spaces().get(rb.space.id)
+        if stored is not None:
+            return stored
+        row = SpaceRow(rb.space.id, rb.space.to_dict(), rb.base_activations().numpy(), datetime.now(UTC))
+        self.index.put_space(row)
+        return row
+
+    def embed_base(self, base: str, records: Sequence[ModelRecord], progress: Progress | None) -> None:
+        base_dir, sha = self.base_folder(base)
+        info = base_info_from_folder(base_dir, base)
+        space = space_for(base_dir, base, sha, layer=self.opts.layer, position=self.opts.position,
+                          dtype=self.opts.dtype)  # fmt: skip
+        with ResidentBase(base_dir, space, device=self.opts.device) as rb:
+            row = self.space(rb)
+            self.summary.spaces.append(space.id)
+            todo = self._reuse(space, records, progress)
+            for chunk in plan.chunks(todo, self.opts.batch):
+                self._chunk(rb, space, row, info, chunk, progress)
+
+    def _reuse(self, space: Space, records: Sequence[ModelRecord], progress: Progress | None) -> list[ModelRecord]:
+        """Mark models whose vector is already stored at their sha (a killed run's work); return the rest."""
+        stored = self.index.get_embeddings(space.id, [r.repo_id for r in records])
+        done = [plan.embedded(r) for r in records if r.repo_id in stored and stored[r.repo_id].sha == r.model.sha]
+        self.index.put_models(done)
+        self.summary.reused += len(done)
+        for r in done:
+            _report(progress, "reused", r)
+        ids = {r.repo_id for r in done}
+        return [r for r in records if r.repo_id not in ids]
+
+    def _chunk(self, rb: ResidentBase, space: Space, row: SpaceRow, info: BaseInfo,
+               chunk: list[ModelRecord], progress: Progress | None) -> None:  # fmt: skip
+        claimed = plan.claim(chunk)
+        self.index.put_models(claimed)
+        outcomes: dict[str, ModelRecord] = {}
+        fetched: dict[str, FetchedModel] = {}
+        for r in claimed:
+            try:
+                fetched[r.repo_id] = fetch(r.repo_id, r.model.sha or "main", endpoint=self.settings.hf_endpoint,
+                                           token=self.settings.hf_token, cache_dir=self.cache, limits=self.limits,
+                                           base=info)  # fmt: skip
+            except Exception as e:  # a bad model must never stop the worker
+                outcomes[r.repo_id] = _outcome(r, e, self.opts)
+        acts = self._activations(rb, fetched, {r.repo_id: r for r in claimed}, outcomes)
+        now = datetime.now(UTC)
+        vectors = [Embedding(k, fetched[k].sha, delta_vector(a, _tensor(row)).numpy(), now) for k, a in acts.items()]
+        self.index.put_embeddings(space.id, vectors)  # vectors first: a kill now leaves them to be reused
+        for r in claimed:
+            outcomes.setdefault(r.repo_id, plan.embedded(r))
+        self.index.put_models(list(outcomes.values()))
+        for r in outcomes.values():
+            self._count(r, progress)
+
+    def _activations(self, rb: ResidentBase, fetched: dict[str, FetchedModel], records: dict[str, ModelRecord],
+                     outcomes: dict[str, ModelRecord]) -> dict:  # fmt: skip
+        adapters = {k: f.path for k, f in fetched.items() if f.kind == RepoKind.ADAPTER}
+        acts = {}
+        try:
+            acts.update(rb.adapter_activations(adapters))
+        except Exception:  # one bad adapter spoils the batch: find it by running them one at a time
+            for k, path in adapters.items():
+                try:
+                    acts.update(rb.adapter_activations({k: path}))
+                except Exception as e:
+                    outcomes[k] = _outcome(records[k], e, self.opts)
+        for k, f in fetched.items():
+            if f.kind != RepoKind.ADAPTER:
+                try:
+                    acts[k] = rb.model_activations(f.path, item=k)
+                except Exception as e:
+                    outcomes[k] = _outcome(records[k], e, self.opts)
+                finally:
+                    release(f)  # full weights are deleted from the cache after use
+        return acts
+
+    def _count(self, r: ModelRecord, progress: Progress | None) -> None:
+        if r.status == ModelStatus.EMBEDDED:
+            self.summary.embedded += 1
+        elif r.status == ModelStatus.SKIPPED:
+            self.summary.skipped += 1
+        elif r.status == ModelStatus.QUEUED:
+            self.summary.requeued += 1
+        else:
+            self.summary.failed += 1
+            self.summary.failures.append((r.repo_id, r.reason))
+        _report(progress, r.status.value, r)
+
+
+def _tensor(row: SpaceRow) -> torch.Tensor:
+
+    return torch.from_numpy(row.base_activations)
+
+
+def _report(progress: Progress | None, outcome: str, record: ModelRecord) -> None:
+    log.info("embed.model", repo=record.repo_id, outcome=outcome, reason=record.reason or None)
+    if progress is not None:
+        progress(outcome, record)
+
+
+def embed_queued(
+    index: Index, settings: Settings, opts: EmbedOptions, progress: Progress | None = None
+) -> EmbedSummary:
+    """Embed the queued models of every tracked base (up to ``opts.limit``).
+
+    Failures of one model (refused, broken, unreachable) become its status and reason; the run goes on. A base
+    that cannot be loaded leaves its models queued and is reported in ``failures``.
+    """
+    started = time.perf_counter()
+    summary = EmbedSummary()
+    todo = plan.claimable(index.select_models("status IN ('queued', 'embedding')").values())[: opts.limit]
+    groups, orphans = plan.group_by_base(todo, [t.base for t in index.tracked()])
+    index.put_models([plan.failed(r, "none of its base models is tracked", transient=False, max_attempts=0)
+                      for r in orphans])  # fmt: skip
+    summary.failed += len(orphans)
+    run = _Run(index, settings, opts, summary)
+    for base, records in groups.items():
+        try:
+            run.embed_base(base, records, progress)
+        except Exception as e:  # the base itself: unreachable, refused or unloadable; other bases go on
+            summary.failures.append((base, f"base not loaded: {_reason(e)}"))
+            log.warning("embed.base_failed", base=base, error=_reason(e))
+    summary.seconds = round(time.perf_counter() - started, 2)
+    return summary
