@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hubdelta.cli import app
-from hubdelta.config import Settings, load_settings
+from hubdelta.config import Settings
 from hubdelta.crawler.api import open_index, run_crawl, track
 from hubdelta.devhub.badrepos import BASE_ID as TINY_BASE
 from hubdelta.devhub.badrepos import write_bad_repos
@@ -25,12 +25,8 @@ from hubdelta.embedder.api import run_embed
 from hubdelta.index.records import ModelStatus
 from hubdelta.pool.base import BASE_REPO_ID
 from hubdelta.pool.build import PoolManifest
+from tests.test_crawler_hub import settings_for
 from tests.test_devhub_cli import one_line_error
-
-
-def settings_for(home: Path, url: str) -> Settings:
-    home.mkdir(parents=True, exist_ok=True)
-    return load_settings({"HF_ENDPOINT": url}, home=home)
 
 
 def statuses(settings: Settings) -> dict[str, tuple[str, str]]:
