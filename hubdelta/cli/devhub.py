@@ -43,7 +43,8 @@ def build_pool_cmd(
     settings = ctx.obj
     cache_dir = cache or settings.cache_dir / "pool"
     manifest = build_pool(out, cache_dir=cache_dir, seed=seed, only=set(only) if only else None)
-    typer.echo(f"pool ready: {len(manifest.repos)} repos under {out / 'hub'} (labels: {out / 'labels.json'})")
+    hub, labels = out / "hub", out / "labels.json"
+    typer.echo(f"pool ready: {len(manifest.repos)} models and their base under {hub} (labels: {labels})")
 
 
 TokenOpt = Annotated[
