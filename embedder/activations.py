@@ -5,40 +5,36 @@ tokenizes the probe set once into a left-padded batch. Activations come from the
 logits over the vocabulary are never needed) at the space's layer and token position:
 
 - the base: one forward over the P probes;
-- LoRA adapters: loaded by name onto the resident base, ONE forward over (adapters × probes) rows using peft's
-  per-row ``adapter_names`` (mixed-batch inference), then deleted and unwrapped, so nothing leaks into the next
-  call and the base weights are never merged into;
+- LoRA adapters: read from their files and checked against the base (:mod:`hubdelta.embedder.lora`), then ONE
+  forward over (adapters × probes) rows in which forward hooks add each row group's own LoRA delta with batched
+  matmuls; the hooks are removed afterwards and the base weights are never merged into;
 - full finetunes and merges: a separate model with the same probe batch, freed afterwards.
 
-Every temporary change to a model (LoRA layers, a truncated layer stack) is made inside a context manager that
+Every temporary change to a model (LoRA hooks, a truncated layer stack) is made inside a context manager that
 undoes it in ``finally``, as TransformerLens does with its hooks.
 """
 
 from __future__ import annotations
 
 import gc
-import json
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import torch
-from peft import LoraConfig, PeftModel
-from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 from hubdelta.embedder.delta import left_pad, pool_positions, position_ids
+from hubdelta.embedder.difference import decoder_linears, recording, to_difference
+from hubdelta.embedder.lora import check_adapter as check_adapter  # re-exported: callers check before fetching
+from hubdelta.embedder.lora import lora_hooks, read_adapter, stack_factors
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
 from hubdelta.embedder.space import LayerSpec, Space
 from hubdelta.errors import EmbedError
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"  # never adapter_model.bin: that would be unpickled
 
 
 @dataclass(frozen=True)
@@ -154,59 +150,6 @@ def probe_activations(model: PreTrainedModel, batch: ProbeBatch, space: Space) -
         return pool_positions(hidden, batch.attention_mask, space.position).cpu()  # (B, C)
 
 
-def strip_tuner_layers(model: nn.Module) -> int:
-    """Replace every peft layer left in ``model`` by the plain layer it wraps. Returns how many were found.
-
-    A safety net: after a clean ``unload()`` there are none; after a load that failed half way there may be.
-    """
-    wrapped = [(name, m) for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
-    for name, module in wrapped:
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, module.get_base_layer())
-    return len(wrapped)
-
-
-@contextmanager
-def adapter_rows(peft_model: PeftModel, rows: list[str]) -> Iterator[PreTrainedModel]:
-    """The wrapped model, with batch row ``i`` routed through adapter ``rows[i]`` only (peft's mixed batch).
-
-    ``PeftModel.forward`` does this routing around the full CausalLM forward; we call the decoder alone, so
-    we enter the same context peft uses (its LoRA tuner's forward hooks), removed again on exit.
-    """
-    tuner: Any = peft_model.base_model
-    hooks = getattr(tuner, "_enable_peft_forward_hooks", None)
-    if hooks is None:
-        raise EmbedError(f"peft's {type(tuner).__name__} has no per-row adapter routing (mixed batch)")
-    with hooks(adapter_names=rows):
-        yield cast(PreTrainedModel, peft_model.get_base_model())
-
-
-def check_adapter(item: str, adapter_dir: Path) -> LoraConfig:
-    """The adapter's LoRA config, after checking that it can be embedded on a resident base.
-
-    Raises:
-        EmbedError: files are missing, it is not a LoRA adapter, or it would change the base's structure.
-    """
-    config_path = adapter_dir / ADAPTER_CONFIG
-    if not config_path.is_file() or not (adapter_dir / ADAPTER_WEIGHTS).is_file():
-        raise EmbedError(f"{adapter_dir} lacks {ADAPTER_CONFIG} or {ADAPTER_WEIGHTS}", item=item)
-    try:
-        raw = json.loads(config_path.read_text())
-    except (OSError, ValueError) as e:
-        raise EmbedError(f"unreadable {ADAPTER_CONFIG}: {e}", item=item) from e
-    if not isinstance(raw, dict) or raw.get("peft_type") != "LORA":
-        peft_type = raw.get("peft_type") if isinstance(raw, dict) else None
-        raise EmbedError(f"peft_type {peft_type!r} is not LORA (mixed-batch embedding is LoRA-only)", item=item)
-    if raw.get("layer_replication"):
-        raise EmbedError("layer_replication would change the resident base's layers", item=item)
-    try:
-        config = LoraConfig.from_pretrained(str(adapter_dir))
-    except (TypeError, ValueError) as e:
-        raise EmbedError(f"invalid LoRA config: {e}", item=item) from e
-    config.inference_mode = True
-    return config
-
-
 def check_fits(
     config: PretrainedConfig,
     space: Space,
@@ -234,8 +177,8 @@ def check_fits(
 class ResidentBase:
     """A base model held in memory for one space, with its probe batch; the source of every activation.
 
-    Use as a context manager (or call :meth:`close`) to free the model. Not thread-safe: adapters are loaded
-    onto the shared base for the duration of one :meth:`adapter_activations` call.
+    Use as a context manager (or call :meth:`close`) to free the model. Not thread-safe: adapters' hooks sit
+    on the shared base for the duration of one :meth:`adapter_activations` call.
     """
 
     def __init__(
@@ -258,6 +201,8 @@ class ResidentBase:
         self.space = space
         self.probes = probes
         self.device = torch.device(device)
+        # Activations are fp32 in every space; a bfloat16 space runs the Linears' matmuls on the difference to the
+        # base in bf16 (see hubdelta.embedder.difference), so the base itself is loaded and run in fp32.
         self.dtype = TORCH_DTYPES[space.dtype]
         self.config = text_config(self.base_dir)
         check_fits(self.config, space, item=space.base_repo)
@@ -267,7 +212,15 @@ class ResidentBase:
         # Each probe alone with the tokenizer's default special tokens (the reference's way), then left-padded.
         token_ids = [self.tokenizer(text)["input_ids"] for text in probes.texts]
         self.batch = ProbeBatch.from_token_ids(token_ids, 0 if pad is None else pad).to(self.device)
-        self._model: PreTrainedModel | None = load_causal_lm(self.base_dir, self.dtype, self.device)
+        model = load_causal_lm(self.base_dir, torch.float32, self.device)
+        self._model: PreTrainedModel | None = model
+        if self.dtype == torch.float32:
+            self._base_acts = probe_activations(model, self.batch, self.space)  # (P, C)
+            return
+        linears = decoder_linears(model)
+        with recording(linears) as records:
+            self._base_acts = probe_activations(model, self.batch, self.space)  # (P, C), fp32
+        to_difference(linears, records, self.dtype)
 
     def __enter__(self) -> ResidentBase:
         return self
@@ -288,19 +241,21 @@ class ResidentBase:
         return self._model
 
     def base_activations(self) -> torch.Tensor:
-        """The base's pooled activations, one row per probe.
+        """The base's pooled activations, one row per probe, as computed in fp32 when the base was loaded.
 
         Returns:
             ``(P, C)`` float32 on the CPU.
         """
-        return probe_activations(self.model, self.batch, self.space)
+        self.model  # noqa: B018 -- raises once closed
+        return self._base_acts.clone()
 
     def adapter_activations(self, adapters: Mapping[str, Path]) -> dict[str, torch.Tensor]:
         """Pooled activations of several LoRA adapters on the resident base, in ONE forward.
 
-        Each adapter's rows see only that adapter (peft mixed-batch inference), so a result does not depend
-        on which adapters share the batch. The adapters are deleted afterwards, success or not. The batch is
-        ``len(adapters) * P`` rows: the caller chooses how many adapters go in one call.
+        Every adapter is read and checked against the base before the forward. Each adapter's rows see only
+        that adapter (dense per-group deltas, see :mod:`hubdelta.embedder.lora`), so a result does not depend
+        on which adapters share the batch. The batch is ``len(adapters) * P`` rows: the caller chooses how many
+        adapters go in one call.
 
         Args:
             adapters: a folder (``adapter_config.json`` + ``adapter_model.safetensors``) per caller-chosen key.
@@ -309,20 +264,18 @@ class ResidentBase:
             ``(P, C)`` float32 on the CPU per key, in ``adapters``' order.
 
         Raises:
-            EmbedError: an adapter cannot be embedded (see :func:`check_adapter`) or failed to load.
+            EmbedError: an adapter cannot be applied exactly (see :func:`~hubdelta.embedder.lora.read_adapter`).
         """
         if not adapters:
             return {}
-        # peft names become module-dict keys, which may not contain "." or "/": use our own.
-        named = {f"hd{i}": (key, Path(path)) for i, (key, path) in enumerate(adapters.items())}
-        configs = {name: check_adapter(key, path) for name, (key, path) in named.items()}
-        p = len(self.batch)
-        with self._adapters_loaded(named, configs) as peft_model:
-            rows = [name for name in named for _ in range(p)]  # row i*P + p belongs to adapter i
-            with adapter_rows(peft_model, rows) as model:
-                pooled = probe_activations(model, self.batch.repeat(len(named)), self.space)  # (A*P, C)
-        per_adapter = pooled.view(len(named), p, -1)  # (A, P, C)
-        return {key: per_adapter[i].clone() for i, (key, _) in enumerate(named.values())}
+        model = self.model
+        loaded = [read_adapter(key, Path(path), model) for key, path in adapters.items()]
+        k, p = len(loaded), len(self.batch)
+        stacked = stack_factors(loaded, torch.float32, self.device)  # added to fp32 outputs in every space
+        with lora_hooks(model, stacked, k):  # row group i (rows i*P .. i*P+P-1) runs through adapter i
+            pooled = probe_activations(model, self.batch.repeat(k), self.space)  # (K*P, C)
+        per_adapter = pooled.view(k, p, -1)  # (K, P, C)
+        return {key: per_adapter[i].clone() for i, key in enumerate(adapters)}
 
     def model_activations(self, model_dir: Path, *, item: str | None = None) -> torch.Tensor:
         """Pooled activations of a full finetune or merge of the base, loaded for this call and then freed.
@@ -340,54 +293,12 @@ class ResidentBase:
         check_fits(
             text_config(Path(model_dir)), self.space, item=item or str(model_dir), base=self.config, batch=self.batch
         )
-        model = load_causal_lm(Path(model_dir), self.dtype, self.device)
+        # fp32 on a CPU in every space: one model's P rows gain little from bf16, and its deltas would reach only
+        # cosine ~0.99 to fp32 (the base's recorded inputs are for the base's weights, not this model's).
+        dtype = torch.float32 if self.device.type == "cpu" else self.dtype
+        model = load_causal_lm(Path(model_dir), dtype, self.device)
         try:
             return probe_activations(model, self.batch, self.space)
         finally:
             del model
             gc.collect()
-
-    @contextmanager
-    def _adapters_loaded(
-        self, named: dict[str, tuple[str, Path]], configs: dict[str, LoraConfig]
-    ) -> Iterator[PeftModel]:
-        """The resident base wrapped with the named adapters; on exit, adapters deleted and layers unwrapped."""
-        base = self.model
-        peft_model: PeftModel | None = None
-        first = next(iter(named))
-        try:
-            with warnings.catch_warnings():
-                # peft reads a property that transformers 5 deprecated; not ours to fix, and harmless.
-                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-                try:
-                    peft_model = PeftModel(base, configs[first], adapter_name=first)
-                except (RuntimeError, ValueError, KeyError) as e:
-                    raise EmbedError(f"cannot attach the adapter to the base: {e}", item=named[first][0]) from e
-            for name, (key, path) in named.items():
-                self._load_weights(peft_model, name, key, path)
-            yield peft_model
-        finally:
-            try:
-                if peft_model is not None:
-                    # The active adapter (the first) goes last, so peft never has to pick another and warn.
-                    for name in reversed(list(peft_model.peft_config)):
-                        peft_model.delete_adapter(name)
-                    peft_model.unload()
-            finally:
-                # Also covers a wrap that failed half way: the resident base must come back plain.
-                strip_tuner_layers(base)
-                self._model = base
-
-    def _load_weights(self, peft_model: PeftModel, name: str, key: str, path: Path) -> None:
-        """Add (if new) and fill adapter ``name``; every LoRA weight must come from the file."""
-        try:
-            result = peft_model.load_adapter(str(path), adapter_name=name, torch_device=str(self.device))
-        except (RuntimeError, ValueError, KeyError, OSError) as e:
-            raise EmbedError(f"cannot load the adapter onto the base: {e}", item=key) from e
-        missing = [k for k in result.missing_keys if "lora_" in k]
-        if missing or result.unexpected_keys:
-            raise EmbedError(
-                f"adapter weights do not match the base (missing {missing[:3]}, unexpected "
-                f"{list(result.unexpected_keys)[:3]})",
-                item=key,
-            )

