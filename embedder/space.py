@@ -84,7 +84,7 @@ class Space:
     dim: int  # hidden size = vector length
     layer: int | None = None  # None: final layer after the final norm (paper); k: residual after k layers
     position: Position = "last"  # "last" token (paper) or "mean" over real tokens
-    dtype: DType = "float32"  # weights and compute; vectors are always stored as float32
+    dtype: DType = "float32"  # the Linears' matmuls (bf16: on the difference to the base); vectors are float32
     method: Method = "activations"
 
     def __post_init__(self) -> None:

@@ -33,7 +33,9 @@ def embed_cmd(
     Example: hubdelta embed --limit 100 --batch 8
     """
     from hubdelta.embedder.api import run_embed
+    from hubdelta.embedder.runtime import keep_freed_memory
 
+    keep_freed_memory()
     if as_json or not sys.stderr.isatty():
         summary = run_embed(ctx.obj, limit=limit, device=device, batch=batch, command=_command())
     else:
@@ -86,6 +88,9 @@ def add_cmd(
     Example: hubdelta add ./my-lora --base HuggingFaceTB/SmolLM2-135M-Instruct --name me/my-lora
     """
     from hubdelta.embedder.api import add_local
+    from hubdelta.embedder.runtime import keep_freed_memory
+
+    keep_freed_memory()
 
     added = add_local(ctx.obj, path, base, name=name, command=_command())
     if as_json:
