@@ -46,6 +46,11 @@ def main() -> None:
     parser.add_argument("--positions", default="last")
     args = parser.parse_args()
     configure_logging(json=False, level="warning")
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # one table, not a bar per download
+    transformers.logging.disable_progress_bar()
     labels: dict[str, str] = json.loads((args.pool / "labels.json").read_text())
     splits = sorted(
         r for r in labels if r.rsplit("-", 1)[-1] in {"1", "2", "3"} and "lora" in r and "+" not in labels[r]
