@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 from hubdelta.config import Settings
 from hubdelta.crawler.crawl import CrawlSummary, crawl
-from hubdelta.crawler.hub import HubLister
+from hubdelta.crawler.hub import HubLister, to_hub_model
 from hubdelta.crawler.politeness import Politeness
 from hubdelta.errors import HubdeltaError, UsageError
-from hubdelta.index.records import DEFAULT_RELATIONS, Relation, TrackedBase
+from hubdelta.index.ann import AnnSettings
+from hubdelta.index.records import DEFAULT_RELATIONS, HubModel, Relation, TrackedBase
 from hubdelta.index.store import Index
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -25,7 +26,8 @@ def politeness(settings: Settings) -> Politeness:
 def open_index(settings: Settings, *, writer: str | None = None) -> Index:
     """The index at ``settings.index_uri``; ``writer`` (the command line) takes the single-writer lock."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    return Index.open(settings.index_uri, lock_dir=settings.home, writer=writer)
+    ann_settings = AnnSettings(threshold=settings.ann_threshold)
+    return Index.open(settings.index_uri, lock_dir=settings.home, writer=writer, ann_settings=ann_settings)
 
 
 def parse_relations(text: str | Iterable[str]) -> tuple[Relation, ...]:
@@ -58,6 +60,27 @@ def verify_on_hub(settings: Settings, repo_id: str) -> None:
     except (HfHubHTTPError, httpx2.TransportError, OSError) as e:
         raise HubdeltaError(f"could not reach {settings.hf_endpoint} to check {repo_id} ({type(e).__name__})",
                             fix="check HF_ENDPOINT, or pass --no-check to track it anyway") from e  # fmt: skip
+
+
+def fetch_model(settings: Settings, repo_id: str) -> HubModel:
+    """One repo's metadata from the Hub (``/api/models/<id>``), as the crawler records it.
+
+    Its relation is that of its first ``base_model:<relation>:<base>`` tag (finetune when it has none).
+
+    Raises:
+        RepositoryNotFoundError: no such repo; other huggingface_hub HTTP errors as raised.
+    """
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    headers = {"authorization": f"Bearer {settings.hf_token}"} if settings.hf_token else {}
+    response = get_session().get(f"{settings.hf_endpoint}/api/models/{repo_id}", headers=headers, timeout=30)
+    hf_raise_for_status(response)
+    item = response.json()
+    tags = [t.split(":", 2) for t in item.get("tags") or [] if isinstance(t, str)]
+    relations = {r.value: r for r in Relation}
+    relation = next((relations[t[1]] for t in tags if len(t) == 3 and t[0] == "base_model" and t[1] in relations),
+                    Relation.FINETUNE)  # fmt: skip
+    return to_hub_model(item, relation)
 
 
 def track(

@@ -11,8 +11,8 @@ from pathlib import Path
 from hubdelta.config import Settings
 from hubdelta.crawler.api import check_repo_id, open_index
 from hubdelta.embedder.worker import EmbedOptions, EmbedSummary, Progress, embed_queued
-from hubdelta.errors import ConfigError, ModelRefused, UsageError
-from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
+from hubdelta.errors import ConfigError, HubdeltaError, ModelRefused, UsageError
+from hubdelta.index.records import EMBEDDABLE, HubModel, ModelRecord, ModelStatus, Relation
 
 
 def resolve_device(device: str) -> str:
@@ -67,7 +67,46 @@ def run_embed(
     """Embed queued models (see :func:`hubdelta.embedder.worker.embed_queued`)."""
     opts = options(settings, limit=limit, device=device, batch=batch)
     with open_index(settings, writer=command) as index:
-        return embed_queued(index, settings, opts, progress)
+        summary = embed_queued(index, settings, opts, progress)
+        index.maintain_ann(summary.spaces)  # an ANN index once a space outgrows exact search
+        return summary
+
+
+def embed_from_hub(settings: Settings, repo_id: str, *, command: str = "hubdelta similar --embed") -> ModelRecord:
+    """Record one Hub repo (found by its ``base_model:<relation>:<base>`` tags) and embed it now.
+
+    Its base need not be tracked. Returns the model's record after the attempt.
+
+    Raises:
+        UsageError: the repo does not exist, names no base, or is quantized.
+        HubdeltaError: the embedding failed (the model's status and reason are recorded in the index).
+    """
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from hubdelta.crawler.api import fetch_model
+
+    check_repo_id(repo_id)
+    try:
+        model = fetch_model(settings, repo_id)
+    except RepositoryNotFoundError:
+        raise UsageError(repo_id, f"not found on {settings.hf_endpoint}", fix="check the spelling") from None
+    if not model.base_models:
+        raise UsageError(repo_id, "its card names no base model (no base_model:<relation>:<base> tag)",
+                         fix="download it and use hubdelta add PATH --base BASE")  # fmt: skip
+    if model.relation not in EMBEDDABLE:
+        raise UsageError(repo_id, f"is a {model.relation.value} model: those are recorded, not embedded")
+    now = datetime.now(UTC)
+    opts = options(settings, limit=None, device=None, batch=None)
+    with open_index(settings, writer=command) as index:
+        index.put_models([ModelRecord(model, ModelStatus.QUEUED, first_seen=now, last_seen=now)])
+        summary = embed_queued(index, settings, opts, only=[repo_id], extra_bases=model.base_models[:1])
+        index.maintain_ann(summary.spaces)
+        record = index.get_models([repo_id])[repo_id]
+    if record.status != ModelStatus.EMBEDDED:
+        why = record.reason or "; ".join(f"{r}: {w}" for r, w in summary.failures) or "unknown"
+        raise HubdeltaError(f"{repo_id} could not be embedded: {record.status.value} ({why})",
+                            fix="see hubdelta show " + repo_id)  # fmt: skip
+    return record
 
 
 @dataclass(frozen=True)
@@ -155,4 +194,5 @@ def add_local(settings: Settings, path: Path, base: str, *, name: str | None = N
                          card_summary=f"local folder {path.resolve()}")  # fmt: skip
         index.put_embeddings(space.id, [Embedding(repo_id, sha, vector, now)])
         index.put_models([ModelRecord(model, ModelStatus.EMBEDDED, first_seen=now, last_seen=now)])
+        index.maintain_ann([space.id])
     return Added(repo_id, space.id, verdict.kind.value, float((vector**2).sum() ** 0.5))

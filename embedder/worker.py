@@ -198,17 +198,30 @@ def _report(progress: Progress | None, outcome: str, record: ModelRecord) -> Non
 
 
 def embed_queued(
-    index: Index, settings: Settings, opts: EmbedOptions, progress: Progress | None = None
+    index: Index,
+    settings: Settings,
+    opts: EmbedOptions,
+    progress: Progress | None = None,
+    *,
+    only: Sequence[str] | None = None,
+    extra_bases: Sequence[str] = (),
 ) -> EmbedSummary:
     """Embed the queued models of every tracked base (up to ``opts.limit``).
 
     Failures of one model (refused, broken, unreachable) become its status and reason; the run goes on. A base
     that cannot be loaded leaves its models queued and is reported in ``failures``.
+
+    Args:
+        only: embed only these repo ids (if queued), e.g. one model asked for by ``similar --embed``.
+        extra_bases: bases to embed against as if tracked (the base of such a model may not be).
     """
     started = time.perf_counter()
     summary = EmbedSummary()
-    todo = plan.claimable(index.select_models("status IN ('queued', 'embedding')").values())[: opts.limit]
-    groups, orphans = plan.group_by_base(todo, [t.base for t in index.tracked()])
+    where = "status IN ('queued', 'embedding')"
+    if only is not None:
+        where += f" AND {index.in_list('repo_id', only)}" if only else " AND false"
+    todo = plan.claimable(index.select_models(where).values())[: opts.limit]
+    groups, orphans = plan.group_by_base(todo, [*(t.base for t in index.tracked()), *extra_bases])
     index.put_models([plan.failed(r, "none of its base models is tracked", transient=False, max_attempts=0)
                       for r in orphans])  # fmt: skip
     summary.failed += len(orphans)

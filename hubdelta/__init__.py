@@ -1,3 +1,41 @@
-"""hubdelta: find Hugging Face Hub finetunes that behave alike, by their Delta Activations."""
+"""hubdelta: find Hugging Face Hub finetunes that behave alike, by their Delta Activations.
+
+For programs: ``hubdelta.similar("owner/name", k=10)`` returns the nearest models (see :func:`similar`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hubdelta.query.records import Similar
 
 __version__ = "0.1.0"
+
+
+def similar(
+    repo: str | None = None,
+    *,
+    vector: str | Path | None = None,
+    k: int = 10,
+    where: str | None = None,
+    relation: str | None = None,
+    space: str | None = None,
+    home: str | Path | None = None,
+) -> Similar:
+    """The ``k`` models nearest to ``repo`` (or to a ``.npy`` vector) by cosine, best first.
+
+    Reads the index of ``home`` (default: ``$HUBDELTA_HOME`` or ``~/.hubdelta``) and its hubdelta.toml, as the
+    CLI does. Iterate the result for :class:`~hubdelta.query.records.Neighbor` records; ``result.space_id``
+    says which space was searched.
+
+    Raises:
+        hubdelta.errors.HubdeltaError: an unknown or unembedded repo, a bad filter or vector (one-line message).
+    """
+    from hubdelta.config import load_settings
+    from hubdelta.query.api import similar as query
+
+    settings = load_settings(home=Path(home) if home is not None else None)
+    path = Path(vector) if vector is not None else None
+    return query(settings, repo, vector=path, k=k, where=where, relation=relation, space=space)

@@ -85,6 +85,14 @@ class Settings:
         return str(self.extra.get("index", {}).get("uri", self.home / "index"))
 
     @property
+    def ann_threshold(self) -> int:
+        """``[index] ann_threshold``: vectors in a space above which it gets an ANN index (exact search below)."""
+        value = self.extra.get("index", {}).get("ann_threshold", 20_000)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError("index.ann_threshold", f"expected a positive integer, got {value!r}")
+        return value
+
+    @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
 

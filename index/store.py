@@ -17,12 +17,13 @@ from types import TracebackType
 from typing import TypeVar
 
 import lancedb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.table import Table
 
 from hubdelta.errors import IndexNotFoundError, StoreError
-from hubdelta.index import migrations
+from hubdelta.index import ann, migrations
 from hubdelta.index.compaction import CompactionPolicy, TableStats, compact_table, due, table_stats
 from hubdelta.index.embeddings import (
     EMB_PREFIX,
@@ -76,9 +77,17 @@ def _vanished(e: Exception) -> bool:
 class Index:
     """An open index. Build it with :meth:`Index.open`; close it (or use ``with``) to release the lock."""
 
-    def __init__(self, uri: str, db: lancedb.DBConnection, lock: WriteLock | None, policy: CompactionPolicy) -> None:
+    def __init__(
+        self,
+        uri: str,
+        db: lancedb.DBConnection,
+        lock: WriteLock | None,
+        policy: CompactionPolicy,
+        ann_settings: ann.AnnSettings | None = None,
+    ) -> None:
         self.uri = uri
         self.policy = policy
+        self.ann = ann_settings or ann.AnnSettings()
         self._db = db
         self._lock = lock
         self._tables: dict[str, Table] = {name: db.open_table(name) for name in (*SCHEMAS, SPACES)}
@@ -94,6 +103,7 @@ class Index:
         writer: str | None = None,
         compaction: CompactionPolicy | None = None,
         storage_options: dict[str, str] | None = None,
+        ann_settings: ann.AnnSettings | None = None,
     ) -> Index:
         """Open the index at ``uri`` for reading, or for writing when ``writer`` is given.
 
@@ -107,6 +117,7 @@ class Index:
                 None opens read-only.
             compaction: thresholds for :meth:`maybe_compact` (defaults: ``CompactionPolicy()``).
             storage_options: passed to ``lancedb.connect`` (object-storage credentials, endpoint).
+            ann_settings: when vector tables get an ANN index and how it is queried (defaults: ``AnnSettings()``).
 
         Returns:
             The open index; a context manager.
@@ -125,14 +136,14 @@ class Index:
                 migrations.check(db, uri)
             except LookupError:
                 raise IndexNotFoundError(uri) from None
-            return cls(uri, db, None, policy)
+            return cls(uri, db, None, policy, ann_settings)
         if lock_dir is None:
             raise ValueError("a writer needs lock_dir")
         lock = WriteLock(lock_dir, command=writer, uri=uri).acquire()
         try:
             db = cls._connect(uri, storage_options)
             applied = migrations.migrate(db, uri)
-            index = cls(uri, db, lock, policy)
+            index = cls(uri, db, lock, policy, ann_settings)
         except BaseException:
             lock.release()
             raise
@@ -350,6 +361,59 @@ class Index:
             where = f"repo_id IN ({', '.join(sql_string(i) for i in ids)})"
         name = table.name
         return embeddings_from_table(self._scan(name, where))
+
+    def count_embeddings(self, space_id: str) -> int:
+        """Vectors stored in ``space_id`` (0 for an unknown space)."""
+        table = self._emb(space_id)
+        return 0 if table is None else self._read(table.count_rows)
+
+    def vectors_of(self, repo_id: str) -> dict[str, Embedding]:
+        """``repo_id``'s vector in every space that has one, by space id."""
+        found = {}
+        for space_id in self.spaces():
+            hit = self.get_embeddings(space_id, [repo_id]).get(repo_id)
+            if hit is not None:
+                found[space_id] = hit
+        return found
+
+    def nearest(
+        self, space_id: str, vector: np.ndarray, k: int, *, only: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """The ``k`` vectors of ``space_id`` nearest to ``vector`` as (repo id, cosine), best first.
+
+        Exact below ``self.ann.threshold`` rows, an ANN index above (see :mod:`hubdelta.index.ann`).
+
+        Raises:
+            StoreError: no such space.
+            ValueError: a zero, non-finite or wrong-sized vector.
+        """
+        table = self._emb(space_id)
+        if table is None:
+            raise StoreError(f"has no space {space_id!r}", uri=self.uri, fix="see hubdelta status for the spaces")
+        return self._read(lambda: ann.nearest(table, vector, k, self.ann, only=only))
+
+    def ann_status(self, space_id: str) -> ann.AnnStatus | None:
+        """How much of a space's vectors its ANN index covers (None: no such space)."""
+        table = self._emb(space_id)
+        return None if table is None else self._read(partial(ann.ann_status, table))
+
+    def maintain_ann(self, space_ids: Iterable[str] | None = None) -> dict[str, str]:
+        """Build or update each space's ANN index as :func:`hubdelta.index.ann.decide` says; the actions taken.
+
+        Raises:
+            StoreError: the index is read-only.
+        """
+        actions: dict[str, str] = {}
+        for space_id in self.spaces() if space_ids is None else space_ids:
+            if self._emb(space_id) is not None:
+                table = self._writable(emb_table_name(space_id))
+                actions[space_id] = ann.maintain(table, self.ann)
+        return actions
+
+    @staticmethod
+    def in_list(column: str, values: Iterable[str]) -> str:
+        """``column IN ('a', 'b')`` with every value quoted for Lance SQL."""
+        return f"{column} IN ({', '.join(sql_string(v) for v in values)})"
 
     # ---- maintenance ----
 

@@ -1,0 +1,253 @@
+"""``hubdelta similar / show / status / export``: the query side. Never imports torch unless ``--embed`` is given."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hubdelta.cli._options import JsonOpt
+
+KOpt = Annotated[int, typer.Option("-k", "--k", min=1, help="How many neighbours.")]
+SpaceOpt = Annotated[
+    str | None, typer.Option("--space", help="Space id (see hubdelta status); default: the repo's.", show_default=False)
+]
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _dump(doc: Any) -> None:
+    typer.echo(json.dumps(doc, indent=1, default=_default))
+
+
+def _neighbors_table(neighbors: list[Any], title: str) -> None:
+    """A table that fits the terminal: base, cluster and card columns only when they say something and fit."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    columns: list[tuple[str, Any, Any]] = [
+        ("#", "right", lambda n: str(n.rank)),
+        ("score", "right", lambda n: f"{n.score:.3f}"),
+        ("repo", "left", lambda n: n.repo_id),
+        ("relation", "left", lambda n: n.relation),
+        ("downloads", "right", lambda n: f"{n.downloads:,}"),
+        ("likes", "right", lambda n: str(n.likes)),
+        ("license", "left", lambda n: n.license or ""),
+    ]
+    if len({n.base for n in neighbors}) > 1:
+        columns.append(("base", "left", lambda n: n.base))
+    if any(n.cluster for n in neighbors):
+        columns.append(("cluster", "left", lambda n: n.cluster or ""))
+    columns.append(("card", "left", lambda n: n.card))
+
+    def width(name: str) -> int:
+        cells = [len(name), *(len(cell(n)) for n in neighbors for c, _, cell in columns if c == name)]
+        return max(cells) if name not in ("repo", "card") else 24
+
+    for optional in ("card", "license", "likes", "base", "cluster", "relation", "downloads"):
+        if sum(width(c) + 3 for c, _, _ in columns) + 1 <= console.width:
+            break
+        columns = [c for c in columns if c[0] != optional]  # the least telling column goes first
+    table = Table(title=title, title_justify="left")
+    spare = console.width - 1 - sum(width(c) + 3 for c, _, _ in columns)  # what the repo and card may grow into
+    for name, justify, _ in columns:
+        # Short columns keep their full width; the repo id (then the card) gives way on a narrow terminal.
+        grows = name in ("repo", "card")
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis", min_width=width(name),
+                         max_width=width(name) + max(0, spare) if grows else width(name))  # fmt: skip
+    rows = [[cell(n) for _, _, cell in columns] for n in neighbors]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def similar_cmd(
+    ctx: typer.Context,
+    repo: Annotated[
+        str | None, typer.Argument(help="A repo id in the index (or with --embed: on the Hub, or a local folder).")
+    ] = None,
+    k: KOpt = 10,
+    where: Annotated[
+        str | None,
+        typer.Option("--where", help="SQL over model metadata, e.g. \"license = 'mit' AND downloads > 100\"."),
+    ] = None,
+    relation: Annotated[
+        str | None, typer.Option("--relation", help="Only adapter, finetune, merge or quantized models.")
+    ] = None,
+    space: SpaceOpt = None,
+    vector: Annotated[
+        Path | None, typer.Option("--vector", help="Search with a saved vector (.npy) instead of a repo.")
+    ] = None,
+    embed: Annotated[
+        bool, typer.Option("--embed", help="Embed REPO now if it has no vector yet (loads torch: slower).")
+    ] = False,
+    base: Annotated[
+        str | None, typer.Option("--base", help="With --embed of a local folder: its base (repo id or folder).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The models that behave most like REPO: nearest by cosine of their Delta Activations.
+
+    Example: hubdelta similar hubdelta-pool/smollm2-lora-math-1 -k 5 --where "downloads > 10"
+    """
+    from hubdelta.query.api import similar
+
+    settings = ctx.obj
+    if embed and repo is not None:
+        repo = _embed_first(settings, repo, base)
+    result = similar(settings, repo, vector=vector, k=k, where=where, relation=relation, space=space)
+    if as_json:
+        _dump(result.to_dict())
+        return
+    title = f"nearest to {result.query} in space {result.space_id}" + (f", where {where}" if where else "")
+    if not result.neighbors:
+        typer.echo(f"{title}: no model matches")
+        return
+    _neighbors_table(result.neighbors, title)
+    if result.other_spaces:
+        typer.echo(f"also embedded in: {', '.join(result.other_spaces)} (choose with --space)")
+
+
+def _embed_first(settings: Any, repo: str, base: str | None) -> str:
+    """``repo`` embedded if it is not yet: a local folder with ``add``, else from the Hub. Returns its id."""
+    from hubdelta.index.store import Index
+
+    path = Path(repo)
+    if path.is_dir():
+        from hubdelta.embedder.api import add_local
+
+        if base is None:
+            from hubdelta.errors import UsageError
+
+            raise UsageError("--base", f"{repo} is a local folder: its base is needed",
+                             fix="add --base REPO_OR_FOLDER")  # fmt: skip
+        return add_local(settings, path, base, command="hubdelta similar --embed").repo_id
+    try:
+        with Index.open(settings.index_uri) as index:
+            if index.vectors_of(repo):
+                return repo
+    except Exception:  # no index yet: embedding creates it
+        pass
+    from hubdelta.embedder.api import embed_from_hub
+
+    typer.echo(f"embedding {repo} ...", err=True)
+    embed_from_hub(settings, repo)
+    return repo
+
+
+def show_cmd(ctx: typer.Context, repo: Annotated[str, typer.Argument(help="A repo id in the index.")],
+             k: KOpt = 5, as_json: JsonOpt = False) -> None:  # fmt: skip
+    """A model's record: metadata, status and reason, its vectors, and its nearest models.
+
+    Example: hubdelta show hubdelta-pool/smollm2-lora-math-1
+    """
+    from hubdelta.query.api import show
+
+    shown = show(ctx.obj, repo, k=k)
+    r, m = shown.record, shown.record.model
+    doc = {
+        **asdict(m),
+        "relation": m.relation.value,
+        "status": r.status.value,
+        "reason": r.reason,
+        "attempts": r.attempts,
+        "first_seen": r.first_seen,
+        "last_seen": r.last_seen,
+        "vectors": [asdict(v) for v in shown.vectors],
+        "neighbors": [asdict(n) for n in shown.neighbors],
+    }
+    if as_json:
+        _dump(doc)
+        return
+    lines = [
+        f"{m.repo_id}  ({m.relation.value} of {', '.join(m.base_models) or '?'})",
+        f"  status     {r.status.value}" + (f": {r.reason}" if r.reason else ""),
+        f"  revision   {m.sha or '?'}",
+        f"  license    {m.license or '?'}   downloads {m.downloads:,}   likes {m.likes}",
+        f"  created    {m.created_at.isoformat() if m.created_at else '?'}",
+        f"  tags       {', '.join(t for t in m.tags if not t.startswith('base_model:'))[:200]}",
+        f"  card       {m.card_summary or '-'}",
+    ]
+    lines += [f"  vector     {v.space_id} (|v| = {v.norm:.3f}, sha {(v.sha or '?')[:12]})" for v in shown.vectors]
+    typer.echo("\n".join(lines))
+    if shown.neighbors:
+        _neighbors_table(shown.neighbors, f"nearest to {m.repo_id}")
+
+
+def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Counts by status and space, queue length, last crawl, disk use.
+
+    Example: hubdelta status --json
+    """
+    from hubdelta.query.status import status
+
+    s = status(ctx.obj)
+    if as_json:
+        _dump(asdict(s))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    counts = ", ".join(f"{k} {v:,}" for k, v in s.by_status.items() if v)
+    typer.echo(f"index      {s.index} ({_size(s.index_bytes)}; download cache {_size(s.cache_bytes)})")
+    typer.echo(f"models     {s.models:,}: {counts or 'none yet (hubdelta track BASE, then hubdelta crawl)'}")
+    typer.echo(f"queue      {s.queue:,} to embed")
+    last = s.last_crawl.isoformat(timespec="seconds") if s.last_crawl else "never"
+    typer.echo(f"tracked    {s.tracked} base(s); last crawl {last}; last report {s.last_report or 'never'}")
+    if s.spaces:
+        table = Table("base", "vectors", "dim", "layer", "position", "dtype", "search")
+        table.add_column("space", no_wrap=True)  # last: the id is what a user copies into --space
+        for sp in s.spaces:
+            search = "exact" if sp.ann_index is None else f"{sp.ann_index} (+{sp.unindexed:,} unindexed)"
+            table.add_row(sp.base, f"{sp.vectors:,}", str(sp.dim), sp.layer, sp.position, sp.dtype, search,
+                          sp.space_id)  # fmt: skip
+        Console().print(table)
+
+
+def _size(n: int) -> str:
+    if n < 0:
+        return "remote"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def export_cmd(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="The file to write (replaced atomically).")],
+    fmt: Annotated[str, typer.Option("--format", help="parquet, npz or csv.")] = "parquet",
+    space: SpaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write one space's vectors and model metadata to a file (npz: embeddings, model_names, base_model).
+
+    Example: hubdelta export --format npz --out vectors.npz
+    """
+    from hubdelta.query.export import export
+
+    done = export(ctx.obj, out, fmt=fmt, space=space)
+    if as_json:
+        _dump(asdict(done))
+    else:
+        typer.echo(f"wrote {done.rows:,} vectors of {done.dim} dims from {done.space_id} to {done.path} ({fmt})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("similar")(similar_cmd)
+    app.command("show")(show_cmd)
+    app.command("status")(status_cmd)
+    app.command("export")(export_cmd)

@@ -1,0 +1,238 @@
+"""The query side's library functions: what ``hubdelta similar/show/status`` and ``hubdelta.similar`` call.
+
+Read-only: the index is opened without the writer lock, so queries never wait for (or block) a running crawl
+or embed. Nothing here imports torch or transformers (``--embed`` does, and only when asked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hubdelta.config import Settings
+from hubdelta.errors import HubdeltaError, StoreError, UsageError
+from hubdelta.index.ann import AnnSettings
+from hubdelta.index.records import ModelRecord, ModelStatus, Relation
+from hubdelta.index.store import IN_LIST_MAX, Index
+from hubdelta.query.choose import choose_space, close_ids, filter_sql, first_fetch, next_fetch
+from hubdelta.query.records import Neighbor, Similar, VectorInfo
+
+NOT_EMBEDDED_FIX = {
+    ModelStatus.DISCOVERED: "it is recorded but not queued (quantized or not embeddable)",
+    ModelStatus.QUEUED: "run hubdelta embed",
+    ModelStatus.EMBEDDING: "an embed run holds it; wait for it or rerun hubdelta embed",
+    ModelStatus.FAILED: "see the reason; hubdelta embed retries only transient failures",
+    ModelStatus.SKIPPED: "see the reason",
+}
+
+
+WHERE_FIX = (
+    "use SQL over the models' columns (license, downloads, likes, relation, pipeline_tag, library, tags, "
+    "created_at), e.g. \"license = 'mit' AND downloads > 10\""
+)
+
+
+def open_reader(settings: Settings) -> Index:
+    """The index, read-only (no lock)."""
+    return Index.open(settings.index_uri, ann_settings=AnnSettings(threshold=settings.ann_threshold))
+
+
+def preferred_params(settings: Settings) -> dict[str, Any]:
+    """The space params the current ``[embed]`` settings would produce (layer only when it needs no model)."""
+    e = settings.embed
+    preferred: dict[str, Any] = {"position": e.position, "dtype": e.dtype}
+    if e.layer == "final":
+        preferred["layer"] = None
+    elif e.layer.isdigit():
+        preferred["layer"] = int(e.layer)
+    return preferred
+
+
+def check_relation(relation: str | None) -> str | None:
+    if relation is not None and relation not in {r.value for r in Relation}:
+        raise UsageError("--relation", f"unknown relation {relation!r}",
+                         fix=f"use one of {', '.join(r.value for r in Relation)}")  # fmt: skip
+    return relation
+
+
+def load_vector(path: Path) -> np.ndarray:
+    """A query vector from a ``.npy`` file: one row of floats, never unpickled.
+
+    Raises:
+        UsageError: missing, not a .npy array, not 1-D (or 1 x C), not finite, or all zeros.
+    """
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UsageError(str(path), "no such file", fix="give a .npy file written by numpy.save") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(str(path), f"not a .npy array ({str(e)[:80]})", fix="write it with numpy.save") from e
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise UsageError(str(path), "does not hold a numeric array", fix="write one vector with numpy.save")
+    vector = array.reshape(-1) if array.ndim == 2 and array.shape[0] == 1 else array
+    if vector.ndim != 1 or vector.size == 0:
+        raise UsageError(str(path), f"holds an array of shape {array.shape}, not one vector",
+                         fix="save a single vector, shape (C,)")  # fmt: skip
+    vector = vector.astype(np.float32)
+    if not np.isfinite(vector).all() or not vector.any():
+        raise UsageError(str(path), "the vector is all zeros or not finite", fix="save a real delta vector")
+    return vector
+
+
+@dataclass(frozen=True)
+class _Query:
+    label: str
+    vector: np.ndarray
+    space_id: str
+    exclude: frozenset[str]
+    other_spaces: list[str]
+
+
+def _repo_query(index: Index, settings: Settings, repo: str, space: str | None) -> _Query:
+    record = index.get_models([repo]).get(repo)
+    vectors = index.vectors_of(repo)
+    if not vectors:
+        if record is None:
+            close = close_ids(repo, index.repo_ids())
+            hint = f"; close: {', '.join(close)}" if close else ""
+            raise UsageError(repo, f"not in the index{hint}",
+                             fix="track its base and crawl, or pass --embed to embed it now")  # fmt: skip
+        why = f" ({record.reason})" if record.reason else ""
+        raise HubdeltaError(f"{repo} is not embedded yet: status {record.status.value}{why}",
+                            fix=NOT_EMBEDDED_FIX.get(record.status, "run hubdelta embed"))  # fmt: skip
+    spaces = index.spaces()
+    newest = sorted(vectors, key=lambda s: str(spaces[s].created_at) if s in spaces else "", reverse=True)
+    available = {s: spaces[s].params if s in spaces else {} for s in newest}
+    chosen, others = choose_space(available, space, preferred_params(settings), what=repo)
+    return _Query(repo, vectors[chosen].vector, chosen, frozenset([repo]), others)
+
+
+def _vector_query(index: Index, path: Path, space: str | None) -> _Query:
+    vector = load_vector(path)
+    fitting = {s: r.params for s, r in index.spaces().items() if r.dim == vector.size}
+    if space is None and len(fitting) > 1:
+        raise UsageError("--space", f"{len(fitting)} spaces have dimension {vector.size}",
+                         fix=f"choose one of: {', '.join(fitting)}")  # fmt: skip
+    if not fitting and space is None:
+        raise UsageError(str(path), f"no space has dimension {vector.size}", fix="check the file, or hubdelta status")
+    if space is not None and space not in fitting:
+        known = index.spaces()
+        why = f"has dimension {known[space].dim}, the vector {vector.size}" if space in known else "does not exist"
+        raise UsageError("--space", f"space {space!r} {why}", fix=f"use one of: {', '.join(fitting) or 'none'}")
+    chosen = space or next(iter(fitting))
+    return _Query(f"vector:{path}", vector, chosen, frozenset(), [])
+
+
+def nearest_filtered(
+    index: Index, space_id: str, vector: np.ndarray, k: int, sql: str | None, exclude: frozenset[str]
+) -> list[tuple[str, float]]:
+    """The ``k`` nearest rows of a space whose model passes ``sql`` (a filter over the models table).
+
+    The metadata lives in the models table only (the crawler keeps it fresh there), so the filter is applied to
+    growing rounds of nearest candidates; with exact search the result is the exact filtered top k.
+    """
+    total = index.count_embeddings(space_id)
+    fetch: int | None = first_fetch(k, len(exclude), total, sql is not None)
+    allowed: set[str] | None = None  # every id passing the filter, once a round is too big for an IN list
+    found: list[tuple[str, float]] = []
+    while fetch:
+        hits = [h for h in index.nearest(space_id, vector, fetch) if h[0] not in exclude]
+        if sql is not None:
+            if allowed is None and len(hits) > IN_LIST_MAX:
+                allowed = set(_filtered_ids(index, sql))
+            ok = allowed if allowed is not None else set(_filtered_ids(index, sql, [h[0] for h in hits]))
+            hits = [h for h in hits if h[0] in ok]
+        found = hits
+        fetch = next_fetch(k, fetch, len(hits), total)
+    return found[:k]
+
+
+def _filtered_ids(index: Index, sql: str, among: Sequence[str] | None = None) -> list[str]:
+    if among is not None and not among:
+        return []
+    where = sql if among is None else f"({sql}) AND {index.in_list('repo_id', among)}"
+    try:
+        return index.repo_ids(where)
+    except (ValueError, RuntimeError, OSError) as e:
+        if isinstance(e, StoreError):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise UsageError("--where", f"not a valid filter over the models table: {first}", fix=WHERE_FIX) from e
+
+
+def similar(
+    settings: Settings,
+    repo: str | None = None,
+    *,
+    vector: Path | None = None,
+    k: int = 10,
+    where: str | None = None,
+    relation: str | None = None,
+    space: str | None = None,
+) -> Similar:
+    """The models nearest to ``repo`` (or to a saved vector) by cosine, within one space.
+
+    Args:
+        settings: where the index is, and the ``[embed]`` settings that pick a default space.
+        repo: a repo id in the index, with a vector.
+        vector: a ``.npy`` file of one vector instead of ``repo``.
+        k: how many neighbours.
+        where: a SQL filter over the models table (``license = 'mit' AND downloads > 100``).
+        relation: only adapters, finetunes, merges (or quantized).
+        space: the space id (default: the repo's space that matches the current settings, else its newest).
+
+    Raises:
+        UsageError: bad arguments, an unknown repo (with close ids), a bad filter or vector file.
+        HubdeltaError: the repo is known but has no vector yet (its status and reason).
+    """
+    if (repo is None) == (vector is None):
+        raise UsageError("similar", "give a repo id or --vector FILE, not both or neither",
+                         fix="e.g. hubdelta similar owner/name, or hubdelta similar --vector v.npy")  # fmt: skip
+    if k < 1:
+        raise UsageError("-k", f"{k} is not a positive count", fix="use e.g. -k 10")
+    sql = filter_sql(where, check_relation(relation))
+    with open_reader(settings) as index:
+        if repo is not None:
+            query = _repo_query(index, settings, repo, space)
+        else:
+            assert vector is not None
+            query = _vector_query(index, vector, space)
+        if sql is not None and index.count_embeddings(query.space_id) == 0:
+            _filtered_ids(index, sql, ["-"])  # nothing to filter: still refuse a malformed filter
+        hits = nearest_filtered(index, query.space_id, query.vector, k, sql, query.exclude)
+        records = index.get_models([h[0] for h in hits])
+    neighbors = [Neighbor.of(i + 1, score, records.get(rid), rid) for i, (rid, score) in enumerate(hits)]
+    return Similar(query.label, query.space_id, k, where, relation, neighbors, query.other_spaces)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """``hubdelta show``: a model's record, its vectors, and its nearest models in its first space."""
+
+    record: ModelRecord
+    vectors: list[VectorInfo]
+    neighbors: list[Neighbor]
+
+
+def show(settings: Settings, repo: str, *, k: int = 5) -> Shown:
+    """A model's stored record, where it has vectors, and its ``k`` nearest models.
+
+    Raises:
+        UsageError: the repo is not in the index (with close ids).
+    """
+    with open_reader(settings) as index:
+        record = index.get_models([repo]).get(repo)
+        if record is None:
+            close = close_ids(repo, index.repo_ids())
+            hint = f"; close: {', '.join(close)}" if close else ""
+            raise UsageError(repo, f"not in the index{hint}", fix="check the spelling, or hubdelta crawl")
+        vectors = index.vectors_of(repo)
+        infos = [VectorInfo(s, e.sha, e.embedded_at, float(np.linalg.norm(e.vector))) for s, e in vectors.items()]
+    neighbors: list[Neighbor] = []
+    if vectors:
+        neighbors = similar(settings, repo, k=k).neighbors
+    return Shown(record, infos, neighbors)

@@ -1,0 +1,119 @@
+"""``hubdelta export``: one space's vectors with their models' metadata, as parquet, npz or csv.
+
+Files are written next to their destination and renamed into place, so an interrupted export never leaves a
+half-written file under the requested name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from hubdelta.config import Settings
+from hubdelta.errors import UsageError
+from hubdelta.query.api import open_reader
+
+FORMATS = ("parquet", "npz", "csv")
+META_COLUMNS = ("relation", "base_model", "status", "license", "downloads", "likes", "pipeline_tag")
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    format: str
+    space_id: str
+    rows: int
+    dim: int
+
+
+def _table(ids: list[str], shas: list[str | None], vectors: np.ndarray, meta: dict[str, list[object]]) -> pa.Table:
+    dim = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, np.float32).ravel(), pa.float32())
+    columns: dict[str, object] = {"repo_id": ids, "sha": shas, **meta}
+    table = pa.table(columns)
+    return table.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, dim))
+
+
+def _write_parquet(path: Path, table: pa.Table, vectors: np.ndarray, ids: list[str], bases: list[str]) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path)
+
+
+def _write_npz(path: Path, table: pa.Table, vectors: np.ndarray, ids: list[str], bases: list[str]) -> None:
+    # The seed repository's layout: embeddings (N, C), model_names (N,), base_model (N,); unicode arrays, so
+    # np.load(..., allow_pickle=False) reads them back.
+    with path.open("wb") as f:
+        np.savez(f, embeddings=vectors, model_names=np.array(ids, dtype=str), base_model=np.array(bases, dtype=str))
+
+
+def _write_csv(path: Path, table: pa.Table, vectors: np.ndarray, ids: list[str], bases: list[str]) -> None:
+    import pyarrow.csv as pcsv
+
+    flat = table.drop_columns(["vector"])
+    for i in range(vectors.shape[1]):  # one column a dimension: what spreadsheets and pandas read without parsing
+        flat = flat.append_column(f"v{i}", pa.array(vectors[:, i], pa.float32()))
+    pcsv.write_csv(flat, path)
+
+
+WRITERS: dict[str, Callable[[Path, pa.Table, np.ndarray, list[str], list[str]], None]] = {
+    "parquet": _write_parquet,
+    "npz": _write_npz,
+    "csv": _write_csv,
+}
+
+
+def export(settings: Settings, out: Path, *, fmt: str, space: str | None = None) -> Exported:
+    """Write ``space``'s vectors and metadata to ``out`` in ``fmt``.
+
+    Raises:
+        UsageError: unknown format, no or ambiguous space, or an output folder that does not exist.
+    """
+    if fmt not in FORMATS:
+        raise UsageError("--format", f"unknown format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
+    if not out.parent.is_dir():
+        raise UsageError("--out", f"folder {out.parent} does not exist", fix="create it, or write elsewhere")
+    if out.is_dir():
+        raise UsageError("--out", f"{out} is a folder", fix="give a file name, e.g. vectors." + fmt)
+    with open_reader(settings) as index:
+        spaces = index.spaces()
+        if space is None:
+            if len(spaces) != 1:
+                listed = ", ".join(spaces) or "none (run hubdelta embed)"
+                raise UsageError("--space", f"the index has {len(spaces)} spaces", fix=f"choose one of: {listed}")
+            space = next(iter(spaces))
+        elif space not in spaces:
+            raise UsageError("--space", f"no space {space!r}", fix=f"use one of: {', '.join(spaces) or 'none'}")
+        embeddings = index.get_embeddings(space)
+        records = index.get_models(list(embeddings))
+    ids = sorted(embeddings)
+    dim = spaces[space].dim
+    vectors = np.stack([embeddings[i].vector for i in ids]).astype(np.float32) if ids else np.zeros((0, dim))
+    bases = [records[i].model.base_models[0] if i in records and records[i].model.base_models else "" for i in ids]
+    meta: dict[str, list[object]] = {c: [] for c in META_COLUMNS}
+    for repo_id, base in zip(ids, bases, strict=True):
+        r = records.get(repo_id)
+        m = r.model if r is not None else None
+        meta["relation"].append(m.relation.value if m else None)
+        meta["base_model"].append(base)
+        meta["status"].append(r.status.value if r else None)
+        meta["license"].append(m.license if m else None)
+        meta["downloads"].append(m.downloads if m else None)
+        meta["likes"].append(m.likes if m else None)
+        meta["pipeline_tag"].append(m.pipeline_tag if m else None)
+    table = _table(ids, [embeddings[i].sha for i in ids], vectors, meta)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        WRITERS[fmt](Path(tmp), table, vectors, ids, bases)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Exported(out, fmt, space, len(ids), dim)

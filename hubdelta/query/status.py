@@ -1,0 +1,70 @@
+"""``hubdelta status``: the index at a glance, read without the writer lock."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hubdelta.config import Settings
+from hubdelta.index.records import ModelStatus
+from hubdelta.query.api import open_reader
+from hubdelta.query.records import SpaceStatus, Status
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (0 when it does not exist; links not followed)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:  # removed while we walked (a compaction, a cache cleanup)
+                continue
+    return total
+
+
+def _layer(value: object) -> str:
+    return "final" if value is None else str(value)
+
+
+def status(settings: Settings) -> Status:
+    """Counts by status and space, queue length, last crawl, disk use.
+
+    Raises:
+        IndexNotFoundError: no index yet (the fix says how to create one).
+    """
+    with open_reader(settings) as index:
+        counts = index.count_by_status()
+        tracked = index.tracked()
+        spaces = []
+        for space_id, row in index.spaces().items():
+            ann = index.ann_status(space_id)
+            p = row.params
+            spaces.append(
+                SpaceStatus(
+                    space_id=space_id,
+                    base=str(p.get("base_repo", "")),
+                    dim=row.dim,
+                    vectors=index.count_embeddings(space_id),
+                    layer=_layer(p.get("layer")),
+                    position=str(p.get("position", "")),
+                    dtype=str(p.get("dtype", "")),
+                    ann_index=None if ann is None else ann.index_type,
+                    unindexed=0 if ann is None or ann.index_type is None else ann.unindexed_rows,
+                )
+            )
+    crawls = [t.last_crawl for t in tracked if t.last_crawl is not None]
+    uri = settings.index_uri
+    local = "://" not in uri or uri.startswith("file://")
+    return Status(
+        index=uri,
+        models=sum(counts.values()),
+        by_status={s.value: counts[s] for s in ModelStatus},
+        queue=counts[ModelStatus.QUEUED] + counts[ModelStatus.EMBEDDING],
+        tracked=len(tracked),
+        last_crawl=max(crawls) if crawls else None,
+        last_report=None,  # reports come with the daemon; the field is part of the stable output already
+        spaces=spaces,
+        index_bytes=tree_bytes(Path(uri.removeprefix("file://"))) if local else -1,
+        cache_bytes=tree_bytes(settings.cache_dir),
+    )
