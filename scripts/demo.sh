@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The offline demo: build the finetune pool, serve it from devhub, browse it with the real Hub client, then
-# track its base and crawl its children into the index.
+# track its base, crawl its children into the index, embed them and ask what behaves alike.
 # DEMO_SERVE=0 stops after the tour instead of serving until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,11 @@ $hd tracked
 # Delta Activations for every queued model, then how well the pool's adapters cluster by domain.
 $hd embed
 .venv/bin/python bench/embed_quality.py "$HUBDELTA_HOME/pool"
+# What behaves like a math adapter? Like the code finetune, among adapters with some downloads?
+$hd status
+$hd similar hubdelta-pool/smollm2-lora-math-1 -k 5
+$hd similar hubdelta-pool/smollm2-full-code -k 3 --relation adapter --where "downloads > 100"
+$hd export --format npz --out "$HUBDELTA_HOME/vectors.npz"
 if [ "${DEMO_SERVE:-1}" = "1" ]; then
   echo "devhub is serving the pool at http://127.0.0.1:$port (export HF_ENDPOINT=http://127.0.0.1:$port); Ctrl-C stops it."
   wait $server
