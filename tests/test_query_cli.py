@@ -314,3 +314,10 @@ def test_similar_embed_embeds_a_hub_model_on_the_spot(tmp_path: Path) -> None:
         assert (
             lines[-1].startswith("error: hostile/pickle-full could not be embedded: failed (") and "pickle" in lines[-1]
         )
+    # A local folder (no Hub): embedded with `add`'s rules against a local base, then searched.
+    folder, base = tmp_path / "hub" / "hostile" / "good-lora", tmp_path / "hub" / "hostile" / "tiny-base"
+    home2 = ["--home", str(tmp_path / "home2")]
+    local = runner.invoke(app, [*home2, "similar", str(folder), "--embed", "--base", str(base), "--json"])
+    assert local.exit_code == 0, local.output
+    assert json.loads(local.stdout)["query"] == "local/good-lora"
+    assert "--base" in one_line_error(runner.invoke(app, [*home2, "similar", str(folder), "--embed"]))
