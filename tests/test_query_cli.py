@@ -87,8 +87,12 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Zoo]:
         for space, position in ((SPACE, "last"), (SPACE_MEAN, "mean")):
             index.put_space(SpaceRow(space, params(position), np.zeros((5, DIM), np.float32), NOW))
         index.put_embeddings(SPACE, [Embedding(r, data.models[r].sha, v, NOW) for r, v in data.vectors.items()])
-        # Only two models in the second space; model-000 is in both.
+        # Two models in the second space (model-000 is in both), and a zero vector.
         index.put_embeddings(SPACE_MEAN, [Embedding(r, "s", -data.vectors[r], NOW) for r in list(data.vectors)[:2]])
+        # An adapter that changed nothing: a zero delta, which no search returns and which cannot be a query.
+        zero = HubModel("org/untrained", "d" * 40, Relation.ADAPTER, (BASE,), created_at=NOW)
+        index.put_models([ModelRecord(zero, ModelStatus.EMBEDDED)])
+        index.put_embeddings(SPACE_MEAN, [Embedding(zero.repo_id, zero.sha, np.zeros(DIM, np.float32), NOW)])
     return home, data
 
 
@@ -145,7 +149,7 @@ def test_a_repo_in_two_spaces_uses_the_one_matching_the_settings_and_names_the_o
     doc = ok_json(home, "similar", "org/model-000", "-k", "3")
     assert doc["space_id"] == SPACE and doc["other_spaces"] == [SPACE_MEAN]
     other = ok_json(home, "similar", "org/model-000", "--space", SPACE_MEAN)
-    assert [n["repo_id"] for n in other["neighbors"]] == ["org/model-001"]  # the only other vector there
+    assert [n["repo_id"] for n in other["neighbors"]] == ["org/model-001"]  # the only other non-zero vector there
     table = cli(home, "similar", "org/model-000", "-k", "3")
     assert table.exit_code == 0 and "org/model-" in table.output and f"also embedded in: {SPACE_MEAN}" in table.output
 
@@ -174,6 +178,7 @@ def test_the_python_api_gives_what_the_cli_gives(zoo: tuple[Path, Zoo]) -> None:
         (["similar", "org/modl-007"], "close: org/model-007"),  # a typo: the close ids
         (["similar", "org/waiting"], "status queued"),
         (["similar", "org/broken"], "corrupt safetensors header"),
+        (["similar", "org/untrained"], "all zeros"),
         (["similar", "org/model-001", "--where", "no_such_column > 1"], "--where"),
         (["similar", "org/model-001", "--where", "downloads >"], "--where"),
         (["similar", "org/model-001", "--relation", "lora"], "unknown relation"),
@@ -248,10 +253,10 @@ def test_show_gives_record_vectors_and_neighbours(zoo: tuple[Path, Zoo]) -> None
 def test_status_counts_by_status_and_space(zoo: tuple[Path, Zoo]) -> None:
     home, data = zoo
     doc = ok_json(home, "status")
-    assert doc["models"] == len(data.models) + 2 and doc["queue"] == 1
-    assert doc["by_status"]["embedded"] == len(data.models) and doc["by_status"]["failed"] == 1
+    assert doc["models"] == len(data.models) + 3 and doc["queue"] == 1
+    assert doc["by_status"]["embedded"] == len(data.models) + 1 and doc["by_status"]["failed"] == 1
     spaces = {s["space_id"]: s for s in doc["spaces"]}
-    assert spaces[SPACE]["vectors"] == len(data.models) and spaces[SPACE_MEAN]["vectors"] == 2
+    assert spaces[SPACE]["vectors"] == len(data.models) and spaces[SPACE_MEAN]["vectors"] == 3
     assert spaces[SPACE]["ann_index"] is None and spaces[SPACE]["layer"] == "final"  # 60 rows: exact search
     assert doc["index_bytes"] > 0 and doc["last_report"] is None and doc["tracked"] == 0
     text = cli(home, "status")

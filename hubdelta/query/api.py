@@ -108,7 +108,11 @@ def _repo_query(index: Index, settings: Settings, repo: str, space: str | None) 
     newest = sorted(vectors, key=lambda s: str(spaces[s].created_at) if s in spaces else "", reverse=True)
     available = {s: spaces[s].params if s in spaces else {} for s in newest}
     chosen, others = choose_space(available, space, preferred_params(settings), what=repo)
-    return _Query(repo, vectors[chosen].vector, chosen, frozenset([repo]), others)
+    vector = vectors[chosen].vector
+    if not np.any(vector):
+        raise HubdeltaError(f"{repo}'s delta is all zeros: it behaves exactly like its base on the probes",
+                            fix="nothing to compare by direction; its nearest model is the base itself")  # fmt: skip
+    return _Query(repo, vector, chosen, frozenset([repo]), others)
 
 
 def _vector_query(index: Index, path: Path, space: str | None) -> _Query:
