@@ -1,10 +1,10 @@
 """Nearest-neighbour search over a space's vectors: exact below a size threshold, an ANN index above it.
 
 Below ``AnnSettings.threshold`` rows a table has no vector index and every query is an exact flat scan: at
-20k x 576 float32 that is ~46 MB of mostly cached data and a few milliseconds, exact by construction, and
-nothing to build or keep up to date. Above it a flat scan stops being cheap (100k x 576 float32 is ~230 MB
-read and multiplied per query, 1M is 2.3 GB), so :func:`maintain` builds an IVF index and :func:`nearest`
-probes a few of its partitions and re-ranks the candidates by their exact distance.
+20k x 576 float32 that is ~46 MB and ~45 ms on 2 cores, exact by construction, with nothing to build or keep
+up to date. Above it a flat scan stops being cheap (100k x 576 float32 is ~230 MB read and multiplied a query,
+~0.2 s; 1M is 2.3 GB, ~2 s), so :func:`maintain` builds an IVF index and :func:`nearest` probes a few of its
+partitions and re-ranks the candidates by their exact distance (~5 ms at 1M).
 
 Rows written after the index was built are "unindexed": LanceDB still scans them flat on every query (we never
 turn on ``fast_search``, which would skip them), so a new model is found at once; :func:`maintain` folds them
@@ -49,14 +49,14 @@ class AnnSettings:
     """When to build and maintain a table's vector index, and how to build and query it.
 
     The defaults were measured with ``bench/ann_bench.py`` on 1M x 576 clustered vectors on 2 cores: build
-    ~70 s, recall@10 1.000, p50 ~5-6 ms a query, against ~2 s for an exact flat scan (figures in the bench's
-    docstring).
+    ~55-70 s, recall@10 1.000, p50 ~5-6 ms a query, against ~2 s for an exact flat scan (figures in the
+    bench's docstring).
     """
 
     # Below this many rows there is no index and queries are exact: a flat scan of 20k x 576 float32 takes
-    # ~40 ms, and an index trained on fewer rows would have partitions of a few hundred rows and buy little.
+    # ~45 ms (the index: ~4 ms, built in ~1 s), a price worth paying for exact answers and no index upkeep.
     threshold: int = 20_000
-    # IVF_SQ (8-bit scalar quantisation, 576 bytes a vector): builds 1M x 576 in ~70 s on 2 cores, and its
+    # IVF_SQ (8-bit scalar quantisation, 576 bytes a vector): builds 1M x 576 in ~55-70 s on 2 cores, and its
     # distances are close enough that refine_factor 2 already gives full recall. IVF_PQ (72-byte codes, 8x
     # smaller) built in 130 s but reached only recall 0.61 / 0.76 / 0.89 at refine_factor 5 / 10 / 20;
     # IVF_HNSW_SQ built in 200 s and reached 0.98 at 20 probes, slower per query than IVF_SQ.
@@ -82,9 +82,10 @@ class AnnSettings:
     # ... or this many rows, whichever comes first: every query scans unindexed rows flat (~2.3 ms a 1k rows of
     # 576 dims; 20k unindexed rows took p50 5 -> 46 ms at 1M), and an optimize at 1M takes ~20 s.
     optimize_rows: int = 5_000
-    # Up to this many ``only`` ids, search exactly among them and skip the index: a flat scan of that many
-    # vectors is cheap, and a prefiltered index probe may find fewer than k allowed rows in its partitions.
-    exact_only_max: int = 10_000
+    # Up to this many ``only`` ids, read their vectors and rank them exactly instead of probing the index with
+    # a prefilter: at 1M rows 10 / 1k / 10k ids took 41 / 55 / 180 ms exactly against 55 / 68 / 114 ms probing
+    # (the repo_id IN filter itself costs ~40 ms, a column scan).
+    exact_only_max: int = 5_000
 
     def num_partitions(self, rows: int) -> int:
         """IVF partitions for a table of ``rows`` rows: ``partition_factor * sqrt(rows)``, at least 1.
@@ -106,7 +107,7 @@ class AnnStatus:
     rows: int
     indexed_rows: int
     unindexed_rows: int
-    index_type: str | None  # e.g. "IVF_PQ"; None: no vector index
+    index_type: str | None  # as index_stats says it, e.g. "IVF_SQ"; None: no vector index
 
 
 def _vector_index_name(table: Table) -> str | None:
@@ -171,10 +172,12 @@ def build_index(table: Table, settings: AnnSettings) -> None:
 def maintain(table: Table, settings: AnnSettings) -> Action:
     """Bring the vector index of ``table`` in line with :func:`decide`, and say what was done.
 
-    ``"build"`` trains a new index over every row (replacing any); ``"optimize"`` runs ``Table.optimize()``,
-    which in LanceDB 0.40 adds the unindexed rows to the existing index without retraining it (new rows go to
-    their nearest existing partition), and also compacts small fragments and prunes versions older than its
-    default of 7 days. Both write new table versions: call this only as the index's single writer.
+    ``"build"`` trains a new index over every row (replacing any; ~70 s at 1M x 576 on 2 cores); ``"optimize"``
+    runs ``Table.optimize()``, which in LanceDB 0.40 adds the unindexed rows to the existing index without
+    retraining it (new rows join their nearest existing partition), and also compacts small fragments and prunes
+    versions older than its default of 7 days (~20 s at 1M). Partitions are never re-trained by an optimize:
+    after heavy growth (say 2x since the build) call :func:`build_index` to re-balance them. Both write new
+    table versions: call this only as the index's single writer.
 
     Args:
         table: an ``emb_<space>`` table (schema ``emb_schema``).
@@ -202,6 +205,22 @@ def _query_vector(vector: np.ndarray, dim: int) -> np.ndarray:
     return q
 
 
+def _exact_among(table: Table, q: np.ndarray, k: int, where: str) -> list[tuple[str, float]]:
+    # A filtered scan reads the vectors of the matching rows only (10k of 1M: ~0.15 s); LanceDB's own flat
+    # search with the same prefilter (bypass_vector_index) read every vector (~0.7 s at 1M whatever the filter).
+    rows = table.search().where(where).select(["repo_id", VECTOR]).limit(None).to_arrow()
+    if rows.num_rows == 0:
+        return []
+    column = rows[VECTOR].combine_chunks()
+    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(rows.num_rows, column.type.list_size)
+    norms = np.linalg.norm(vectors, axis=1)
+    valid = np.flatnonzero(norms > 0)  # like LanceDB, never return a zero vector (its cosine is undefined)
+    sims = vectors[valid] @ (q / np.linalg.norm(q)) / norms[valid]
+    order = np.argsort(-sims, kind="stable")[:k]
+    repo_ids: list[str] = rows["repo_id"].to_pylist()
+    return [(repo_ids[i], float(s)) for i, s in zip(valid[order], sims[order], strict=True)]
+
+
 def nearest(
     table: Table,
     vector: np.ndarray,
@@ -223,7 +242,8 @@ def nearest(
         k: how many rows at most.
         settings: query parameters.
         only: when given, search only among these repo ids (unknown ids are ignored). Up to
-            ``settings.exact_only_max`` ids the search is exact among them.
+            ``settings.exact_only_max`` ids the search is exact among them (their vectors are read and
+            compared here); beyond, the index is probed with a ``repo_id IN (...)`` prefilter.
 
     Returns:
         ``(repo_id, cosine similarity)`` pairs, similarity descending; fewer than ``k`` when the table (or
@@ -238,24 +258,21 @@ def nearest(
     ids = list(dict.fromkeys(only)) if only is not None else None
     if k == 0 or (ids is not None and not ids):
         return []
-    search = cast(LanceVectorQueryBuilder, table.search(q, vector_column_name=VECTOR))  # a vector query is one
-    query = (
-        search.distance_type(METRIC)
-        .select(["repo_id", "_distance"])  # naming _distance silences LanceDB's auto-projection warning
-        .limit(k)
-    )
+    where = None
     if ids is not None:
-        query = query.where(f"repo_id IN ({', '.join(sql_string(i) for i in ids)})", prefilter=True)
-    if ids is not None and len(ids) <= settings.exact_only_max:
-        query = query.bypass_vector_index()
-    else:
-        # Harmless without an index (a flat scan ignores them), so no list_indices round trip per query.
-        # LanceDB refuses an HNSW ef below the candidates it must return (k * refine_factor).
-        ef = max(settings.ef, k * max(1, settings.refine_factor))
-        query = query.nprobes(settings.nprobes).refine_factor(settings.refine_factor).ef(ef)
-        if ids is not None:
-            # A prefilter can leave the probed partitions with fewer than k allowed rows: let LanceDB probe on.
-            query = query.maximum_nprobes(0)
+        where = f"repo_id IN ({', '.join(sql_string(i) for i in ids)})"
+        if len(ids) <= settings.exact_only_max:
+            return _exact_among(table, q, k, where)
+    search = cast(LanceVectorQueryBuilder, table.search(q, vector_column_name=VECTOR))  # a vector query is one
+    # Naming _distance in the selection silences LanceDB's warning that it will stop adding it by itself.
+    query = search.distance_type(METRIC).select(["repo_id", "_distance"]).limit(k)
+    # Harmless without an index (a flat scan ignores them), so no list_indices round trip a query. LanceDB
+    # refuses an HNSW ef below the candidates it must return (k * refine_factor).
+    ef = max(settings.ef, k * max(1, settings.refine_factor))
+    query = query.nprobes(settings.nprobes).refine_factor(settings.refine_factor).ef(ef)
+    if where is not None:
+        # A prefilter can leave the probed partitions with fewer than k allowed rows: let LanceDB probe on.
+        query = query.where(where, prefilter=True).maximum_nprobes(0)
     result = query.to_arrow()
     repo_ids: list[str] = result["repo_id"].to_pylist()
     distances: list[float] = result["_distance"].to_pylist()

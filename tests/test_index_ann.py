@@ -204,6 +204,21 @@ def test_only_restricts_results_and_quotes_ids(
     assert nearest(table, q, K, settings, only=["nobody/unknown"]) == []
 
 
+@pytest.mark.parametrize("exact_only_max", [10_000, 0], ids=["exact-among-only", "prefiltered-index"])
+def test_zero_stored_vectors_are_never_returned(tmp_path: Path, exact_only_max: int) -> None:
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((5, DIM)).astype(np.float32)
+    vectors[2] = 0.0
+    repo_ids = ids(0, 5)
+    table = make_table(tmp_path, vectors, repo_ids)
+    settings = AnnSettings(exact_only_max=exact_only_max)
+    q = rng.standard_normal(DIM).astype(np.float32)
+    want = [r for r, _ in exact(np.delete(vectors, 2, axis=0), [*repo_ids[:2], *repo_ids[3:]], q, K)]
+    assert [r for r, _ in nearest(table, q, K, settings)] == want
+    assert [r for r, _ in nearest(table, q, K, settings, only=repo_ids)] == want
+    assert nearest(table, q, K, settings, only=[repo_ids[2]]) == []
+
+
 # ---- bad queries ----
 
 
