@@ -62,7 +62,7 @@ def test_next_fetch(k: int, fetched: int, found: int, total: int, want: int | No
 
 def test_first_fetch_leaves_room_for_the_query_and_the_filter() -> None:
     assert first_fetch(10, 1, 1000, filtered=False) == 11
-    assert first_fetch(10, 1, 1000, filtered=True) == 81
+    assert first_fetch(10, 1, 1000, filtered=True) == 201
     assert first_fetch(10, 1, 5, filtered=True) == 5
 
 

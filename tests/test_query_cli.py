@@ -135,12 +135,14 @@ def test_similar_is_the_brute_force_cosine_ranking(zoo: tuple[Path, Zoo]) -> Non
             lambda m: m.downloads >= 550 and m.relation == Relation.ADAPTER,
         ),
         (["--where", "likes > 100"], lambda m: False),
+        (["--where", "downloads >= 590", "-k", "1"], lambda m: m.downloads >= 590),  # 1 of 60: a second round
     ],
 )
 def test_filters_give_the_exact_filtered_ranking(zoo: tuple[Path, Zoo], flags: list[str], keep) -> None:
     home, data = zoo
     doc = ok_json(home, "similar", "org/model-010", "-k", "5", *flags)
-    want = data.ranking(data.vectors["org/model-010"], exclude="org/model-010", keep=keep)[:5]
+    k = doc["k"]
+    want = data.ranking(data.vectors["org/model-010"], exclude="org/model-010", keep=keep)[:k]
     assert [n["repo_id"] for n in doc["neighbors"]] == want
 
 

@@ -63,8 +63,8 @@ def next_fetch(k: int, fetched: int, found: int, total: int) -> int | None:
 
 def first_fetch(k: int, excluded: int, total: int, filtered: bool) -> int:
     """The first round's size: ``k`` plus the excluded query itself, with a margin when a filter may drop rows
-    (an ANN probe returns 8k rows for about the cost of k, and a second round costs a query)."""
-    return min(total, (k * 8 if filtered else k) + excluded)
+    (an ANN probe returns 20k rows for about the cost of k, and each further round costs two queries)."""
+    return min(total, (k * 20 if filtered else k) + excluded)
 
 
 _SEPARATORS = str.maketrans("/_.-", "    ")
