@@ -20,6 +20,7 @@ from lancedb import DBConnection
 from hubdelta import __version__
 from hubdelta.errors import IndexSchemaError
 from hubdelta.index.embeddings import SPACES, SPACES_SCHEMA
+from hubdelta.index.reports import REPORTS, REPORTS_SCHEMA
 from hubdelta.index.schema import META, META_SCHEMA, MODELS, SCHEMAS, TRACKED
 
 Migration = Callable[[DBConnection], None]
@@ -65,7 +66,12 @@ def m002_create_spaces(db: DBConnection) -> None:
     db.create_table(SPACES, schema=SPACES_SCHEMA, exist_ok=True)
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_create_tables, m002_create_spaces)
+def m003_create_reports(db: DBConnection) -> None:
+    """reports: each report's clusters and summary, so the next report can compare against the last one."""
+    db.create_table(REPORTS, schema=REPORTS_SCHEMA, exist_ok=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_create_tables, m002_create_spaces, m003_create_reports)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

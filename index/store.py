@@ -39,6 +39,7 @@ from hubdelta.index.embeddings import (
 )
 from hubdelta.index.lock import WriteLock
 from hubdelta.index.records import ModelRecord, ModelStatus, TrackedBase
+from hubdelta.index.reports import REPORTS, StoredReport, reports_from_table, reports_to_table
 from hubdelta.index.schema import (
     MODELS,
     SCHEMAS,
@@ -90,7 +91,7 @@ class Index:
         self.ann = ann_settings or ann.AnnSettings()
         self._db = db
         self._lock = lock
-        self._tables: dict[str, Table] = {name: db.open_table(name) for name in (*SCHEMAS, SPACES)}
+        self._tables: dict[str, Table] = {name: db.open_table(name) for name in (*SCHEMAS, SPACES, REPORTS)}
         self._closed = False
         self.applied_migrations: list[str] = []  # what open() migrated, for logs
 
@@ -407,13 +408,43 @@ class Index:
         for space_id in self.spaces() if space_ids is None else space_ids:
             if self._emb(space_id) is not None:
                 table = self._writable(emb_table_name(space_id))
-                actions[space_id] = ann.maintain(table, self.ann)
+                action = ann.decide(self._read(partial(ann.ann_status, table)), self.ann)
+                if action == "build":
+                    ann.build_index(table, self.ann)
+                elif action == "optimize":
+                    # optimize() folds new rows into the index; through compact_table it also drops old versions
+                    # (its own default keeps 7 days of them: ~6 GB at 1M x 576).
+                    compact_table(table)
+                actions[space_id] = action
         return actions
 
     @staticmethod
     def in_list(column: str, values: Iterable[str]) -> str:
         """``column IN ('a', 'b')`` with every value quoted for Lance SQL."""
         return f"{column} IN ({', '.join(sql_string(v) for v in values)})"
+
+    # ---- reports ----
+
+    def put_report(self, report: StoredReport) -> None:
+        """Record a report (keyed by ``report_id``; the same id again replaces it) in one commit."""
+        table = self._writable(REPORTS)
+        self._upsert(table, "report_id", reports_to_table([report]))
+        self._after_write(REPORTS)
+
+    def latest_report(self) -> StoredReport | None:
+        """The most recently created report, or None before the first one."""
+
+        def run() -> pa.Table:
+            return self._table(REPORTS).search().select(["report_id", "created_at"]).limit(None).to_arrow()
+
+        # Two columns first: every row carries its clusters' member lists, and only one row is wanted.
+        heads = self._read(run)
+        if heads.num_rows == 0:
+            return None
+        latest = pc.max(heads["created_at"])
+        report_id = heads.filter(pc.equal(heads["created_at"], latest))["report_id"][0].as_py()
+        rows = reports_from_table(self._scan(REPORTS, f"report_id = {sql_string(report_id)}"))
+        return rows[0] if rows else None
 
     # ---- maintenance ----
 

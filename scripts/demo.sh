@@ -26,6 +26,8 @@ $hd status
 $hd similar hubdelta-pool/smollm2-lora-math-1 -k 5
 $hd similar hubdelta-pool/smollm2-full-code -k 3 --relation adapter --where "downloads > 100"
 $hd export --format npz --out "$HUBDELTA_HOME/vectors.npz"
+# The report people read each morning: new models, clusters (named from tags and names), a map per space.
+$hd report --since 30d
 if [ "${DEMO_SERVE:-1}" = "1" ]; then
   echo "devhub is serving the pool at http://127.0.0.1:$port (export HF_ENDPOINT=http://127.0.0.1:$port); Ctrl-C stops it."
   wait $server

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -328,3 +328,21 @@ def test_similar_embed_embeds_a_hub_model_on_the_spot(tmp_path: Path) -> None:
     assert local.exit_code == 0, local.output
     assert json.loads(local.stdout)["query"] == "local/good-lora"
     assert "--base" in one_line_error(runner.invoke(app, [*home2, "similar", str(folder), "--embed"]))
+
+
+def test_neighbours_carry_their_cluster_of_the_latest_report(tmp_path: Path) -> None:
+    from hubdelta.index.reports import StoredCluster, StoredReport
+
+    data = Zoo(n=6, seed=1)
+    settings = settings_for(tmp_path, "http://127.0.0.1:9")
+    with open_index(settings, writer="test") as index:
+        index.put_models([ModelRecord(m, ModelStatus.EMBEDDED) for m in data.models.values()])
+        index.put_space(SpaceRow(SPACE, params("last"), np.zeros((5, DIM), np.float32), NOW))
+        index.put_embeddings(SPACE, [Embedding(r, "s", v, NOW) for r, v in data.vectors.items()])
+        ids = sorted(data.vectors)
+        clusters = {SPACE: (StoredCluster("c1", "math / algebra", tuple(ids[:3])),)}
+        index.put_report(StoredReport("r1", NOW, NOW - timedelta(days=1), str(tmp_path), clusters))
+    doc = ok_json(tmp_path, "similar", ids[0], "-k", "5")
+    got = {n["repo_id"]: n["cluster"] for n in doc["neighbors"]}
+    assert got == {i: ("math / algebra" if i in ids[:3] else None) for i in ids[1:]}
+    assert ok_json(tmp_path, "status")["last_report"] == NOW.isoformat()

@@ -10,6 +10,7 @@ from hubdelta import __version__
 from hubdelta.cli import crawl as crawl_commands
 from hubdelta.cli import embed as embed_commands
 from hubdelta.cli import query as query_commands
+from hubdelta.cli import report as report_commands
 from hubdelta.cli._errors import HubdeltaGroup
 from hubdelta.cli._options import ConfigOpt, HomeOpt
 from hubdelta.cli.devhub import devhub_app
@@ -28,6 +29,7 @@ app.add_typer(devhub_app, name="devhub")
 crawl_commands.register(app)
 embed_commands.register(app)
 query_commands.register(app)
+report_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -131,6 +131,14 @@ def _vector_query(index: Index, path: Path, space: str | None) -> _Query:
     return _Query(f"vector:{path}", vector, chosen, frozenset(), [])
 
 
+def cluster_names(index: Index, space_id: str) -> dict[str, str]:
+    """repo id -> the name of its cluster in ``space_id`` in the latest report (empty before the first)."""
+    report = index.latest_report()
+    if report is None:
+        return {}
+    return {m: c.name for c in report.clusters.get(space_id, ()) for m in c.members}
+
+
 def nearest_filtered(
     index: Index, space_id: str, vector: np.ndarray, k: int, sql: str | None, exclude: frozenset[str]
 ) -> list[tuple[str, float]]:
@@ -209,7 +217,9 @@ def similar(
             _filtered_ids(index, sql, ["-"])  # nothing to filter: still refuse a malformed filter
         hits = nearest_filtered(index, query.space_id, query.vector, k, sql, query.exclude)
         records = index.get_models([h[0] for h in hits])
-    neighbors = [Neighbor.of(i + 1, score, records.get(rid), rid) for i, (rid, score) in enumerate(hits)]
+        clusters = cluster_names(index, query.space_id)
+    neighbors = [Neighbor.of(i + 1, score, records.get(rid), rid, clusters.get(rid))
+                 for i, (rid, score) in enumerate(hits)]  # fmt: skip
     return Similar(query.label, query.space_id, k, where, relation, neighbors, query.other_spaces)
 
 

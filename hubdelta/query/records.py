@@ -31,15 +31,17 @@ class Neighbor:
     card: str  # the card's first lines, shortened
 
     @classmethod
-    def of(cls, rank: int, score: float, record: ModelRecord | None, repo_id: str) -> Neighbor:
+    def of(
+        cls, rank: int, score: float, record: ModelRecord | None, repo_id: str, cluster: str | None = None
+    ) -> Neighbor:
         """A neighbour from its index record (``None`` for a vector whose record is gone: shown bare)."""
         if record is None:
-            return cls(rank, repo_id, score, "", "", 0, 0, None, None, "")
+            return cls(rank, repo_id, score, "", "", 0, 0, None, cluster, "")
         m = record.model
         card = " ".join(m.card_summary.split())
         card = card if len(card) <= CARD_CHARS else card[: CARD_CHARS - 1] + "…"
         base = m.base_models[0] if m.base_models else ""
-        return cls(rank, repo_id, score, m.relation.value, base, m.downloads, m.likes, m.license, None, card)
+        return cls(rank, repo_id, score, m.relation.value, base, m.downloads, m.likes, m.license, cluster, card)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ def status(settings: Settings) -> Status:
     with open_reader(settings) as index:
         counts = index.count_by_status()
         tracked = index.tracked()
+        report = index.latest_report()
         spaces = []
         for space_id, row in index.spaces().items():
             ann = index.ann_status(space_id)
@@ -63,7 +64,7 @@ def status(settings: Settings) -> Status:
         queue=counts[ModelStatus.QUEUED] + counts[ModelStatus.EMBEDDING],
         tracked=len(tracked),
         last_crawl=max(crawls) if crawls else None,
-        last_report=None,  # reports come with the daemon; the field is part of the stable output already
+        last_report=None if report is None else report.created_at,
         spaces=spaces,
         index_bytes=tree_bytes(Path(uri.removeprefix("file://"))) if local else -1,
         cache_bytes=tree_bytes(settings.cache_dir),
