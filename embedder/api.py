@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -63,11 +64,12 @@ def run_embed(
     batch: int | None = None,
     progress: Progress | None = None,
     command: str = "hubdelta embed",
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> EmbedSummary:
     """Embed queued models (see :func:`hubdelta.embedder.worker.embed_queued`)."""
     opts = options(settings, limit=limit, device=device, batch=batch)
     with open_index(settings, writer=command) as index:
-        summary = embed_queued(index, settings, opts, progress)
+        summary = embed_queued(index, settings, opts, progress, should_stop=should_stop)
         index.maintain_ann(summary.spaces)  # an ANN index once a space outgrows exact search
         return summary
 

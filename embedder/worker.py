@@ -61,6 +61,7 @@ class EmbedSummary:
     spaces: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: bool = False  # should_stop ended the run early
 
 
 def _reason(e: BaseException) -> str:
@@ -81,8 +82,10 @@ def _outcome(record: ModelRecord, e: BaseException, opts: EmbedOptions) -> Model
 class _Run:
     """One base's share of an embedding run: the resident base, its space and the index."""
 
-    def __init__(self, index: Index, settings: Settings, opts: EmbedOptions, summary: EmbedSummary) -> None:
+    def __init__(self, index: Index, settings: Settings, opts: EmbedOptions, summary: EmbedSummary,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:  # fmt: skip
         self.index, self.settings, self.opts, self.summary = index, settings, opts, summary
+        self.should_stop = should_stop
         self.limits = Limits.from_embed_settings(settings.embed)
         self.cache = settings.cache_dir / "hub"
 
@@ -115,6 +118,9 @@ class _Run:
             self.summary.spaces.append(space.id)
             todo = self._reuse(space, records, progress)
             for chunk in plan.chunks(todo, self.opts.batch):
+                if self.should_stop():  # between chunks: what is claimed is finished, the rest stays queued
+                    self.summary.stopped = True
+                    break
                 self._chunk(rb, space, row, info, chunk, progress)
 
     def _reuse(self, space: Space, records: Sequence[ModelRecord], progress: Progress | None) -> list[ModelRecord]:
@@ -205,6 +211,7 @@ def embed_queued(
     *,
     only: Sequence[str] | None = None,
     extra_bases: Sequence[str] = (),
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> EmbedSummary:
     """Embed the queued models of every tracked base (up to ``opts.limit``).
 
@@ -214,6 +221,7 @@ def embed_queued(
     Args:
         only: embed only these repo ids (if queued), e.g. one model asked for by ``similar --embed``.
         extra_bases: bases to embed against as if tracked (the base of such a model may not be).
+        should_stop: asked before each chunk (a daemon's shutdown): True ends the run, leaving the rest queued.
     """
     started = time.perf_counter()
     summary = EmbedSummary()
@@ -225,8 +233,11 @@ def embed_queued(
     index.put_models([plan.failed(r, "none of its base models is tracked", transient=False, max_attempts=0)
                       for r in orphans])  # fmt: skip
     summary.failed += len(orphans)
-    run = _Run(index, settings, opts, summary)
+    run = _Run(index, settings, opts, summary, should_stop)
     for base, records in groups.items():
+        if should_stop():
+            summary.stopped = True
+            break
         try:
             run.embed_base(base, records, progress)
         except Exception as e:  # the base itself: unreachable, refused or unloadable; other bases go on

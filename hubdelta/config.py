@@ -40,6 +40,20 @@ class EmbedSettings:
     disk_budget_gb: float = 20.0  # downloads beyond this are refused; full-finetune weights are deleted after
 
 
+@dataclass(frozen=True)
+class DaemonSettings:
+    """``[daemon]`` in hubdelta.toml: what ``hubdelta daemon`` runs, and when (times are the host's local time)."""
+
+    crawl_every_s: float = 1800.0  # incremental crawl of every tracked base
+    full_crawl_at: str = "03:00"  # the daily reconcile pass (updates, removals)
+    embed_every_s: float = 30.0  # the worker drains the queue: a run every this often while there is work
+    embed_limit: int = 64  # models per embed run, so crawls and reports are never starved for long
+    report_at: str = "06:00"  # the nightly report
+    report_every_s: float = 0.0  # > 0: a report every this often instead of daily (staging, tests)
+    compact_every_s: float = 3600.0  # index compaction and ANN maintenance
+    stop_timeout_s: float = 120.0  # SIGTERM: the running job gets this long to finish its current chunk
+
+
 _CHOICES = {
     "embed.device": ("auto", "cpu", "cuda"),
     "embed.dtype": ("float32", "bfloat16"),
@@ -78,6 +92,7 @@ class Settings:
     log_level: str = "info"
     crawl: CrawlSettings = field(default_factory=CrawlSettings)
     embed: EmbedSettings = field(default_factory=EmbedSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
     extra: Mapping[str, Any] = field(default_factory=dict)  # unknown toml sections, for later stages
 
     @property
@@ -134,6 +149,7 @@ def load_settings(
     hub = data.pop("hub", {})
     crawl = _section("crawl", CrawlSettings, data.pop("crawl", {}))
     embed = _section("embed", EmbedSettings, data.pop("embed", {}))
+    daemon = _section("daemon", DaemonSettings, data.pop("daemon", {}))
     log = data.pop("log", {})
     level = str(log.get("level", env.get("HUBDELTA_LOG_LEVEL", "info"))).lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -148,5 +164,6 @@ def load_settings(
         log_level=level,
         crawl=crawl,
         embed=embed,
+        daemon=daemon,
         extra=data,
     )

@@ -8,6 +8,7 @@ import typer
 
 from hubdelta import __version__
 from hubdelta.cli import crawl as crawl_commands
+from hubdelta.cli import daemon as daemon_commands
 from hubdelta.cli import embed as embed_commands
 from hubdelta.cli import query as query_commands
 from hubdelta.cli import report as report_commands
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(devhub_app, name="devhub")
 crawl_commands.register(app)
+daemon_commands.register(app)
 embed_commands.register(app)
 query_commands.register(app)
 report_commands.register(app)

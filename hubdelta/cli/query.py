@@ -204,7 +204,16 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     typer.echo(f"models     {s.models:,}: {counts or 'none yet (hubdelta track BASE, then hubdelta crawl)'}")
     typer.echo(f"queue      {s.queue:,} to embed")
     last = s.last_crawl.isoformat(timespec="seconds") if s.last_crawl else "never"
-    typer.echo(f"tracked    {s.tracked} base(s); last crawl {last}; last report {s.last_report or 'never'}")
+    report = s.last_report.isoformat(timespec="seconds") if s.last_report else "never"
+    typer.echo(f"tracked    {s.tracked} base(s); last crawl {last}; last report {report}")
+    if s.daemon is not None:
+        d = s.daemon
+        up = f"running, pid {d['pid']}, up {d['uptime_s'] / 3600:.1f} h" if d["running"] else "not running"
+        typer.echo(f"daemon     {up}")
+        for job_id, j in d["jobs"].items():
+            ok = j["last_success"].isoformat(timespec="seconds") if j["last_success"] else "never"
+            err = f"; last error {j['last_error_at']:%Y-%m-%d %H:%M}: {j['last_error']}" if j["last_error"] else ""
+            typer.echo(f"  {job_id:<11}{j['runs']} runs, last success {ok}{err}")
     if s.spaces:
         table = Table("base", "vectors", "dim", "layer", "position", "dtype", "search")
         table.add_column("space", no_wrap=True)  # last: the id is what a user copies into --space

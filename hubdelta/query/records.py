@@ -105,3 +105,4 @@ class Status:
     spaces: list[SpaceStatus]
     index_bytes: int
     cache_bytes: int
+    daemon: dict[str, Any] | None = None  # {running, pid, started_at, uptime_s, jobs: {id: {...}}}; None: never ran

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from hubdelta.config import Settings
 from hubdelta.index.records import ModelStatus
@@ -68,4 +70,28 @@ def status(settings: Settings) -> Status:
         spaces=spaces,
         index_bytes=tree_bytes(Path(uri.removeprefix("file://"))) if local else -1,
         cache_bytes=tree_bytes(settings.cache_dir),
+        daemon=daemon_health(settings.home),
     )
+
+
+def daemon_health(home: Path) -> dict[str, Any] | None:
+    """The daemon's pid, uptime and each job's last success and last error, from its state file."""
+    from hubdelta.daemon.state import load_state
+
+    state = load_state(home)
+    if state.started_at is None:
+        return None
+    running = state.running()
+    uptime = (datetime.now(UTC) - state.started_at).total_seconds() if running else None
+    jobs = {
+        job_id: {
+            "runs": j.runs,
+            "failures": j.failures,
+            "last_success": j.last_success,
+            "last_error": j.last_error,
+            "last_error_at": j.last_error_at,
+        }
+        for job_id, j in sorted(state.jobs.items())
+    }
+    return {"running": running, "pid": state.pid, "started_at": state.started_at, "stopped_at": state.stopped_at,
+            "uptime_s": uptime, "jobs": jobs}  # fmt: skip

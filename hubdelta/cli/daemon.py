@@ -1,0 +1,22 @@
+"""``hubdelta daemon``: the long-running service (crawl, embed, report, compaction on a schedule)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def daemon_cmd(ctx: typer.Context) -> None:
+    """Run crawl, embed, the nightly report and compaction on the [daemon] schedule until SIGTERM or Ctrl-C.
+
+    Logs one JSON event per job and per model (with --log-json, or when not on a TTY). State and health:
+    <home>/daemon.json, shown by hubdelta status.
+
+    Example: hubdelta --log-json daemon
+    """
+    from hubdelta.daemon.service import Daemon
+
+    raise typer.Exit(Daemon(ctx.obj).run())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("daemon")(daemon_cmd)
