@@ -1,0 +1,110 @@
+"""The daemon on the real pool: its children are discovered, embedded and reported; then the chemistry models
+are published to devhub, and the next report lists them as new and the new cluster they form."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hubdelta.crawler.api import open_index, track
+from hubdelta.devhub.server import DevhubServer
+from hubdelta.index.reports import StoredReport
+from hubdelta.pool.base import BASE_REPO_ID
+from tests.test_crawler_hub import settings_for
+from tests.test_daemon import drained, wait_for
+
+HELD_BACK = "chemistry"
+SCHEDULE = """
+[daemon]
+crawl_every_s = 2
+embed_every_s = 1
+embed_limit = 8
+report_every_s = {report_every}
+compact_every_s = 30
+stop_timeout_s = 120
+"""
+
+
+def publish(pool: Path, root: Path, labels: dict[str, str], *, held_back: bool) -> list[str]:
+    """Link the pool's repos into devhub's root (without the held-back domain when ``held_back``)."""
+    lines = (pool / "hub" / "catalog.jsonl").read_text().splitlines()
+    keep = [ln for ln in lines if not (held_back and labels.get(json.loads(ln)["id"]) == HELD_BACK)]
+    published = []
+    for line in keep:
+        repo = json.loads(line)["id"]
+        target = root / repo
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(pool / "hub" / repo, target_is_directory=True)
+        published.append(repo)
+    tmp = root / ".catalog.tmp"
+    tmp.write_text("\n".join(keep) + "\n")
+    tmp.replace(root / "catalog.jsonl")  # devhub sees the whole new catalog or the old one
+    return published
+
+
+def latest(home: Path, url: str) -> StoredReport | None:
+    try:
+        with open_index(settings_for(home, url)) as index:
+            return index.latest_report()
+    except Exception:  # not created yet, or a migration/commit under way
+        return None
+
+
+@pytest.mark.pool
+@pytest.mark.timeout(900)
+def test_the_daemon_reports_new_pool_models_and_the_cluster_they_form(pool: Path, tmp_path: Path) -> None:
+    labels: dict[str, str] = json.loads((pool / "labels.json").read_text())
+    chemistry = {r for r, d in labels.items() if d == HELD_BACK}
+    root, home = tmp_path / "hub", tmp_path / "home"
+    root.mkdir()
+    publish(pool, root, labels, held_back=True)
+    with DevhubServer(root) as hub:
+        # Reports every 45 s: more than the crawl + embed of the held-back adapters takes, so one report sees
+        # all of them at once.
+        settings = settings_for(home, hub.url, SCHEDULE.format(report_every=45))
+        track(settings, BASE_REPO_ID)
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HUBDELTA_HOME": str(home)}
+        proc = subprocess.Popen([sys.executable, "-m", "hubdelta", "--log-json", "daemon"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            wait_for("the first pool models embedded", lambda: drained(home, hub.url), timeout=600, proc=proc)
+            before = getattr(latest(home, hub.url), "report_id", None)
+            wait_for("a report of the first models", lambda: _newer(latest(home, hub.url), before), timeout=120,
+                     proc=proc)  # fmt: skip
+            first = latest(home, hub.url)
+            assert first is not None
+            first_members = {m for cs in first.clusters.values() for c in cs for m in c.members}
+            assert not first_members & chemistry
+            named = {c.name for cs in first.clusters.values() for c in cs}
+            assert {"math", "code", "legal", "medical"} <= {w for n in named for w in n.split(" / ")}, named
+            publish(pool, root, labels, held_back=False)  # the chemistry models appear on the "Hub"
+            wait_for("a report listing the chemistry models", lambda: _lists(latest(home, hub.url), chemistry),
+                     timeout=300, proc=proc)  # fmt: skip
+            second = latest(home, hub.url)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-2000:]
+    assert second is not None and second.summary["previous_id"] is not None
+    assert chemistry <= set(second.summary["new_model_ids"])
+    previous_ids = {c.id for cs in first.clusters.values() for c in cs}
+    new = [c for cs in second.clusters.values() for c in cs if c.id not in previous_ids]
+    assert len(new) == 1, new  # exactly one newly formed cluster: the chemistry models
+    assert HELD_BACK in new[0].name and len(set(new[0].members) & chemistry) >= 3, new[0]
+    html = (Path(second.files) / "report.html").read_text()
+    assert all(r in html for r in chemistry) and new[0].name in html
+
+
+def _newer(report: StoredReport | None, than: str | None) -> bool:
+    return report is not None and report.report_id != than
+
+
+def _lists(report: StoredReport | None, repos: set[str]) -> bool:
+    return report is not None and repos <= set(report.summary.get("new_model_ids", []))
