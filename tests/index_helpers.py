@@ -4,6 +4,7 @@ Child modes (each prints one line when it reaches its point, then sleeps until k
     hold URI LOCK_DIR COMMAND              open as writer, print "locked"
     put URI LOCK_DIR START N MARKER        put N records from START; print "ready" when put_models has its
                                            arrow rows (just before Lance's merge), "done" after the commit
+    compact URI LOCK_DIR                   open as writer, print "ready", compact every table, print "done"
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ def _child(argv: list[str]) -> None:
     if mode == "hold":
         index = Index.open(uri, lock_dir=Path(lock_dir), writer=rest[0])
         print("locked", flush=True)
+    elif mode == "compact":
+        index = Index.open(uri, lock_dir=Path(lock_dir), writer="compact")
+        print("ready", flush=True)
+        index.compact()
+        print("done", flush=True)
     else:
         start, n, marker = int(rest[0]), int(rest[1]), rest[2]
         index = Index.open(uri, lock_dir=Path(lock_dir), writer=f"put {marker}")
