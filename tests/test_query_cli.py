@@ -346,3 +346,15 @@ def test_neighbours_carry_their_cluster_of_the_latest_report(tmp_path: Path) -> 
     got = {n["repo_id"]: n["cluster"] for n in doc["neighbors"]}
     assert got == {i: ("math / algebra" if i in ids[:3] else None) for i in ids[1:]}
     assert ok_json(tmp_path, "status")["last_report"] == NOW.isoformat()
+
+
+def test_as_a_process_the_whole_answer_arrives_before_the_fast_exit(zoo: tuple[Path, Zoo]) -> None:
+    home, data = zoo
+    command = [sys.executable, "-m", "hubdelta", "--home", str(home), "similar", "org/model-005", "-k", "50", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["neighbors"]) == 50  # a piped stdout was flushed before os._exit
+    table = subprocess.run([*command[:-1], "-k", "3"], capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0 and table.stdout.count("org/model-") >= 3
+    failed = subprocess.run([*command[:5], "similar", "org/nope"], capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and failed.stderr.startswith("error: org/nope: not in the index")

@@ -12,6 +12,8 @@ import typer
 
 from hubdelta.cli._options import JsonOpt
 
+finished_read_only = False  # set when a read-only query has printed its answer: see hubdelta.cli.main
+
 KOpt = Annotated[int, typer.Option("-k", "--k", min=1, help="How many neighbours.")]
 SpaceOpt = Annotated[
     str | None, typer.Option("--space", help="Space id (see hubdelta status); default: the repo's.", show_default=False)
@@ -109,14 +111,22 @@ def similar_cmd(
     result = similar(settings, repo, vector=vector, k=k, where=where, relation=relation, space=space)
     if as_json:
         _dump(result.to_dict())
+        _done()
         return
     title = f"nearest to {result.query} in space {result.space_id}" + (f", where {where}" if where else "")
     if not result.neighbors:
         typer.echo(f"{title}: no model matches")
+        _done()
         return
     _neighbors_table(result.neighbors, title)
     if result.other_spaces:
         typer.echo(f"also embedded in: {', '.join(result.other_spaces)} (choose with --space)")
+    _done()
+
+
+def _done() -> None:
+    global finished_read_only
+    finished_read_only = True
 
 
 def _embed_first(settings: Any, repo: str, base: str | None) -> str:
@@ -169,6 +179,7 @@ def show_cmd(ctx: typer.Context, repo: Annotated[str, typer.Argument(help="A rep
     }
     if as_json:
         _dump(doc)
+        _done()
         return
     lines = [
         f"{m.repo_id}  ({m.relation.value} of {', '.join(m.base_models) or '?'})",
@@ -183,6 +194,7 @@ def show_cmd(ctx: typer.Context, repo: Annotated[str, typer.Argument(help="A rep
     typer.echo("\n".join(lines))
     if shown.neighbors:
         _neighbors_table(shown.neighbors, f"nearest to {m.repo_id}")
+    _done()
 
 
 def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
@@ -193,6 +205,7 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     from hubdelta.query.status import status
 
     s = status(ctx.obj)
+    _done()  # nothing below writes: the table is only printed
     if as_json:
         _dump(asdict(s))
         return
