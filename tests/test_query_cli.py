@@ -349,7 +349,7 @@ def test_neighbours_carry_their_cluster_of_the_latest_report(tmp_path: Path) -> 
 
 
 def test_as_a_process_the_whole_answer_arrives_before_the_fast_exit(zoo: tuple[Path, Zoo]) -> None:
-    home, data = zoo
+    home, _ = zoo
     command = [sys.executable, "-m", "hubdelta", "--home", str(home), "similar", "org/model-005", "-k", "50", "--json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
