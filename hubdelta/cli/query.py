@@ -131,6 +131,7 @@ def _done() -> None:
 
 def _embed_first(settings: Any, repo: str, base: str | None) -> str:
     """``repo`` embedded if it is not yet: a local folder with ``add``, else from the Hub. Returns its id."""
+    from hubdelta.errors import IndexNotFoundError
     from hubdelta.index.store import Index
 
     path = Path(repo)
@@ -147,7 +148,7 @@ def _embed_first(settings: Any, repo: str, base: str | None) -> str:
         with Index.open(settings.index_uri) as index:
             if index.vectors_of(repo):
                 return repo
-    except Exception:  # no index yet: embedding creates it
+    except IndexNotFoundError:  # no index yet: embedding creates it
         pass
     from hubdelta.embedder.api import embed_from_hub
 
