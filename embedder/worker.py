@@ -25,7 +25,7 @@ from hubdelta.embedder.local import base_info_from_folder
 from hubdelta.embedder.safety import Limits
 from hubdelta.embedder.safety_records import BaseInfo, RepoKind
 from hubdelta.embedder.space import Space
-from hubdelta.errors import HubdeltaError, ModelRefused, ModelUnavailable
+from hubdelta.errors import ModelRefused, ModelUnavailable, one_line
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.index.store import Index
@@ -64,11 +64,7 @@ class EmbedSummary:
     stopped: bool = False  # should_stop ended the run early
 
 
-def _reason(e: BaseException) -> str:
-    if isinstance(e, HubdeltaError):
-        return e.one_line()
-    first = (str(e).strip().splitlines() or [""])[0]
-    return f"{type(e).__name__}: {first}"[:300]
+_reason = one_line  # a model's failure reason, as stored in the index
 
 
 def _outcome(record: ModelRecord, e: BaseException, opts: EmbedOptions) -> ModelRecord:

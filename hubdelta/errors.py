@@ -22,6 +22,14 @@ class HubdeltaError(Exception):
         return " ".join(line.split())
 
 
+def one_line(e: BaseException) -> str:
+    """Any exception as one line: a HubdeltaError's message and fix, else its type and first line (300 chars)."""
+    if isinstance(e, HubdeltaError):
+        return e.one_line()
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first}"[:300]
+
+
 class ConfigError(HubdeltaError):
     """A setting is missing or malformed (environment, hubdelta.toml or a flag)."""
 

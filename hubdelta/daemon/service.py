@@ -31,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from hubdelta.config import Settings
 from hubdelta.daemon.slots import latest_slot, missed_slot, parse_hhmm
 from hubdelta.daemon.state import DaemonState, StateFile, load_state
+from hubdelta.errors import one_line
 
 log = structlog.get_logger(__name__)
 
@@ -40,15 +41,6 @@ COMMAND = "hubdelta daemon"
 
 def _now() -> datetime:
     return datetime.now(UTC).astimezone()  # aware, in the host's local zone: daily slots are local times
-
-
-def _one_line(e: BaseException) -> str:
-    from hubdelta.errors import HubdeltaError
-
-    if isinstance(e, HubdeltaError):
-        return e.one_line()
-    first = (str(e).strip().splitlines() or [""])[0]
-    return f"{type(e).__name__}: {first}"[:300]
 
 
 class Daemon:
@@ -125,7 +117,7 @@ class Daemon:
                     result = fn()
                 except Exception as e:  # a job's failure is recorded; the daemon goes on
                     job.failures += 1
-                    job.last_error, job.last_error_at = _one_line(e), datetime.now(UTC)
+                    job.last_error, job.last_error_at = one_line(e), datetime.now(UTC)
                     log.warning("daemon.job_failed", job=job_id, error=job.last_error)
                 else:
                     job.last_success, job.last_result = datetime.now(UTC), result
