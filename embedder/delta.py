@@ -52,13 +52,13 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 def pool_positions(hidden: torch.Tensor, attention_mask: torch.Tensor, position: str) -> torch.Tensor:
     """Pick one vector per row from hidden states, looking at real tokens only.
 
-    Works for left or right padding: "last" takes the last column whose mask is 1, "mean" averages the
-    masked columns.
+    Works for left or right padding: "last" takes the last column whose mask is 1, "first" the first one, "mean"
+    averages the masked columns.
 
     Args:
         hidden: ``(B, T, C)`` hidden states, any float dtype.
         attention_mask: ``(B, T)``, 1 on real tokens; every row has at least one.
-        position: ``"last"`` or ``"mean"``.
+        position: ``"last"``, ``"first"`` or ``"mean"``.
 
     Returns:
         ``(B, C)`` float32.
@@ -67,11 +67,14 @@ def pool_positions(hidden: torch.Tensor, attention_mask: torch.Tensor, position:
     assert position in POSITIONS, position
     mask = attention_mask.to(device=hidden.device, dtype=torch.bool)  # (B, T)
     assert bool(mask.any(dim=1).all()), "a row has no real token"
-    if position == "last":
+    if position in ("last", "first"):
         cols = torch.arange(mask.shape[1], device=mask.device)  # (T,)
-        last = torch.where(mask, cols, -1).amax(dim=1)  # (B,) index of each row's last real token
+        if position == "last":
+            pick = torch.where(mask, cols, -1).amax(dim=1)  # (B,) index of each row's last real token
+        else:
+            pick = torch.where(mask, cols, mask.shape[1]).amin(dim=1)  # (B,) index of each row's first real token
         rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
-        return hidden[rows, last].float()  # (B, C)
+        return hidden[rows, pick].float()  # (B, C)
     weights = mask.float().unsqueeze(-1)  # (B, T, 1)
     # Sum in float32: a bfloat16 sum over tens of tokens would lose the low bits the delta lives in.
     return (hidden.float() * weights).sum(dim=1) / weights.sum(dim=1)  # (B, C)

@@ -18,7 +18,7 @@ from typing import Any, Literal, cast, get_args
 from hubdelta.embedder.probes import ProbeSet
 
 Method = Literal["activations"]
-Position = Literal["last", "mean"]
+Position = Literal["last", "mean", "first"]
 DType = Literal["float32", "bfloat16"]
 LayerSpec = int | float | Fraction | str | None
 
@@ -83,7 +83,7 @@ class Space:
     probes_hash: str  # ProbeSet.hash: what actually decides the probe texts
     dim: int  # hidden size = vector length
     layer: int | None = None  # None: final layer after the final norm (paper); k: residual after k layers
-    position: Position = "last"  # "last" token (paper) or "mean" over real tokens
+    position: Position = "last"  # "last" token (paper), "mean" over real tokens, or the "first" (an ablation)
     dtype: DType = "float32"  # the Linears' matmuls (bf16: on the difference to the base); vectors are float32
     method: Method = "activations"
 

@@ -57,7 +57,7 @@ class DaemonSettings:
 _CHOICES = {
     "embed.device": ("auto", "cpu", "cuda"),
     "embed.dtype": ("float32", "bfloat16"),
-    "embed.position": ("last", "mean"),
+    "embed.position": ("last", "mean", "first"),
 }
 
 

@@ -97,7 +97,7 @@ def test_space_id_is_a_stable_readable_slug_and_round_trips() -> None:
     with pytest.raises(ValueError):
         Space.from_dict({k: v for k, v in SPACE.to_dict().items() if k != "base_sha"})
     with pytest.raises(ValueError):
-        dataclasses.replace(SPACE, position="first")
+        dataclasses.replace(SPACE, position="middle")
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_resolve_layer_refuses(layer: Any) -> None:
 # ---- pure tensor functions ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("position", ["last", "mean"])
+@pytest.mark.parametrize("position", ["last", "mean", "first"])
 def test_pool_positions_under_left_padding_equals_the_unpadded_computation(position: str) -> None:
     gen = torch.Generator().manual_seed(0)
     lengths, channels = [5, 2, 7, 1], 3
@@ -130,7 +130,8 @@ def test_pool_positions_under_left_padding_equals_the_unpadded_computation(posit
         hidden[i, max(lengths) - len(row) :] = row
 
     def unpadded(rows: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack([r[-1] if position == "last" else r.mean(0) for r in rows])  # (B, C)
+        pick = {"last": lambda r: r[-1], "first": lambda r: r[0], "mean": lambda r: r.mean(0)}[position]
+        return torch.stack([pick(r) for r in rows])  # (B, C)
 
     torch.testing.assert_close(pool_positions(hidden, mask, position), unpadded(rows))
     rounded = pool_positions(hidden.bfloat16(), mask, position)  # pooled in float32 from bf16 inputs
