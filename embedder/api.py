@@ -11,8 +11,10 @@ from pathlib import Path
 
 from hubdelta.config import Settings
 from hubdelta.crawler.api import check_repo_id, open_index
-from hubdelta.embedder.worker import EmbedOptions, EmbedSummary, Progress, embed_queued
-from hubdelta.errors import ConfigError, HubdeltaError, ModelRefused, UsageError
+from hubdelta.embedder.local import LOCAL_SHA, local_base_id
+from hubdelta.embedder.space import Space
+from hubdelta.embedder.worker import EmbedOptions, EmbedSummary, Progress, download_base, embed_queued
+from hubdelta.errors import ConfigError, HubdeltaError, ModelRefused, UsageError, one_line
 from hubdelta.index.records import EMBEDDABLE, HubModel, ModelRecord, ModelStatus, Relation
 
 
@@ -112,6 +114,55 @@ def embed_from_hub(settings: Settings, repo_id: str, *, command: str = "hubdelta
 
 
 @dataclass(frozen=True)
+class BaseRef:
+    """A base checkpoint resolved to a local folder: what every vector of its space is computed against."""
+
+    folder: Path
+    repo_id: str  # the Hub repo id, or ``local/<folder name>`` for a local checkpoint folder
+    sha: str  # the Hub revision, or ``"local"`` (the user vouches for the folder)
+
+    @property
+    def local(self) -> bool:
+        return self.sha == LOCAL_SHA
+
+
+def resolve_base(settings: Settings, base: str) -> BaseRef:
+    """``base`` as a local checkpoint: a folder as given, or a repo id downloaded at its current revision.
+
+    This is how ``hubdelta embed``, ``add`` and ``task`` agree on a base, hence on its space.
+
+    Raises:
+        UsageError: a malformed repo id, or a repo the Hub does not have.
+        HubdeltaError: the Hub cannot be reached, refuses, or the repo is gated.
+    """
+    import httpx2
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    if Path(base).is_dir():
+        return BaseRef(Path(base), local_base_id(Path(base)), LOCAL_SHA)
+    check_repo_id(base)
+    try:
+        folder, sha = download_base(settings, base)
+    except GatedRepoError as e:
+        raise HubdeltaError(f"{base} is gated on {settings.hf_endpoint}",
+                            fix="accept its terms on the Hub and set HF_TOKEN") from e  # fmt: skip
+    except RepositoryNotFoundError:
+        raise UsageError(base, f"not found on {settings.hf_endpoint}",
+                         fix="check the spelling, or give a local checkpoint folder") from None  # fmt: skip
+    except (HfHubHTTPError, httpx2.TransportError) as e:
+        why = f"could not download the base {base} from {settings.hf_endpoint} ({one_line(e)[:120]})"
+        raise HubdeltaError(why, fix="check HF_ENDPOINT and the network, or give a local checkpoint folder") from e
+    return BaseRef(folder, base, sha)
+
+
+def base_space(ref: BaseRef, opts: EmbedOptions) -> Space:
+    """The space ``hubdelta embed`` puts vectors of ``ref``'s children in, under ``opts``."""
+    from hubdelta.embedder.activations import space_for
+
+    return space_for(ref.folder, ref.repo_id, ref.sha, layer=opts.layer, position=opts.position, dtype=opts.dtype)
+
+
+@dataclass(frozen=True)
 class Added:
     repo_id: str
     space_id: str
@@ -154,7 +205,7 @@ def add_local(settings: Settings, path: Path, base: str, *, name: str | None = N
         base: the base it was trained from: a local checkpoint folder, or a repo id fetched from the Hub.
         name: its id in the index (default ``local/<folder name>``).
     """
-    from hubdelta.embedder.activations import ResidentBase, space_for
+    from hubdelta.embedder.activations import ResidentBase
     from hubdelta.embedder.delta import delta_vector
     from hubdelta.embedder.local import base_info_from_folder, inspect_local
     from hubdelta.embedder.safety import Limits
@@ -168,19 +219,15 @@ def add_local(settings: Settings, path: Path, base: str, *, name: str | None = N
     opts = options(settings, limit=None, device=None, batch=None)
     with open_index(settings, writer=command) as index:
         run = _Run(index, settings, opts, EmbedSummary())
-        if Path(base).is_dir():
-            base_dir, base_id, base_sha = Path(base), f"local/{Path(base).resolve().name}", "local"
-        else:
-            check_repo_id(base)
-            base_dir, base_sha = run.base_folder(base)
-            base_id = base
-        info = base_info_from_folder(base_dir, base_id, aliases=_named_base(path) if base_sha == "local" else ())
+        ref = resolve_base(settings, base)
+        base_id = ref.repo_id
+        info = base_info_from_folder(ref.folder, base_id, aliases=_named_base(path) if ref.local else ())
         verdict = inspect_local(path, Limits.from_embed_settings(settings.embed), info)
         if isinstance(verdict, Refusal):
             fix = "hubdelta loads only models that pass its safety rules (docs/untrusted.md)"
             raise ModelRefused(repo_id, verdict.reason, rule=verdict.rule, file=verdict.file, fix=fix)
-        space = space_for(base_dir, base_id, base_sha, layer=opts.layer, position=opts.position, dtype=opts.dtype)
-        with ResidentBase(base_dir, space, device=opts.device) as rb:
+        space = base_space(ref, opts)
+        with ResidentBase(ref.folder, space, device=opts.device) as rb:
             row = run.space(rb)
             if verdict.kind == RepoKind.ADAPTER:
                 acts = rb.adapter_activations({repo_id: path})[repo_id]

@@ -19,6 +19,13 @@ from hubdelta.embedder.safety import BaseInfo, Limits, Plan, Refusal, Rule, refu
 from hubdelta.embedder.safety_header import check_safetensors_header, header_shapes, parse_header_json
 from hubdelta.errors import ModelRefused
 
+LOCAL_SHA = "local"  # the revision of a local base checkpoint folder (the user vouches for what it is)
+
+
+def local_base_id(folder: Path) -> str:
+    """The id a local base checkpoint folder has in spaces and in the index: ``local/<folder name>``."""
+    return f"local/{folder.resolve().name}"
+
 
 def regular_file_problem(path: Path, roots: Iterable[Path]) -> str | None:
     """Why ``path`` must not be read: a link leading outside ``roots``, or not a regular file (a FIFO would hang)."""

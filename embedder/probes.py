@@ -47,17 +47,19 @@ class ProbeSet:
         return len(self.templates)
 
 
-_SUFFIX = "\n\n### Instruction:\n{task} Input:{input}\n\n### Response:"
+ALPACA_SUFFIX = "\n\n### Instruction:\n{task} Input:{input}\n\n### Response:"
 
 PAPER_PROBES = ProbeSet(
     version="paper-v1",
     templates=(
         "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-        + _SUFFIX,
-        "The task described below requires a response that completes the request accurately." + _SUFFIX,
-        "Below is a description of a task. Provide a response that aligns with the requirements." + _SUFFIX,
-        "The following instruction outlines a task. Generate a response that meets the specified request." + _SUFFIX,
-        "You are given an instruction and input. Write a response that completes the task as requested." + _SUFFIX,
+        + ALPACA_SUFFIX,
+        "The task described below requires a response that completes the request accurately." + ALPACA_SUFFIX,
+        "Below is a description of a task. Provide a response that aligns with the requirements." + ALPACA_SUFFIX,
+        "The following instruction outlines a task. Generate a response that meets the specified request."
+        + ALPACA_SUFFIX,
+        "You are given an instruction and input. Write a response that completes the task as requested."
+        + ALPACA_SUFFIX,
     ),
     task="Please provide a response.",
     input="Input.",

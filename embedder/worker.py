@@ -75,6 +75,22 @@ def _outcome(record: ModelRecord, e: BaseException, opts: EmbedOptions) -> Model
     return plan.failed(record, _reason(e), transient=transient, max_attempts=opts.max_attempts)
 
 
+def download_base(settings: Settings, base: str) -> tuple[Path, str]:
+    """A base repo's checkpoint files at its current revision, in ``<cache>/hub``: (folder, sha).
+
+    Raises:
+        huggingface_hub's errors: the repo does not exist, is gated, or the Hub cannot be reached.
+    """
+    from huggingface_hub import HfApi, snapshot_download
+
+    token = settings.hf_token or False
+    sha = HfApi(endpoint=settings.hf_endpoint, token=token).model_info(base, timeout=30).sha
+    assert sha is not None, base
+    folder = snapshot_download(base, revision=sha, allow_patterns=BASE_FILES, cache_dir=settings.cache_dir / "hub",
+                               endpoint=settings.hf_endpoint, token=token)  # fmt: skip
+    return Path(folder), sha
+
+
 class _Run:
     """One base's share of an embedding run: the resident base, its space and the index."""
 
@@ -86,14 +102,7 @@ class _Run:
         self.cache = settings.cache_dir / "hub"
 
     def base_folder(self, base: str) -> tuple[Path, str]:
-        from huggingface_hub import HfApi, snapshot_download
-
-        token = self.settings.hf_token or False
-        sha = HfApi(endpoint=self.settings.hf_endpoint, token=token).model_info(base, timeout=30).sha
-        assert sha is not None, base
-        folder = snapshot_download(base, revision=sha, allow_patterns=BASE_FILES, cache_dir=self.cache,
-                                   endpoint=self.settings.hf_endpoint, token=token)  # fmt: skip
-        return Path(folder), sha
+        return download_base(self.settings, base)
 
     def space(self, rb: ResidentBase) -> SpaceRow:
         """The space's row, with base activations computed once per space and cached in the index."""

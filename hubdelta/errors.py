@@ -174,6 +174,20 @@ class HubRequestError(HubdeltaError):
         self.status = status
 
 
+class NothingEmbeddedError(HubdeltaError):
+    """A search needs vectors of a base's space (``hubdelta task``) and the index holds none yet."""
+
+    def __init__(self, base: str, *, space_id: str | None = None, others: tuple[str, ...] = ()) -> None:
+        where = f" in space {space_id}" if space_id else ""
+        also = f" (it has {', '.join(others)}: another revision or other [embed] settings)" if others else ""
+        fix = ("embed models of it with hubdelta add PATH --base FOLDER" if base.startswith("local/")
+               else f"run hubdelta track {base}, then hubdelta crawl && hubdelta embed")  # fmt: skip
+        super().__init__(f"nothing embedded for {base}{where} yet{also}", fix=fix)
+        self.base = base
+        self.space_id = space_id
+        self.others = others
+
+
 class ModelRefused(EmbedError):
     """A model repo broke a safety rule (hubdelta.embedder.safety): it is not downloaded further, never loaded.
 

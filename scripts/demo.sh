@@ -18,9 +18,9 @@ export HF_ENDPOINT="http://127.0.0.1:$port"
 $hd track HuggingFaceTB/SmolLM2-135M-Instruct
 $hd crawl
 $hd tracked
-# Delta Activations for every queued model, then how well the pool's adapters cluster by domain.
+# Delta Activations for every queued model, then how well the space separates the pool's domains.
 $hd embed
-.venv/bin/python bench/embed_quality.py "$HUBDELTA_HOME/pool"
+$hd eval --labels "$HUBDELTA_HOME/pool/labels.csv" --plot "$HUBDELTA_HOME/eval-map.png"
 # What behaves like a math adapter? Like the code finetune, among adapters with some downloads?
 $hd status
 $hd similar hubdelta-pool/smollm2-lora-math-1 -k 5
@@ -28,6 +28,8 @@ $hd similar hubdelta-pool/smollm2-full-code -k 3 --relation adapter --where "dow
 $hd export --format npz --out "$HUBDELTA_HOME/vectors.npz"
 # The report people read each morning: new models, clusters (named from tags and names), a map per space.
 $hd report --since 30d
+# Which models are good at my task? 20 examples in, a few-shot LoRA trained (~1 minute) and searched with.
+$hd task "$HUBDELTA_HOME/pool/heldout/math.jsonl" --base HuggingFaceTB/SmolLM2-135M-Instruct -k 5
 if [ "${DEMO_SERVE:-1}" = "1" ]; then
   echo "devhub is serving the pool at http://127.0.0.1:$port (export HF_ENDPOINT=http://127.0.0.1:$port); Ctrl-C stops it."
   wait $server

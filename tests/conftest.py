@@ -14,6 +14,7 @@ import pytest
 import structlog
 from huggingface_hub import constants
 
+from hubdelta.config import Settings, load_settings
 from hubdelta.devhub.server import DevhubServer
 from hubdelta.pool.build import PoolManifest, build_pool
 
@@ -230,3 +231,31 @@ def pool_hub(pool: Path) -> Iterator[DevhubServer]:
 @pytest.fixture(scope="session")
 def manifest(pool: Path) -> PoolManifest:
     return PoolManifest.load(pool / "manifest.json")
+
+
+@dataclass(frozen=True)
+class PoolIndex:
+    """A home whose index holds the whole pool crawled, embedded in the default space and reported once."""
+
+    home: Path
+    settings: Settings
+    hub_url: str
+    pool: Path
+
+
+@pytest.fixture(scope="session")
+def pool_index(pool: Path, pool_hub: DevhubServer, tmp_path_factory: pytest.TempPathFactory) -> PoolIndex:
+    """Shared by every test that only reads an embedded pool (eval, task): never write to it."""
+    from hubdelta.crawler.api import run_crawl, track
+    from hubdelta.embedder.api import run_embed
+    from hubdelta.pool.base import BASE_REPO_ID
+    from hubdelta.report.api import run_report
+
+    home = tmp_path_factory.mktemp("pool-index")
+    settings = load_settings({"HF_ENDPOINT": pool_hub.url}, home=home)
+    track(settings, BASE_REPO_ID)
+    run_crawl(settings)
+    summary = run_embed(settings)
+    assert summary.failed == 0 and len(summary.spaces) == 1, summary
+    run_report(settings)
+    return PoolIndex(home, settings, pool_hub.url, pool)

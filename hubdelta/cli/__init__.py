@@ -12,8 +12,10 @@ from hubdelta import __version__
 from hubdelta.cli import crawl as crawl_commands
 from hubdelta.cli import daemon as daemon_commands
 from hubdelta.cli import embed as embed_commands
+from hubdelta.cli import evaluate as evaluate_commands
 from hubdelta.cli import query as query_commands
 from hubdelta.cli import report as report_commands
+from hubdelta.cli import task as task_commands
 from hubdelta.cli._errors import HubdeltaGroup
 from hubdelta.cli._options import ConfigOpt, HomeOpt
 from hubdelta.cli.devhub import devhub_app
@@ -32,8 +34,10 @@ app.add_typer(devhub_app, name="devhub")
 crawl_commands.register(app)
 daemon_commands.register(app)
 embed_commands.register(app)
+evaluate_commands.register(app)
 query_commands.register(app)
 report_commands.register(app)
+task_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -5,6 +5,7 @@ Layout of the output directory::
     out/hub/                     a devhub root (serve it with ``hubdelta devhub serve --root out/hub``)
     out/hub/catalog.jsonl        Hub metadata (createdAt, downloads, ...) for every repo
     out/labels.json              repo id -> domain ("a+b" for mixed-domain models)
+    out/labels.csv               the single-domain models' labels, for ``hubdelta eval --labels``
     out/manifest.json            how each repo was made (kind, data, settings, losses, cache key)
     out/heldout/<domain>.jsonl   held-out examples per domain (never trained on)
 
@@ -29,7 +30,7 @@ from hubdelta.errors import PoolError
 from hubdelta.pool.base import BASE_REPO_ID, export_base
 from hubdelta.pool.domains import Example, domain_examples
 from hubdelta.pool.make import make_model
-from hubdelta.pool.publish import card_meta, card_text, catalog_entries, link_tree, write_json, write_jsonl
+from hubdelta.pool.publish import card_meta, card_text, catalog_entries, link_tree, write_json, write_jsonl, write_text
 from hubdelta.pool.recipe import DOMAIN_NAMES, EXAMPLES_PER_DOMAIN, ModelSpec, heldout_slice, pool_recipe
 
 log = structlog.get_logger(__name__)
@@ -181,6 +182,8 @@ def _publish(
         (repo_dir / "README.md").write_text(card_text(card_meta(spec), spec.repo_id.split("/")[1], spec.description))
     write_jsonl(hub / "catalog.jsonl", catalog_entries(specs, manifest.seed))
     write_json(out / "labels.json", {r.repo_id: r.label for r in manifest.repos})
+    single = "".join(f"{r.repo_id},{r.label}\n" for r in manifest.repos if "+" not in r.label)
+    write_text(out / "labels.csv", "# the pool's single-domain models (labels.json has all)\nrepo_id,label\n" + single)
     write_json(out / "manifest.json", asdict(manifest))
     (out / "heldout").mkdir(exist_ok=True)
     for domain, examples in pools.items():

@@ -47,19 +47,20 @@ def make_model(
         model = lora_model(model, spec.train)
     result = train(model, tok, data, spec.train)
     if spec.kind == "lora":
-        _save_adapter(model, out)
+        save_adapter(model, out)
     else:
         _save_full(model, out, base_dir)
     (out / "training.json").write_text(json.dumps(asdict(result), indent=1))
     return result
 
 
-def _save_adapter(model: object, out: Path) -> None:
+def save_adapter(model: object, out: Path, base_id: str = BASE_REPO_ID) -> None:
+    """A peft model's adapter as safetensors in ``out``, naming ``base_id`` as its base (not a cache path)."""
     model.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]
-    (out / "README.md").unlink(missing_ok=True)  # peft writes a template card; the pool writes its own
+    (out / "README.md").unlink(missing_ok=True)  # peft writes a template card; callers write their own
     cfg_path = out / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg["base_model_name_or_path"] = BASE_REPO_ID  # not the local cache path it was trained from
+    cfg["base_model_name_or_path"] = base_id  # not the local cache path it was trained from
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
 
 

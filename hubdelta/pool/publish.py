@@ -82,14 +82,16 @@ def link_tree(src: Path, dst: Path) -> None:
             shutil.copy2(path, target)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename), so a killed build never leaves half a file."""
+def write_text(path: Path, text: str) -> None:
+    """Write a file atomically (temp file + rename), so a killed build never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    tmp.replace(path)
+    write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -126,12 +126,20 @@ def _lr_at(step: int, total: int, peak: float) -> float:
     return peak * (1.0 - 0.9 * step / max(1, total - 1))
 
 
+StepCallback = Callable[[int, int, float], None]  # (steps done, total steps, this step's loss)
+
+
 def train(
-    model: PreTrainedModel, tok: PreTrainedTokenizerBase, data: Sequence[Example], cfg: TrainConfig
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    data: Sequence[Example],
+    cfg: TrainConfig,
+    on_step: StepCallback | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data``; returns the loss curve.
 
     The model is a plain causal LM (full finetune) or a peft model with trainable adapters (LoRA).
+    ``on_step`` is called after every optimizer step (progress for a person; it does not change training).
     """
     import time
 
@@ -159,6 +167,8 @@ def train(
             opt.zero_grad(set_to_none=True)
             losses.append(round(loss.item(), 4))
             step += 1
+            if on_step is not None:
+                on_step(step, total, losses[-1])
     model.eval()
     seconds = time.perf_counter() - started
     log.debug("trained", kind=cfg.kind, steps=step, first=losses[0], last=losses[-1], seconds=round(seconds, 1))

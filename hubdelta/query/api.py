@@ -163,6 +163,15 @@ def nearest_filtered(
     return found[:k]
 
 
+def check_filter(index: Index, sql: str) -> None:
+    """Refuse a malformed ``--where`` filter now, even when there is nothing to filter yet.
+
+    Raises:
+        UsageError: not valid SQL over the models table.
+    """
+    _filtered_ids(index, sql, ["-"])
+
+
 def _filtered_ids(index: Index, sql: str, among: Sequence[str] | None = None) -> list[str]:
     if among is not None and not among:
         return []
@@ -214,7 +223,7 @@ def similar(
             assert vector is not None
             query = _vector_query(index, vector, space)
         if sql is not None and index.count_embeddings(query.space_id) == 0:
-            _filtered_ids(index, sql, ["-"])  # nothing to filter: still refuse a malformed filter
+            check_filter(index, sql)  # nothing to filter: still refuse a malformed filter
         hits = nearest_filtered(index, query.space_id, query.vector, k, sql, query.exclude)
         records = index.get_models([h[0] for h in hits])
         clusters = cluster_names(index, query.space_id)

@@ -1,0 +1,1 @@
+"""Task search (``hubdelta task``): a few examples → a few-shot LoRA → its Delta Activations → nearest models."""

@@ -1,0 +1,256 @@
+"""``hubdelta task``: find the indexed models nearest to a task given by a few examples.
+
+As in the paper (Delta Activations, "task embedding"): a LoRA is trained on the few examples with the few-shot
+setting (:mod:`hubdelta.task.adapter`), embedded in the base's space exactly as ``hubdelta embed`` embeds an
+adapter (same base revision, probes, layer, position, dtype; the space's stored base activations), and the
+index is searched by cosine. The nearest cluster is the latest report's cluster of that space whose centroid is
+nearest; before any report, the space is clustered now the way the report does it.
+
+Only reads the index (no writer lock: it never waits for a crawl or embed run). Refusals that need no model
+(bad examples, a bad filter, nothing embedded for the base) come before anything is downloaded or trained.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import structlog
+
+from hubdelta.config import Settings
+from hubdelta.crawler.api import check_repo_id
+from hubdelta.embedder.local import local_base_id
+from hubdelta.errors import EmbedError, IndexNotFoundError, MissingDependencyError, NothingEmbeddedError, UsageError
+from hubdelta.index.embeddings import SpaceRow
+from hubdelta.index.records import ModelStatus
+from hubdelta.index.store import IN_LIST_MAX, Index
+from hubdelta.pool.train import TrainConfig
+from hubdelta.query.api import check_filter, check_relation, nearest_filtered, open_reader
+from hubdelta.query.choose import filter_sql
+from hubdelta.query.records import Neighbor
+from hubdelta.report.cluster import centroid, normalise
+from hubdelta.task.adapter import FEWSHOT, StepProgress, fewshot_adapter
+from hubdelta.task.examples import PAPER_EXAMPLES, load
+from hubdelta.task.records import ClusterMember, TaskCluster, TaskResult, Training
+
+if TYPE_CHECKING:
+    from hubdelta.embedder.space import Space
+
+log = structlog.get_logger(__name__)
+
+TOP_MEMBERS = 10  # members of the nearest cluster listed, nearest to the task first
+ON_THE_FLY_MAX = 20_000  # vectors a space may hold to be clustered now when no report has clustered it
+
+
+@dataclass(frozen=True)
+class SpaceCluster:
+    """A cluster of one space with its members' unit vectors (members without a vector are left out)."""
+
+    id: str
+    name: str
+    members: tuple[str, ...]
+    unit: np.ndarray  # (M, C) unit vectors, rows in ``members`` order
+
+
+def task_search(
+    settings: Settings,
+    examples: Path,
+    base: str,
+    *,
+    k: int = 10,
+    where: str | None = None,
+    relation: str | None = None,
+    max_examples: int = PAPER_EXAMPLES,
+    progress: StepProgress | None = None,
+    train_config: TrainConfig = FEWSHOT,
+) -> TaskResult:
+    """The indexed models nearest to the task that ``examples`` show, and the nearest cluster.
+
+    Args:
+        settings: the index, the cache (few-shot adapters under ``<cache>/tasks``), the Hub endpoint (the base is
+            downloaded from it) and the ``[embed]`` settings that decide the space.
+        examples: a JSONL file of ``{"instruction", "input", "output"}`` or ``{"prompt", "completion"}`` lines.
+        base: the base to train on and search under: a repo id (its current revision) or a local checkpoint.
+        k: how many neighbours.
+        where: a SQL filter over the models table (as for ``similar``).
+        relation: only adapters, finetunes, merges (or quantized).
+        max_examples: train on the first this many examples (the paper: 20).
+        progress: called after every training step with (step, total, loss); not called on a cache hit.
+        train_config: how the adapter is trained (default: the paper's few-shot setting); part of the cache key.
+
+    Returns:
+        The result; ``.vector`` is the task's delta vector in ``.space_id``.
+
+    Raises:
+        UsageError: a bad line in ``examples`` (``FILE:LINE``), too few examples, a bad option or filter.
+        NothingEmbeddedError: the index holds no vector of the base's space under the current settings.
+    """
+    started = time.perf_counter()
+    if k < 1:
+        raise UsageError("-k", f"{k} is not a positive count", fix="use e.g. -k 10")
+    examples = Path(examples)
+    chosen = load(examples, max_examples)
+    sql = filter_sql(where, check_relation(relation))
+    base_id = local_base_id(Path(base)) if Path(base).is_dir() else check_repo_id(base)
+    _check_index(settings, base_id, sql)
+
+    from hubdelta.embedder.api import base_space, options, resolve_base
+
+    ref = resolve_base(settings, base)
+    opts = options(settings, limit=None, device=None, batch=None)
+    space = base_space(ref, opts)
+    row = _space_row(settings, base_id, space.id)
+    log.info("task.start", examples=len(chosen.examples), base=base_id, space=space.id)
+    adapter = fewshot_adapter(settings.cache_dir, chosen.examples, ref.folder, ref.repo_id, ref.sha,
+                              cfg=train_config, progress=progress)  # fmt: skip
+    vector = embed_adapter(ref.folder, space, row, adapter.path, opts.device)
+    with open_reader(settings) as index:
+        hits = nearest_filtered(index, space.id, vector, k, sql, frozenset())
+        records = index.get_models([h[0] for h in hits])
+        clusters, source, note = space_clusters(index, space.id)
+    names = {m: c.name for c in clusters for m in c.members}
+    neighbors = [Neighbor.of(i + 1, score, records.get(rid), rid, names.get(rid))
+                 for i, (rid, score) in enumerate(hits)]  # fmt: skip
+    cluster = nearest_cluster(clusters, vector, source)
+    seconds = round(time.perf_counter() - started, 2)
+    log.info("task.done", space=space.id, cached=adapter.cached, neighbors=len(neighbors),
+             cluster=cluster.name if cluster else None, seconds=seconds)  # fmt: skip
+    training = Training(adapter.steps, adapter.first_loss, adapter.last_loss, adapter.trained_seconds)
+    return TaskResult(
+        task=f"task:{examples.name}",
+        base=base_id,
+        space_id=space.id,
+        examples_file=str(examples),
+        examples_total=chosen.total,
+        examples_used=len(chosen.examples),
+        key=adapter.key,
+        adapter=adapter.path,
+        cached=adapter.cached,
+        train_seconds=adapter.seconds,
+        training=training,
+        seconds=seconds,
+        k=k,
+        where=where,
+        relation=relation,
+        neighbors=neighbors,
+        cluster=cluster,
+        notes=chosen.notes + ((note,) if note else ()),
+        vector=vector,
+    )
+
+
+def _base_spaces(index: Index, base_id: str) -> dict[str, SpaceRow]:
+    return {s: r for s, r in index.spaces().items() if r.params.get("base_repo") == base_id}
+
+
+def _check_index(settings: Settings, base_id: str, sql: str | None) -> None:
+    """Refuse before any download or training: no vector of the base at all, or a malformed filter."""
+    try:
+        index = open_reader(settings)
+    except IndexNotFoundError:
+        raise NothingEmbeddedError(base_id) from None
+    with index:
+        if not any(index.count_embeddings(s) for s in _base_spaces(index, base_id)):
+            raise NothingEmbeddedError(base_id)
+        if sql is not None:
+            check_filter(index, sql)
+
+
+def _space_row(settings: Settings, base_id: str, space_id: str) -> SpaceRow:
+    """The space's stored row (its base activations: those every vector in it was computed against)."""
+    with open_reader(settings) as index:
+        row = index.spaces().get(space_id)
+        if row is None or index.count_embeddings(space_id) == 0:
+            others = tuple(s for s in _base_spaces(index, base_id) if s != space_id and index.count_embeddings(s))
+            raise NothingEmbeddedError(base_id, space_id=space_id, others=others)
+        return row
+
+
+def embed_adapter(base_folder: Path, space: Space, row: SpaceRow, adapter: Path, device: str) -> np.ndarray:
+    """An adapter folder's delta vector in ``space`` against the space's stored base activations.
+
+    Raises:
+        EmbedError: the adapter does not fit the base, or changes nothing on the probes (a zero vector).
+    """
+    import torch
+
+    from hubdelta.embedder.activations import ResidentBase
+    from hubdelta.embedder.delta import delta_vector
+
+    with ResidentBase(base_folder, space, device=device) as rb:
+        acts = rb.adapter_activations({"task": adapter})["task"]  # (P, C)
+    vector = delta_vector(acts, torch.from_numpy(row.base_activations)).numpy()  # (C,)
+    if not np.isfinite(vector).all() or not vector.any():
+        raise EmbedError("the task's adapter leaves the base unchanged on the probes: nothing to search with",
+                         item=str(adapter))  # fmt: skip
+    return vector
+
+
+def space_clusters(index: Index, space_id: str) -> tuple[list[SpaceCluster], str, str | None]:
+    """The clusters of a space: the latest report's, or computed now as the report would (small spaces).
+
+    Returns:
+        (clusters, source, note): source is ``report <id>`` or ``computed now``; note says why there are none.
+    """
+    report = index.latest_report()
+    stored = report.clusters.get(space_id, ()) if report is not None else ()
+    if report is not None and stored:
+        members = sorted({m for c in stored for m in c.members})
+        vectors = {}
+        for i in range(0, len(members), IN_LIST_MAX):
+            chunk = index.get_embeddings(space_id, members[i : i + IN_LIST_MAX])
+            vectors.update({r: e.vector for r, e in chunk.items()})
+        found = [(c.id, c.name, tuple(m for m in c.members if m in vectors)) for c in stored]
+        return [_cluster(cid, name, ms, vectors) for cid, name, ms in found if ms], f"report {report.report_id}", None
+    count = index.count_embeddings(space_id)
+    if count > ON_THE_FLY_MAX:
+        return [], "", f"no clusters yet for {space_id} ({count:,} vectors): run hubdelta report"
+    try:
+        computed = _cluster_now(index, space_id)
+    except MissingDependencyError as e:
+        return [], "", f"no clusters yet (run hubdelta report; clustering now needs {e.package})"
+    vectors = {r: e.vector for r, e in index.get_embeddings(space_id).items()}
+    clusters = [_cluster(cid, name, ms, vectors) for cid, name, ms in computed]
+    return clusters, "computed now", None if clusters else f"no clusters in {space_id} yet ({count} vectors)"
+
+
+def _cluster(cid: str, name: str, members: Sequence[str], vectors: dict[str, np.ndarray]) -> SpaceCluster:
+    return SpaceCluster(cid, name, tuple(members), normalise(np.stack([vectors[m] for m in members])))
+
+
+def _cluster_now(index: Index, space_id: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The space clustered and named as ``hubdelta report`` would (nothing is stored)."""
+    from hubdelta.report.build import ReportParams, SpaceInput, analyse_space
+
+    embeddings = index.get_embeddings(space_id)
+    records = index.get_models(list(embeddings))
+    # As the report: removed models keep their vectors but are left out.
+    ids = sorted(r for r in embeddings if r not in records or records[r].status != ModelStatus.REMOVED)
+    if not ids:
+        return []
+    base = str(index.spaces()[space_id].params.get("base_repo", ""))
+    vectors = np.stack([embeddings[r].vector for r in ids])  # (N, C)
+    when = [embeddings[r].embedded_at for r in ids]
+    data = SpaceInput(space_id, base, ids, vectors, when, {r: records[r] for r in ids if r in records})
+    result = analyse_space(data, since=datetime.now(UTC), previous=(), next_number=1,
+                           previously_clustered=frozenset(ids), params=ReportParams())  # fmt: skip
+    return [(c.id, c.name, c.members) for c in result.clusters]
+
+
+def nearest_cluster(clusters: Sequence[SpaceCluster], vector: np.ndarray, source: str) -> TaskCluster | None:
+    """The cluster whose centroid has the highest cosine to ``vector`` (None without clusters)."""
+    norm = float(np.linalg.norm(vector))
+    if not clusters or norm == 0:
+        return None
+    query = (vector / norm).astype(np.float64)  # (C,)
+    scored = [(float(centroid(c.unit) @ query), c) for c in clusters]
+    similarity, best = max(scored, key=lambda item: item[0])
+    scores = best.unit @ query  # (M,)
+    order = np.argsort(-scores, kind="stable")[:TOP_MEMBERS]
+    top = tuple(ClusterMember(best.members[i], round(float(scores[i]), 6)) for i in order)
+    return TaskCluster(best.id, best.name, round(similarity, 6), tuple(sorted(best.members)), top, source)

@@ -1,0 +1,266 @@
+"""``hubdelta task``: bad example files as one-line errors, the pure parts, clusters, and task search on the pool.
+
+The end-to-end tests train real few-shot adapters on the pool's held-out examples (never trained on by any pool
+model) and search the session's index of the whole pool (crawled from devhub, embedded, reported once).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hubdelta.cli import app
+from hubdelta.config import Settings
+from hubdelta.crawler.api import open_index
+from hubdelta.errors import UsageError
+from hubdelta.index.embeddings import Embedding, SpaceRow
+from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
+from hubdelta.index.reports import StoredCluster, StoredReport
+from hubdelta.pool.base import BASE_REPO_ID
+from hubdelta.pool.domains import Example
+from hubdelta.query.api import open_reader
+from hubdelta.task.adapter import FEWSHOT, cache_key
+from hubdelta.task.api import SpaceCluster, nearest_cluster, space_clusters
+from hubdelta.task.examples import choose, parse_lines
+from tests.conftest import PoolIndex
+from tests.test_crawler_hub import settings_for
+from tests.test_devhub_cli import one_line_error
+
+runner = CliRunner()
+DIM = 16
+SPACE = "base-0123abcd"
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+GOOD = '{"instruction": "Add 2 and 3.", "input": "", "output": "5"}'
+FIX = '(fix: one JSON object a line: {"instruction": "...", "output": "..."} or {"prompt": "...", "completion": "..."})'
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+# ---- bad example files: exact one-line errors ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        # (the bad line, the error after "error: FILE"): two good lines and a blank one come first
+        ("{bad json", f":4: not valid JSON (Expecting property name enclosed in double quotes at column 2) {FIX}"),
+        ('{"instruction": "a", "output": "b"', f":4: not valid JSON (Expecting ',' delimiter at column 35) {FIX}"),
+        ("[1, 2]", f":4: is an array, not a JSON object {FIX}"),
+        ('"just text"', f":4: is a string, not a JSON object {FIX}"),
+        ('{"instruction": "Add."}', f':4: missing "output" {FIX}'),
+        ('{"prompt": "Add."}', f':4: missing "completion" {FIX}'),
+        ('{"instruction": "Add.", "output": "  "}', ':4: "output" is empty (fix: give "output" some text, or delete'
+         " the line)"),
+        ('{"prompt": "Add.", "completion": 5}', ':4: "completion" is a number, not a string (fix: make "completion"'
+         " a JSON string)"),
+        ('{"instruction": "A", "input": ["x"], "output": "5"}', ':4: "input" is an array, not a string (fix: make'
+         ' "input" a JSON string)'),
+        ('{"instruction": null, "output": "5"}', ':4: "instruction" is null, not a string (fix: make "instruction"'
+         " a JSON string)"),
+        ('{"instruction": "Add.", "completion": "5"}', ':4: mixes "instruction"/"output" with "prompt"/"completion"'
+         " keys (fix: use one shape per line)"),
+        ('{"text": "Add.", "label": "5"}', ":4: has neither instruction/output nor prompt/completion keys (keys:"
+         f' "text", "label") {FIX}'),
+        (b'{"prompt": "caf\xe9", "completion": "x"}', ":4: is not UTF-8 text (byte 16) (fix: save the file as UTF-8)"),
+    ],
+)  # fmt: skip
+def test_a_bad_line_is_a_line_numbered_one_line_error(tmp_path: Path, content: str | bytes, expected: str) -> None:
+    head = f"{GOOD}\n\n{GOOD}\n".encode()
+    path = write(tmp_path / "ex.jsonl", head + (content if isinstance(content, bytes) else content.encode()) + b"\n")
+    result = runner.invoke(app, ["--home", str(tmp_path / "home"), "task", str(path), "--base", BASE_REPO_ID])
+    assert result.exit_code == 2
+    assert one_line_error(result) == f"error: {path}{expected}"
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "expected"),
+    [
+        ("", (), ": holds no examples " + FIX),
+        ("\n  \n\n", (), ": holds no examples " + FIX),
+        (f"{GOOD}\n" * 3, (), ": holds 3 examples; a task needs at least 4 (fix: add examples: the paper uses 20)"),
+        (None, (), ": no such file (fix: give a JSONL file of about 20 examples)"),
+    ],
+)
+def test_a_bad_file_is_a_one_line_error(tmp_path: Path, content: str | None, args: tuple, expected: str) -> None:
+    path = tmp_path / "ex.jsonl"
+    if content is not None:
+        write(path, content)
+    result = runner.invoke(app, ["--home", str(tmp_path / "home"), "task", str(path), "--base", BASE_REPO_ID, *args])
+    assert result.exit_code == 2
+    assert one_line_error(result) == f"error: {path}{expected}"
+
+
+def test_bad_options_and_an_empty_index_are_one_line_errors(tmp_path: Path) -> None:
+    path = write(tmp_path / "ex.jsonl", f"{GOOD}\n" * 5)
+    home = ["--home", str(tmp_path / "home")]
+    line = one_line_error(runner.invoke(app, [*home, "task", str(path), "--base", BASE_REPO_ID, "--max-examples", "2"]))
+    assert line == "error: --max-examples: 2 is outside 4..200 (fix: use the paper's 20)"
+    line = one_line_error(runner.invoke(app, [*home, "task", str(path), "--base", BASE_REPO_ID, "--relation", "x"]))
+    assert line.startswith("error: --relation: unknown relation 'x'")
+    line = one_line_error(runner.invoke(app, [*home, "task", str(path), "--base", "not a repo"]))
+    assert line.startswith("error: ") and "not a repo" in line
+    result = runner.invoke(app, [*home, "task", str(path), "--base", BASE_REPO_ID])
+    assert result.exit_code == 1
+    assert one_line_error(result) == (
+        f"error: nothing embedded for {BASE_REPO_ID} yet (fix: run hubdelta track {BASE_REPO_ID}, then hubdelta "
+        "crawl && hubdelta embed)"
+    )
+
+
+# ---- pure parts ------------------------------------------------------------------------------------------------
+
+
+def test_both_shapes_parse_and_the_first_20_are_chosen() -> None:
+    lines = [b'\xef\xbb\xbf{"prompt": "B", "completion": "OM"}', b'{"prompt": "P", "completion": "C", "id": 7}', b""]
+    lines += [json.dumps({"instruction": f"I{i}", "output": f"O{i}", **({"input": "x"} if i else {})}).encode()
+              for i in range(30)]  # fmt: skip
+    examples = parse_lines(lines, "f")  # a byte-order mark is not text; other keys are ignored
+    assert examples[:4] == [Example("B", "", "OM"), Example("P", "", "C"), Example("I0", "", "O0"),
+                            Example("I1", "x", "O1")]  # fmt: skip
+    chosen = choose(examples, "f")
+    assert chosen.total == 32 and len(chosen.examples) == 20 and chosen.examples == tuple(examples[:20])
+    assert chosen.notes == ("f holds 32 examples: using the first 20 (the paper's few-shot setting; change with "
+                            "--max-examples)",)  # fmt: skip
+    few = choose(examples[:6], "f", 10)
+    assert len(few.examples) == 6 and few.notes == ("training on 6 examples, fewer than the paper's 20: the task's "
+                                                     "vector may be noisier",)  # fmt: skip
+    with pytest.raises(UsageError, match="has more than 10,000 lines"):
+        parse_lines([b""] * 10_001, "f")
+
+
+def test_the_cache_key_covers_examples_order_config_and_base() -> None:
+    a, b = Example("a", "", "1"), Example("b", "", "2")
+    key = cache_key([a, b], FEWSHOT, BASE_REPO_ID, "s1")
+    assert key == cache_key([Example("a", "", "1"), b], FEWSHOT, BASE_REPO_ID, "s1") and len(key) == 64
+    others = {
+        cache_key([b, a], FEWSHOT, BASE_REPO_ID, "s1"),
+        cache_key([a], FEWSHOT, BASE_REPO_ID, "s1"),
+        cache_key([a, Example("b", "x", "2")], FEWSHOT, BASE_REPO_ID, "s1"),
+        cache_key([a, b], replace(FEWSHOT, lr=1e-3), BASE_REPO_ID, "s1"),
+        cache_key([a, b], replace(FEWSHOT, seed=1), BASE_REPO_ID, "s1"),
+        cache_key([a, b], FEWSHOT, BASE_REPO_ID, "s2"),
+        cache_key([a, b], FEWSHOT, "other/base", "s1"),
+    }
+    assert key not in others and len(others) == 7
+    # The paper's few-shot setting, with the pool's LoRA shape.
+    assert (FEWSHOT.lr, FEWSHOT.epochs, FEWSHOT.batch_size, FEWSHOT.lora_r, FEWSHOT.lora_alpha) == (3.3e-3, 5, 1, 8, 16)
+
+
+def test_the_nearest_cluster_is_the_one_with_the_nearest_centroid() -> None:
+    def unit(rows: list[list[float]]) -> np.ndarray:
+        x = np.array(rows, np.float64)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    near_member = SpaceCluster("c1", "one member near", ("a", "b", "c"), unit([[1, 0.1, 0], [0, 1, 0], [0, 1, 0.2]]))
+    centred = SpaceCluster("c2", "centred", ("d", "e"), unit([[1, -0.6, 0], [1, 0.2, 0]]))
+    found = nearest_cluster([near_member, centred], np.array([3.0, 0.3, 0.0], np.float32), "computed now")
+    assert found is not None and found.id == "c2" and found.members == ("d", "e") and found.size == 2
+    assert [m.repo_id for m in found.top] == ["e", "d"] and found.top[0].score > found.top[1].score
+    expected = float(np.mean(centred.unit, axis=0) @ [1, 0.1, 0] / np.linalg.norm(np.mean(centred.unit, axis=0)))
+    assert found.similarity == pytest.approx(expected / np.linalg.norm([1, 0.1, 0]), abs=1e-6)
+    assert nearest_cluster([], np.ones(3, np.float32), "x") is None
+
+
+# ---- clusters: the latest report's, or computed now -------------------------------------------------------------
+
+
+def planted_index(home: Path) -> Settings:
+    """An index with three planted families of four vectors in one space; no report yet."""
+    settings = settings_for(home, "http://127.0.0.1:9")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, DIM))
+    rows = {f"org/{family}-{i}": centres[f] + 0.1 * rng.normal(size=DIM)
+            for f, family in enumerate(("alpha", "beta", "gamma")) for i in range(4)}  # fmt: skip
+    with open_index(settings, writer="test") as index:
+        index.put_models([ModelRecord(HubModel(r, "0" * 40, Relation.ADAPTER, ("org/base",), created_at=T0,
+                                               tags=(r.split("/")[1].split("-")[0],)), ModelStatus.EMBEDDED)
+                          for r in rows])  # fmt: skip
+        index.put_space(SpaceRow(SPACE, {"base_repo": "org/base"}, np.zeros((5, DIM), np.float32), T0))
+        index.put_embeddings(SPACE, [Embedding(r, "0" * 40, v.astype(np.float32), T0) for r, v in rows.items()])
+    return settings
+
+
+def test_clusters_come_from_the_latest_report_else_are_computed_like_the_report(tmp_path: Path) -> None:
+    settings = planted_index(tmp_path / "home")
+    with open_reader(settings) as index:
+        clusters, source, note = space_clusters(index, SPACE)
+        vectors = {r: e.vector for r, e in index.get_embeddings(SPACE).items()}
+    assert source == "computed now" and note is None
+    assert sorted(c.members for c in clusters) == [tuple(f"org/{f}-{i}" for i in range(4))
+                                                   for f in ("alpha", "beta", "gamma")]  # fmt: skip
+    assert {c.name for c in clusters} == {"alpha", "beta", "gamma"}  # named from the members' tags, as reports are
+    found = nearest_cluster(clusters, vectors["org/beta-2"] + vectors["org/beta-0"], source)
+    assert found is not None and found.name == "beta" and found.top[0].repo_id in ("org/beta-0", "org/beta-2")
+
+    report = StoredReport("r1", T0, T0, "", {SPACE: (StoredCluster("c7", "two alphas and a beta", (
+        "org/alpha-0", "org/alpha-1", "org/beta-3", "org/gone")),)})  # fmt: skip
+    with open_index(settings, writer="test") as index:
+        index.put_report(report)
+    with open_reader(settings) as index:
+        clusters, source, note = space_clusters(index, SPACE)
+    assert source == "report r1" and note is None
+    assert [(c.id, c.name, c.members) for c in clusters] == [
+        ("c7", "two alphas and a beta", ("org/alpha-0", "org/alpha-1", "org/beta-3"))
+    ]  # a member without a vector
+    found = nearest_cluster(clusters, vectors["org/gamma-1"], source)
+    assert found is not None and found.id == "c7" and found.source == "report r1"
+
+
+# ---- task search on the real pool -----------------------------------------------------------------------------
+
+
+def task_json(pool_index: PoolIndex, path: Path, *args: str) -> dict:
+    result = runner.invoke(app, ["--home", str(pool_index.home), "task", str(path), "--base", BASE_REPO_ID,
+                                 "--json", *args], env={"HF_ENDPOINT": pool_index.hub_url})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.pool
+def test_math_examples_find_the_math_models_then_the_cache_skips_training(pool_index: PoolIndex, tmp_path: Path):
+    labels = json.loads((pool_index.pool / "labels.json").read_text())
+    heldout = pool_index.pool / "heldout" / "math.jsonl"
+    # 8 of the 24 examples keep the test short (40 steps, ~20 s); the paper's 20 take ~55 s on 2 cores.
+    args = ("-k", "5", "--max-examples", "8")
+    first = task_json(pool_index, heldout, *args, "--save-vector", str(tmp_path / "v1.npy"))
+    assert first["examples"] == {"file": str(heldout), "total": 24, "used": 8} and first["cached"] is False
+    assert first["training"]["steps"] == 40 and first["training"]["last_loss"] < first["training"]["first_loss"]
+    top = [n["repo_id"] for n in first["neighbors"]]
+    assert len(top) == 5 and [labels[r] for r in top[:3]] == ["math"] * 3, top
+    assert all("math" in labels[r] for r in top), top  # the math+code merge and mix may come next
+    cluster = first["cluster"]
+    assert cluster is not None and cluster["source"].startswith("report "), cluster
+    assert {labels[m["repo_id"]] for m in cluster["top_members"]} <= {"math", "math+code"}, cluster
+    assert cluster["size"] >= 3 and "math" in cluster["name"], cluster
+    assert first["neighbors"][0]["cluster"] == cluster["name"]
+
+    again = task_json(pool_index, heldout, *args, "--save-vector", str(tmp_path / "v2.npy"))
+    assert again["cached"] is True and again["train_seconds"] == 0.0 and again["key"] == first["key"]
+    assert again["training"] == first["training"]
+    assert np.array_equal(np.load(tmp_path / "v1.npy"), np.load(tmp_path / "v2.npy"))
+    assert [n["repo_id"] for n in again["neighbors"]] == top
+
+
+@pytest.mark.pool
+def test_prompt_completion_lines_work_with_filters(pool_index: PoolIndex, tmp_path: Path) -> None:
+    labels = json.loads((pool_index.pool / "labels.json").read_text())
+    rows = [json.loads(line) for line in (pool_index.pool / "heldout" / "code.jsonl").read_text().splitlines()[:4]]
+    path = write(tmp_path / "code.jsonl", "".join(
+        json.dumps({"prompt": f"{r['instruction']}\n\n{r['input']}".strip(), "completion": r["output"]}) + "\n"
+        for r in rows))  # fmt: skip
+    doc = task_json(pool_index, path, "-k", "3", "--relation", "adapter", "--where", "repo_id NOT LIKE '%-1'")
+    assert doc["examples"]["used"] == 4 and doc["training"]["steps"] == 20 and doc["cached"] is False
+    assert any("fewer than the paper's 20" in n for n in doc["notes"])
+    top = [n["repo_id"] for n in doc["neighbors"]]
+    assert len(top) == 3 and labels[top[0]] == "code" and not any(r.endswith("-1") for r in top), top
+    assert all(n["relation"] == "adapter" for n in doc["neighbors"])
+    assert doc["cluster"] is not None and "code" in doc["cluster"]["name"], doc["cluster"]
