@@ -24,3 +24,11 @@ HostOpt = Annotated[str, typer.Option("--host", help="Address to bind (loopback 
 PortOpt = Annotated[int, typer.Option("--port", help="Port to bind (0 picks a free one and prints it).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same output.")]
 RepoIdArg = Annotated[str, typer.Argument(help="A Hub repo id, owner/name.", show_default=False)]
+KOpt = Annotated[int, typer.Option("-k", "--k", min=1, help="How many neighbours.")]
+WhereOpt = Annotated[
+    str | None,
+    typer.Option("--where", help="SQL over model metadata, e.g. \"license = 'mit' AND downloads > 100\"."),
+]
+RelationOpt = Annotated[
+    str | None, typer.Option("--relation", help="Only adapter, finetune, merge or quantized models.")
+]

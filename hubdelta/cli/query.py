@@ -10,11 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from hubdelta.cli._options import JsonOpt
+from hubdelta.cli._options import JsonOpt, KOpt, RelationOpt, WhereOpt
 
 finished_read_only = False  # set when a read-only query has printed its answer: see hubdelta.cli.main
 
-KOpt = Annotated[int, typer.Option("-k", "--k", min=1, help="How many neighbours.")]
 SpaceOpt = Annotated[
     str | None, typer.Option("--space", help="Space id (see hubdelta status); default: the repo's.", show_default=False)
 ]
@@ -80,13 +79,8 @@ def similar_cmd(
         str | None, typer.Argument(help="A repo id in the index (or with --embed: on the Hub, or a local folder).")
     ] = None,
     k: KOpt = 10,
-    where: Annotated[
-        str | None,
-        typer.Option("--where", help="SQL over model metadata, e.g. \"license = 'mit' AND downloads > 100\"."),
-    ] = None,
-    relation: Annotated[
-        str | None, typer.Option("--relation", help="Only adapter, finetune, merge or quantized models.")
-    ] = None,
+    where: WhereOpt = None,
+    relation: RelationOpt = None,
     space: SpaceOpt = None,
     vector: Annotated[
         Path | None, typer.Option("--vector", help="Search with a saved vector (.npy) instead of a repo.")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hubdelta.cli._options import JsonOpt
+from hubdelta.cli._options import JsonOpt, KOpt, RelationOpt, WhereOpt
 
 
 def task_cmd(
@@ -23,14 +23,9 @@ def task_cmd(
     base: Annotated[
         str, typer.Option("--base", help="The base to search under: a repo id, or a local checkpoint folder.")
     ],
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many neighbours.")] = 10,
-    where: Annotated[
-        str | None,
-        typer.Option("--where", help="SQL over model metadata, e.g. \"license = 'mit' AND downloads > 100\"."),
-    ] = None,
-    relation: Annotated[
-        str | None, typer.Option("--relation", help="Only adapter, finetune, merge or quantized models.")
-    ] = None,
+    k: KOpt = 10,
+    where: WhereOpt = None,
+    relation: RelationOpt = None,
     max_examples: Annotated[
         int, typer.Option("--max-examples", help="Train on the first N examples (the paper's few-shot setting: 20).")
     ] = 20,
