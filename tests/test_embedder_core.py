@@ -256,9 +256,11 @@ def test_adapter_vectors_ignore_their_batch_neighbours_and_leave_the_base_pristi
     runs = {"trio": trio["math-1"], "shuffled": shuffled["math-1"], "again": again}
     diffs = {k: (v - alone).abs().max().item() for k, v in runs.items()}
     print(f"\nmath-1 vs alone, max abs diff: {diffs}")
-    assert max(diffs.values()) <= 1e-5
+    # 0.0 on an AMD EPYC; 2.5e-5 on an Intel Xeon, whose GEMM kernels block a batch of other height differently.
+    # Another adapter's rows would differ by > 0.1 (asserted below).
+    assert max(diffs.values()) <= 2e-4
     for name in ("code-1", "legal-1"):
-        assert (shuffled[name] - trio[name]).abs().max() <= 1e-5
+        assert (shuffled[name] - trio[name]).abs().max() <= 2e-4
     assert min((trio[a] - trio[b]).abs().max().item() for a in TRIO for b in TRIO if a < b) > 0.1  # rows differ
     assert not any(isinstance(m, BaseTunerLayer) for m in fp32.model.modules())
     assert fingerprint(fp32.model) == before

@@ -359,7 +359,7 @@ def test_resident_base_matches_peft_mixed_batch_on_the_pool(pool: Path) -> None:
     print(f"\npool: vs peft mixed batch, float64 {diff64:.1e}, float32 {diff32:.1e} (|h| <= {peft64.abs().max():.0f})")
     assert min((a - base).abs().max().item() for a in got.values()) > 0.1  # the adapters do change the states
     assert diff64 <= 1e-5
-    # Measured bit-identical in float32: A is kept (r, in) like peft's lora_A, so MKL runs the same GEMMs, and the
-    # pool's scaling (16/8) is a power of two. An (in, r) copy of A gave 3-7e-5 here (rounding over 30 layers,
-    # each path as far from float64 as the other): a failure at that level is a kernel change, not a math error.
-    assert diff32 <= 1e-5
+    # float64 above carries the math. In float32 the two paths were bit-identical on an AMD EPYC (A kept (r, in)
+    # like peft's lora_A, so MKL ran the same GEMMs) and 2.5-4.6e-5 apart on an Intel Xeon whose kernels block the
+    # batched GEMMs differently: rounding over 30 layers. A wrong adapter or row shows as > 0.1 (asserted above).
+    assert diff32 <= 2e-4
