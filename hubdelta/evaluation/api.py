@@ -49,8 +49,10 @@ def _labelled_vectors(index: Index, space_id: str, labels: dict[str, str]) -> di
     return {k: e.vector for k, e in found.items()}
 
 
-def _choose_space(index: Index, labels: dict[str, str], space: str | None) -> tuple[str, dict[str, int]]:
-    """The requested space, or the one holding the most labelled repos (refusing a tie)."""
+def _choose_space(
+    index: Index, labels: dict[str, str], space: str | None
+) -> tuple[str, dict[str, int], dict[str, np.ndarray]]:
+    """The requested space, or the one holding the most labelled repos (refusing a tie); and its labelled vectors."""
     known = index.spaces()
     if space is not None and space not in known:
         raise UsageError(
@@ -58,9 +60,10 @@ def _choose_space(index: Index, labels: dict[str, str], space: str | None) -> tu
         )
     if not known:
         raise UsageError("eval", "the index holds no vectors yet", fix="run hubdelta crawl && hubdelta embed first")
-    counts = {s: len(_labelled_vectors(index, s, labels)) for s in known}
+    found = {s: _labelled_vectors(index, s, labels) for s in known}
+    counts = {s: len(v) for s, v in found.items()}
     if space is not None:
-        return space, {s: n for s, n in counts.items() if s != space and n}
+        return space, {s: n for s, n in counts.items() if s != space and n}, found[space]
     best = max(counts.values())
     top = [s for s, n in counts.items() if n == best]
     if best == 0:
@@ -70,7 +73,7 @@ def _choose_space(index: Index, labels: dict[str, str], space: str | None) -> tu
         raise UsageError(
             "--space", f"{len(top)} spaces each hold {best} labelled repos", fix=f"choose one of: {', '.join(top)}"
         )
-    return top[0], {s: n for s, n in counts.items() if s != top[0] and n}
+    return top[0], {s: n for s, n in counts.items() if s != top[0] and n}, found[top[0]]
 
 
 def evaluate(
@@ -90,8 +93,7 @@ def evaluate(
     """
     labels = read_labels(labels_file)
     with open_reader(settings) as index:
-        space_id, others = _choose_space(index, labels, space)
-        vectors = _labelled_vectors(index, space_id, labels)
+        space_id, others, vectors = _choose_space(index, labels, space)
     ids = sorted(vectors)
     names = [labels[i] for i in ids]
     counts = Counter(names)
