@@ -17,7 +17,7 @@ from typing import Any, Literal, cast, get_args
 
 from hubdelta.embedder.probes import ProbeSet
 
-Method = Literal["activations"]
+Method = Literal["activations", "meaning"]
 Position = Literal["last", "mean", "first"]
 DType = Literal["float32", "bfloat16"]
 LayerSpec = int | float | Fraction | str | None
@@ -86,6 +86,10 @@ class Space:
     position: Position = "last"  # "last" token (paper), "mean" over real tokens, or the "first" (an ablation)
     dtype: DType = "float32"  # the Linears' matmuls (bf16: on the difference to the base); vectors are float32
     method: Method = "activations"
+    # Meaning spaces only (None otherwise, and then left out of the id so older spaces keep theirs):
+    family: str | None = None  # the family's name; base_repo/base_sha are its first base's
+    continuations: str | None = None  # ContinuationSet.hash: the frozen texts every model is scored on
+    recipe: str | None = None  # hubdelta.embedder.meaning.Recipe name
 
     def __post_init__(self) -> None:
         if not self.base_repo or not self.base_sha:
@@ -102,6 +106,9 @@ class Space:
             raise ValueError(f"layer must be None or an int (resolve fractions with Space.create), got {self.layer!r}")
         if self.layer is not None and self.layer < 1:
             raise ValueError(f"layer must be >= 1, got {self.layer}")
+        meaning = (self.family, self.continuations, self.recipe)
+        if (self.method == "meaning") != all(meaning) or (self.method != "meaning" and any(meaning)):
+            raise ValueError("a meaning space needs a family, a continuation set and a recipe; others none of them")
 
     @classmethod
     def create(
@@ -134,13 +141,26 @@ class Space:
 
     @property
     def id(self) -> str:
-        """``<slug of the base>-<8 hex of sha256 over every field>``, e.g. ``smollm2-135m-instruct-3f9a1c2b``."""
+        """``<slug of the base>-<8 hex of sha256 over every field>``, e.g. ``smollm2-135m-instruct-3f9a1c2b``.
+
+        A meaning space is named after its family: ``family-<name>-<8 hex>``.
+        """
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
-        return f"{slugify(self.base_repo)}-{hashlib.sha256(blob).hexdigest()[:ID_HASH_CHARS]}"
+        slug = f"family-{slugify(self.family)}" if self.family else slugify(self.base_repo)
+        return f"{slug}-{hashlib.sha256(blob).hexdigest()[:ID_HASH_CHARS]}"
+
+    @property
+    def label(self) -> str:
+        """What the space is of, for people: the base repo, or ``family <name>``."""
+        return f"family {self.family}" if self.family else self.base_repo
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, JSON-ready."""
-        return asdict(self)
+        """Every field, JSON-ready (the meaning-only fields only when set)."""
+        d = asdict(self)
+        for name in ("family", "continuations", "recipe"):
+            if d[name] is None:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Space:

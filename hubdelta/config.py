@@ -41,6 +41,18 @@ class EmbedSettings:
 
 
 @dataclass(frozen=True)
+class FamilySettings:
+    """``[family]`` in hubdelta.toml: defaults for new families' meaning spaces (each family keeps its own)."""
+
+    n: int = 40  # continuations per probe, split evenly over the family's reference models
+    tokens: int = 64  # tokens per continuation (in the tokenizer of the model it was sampled from)
+    temperature: float = 1.0
+    seed: int = 0
+    recipe: str = "default"  # default | paper | e.g. text-loglik-concat-centred (docs/families.md)
+    batch: int = 4  # adapters scored together on a resident base
+
+
+@dataclass(frozen=True)
 class DaemonSettings:
     """``[daemon]`` in hubdelta.toml: what ``hubdelta daemon`` runs, and when (times are the host's local time)."""
 
@@ -72,7 +84,7 @@ def _section(name: str, cls: type[Any], data: Mapping[str, Any]) -> Any:
             value, (int, float) if want is float else want
         ):
             raise ConfigError(f"{name}.{key}", f"expected a {want.__name__}, got {value!r}")
-        if want in (int, float) and value <= 0:
+        if want in (int, float) and value <= 0 and not (key == "seed" and value == 0):
             raise ConfigError(f"{name}.{key}", f"must be positive, got {value!r}")
         choices = _CHOICES.get(f"{name}.{key}")
         if choices and value not in choices:
@@ -93,6 +105,7 @@ class Settings:
     crawl: CrawlSettings = field(default_factory=CrawlSettings)
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    family: FamilySettings = field(default_factory=FamilySettings)
     extra: Mapping[str, Any] = field(default_factory=dict)  # unknown toml sections, for later stages
 
     @property
@@ -110,6 +123,17 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+
+def _check_recipe(name: str) -> None:
+    from hubdelta.embedder.meaning import Recipe
+
+    try:
+        Recipe.parse(name)
+    except ValueError as e:
+        raise ConfigError(
+            "family.recipe", str(e), fix="use default, paper or e.g. text-loglik-concat-centred"
+        ) from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -150,6 +174,8 @@ def load_settings(
     crawl = _section("crawl", CrawlSettings, data.pop("crawl", {}))
     embed = _section("embed", EmbedSettings, data.pop("embed", {}))
     daemon = _section("daemon", DaemonSettings, data.pop("daemon", {}))
+    family = _section("family", FamilySettings, data.pop("family", {}))
+    _check_recipe(family.recipe)
     log = data.pop("log", {})
     level = str(log.get("level", env.get("HUBDELTA_LOG_LEVEL", "info"))).lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -165,5 +191,6 @@ def load_settings(
         crawl=crawl,
         embed=embed,
         daemon=daemon,
+        family=family,
         extra=data,
     )

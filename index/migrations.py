@@ -20,6 +20,7 @@ from lancedb import DBConnection
 from hubdelta import __version__
 from hubdelta.errors import IndexSchemaError
 from hubdelta.index.embeddings import SPACES, SPACES_SCHEMA
+from hubdelta.index.families import FAMILY_SCHEMAS
 from hubdelta.index.reports import REPORTS, REPORTS_SCHEMA
 from hubdelta.index.schema import META, META_SCHEMA, MODELS, SCHEMAS, TRACKED
 
@@ -71,7 +72,13 @@ def m003_create_reports(db: DBConnection) -> None:
     db.create_table(REPORTS, schema=REPORTS_SCHEMA, exist_ok=True)
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_create_tables, m002_create_spaces, m003_create_reports)
+def m004_create_families(db: DBConnection) -> None:
+    """families, their continuation sets, base profiles and per-space member states (meaning spaces)."""
+    for name, schema in FAMILY_SCHEMAS.items():
+        db.create_table(name, schema=schema, exist_ok=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_create_tables, m002_create_spaces, m003_create_reports, m004_create_families)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

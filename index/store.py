@@ -8,13 +8,14 @@ daemon) sees each new commit on its next read.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lancedb
 import numpy as np
@@ -36,6 +37,22 @@ from hubdelta.index.embeddings import (
     embeddings_to_table,
     spaces_from_table,
     spaces_to_table,
+)
+from hubdelta.index.families import (
+    CONTINUATIONS,
+    FAMILIES,
+    FAMILY_SCHEMAS,
+    MEANING_BASES,
+    SPACE_MEMBERS,
+    BaseProfile,
+    Family,
+    Member,
+    families_from_table,
+    families_to_table,
+    members_from_table,
+    members_to_table,
+    profiles_from_table,
+    profiles_to_table,
 )
 from hubdelta.index.lock import WriteLock
 from hubdelta.index.records import ModelRecord, ModelStatus, TrackedBase
@@ -91,7 +108,8 @@ class Index:
         self.ann = ann_settings or ann.AnnSettings()
         self._db = db
         self._lock = lock
-        self._tables: dict[str, Table] = {name: db.open_table(name) for name in (*SCHEMAS, SPACES, REPORTS)}
+        fixed = (*SCHEMAS, SPACES, REPORTS, *FAMILY_SCHEMAS)
+        self._tables: dict[str, Table] = {name: db.open_table(name) for name in fixed}
         self._closed = False
         self.applied_migrations: list[str] = []  # what open() migrated, for logs
 
@@ -422,6 +440,59 @@ class Index:
     def in_list(column: str, values: Iterable[str]) -> str:
         """``column IN ('a', 'b')`` with every value quoted for Lance SQL."""
         return f"{column} IN ({', '.join(sql_string(v) for v in values)})"
+
+    # ---- families (meaning spaces) ----
+
+    def families(self) -> dict[str, Family]:
+        """Every family, by name."""
+        return {f.name: f for f in families_from_table(self._scan(FAMILIES))}
+
+    def put_family(self, family: Family) -> None:
+        """Insert or replace a family (keyed by name) in one commit."""
+        self._upsert(self._writable(FAMILIES), "name", families_to_table([family]))
+        self._after_write(FAMILIES)
+
+    def delete_family(self, name: str) -> bool:
+        """Forget a family (its space and vectors stay, like a removed base's). Returns whether it existed."""
+        table = self._writable(FAMILIES)
+        where = f"name = {sql_string(name)}"
+        if table.count_rows(where) == 0:
+            return False
+        table.delete(where)
+        self._after_write(FAMILIES)
+        return True
+
+    def continuation_set(self, hash_: str) -> dict[str, Any] | None:
+        """The stored continuation set with this hash, as ``ContinuationSet.to_dict()`` (None if absent)."""
+        rows = self._scan(CONTINUATIONS, f"hash = {sql_string(hash_)}").to_pylist()
+        return json.loads(rows[0]["doc"]) if rows else None
+
+    def put_continuation_set(self, hash_: str, doc: dict[str, Any]) -> None:
+        """Store a continuation set under its hash (the same hash again is the same set: a no-op)."""
+        data = pa.table({"hash": [hash_], "doc": [json.dumps(doc, ensure_ascii=False, sort_keys=True)],
+                         "created_at": [datetime.now(UTC)]}, schema=FAMILY_SCHEMAS[CONTINUATIONS])  # fmt: skip
+        self._writable(CONTINUATIONS).merge_insert("hash").when_not_matched_insert_all().execute(data)
+        self._after_write(CONTINUATIONS)
+
+    def base_profiles(self, space_id: str) -> dict[str, BaseProfile]:
+        """The cached base profiles of a meaning space, by base repo."""
+        table = self._scan(MEANING_BASES, f"space_id = {sql_string(space_id)}")
+        return {p.base: p for p in profiles_from_table(table)}
+
+    def put_base_profile(self, profile: BaseProfile) -> None:
+        self._upsert(self._writable(MEANING_BASES), "key", profiles_to_table([profile]))
+        self._after_write(MEANING_BASES)
+
+    def members(self, space_id: str) -> dict[str, Member]:
+        """Each model's state in a family space, by repo id."""
+        table = self._scan(SPACE_MEMBERS, f"space_id = {sql_string(space_id)}")
+        return {m.repo_id: m for m in members_from_table(table)}
+
+    def put_members(self, members: Sequence[Member]) -> None:
+        """Insert or replace member states (keyed by space and repo) in one commit."""
+        if members:
+            self._upsert(self._writable(SPACE_MEMBERS), "key", members_to_table(members))
+            self._after_write(SPACE_MEMBERS)
 
     # ---- reports ----
 

@@ -223,6 +223,14 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def family_pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 and Gemma-3 adapters of math and code (tests/family_root.py), from the same cache as ``pool``."""
+    from tests.family_root import build_family_pool
+
+    return build_family_pool(tmp_path_factory.mktemp("family-pool"), pool_cache_dir())
+
+
+@pytest.fixture(scope="session")
 def pool_hub(pool: Path) -> Iterator[DevhubServer]:
     with DevhubServer(pool / "hub") as server:
         yield server

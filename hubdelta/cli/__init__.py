@@ -13,6 +13,7 @@ from hubdelta.cli import crawl as crawl_commands
 from hubdelta.cli import daemon as daemon_commands
 from hubdelta.cli import embed as embed_commands
 from hubdelta.cli import evaluate as evaluate_commands
+from hubdelta.cli import family as family_commands
 from hubdelta.cli import query as query_commands
 from hubdelta.cli import report as report_commands
 from hubdelta.cli import task as task_commands
@@ -35,6 +36,7 @@ crawl_commands.register(app)
 daemon_commands.register(app)
 embed_commands.register(app)
 evaluate_commands.register(app)
+family_commands.register(app)
 query_commands.register(app)
 report_commands.register(app)
 task_commands.register(app)

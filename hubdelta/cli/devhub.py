@@ -30,11 +30,14 @@ def build_pool_cmd(
         list[str] | None,
         typer.Option("--only", help="Build just this repo id and what it depends on (repeatable).", show_default=False),
     ] = None,
+    gemma: Annotated[
+        bool, typer.Option("--gemma", help="Add 10 Gemma-3-270M LoRA adapters (5 domains x 2), for family spaces.")
+    ] = False,
 ) -> None:
     """Build the finetune pool (base, LoRA adapters, full finetunes, merges) into a devhub root.
 
     A cold build trains 24 models (~10 minutes on 2 CPU cores); trained models are cached, so a rebuild only
-    links files.
+    links files. --gemma adds Gemma-3-270M and 10 adapters of it (~6 more minutes), for families.
 
     Example: hubdelta devhub build-pool --out pool
     """
@@ -42,9 +45,10 @@ def build_pool_cmd(
 
     settings = ctx.obj
     cache_dir = cache or settings.cache_dir / "pool"
-    manifest = build_pool(out, cache_dir=cache_dir, seed=seed, only=set(only) if only else None)
+    manifest = build_pool(out, cache_dir=cache_dir, seed=seed, only=set(only) if only else None, gemma=gemma)
     hub, labels = out / "hub", out / "labels.json"
-    typer.echo(f"pool ready: {len(manifest.repos)} models and their base under {hub} (labels: {labels})")
+    bases = "their two bases" if gemma else "their base"
+    typer.echo(f"pool ready: {len(manifest.repos)} models and {bases} under {hub} (labels: {labels})")
 
 
 TokenOpt = Annotated[

@@ -77,11 +77,19 @@ class Daemon:
     def embed(self) -> dict[str, Any]:
         from hubdelta.embedder.api import run_embed
         from hubdelta.embedder.runtime import keep_freed_memory
+        from hubdelta.family.api import embed_families
 
         keep_freed_memory()
-        s = run_embed(self.settings, limit=self.settings.daemon.embed_limit, command=f"{COMMAND}: embed",
-                      should_stop=self.stopping.is_set)  # fmt: skip
-        return {"embedded": s.embedded, "failed": s.failed, "reused": s.reused, "stopped": s.stopped}
+        limit = self.settings.daemon.embed_limit
+        s = run_embed(self.settings, limit=limit, command=f"{COMMAND}: embed", should_stop=self.stopping.is_set)
+        out = {"embedded": s.embedded, "failed": s.failed, "reused": s.reused, "stopped": s.stopped}
+        if not s.stopped and s.embedded + s.failed < limit:  # families fill from what their bases' spaces hold
+            families = embed_families(self.settings, limit=limit, command=f"{COMMAND}: family embed",
+                                      should_stop=self.stopping.is_set)  # fmt: skip
+            if families:
+                out["family_embedded"] = sum(f.embedded for f in families)
+                out["stopped"] = out["stopped"] or any(f.stopped for f in families)
+        return out
 
     def report(self) -> dict[str, Any]:
         from hubdelta.report.api import run_report, summary

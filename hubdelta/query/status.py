@@ -46,7 +46,7 @@ def status(settings: Settings) -> Status:
             spaces.append(
                 SpaceStatus(
                     space_id=space_id,
-                    base=str(p.get("base_repo", "")),
+                    base=f"family {p['family']}" if p.get("family") else str(p.get("base_repo", "")),
                     dim=row.dim,
                     vectors=index.count_embeddings(space_id),
                     layer=_layer(p.get("layer")),
@@ -54,6 +54,7 @@ def status(settings: Settings) -> Status:
                     dtype=str(p.get("dtype", "")),
                     ann_index=None if ann is None else ann.index_type,
                     unindexed=0 if ann is None or ann.index_type is None else ann.unindexed_rows,
+                    method=str(p.get("method", "activations")) + (f" ({p['recipe']})" if p.get("recipe") else ""),
                 )
             )
     crawls = [t.last_crawl for t in tracked if t.last_crawl is not None]

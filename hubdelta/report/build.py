@@ -108,8 +108,10 @@ def analyse_space(
 
 def _names(data: SpaceInput, groups: list[tuple[str, ...]], cluster_ids: list[str]) -> dict[str, str]:
     """Readable names by cluster id; a cluster without one, or sharing one, gets its id added."""
-    # Only the space's base: a merge's base_models list the finetunes it merges, whose names are telling.
-    ignore = naming.base_words([data.base])
+    # Only the bases models are embedded against (a family space has several): a merge's base_models list the
+    # finetunes it merges after its base, and those names are telling.
+    firsts = {r.model.base_models[0] for r in data.records.values() if r.model.base_models}
+    ignore = naming.base_words([data.base, *sorted(firsts)])
     tokens = {}
     for repo_id in data.repo_ids:
         record = data.records.get(repo_id)
@@ -217,7 +219,8 @@ def build_report(
         ids = sorted(r for r in embeddings if r not in records or records[r].status != ModelStatus.REMOVED)
         dim = space.dim
         vectors = np.stack([embeddings[r].vector for r in ids]) if ids else np.zeros((0, dim), np.float32)
-        base = str(space.params.get("base_repo", ""))
+        family = space.params.get("family")
+        base = f"family {family}" if family else str(space.params.get("base_repo", ""))
         when = [embeddings[r].embedded_at for r in ids]
         data = SpaceInput(space_id, base, ids, vectors, when, {r: records[r] for r in ids if r in records})
         result = analyse_space(

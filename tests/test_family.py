@@ -1,0 +1,172 @@
+"""Families: Delta Meaning of real SmolLM2 and Gemma-3 adapters in one space, over devhub, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from hubdelta.cli import app
+from hubdelta.config import load_settings
+from hubdelta.crawler.api import open_index
+from hubdelta.devhub.server import DevhubServer
+from hubdelta.embedder import scoring
+from hubdelta.embedder.continuations import ContinuationSet, Sampling, sample_texts
+from hubdelta.embedder.meaning import Recipe, vector_dim
+from hubdelta.embedder.probes import PAPER_PROBES
+from hubdelta.embedder.scoring import ResidentScorer, score_rows
+from hubdelta.embedder.space import Space
+from hubdelta.pool.base import BASE_REPO_ID, GEMMA_REPO_ID
+from tests.family_root import GEMMA_ADAPTERS, SMOL_ADAPTERS
+from tests.test_devhub_cli import one_line_error
+
+TEXTS = (" The answer is 42, because 6 x 7 = 42.", "\ndef add(a, b):\n    return a + b\n", " Hello  there!")
+
+
+def fixed_set(texts: tuple[str, ...] = TEXTS) -> ContinuationSet:
+    rows = tuple(texts for _ in PAPER_PROBES.texts)
+    return ContinuationSet(PAPER_PROBES.version, PAPER_PROBES.hash, ("test@0",), Sampling(n=len(texts), tokens=8), rows)
+
+
+def _flat(scores: scoring.TextScores) -> np.ndarray:
+    return np.concatenate([lp for row in scores.token_lp for lp in row])
+
+
+def test_batched_adapter_scores_equal_one_at_a_time_and_the_merged_model(family_pool: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    from hubdelta.pool.train import load_causal_lm
+
+    hub = family_pool / "hub"
+    a, b = SMOL_ADAPTERS[0], SMOL_ADAPTERS[2]
+    with ResidentScorer(hub / BASE_REPO_ID, PAPER_PROBES, fixed_set()) as scorer:
+        both = scorer.adapter_scores({a: hub / a, b: hub / b}, per_forward=2)
+        alone = scorer.adapter_scores({a: hub / a})
+        merged = PeftModel.from_pretrained(load_causal_lm(hub / BASE_REPO_ID), hub / a).merge_and_unload()
+        merged.save_pretrained(tmp_path / "merged")
+        full = scorer.model_scores(tmp_path / "merged")
+        base = scorer.base_scores()
+        # every text is scored to its last character, in this tokenizer's pieces
+        assert all(e[-1] == len(t) for row, trow in zip(base.token_ends, fixed_set().texts, strict=True)
+                   for e, t in zip(row, trow, strict=True))  # fmt: skip
+    assert np.allclose(_flat(both[a]), _flat(alone[a]), atol=2e-4)
+    assert np.allclose(_flat(alone[a]), _flat(full), atol=2e-4)
+    assert not np.allclose(_flat(both[a]), _flat(both[b]), atol=1e-2)  # the adapters really differ
+    assert np.all(_flat(base) < 0)
+
+
+def test_gemma_scores_do_not_depend_on_the_batch_or_its_padding(family_pool: Path, monkeypatch) -> None:
+    hub = family_pool / "hub"
+    with ResidentScorer(hub / GEMMA_REPO_ID, PAPER_PROBES, fixed_set()) as scorer:
+        rows = scorer.rows
+        batched = score_rows(scorer.model, rows)[0]
+        monkeypatch.setattr(scoring, "ROWS_PER_FORWARD", 1)
+        single = score_rows(scorer.model, rows)[0]
+        adapter = scorer.adapter_scores({"g": hub / GEMMA_ADAPTERS[0]})["g"]
+    assert len(set(rows.lengths)) > 1 and rows.input_ids.shape[0] == len(PAPER_PROBES) * len(TEXTS)
+    assert np.allclose(_flat(batched), _flat(single), atol=2e-4)
+    assert np.abs(_flat(adapter) - _flat(batched)).max() > 1e-2  # the trained adapter changes likelihoods
+
+
+def test_sampling_is_seeded_and_exactly_as_long_as_asked(family_pool: Path) -> None:
+    from transformers import AutoTokenizer
+
+    base = family_pool / "hub" / BASE_REPO_ID
+    sampling = Sampling(n=2, tokens=12, seed=3)
+    first = sample_texts(base, PAPER_PROBES, 2, sampling, seed=3)
+    again = sample_texts(base, PAPER_PROBES, 2, sampling, seed=3)
+    other = sample_texts(base, PAPER_PROBES, 2, sampling, seed=4)
+    assert first == again and first != other and len(first) == len(PAPER_PROBES)
+    tok = AutoTokenizer.from_pretrained(base)
+    lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for row in first for t in row]
+    assert all(8 <= n <= 16 for n in lengths), lengths  # 12 sampled tokens, re-tokenized from text
+
+
+def _json(result) -> object:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_a_family_of_two_architectures_end_to_end(family_pool: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    with DevhubServer(family_pool / "hub") as hub:
+        home = tmp_path / "home"
+        env = {"HF_ENDPOINT": hub.url, "HUBDELTA_HOME": str(home)}
+        settings = load_settings(env)
+
+        def cli(*args: str):
+            return runner.invoke(app, list(args), env=env)
+
+        created = _json(cli("family", "create", "small", "--base", BASE_REPO_ID, "--base", GEMMA_REPO_ID,
+                            "--n", "4", "--tokens", "16", "--json"))  # fmt: skip
+        assert created["space_id"] is None and created["references"] == [BASE_REPO_ID, GEMMA_REPO_ID]
+        assert cli("crawl").exit_code == 0
+        embedded = _json(cli("embed", "--json"))
+        assert embedded["embedded"] == 6 and len(embedded["spaces"]) == 2
+
+        first = _json(cli("family", "embed", "small", "--json"))[0]
+        assert (first["embedded"], first["failed"], first["pending"], first["sampled"]) == (6, 0, 0, True)
+        space_id = first["space_id"]
+        with open_index(settings) as index:
+            space = Space.from_dict(index.spaces()[space_id].params)
+            cset = ContinuationSet.from_dict(index.continuation_set(space.continuations or ""))
+            vectors = index.get_embeddings(space_id)
+            profiles = index.base_profiles(space_id)
+            members = index.members(space_id)
+        assert space.method == "meaning" and space.family == "small" and cset.hash == space.continuations
+        assert [s.split("@")[0] for s in cset.sources] == [BASE_REPO_ID, GEMMA_REPO_ID]
+        assert len(cset.texts) == 5 and all(len(row) == 4 for row in cset.texts)
+        assert space.dim == vector_dim(Recipe.parse(space.recipe or ""), cset.texts)
+        assert set(vectors) == {*SMOL_ADAPTERS, *GEMMA_ADAPTERS} == set(members)
+        assert all(v.vector.shape == (space.dim,) and np.isclose(np.linalg.norm(v.vector), 1, atol=1e-4)
+                   for v in vectors.values())  # fmt: skip
+        assert set(profiles) == {BASE_REPO_ID, GEMMA_REPO_ID} and all(m.status == "embedded" for m in members.values())
+        # Trained SmolLM2 adapters of one domain are each other's nearest in the family space (4 models: their
+        # base's mean is subtracted); Gemma's two keep their own vectors (fewer than CENTRE_MIN).
+        smol = np.stack([vectors[r].vector for r in SMOL_ADAPTERS])
+        sims = smol @ smol.T - 2 * np.eye(len(SMOL_ADAPTERS))
+        assert [SMOL_ADAPTERS[j].split("-")[-2] for j in sims.argmax(1)] == ["math", "math", "code", "code"]
+        for r in GEMMA_ADAPTERS:
+            assert np.allclose(vectors[r].vector, members[r].raw, atol=1e-6)
+
+        shown = _json(cli("family", "show", "small", "--json"))
+        per_base = {b["base"]: b for b in shown["per_base"]}
+        assert per_base[BASE_REPO_ID] == {"base": BASE_REPO_ID, "members": 4, "embedded": 4, "failed": 0,
+                                          "pending": 0}  # fmt: skip
+        assert per_base[GEMMA_REPO_ID]["embedded"] == 2 and shown["vectors"] == 6
+
+        again = _json(cli("family", "embed", "--json"))[0]
+        assert (again["embedded"], again["failed"], again["pending"], again["sampled"]) == (0, 0, 0, False)
+        assert again["space_id"] == space_id
+
+        # The same Gemma adapter: in the family space its neighbours cross architectures; by default, its base's.
+        query = GEMMA_ADAPTERS[0]
+        family_hits = _json(cli("similar", query, "--space", space_id, "-k", "5", "--json"))
+        assert family_hits["space_id"] == space_id
+        assert {n["repo_id"] for n in family_hits["neighbors"]} == {*SMOL_ADAPTERS, GEMMA_ADAPTERS[1]}
+        default_hits = _json(cli("similar", query, "--json"))
+        assert default_hits["space_id"] != space_id and [n["repo_id"] for n in default_hits["neighbors"]] == [
+            GEMMA_ADAPTERS[1]
+        ]
+        assert space_id in default_hits["other_spaces"]
+        report = _json(cli("report", "--json"))
+        in_report = {s["space_id"]: s for s in report["spaces"]}
+        assert in_report[space_id]["base"] == "family small" and in_report[space_id]["vectors"] == 6
+
+
+def test_family_commands_refuse_bad_input_in_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    home = ["--home", str(tmp_path / "home")]
+    bad_name = one_line_error(runner.invoke(app, [*home, "family", "create", "Big Family", "--base", "a/b"]))
+    assert "not a family name" in bad_name
+    uneven = one_line_error(runner.invoke(app, [*home, "family", "create", "f", "--base", "a/b", "--base", "c/d",
+                                                "--n", "5"]))  # fmt: skip
+    assert "split evenly" in uneven and "multiple of 2" in uneven
+    recipe = one_line_error(runner.invoke(app, [*home, "family", "create", "f", "--base", "a/b", "--recipe", "x"]))
+    assert "recipe" in recipe
+    assert "does not exist yet" in one_line_error(runner.invoke(app, [*home, "family", "show", "nope"]))
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text('[family]\nrecipe = "words"\n')
+    assert "family.recipe" in one_line_error(runner.invoke(app, [*home, "--config", str(bad_toml), "family", "list"]))
