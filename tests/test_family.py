@@ -151,6 +151,15 @@ def test_a_family_of_two_architectures_end_to_end(family_pool: Path, tmp_path: P
             GEMMA_ADAPTERS[1]
         ]
         assert space_id in default_hits["other_spaces"]
+        labels = tmp_path / "labels.csv"
+        labels.write_text("".join(f"{r},{r.split('-')[-2]}\n" for r in (*SMOL_ADAPTERS, *GEMMA_ADAPTERS)))
+        scored = _json(cli("eval", "--labels", str(labels), "--space", space_id, "--json"))
+        assert scored["scores"]["n"] == 6 and scored["cross_base"]["bases"] == 2
+        assert scored["cross_base"]["chance"] == 0.5  # of the other base's models, half share a domain
+        assert _json(cli("eval", "--labels", str(labels), "--json"))["space_id"] == space_id  # it holds the most
+        smol_space = next(s for s in embedded["spaces"] if s.startswith("smollm2"))
+        base_space = _json(cli("eval", "--labels", str(labels), "--space", smol_space, "--json"))
+        assert base_space["cross_base"] is None and base_space["scores"]["n"] == 4
         report = _json(cli("report", "--json"))
         in_report = {s["space_id"]: s for s in report["spaces"]}
         assert in_report[space_id]["base"] == "family small" and in_report[space_id]["vectors"] == 6

@@ -48,6 +48,10 @@ def eval_cmd(
     console.print(f"space {result.space_id}: {s.n} labelled models in {len(s.per_label)} labels")
     console.print(f"  silhouette (cosine)     {s.silhouette:.3f}  (1: tight and apart; 0: no structure)")
     console.print(f"  nearest-neighbour acc.  {s.nn_accuracy:.3f}  (chance {s.nn_chance:.3f})")
+    if result.cross_base is not None:
+        c = result.cross_base
+        bases = f"{c['bases']:.0f} bases"
+        console.print(f"  across bases: NN acc.   {c['accuracy']:.3f}  (chance {c['chance']:.3f}; {bases})")
     table = Table("label", "models", "NN acc.", "mean cos within")
     for row in s.per_label:
         table.add_row(row.label, str(row.count), f"{row.nn_accuracy:.2f}", _cell(row.mean_cosine))

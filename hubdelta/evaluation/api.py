@@ -13,7 +13,7 @@ import numpy as np
 from hubdelta.config import Settings
 from hubdelta.errors import UsageError
 from hubdelta.evaluation.labels import read_labels
-from hubdelta.evaluation.scores import Scores, score
+from hubdelta.evaluation.scores import Scores, cross_group_accuracy, score
 from hubdelta.index.store import Index
 from hubdelta.query.api import open_reader
 
@@ -31,6 +31,9 @@ class EvalResult:
     missing: tuple[str, ...]  # labelled repos without a vector in the space
     other_spaces: dict[str, int] = field(default_factory=dict)  # space id -> labelled repos it holds
     plot: str | None = None
+    # A space holding models of several bases (a family space): nearest neighbour *of another base* has the
+    # label; {"accuracy", "chance", "bases"}. None for a space of one base.
+    cross_base: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -94,6 +97,7 @@ def evaluate(
     labels = read_labels(labels_file)
     with open_reader(settings) as index:
         space_id, others, vectors = _choose_space(index, labels, space)
+        records = index.get_models(vectors)
     ids = sorted(vectors)
     names = [labels[i] for i in ids]
     counts = Counter(names)
@@ -104,6 +108,13 @@ def evaluate(
     if not np.isfinite(stack).all() or (np.linalg.norm(stack, axis=1) == 0).any():
         raise UsageError(space_id, "a labelled vector is zero or not finite", fix="re-embed it: hubdelta embed")
     result = score(stack, names)
+    cross = None
+    bases = [records[i].model.base_models[0] if i in records and records[i].model.base_models else "" for i in ids]
+    if len(set(bases)) > 1:
+        from hubdelta.embedder.quality import cosine_distances
+
+        accuracy, chance = cross_group_accuracy(cosine_distances(stack), names, bases)
+        cross = {"accuracy": accuracy, "chance": chance, "bases": float(len(set(bases)))}
     written = None
     if plot is not None:
         from hubdelta.evaluation.plot import Panel, draw_panels
@@ -111,4 +122,4 @@ def evaluate(
         title = f"{space_id}: silhouette {result.silhouette:.3f}, NN acc {result.nn_accuracy:.2f}"
         written = str(draw_panels([Panel(title, stack, names)], plot, columns=1))
     missing = tuple(sorted(set(labels) - set(vectors)))
-    return EvalResult(space_id, str(labels_file), result, missing, others, written)
+    return EvalResult(space_id, str(labels_file), result, missing, others, written, cross)
