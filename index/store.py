@@ -247,12 +247,16 @@ class Index:
 
     def delete_tracked(self, base: str) -> bool:
         """Stop tracking ``base`` (its models stay). Returns whether it was tracked."""
-        table = self._writable(TRACKED)
-        where = f"base = {sql_string(base)}"
+        return self._delete_key(TRACKED, "base", base)
+
+    def _delete_key(self, name: str, column: str, value: str) -> bool:
+        """Delete the row of table ``name`` whose ``column`` is ``value`` (one commit). Returns whether it existed."""
+        table = self._writable(name)
+        where = f"{column} = {sql_string(value)}"
         if table.count_rows(where) == 0:
             return False
         table.delete(where)
-        self._after_write(TRACKED)
+        self._after_write(name)
         return True
 
     # ---- models ----
@@ -454,13 +458,7 @@ class Index:
 
     def delete_family(self, name: str) -> bool:
         """Forget a family (its space and vectors stay, like a removed base's). Returns whether it existed."""
-        table = self._writable(FAMILIES)
-        where = f"name = {sql_string(name)}"
-        if table.count_rows(where) == 0:
-            return False
-        table.delete(where)
-        self._after_write(FAMILIES)
-        return True
+        return self._delete_key(FAMILIES, "name", name)
 
     def continuation_set(self, hash_: str) -> dict[str, Any] | None:
         """The stored continuation set with this hash, as ``ContinuationSet.to_dict()`` (None if absent)."""

@@ -30,6 +30,13 @@ def _status_doc(status: Any) -> dict[str, Any]:
             "per_base": [asdict(b) for b in status.per_base]}  # fmt: skip
 
 
+def _emit(status: Any, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(_status_doc(status), indent=1))
+    else:
+        _print_status(status)
+
+
 def _print_status(status: Any) -> None:
     f = status.family
     o = f.options
@@ -66,11 +73,7 @@ def create_cmd(
     from hubdelta.family.api import create_family, show_family
 
     create_family(ctx.obj, name, base, references=reference, n=n, tokens=tokens, recipe=recipe)
-    status = show_family(ctx.obj, name)
-    if as_json:
-        typer.echo(json.dumps(_status_doc(status), indent=1))
-        return
-    _print_status(status)
+    _emit(show_family(ctx.obj, name), as_json)
 
 
 @family_app.command("list")
@@ -93,11 +96,7 @@ def show_cmd(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> Non
     """One family: bases, texts, recipe, and per base how many models are embedded, failed or pending."""
     from hubdelta.family.api import show_family
 
-    status = show_family(ctx.obj, name)
-    if as_json:
-        typer.echo(json.dumps(_status_doc(status), indent=1))
-        return
-    _print_status(status)
+    _emit(show_family(ctx.obj, name), as_json)
 
 
 @family_app.command("remove")
