@@ -15,6 +15,7 @@ from hubdelta.embedder.meaning import Recipe
 from hubdelta.errors import UsageError
 from hubdelta.family.worker import FamilyProgress, FamilyRun, FamilySummary, pending_members
 from hubdelta.index.families import Family
+from hubdelta.index.records import ModelStatus
 from hubdelta.index.store import Index
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
@@ -108,7 +109,7 @@ def family_status(index: Index, family: Family) -> FamilyStatus:
     for base in family.bases:
         records = [r for r in index.models_for_base(base).values() if r.model.base_models[:1] == (base,)]
         todo = pending_members(records, family, members).get(base, [])
-        eligible = len(records) - len([r for r in records if r.status.value != "embedded"])
+        eligible = sum(r.status == ModelStatus.EMBEDDED for r in records)
         at_sha = [members[r.repo_id] for r in records if r.repo_id in members and members[r.repo_id].sha == r.model.sha]
         rows.append(BaseCounts(base, eligible, sum(m.status == "embedded" for m in at_sha),
                                sum(m.status == "failed" for m in at_sha), len(todo)))  # fmt: skip

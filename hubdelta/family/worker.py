@@ -2,7 +2,7 @@
 
 The ``space_members`` rows are the truth of a family space: each chunk commits its members' states and own
 vectors there, and the space's vectors (what ``similar`` searches) are then derived from them, with each base's
-mean subtracted (``Recipe.per_base``) and rewritten for every base whose members changed. A run killed between
+mean subtracted (``Recipe.per_base``), all rewritten at the end of a run that wrote members. A run killed between
 the two finds nothing left to score, sees the space's vectors out of date and derives them again.
 Members are models already embedded in their base's activation space: they passed the safety rules there, and
 the same verified files are fetched (from the cache) again here.
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import structlog
@@ -33,6 +34,10 @@ from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.families import BaseProfile, Family, Member
 from hubdelta.index.records import EMBEDDABLE, ModelRecord, ModelStatus
 from hubdelta.index.store import Index
+
+if TYPE_CHECKING:
+    from hubdelta.embedder.safety_records import BaseInfo
+    from hubdelta.embedder.scoring import ResidentScorer
 
 log = structlog.get_logger(__name__)
 
@@ -162,17 +167,17 @@ class FamilyRun:
                     return
                 self._chunk(space, scorer, info, profile, recipe, cset, records[i : i + self.batch])
 
-    def _base_profile(self, space: Space, base: str, sha: str, scorer: object, recipe: Recipe,
+    def _base_profile(self, space: Space, base: str, sha: str, scorer: ResidentScorer, recipe: Recipe,
                       cset: ContinuationSet) -> np.ndarray:  # fmt: skip
         cached = self.index.base_profiles(space.id).get(base)
         if cached is not None and cached.sha == sha:
             return cached.profile
-        scores: TextScores = scorer.base_scores()  # type: ignore[attr-defined]
+        scores = scorer.base_scores()
         profile = scores.profile(cset.texts, recipe).astype(np.float32).ravel()
         self.index.put_base_profile(BaseProfile(space.id, base, sha, profile, datetime.now(UTC)))
         return profile
 
-    def _chunk(self, space: Space, scorer: object, info: object, base_profile: np.ndarray, recipe: Recipe,
+    def _chunk(self, space: Space, scorer: ResidentScorer, info: BaseInfo, base_profile: np.ndarray, recipe: Recipe,
                cset: ContinuationSet, records: list[ModelRecord]) -> None:  # fmt: skip
         now = datetime.now(UTC)
         failed: dict[str, str] = {}
@@ -181,23 +186,23 @@ class FamilyRun:
             try:
                 fetched[r.repo_id] = fetch(r.repo_id, r.model.sha or "main", endpoint=self.settings.hf_endpoint,
                                            token=self.settings.hf_token, cache_dir=self.settings.cache_dir / "hub",
-                                           limits=self.limits, base=info)  # type: ignore[arg-type]  # fmt: skip
+                                           limits=self.limits, base=info)  # fmt: skip
             except Exception as e:  # a bad model must never stop the run
                 failed[r.repo_id] = one_line(e)
         scores: dict[str, TextScores] = {}
         adapters = {k: f.path for k, f in fetched.items() if f.kind == RepoKind.ADAPTER}
         try:
-            scores.update(scorer.adapter_scores(adapters, per_forward=self.batch))  # type: ignore[attr-defined]
+            scores.update(scorer.adapter_scores(adapters, per_forward=self.batch))
         except Exception:  # one bad adapter spoils the batch: find it
             for k, path in adapters.items():
                 try:
-                    scores.update(scorer.adapter_scores({k: path}))  # type: ignore[attr-defined]
+                    scores.update(scorer.adapter_scores({k: path}))
                 except Exception as e:
                     failed[k] = one_line(e)
         for k, f in fetched.items():
             if f.kind != RepoKind.ADAPTER:
                 try:
-                    scores[k] = scorer.model_scores(f.path, item=k)  # type: ignore[attr-defined]
+                    scores[k] = scorer.model_scores(f.path, item=k)
                 except Exception as e:
                     failed[k] = one_line(e)
                 finally:
