@@ -27,7 +27,8 @@ def open_index(settings: Settings, *, writer: str | None = None) -> Index:
     """The index at ``settings.index_uri``; ``writer`` (the command line) takes the single-writer lock."""
     settings.home.mkdir(parents=True, exist_ok=True)
     ann_settings = AnnSettings(threshold=settings.ann_threshold)
-    return Index.open(settings.index_uri, lock_dir=settings.home, writer=writer, ann_settings=ann_settings)
+    return Index.open(settings.index_uri, lock_dir=settings.home, writer=writer, ann_settings=ann_settings,
+                      storage_options=settings.index_storage or None)  # fmt: skip
 
 
 def parse_relations(text: str | Iterable[str]) -> tuple[Relation, ...]:

@@ -108,14 +108,42 @@ class Settings:
     family: FamilySettings = field(default_factory=FamilySettings)
     extra: Mapping[str, Any] = field(default_factory=dict)  # unknown toml sections, for later stages
 
+    def _index_table(self) -> Mapping[str, Any]:
+        """``[index]`` in hubdelta.toml (empty when absent)."""
+        table = self.extra.get("index", {})
+        if not isinstance(table, Mapping):
+            raise ConfigError("index", f"expected a table, got {table!r}", fix='write it as [index] uri = "..."')
+        return table
+
     @property
     def index_uri(self) -> str:
-        return str(self.extra.get("index", {}).get("uri", self.home / "index"))
+        """``[index] uri``: a local folder (default ``<home>/index``) or object storage, e.g. ``s3://bucket/prefix``."""
+        value = self._index_table().get("uri", str(self.home / "index"))
+        if not isinstance(value, str) or not value:
+            raise ConfigError("index.uri", f"expected a path or uri, got {value!r}", fix='e.g. uri = "s3://bucket/hd"')
+        return value
+
+    @property
+    def index_storage(self) -> dict[str, str]:
+        """``[index.storage]``: string options LanceDB passes to the object store (docs/storage.md).
+
+        E.g. aws_endpoint, aws_region, allow_http, aws_access_key_id; Lance also reads the AWS_* environment.
+        """
+        table = self._index_table().get("storage", {})
+        if not isinstance(table, Mapping):
+            raise ConfigError("index.storage", f"expected a table, got {table!r}",
+                              fix='write it as [index.storage] aws_region = "..."')  # fmt: skip
+        for key, value in table.items():
+            if not isinstance(value, str):
+                quoted = str(value).lower() if isinstance(value, bool) else str(value)
+                raise ConfigError(f"index.storage.{key}", f"expected a string, got {type(value).__name__}",
+                                  fix=f'quote it: {key} = "{quoted}"')  # fmt: skip
+        return dict(table)
 
     @property
     def ann_threshold(self) -> int:
         """``[index] ann_threshold``: vectors in a space above which it gets an ANN index (exact search below)."""
-        value = self.extra.get("index", {}).get("ann_threshold", 20_000)
+        value = self._index_table().get("ann_threshold", 20_000)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError("index.ann_threshold", f"expected a positive integer, got {value!r}")
         return value

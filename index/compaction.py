@@ -12,9 +12,10 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from lancedb.table import Table
+
+from hubdelta.index.location import local_path
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,9 @@ def remove_partial_files(table_uri: str) -> int:
     ``kill -9`` in between leaves the partial file, which Lance's own cleanup never removes (lancedb 0.40).
     Only safe under the write lock (no write in flight). Object storage has no such files: nothing is done.
     """
-    if "://" in table_uri and not table_uri.startswith("file://"):
+    root = local_path(table_uri)
+    if root is None:
         return 0
-    root = Path(table_uri.removeprefix("file://"))
     removed = 0
     for folder in (root, *(p for p in root.glob("*") if p.is_dir())):
         for leftover in folder.glob(".tmp*"):

@@ -54,6 +54,7 @@ from hubdelta.index.families import (
     profiles_from_table,
     profiles_to_table,
 )
+from hubdelta.index.location import local_path, storage_errors
 from hubdelta.index.lock import WriteLock
 from hubdelta.index.records import ModelRecord, ModelStatus, TrackedBase
 from hubdelta.index.reports import REPORTS, StoredReport, reports_from_table, reports_to_table
@@ -81,10 +82,6 @@ class PutResult:
 
     inserted: int
     updated: int
-
-
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
 
 
 def _vanished(e: Exception) -> bool:
@@ -145,24 +142,28 @@ class Index:
             IndexLockedError: another process holds the write lock.
             IndexNotFoundError: a reader asked for an index no writer has created.
             IndexSchemaError: the store is newer than this code, older (for a reader), or not an index.
+            StoreError: object storage cannot be reached (wrong endpoint, missing bucket or credentials).
         """
         policy = compaction or CompactionPolicy()
         if writer is None:
-            if _is_local(uri) and not Path(uri.removeprefix("file://")).exists():
+            folder = local_path(uri)
+            if folder is not None and not folder.exists():
                 raise IndexNotFoundError(uri)  # connect() would create the folder: a reader must not
-            db = cls._connect(uri, storage_options)
             try:
-                migrations.check(db, uri)
+                with storage_errors(uri):  # on object storage connect() writes nothing: check() finds it empty
+                    db = cls._connect(uri, storage_options)
+                    migrations.check(db, uri)
+                    return cls(uri, db, None, policy, ann_settings)
             except LookupError:
                 raise IndexNotFoundError(uri) from None
-            return cls(uri, db, None, policy, ann_settings)
         if lock_dir is None:
             raise ValueError("a writer needs lock_dir")
         lock = WriteLock(lock_dir, command=writer, uri=uri).acquire()
         try:
-            db = cls._connect(uri, storage_options)
-            applied = migrations.migrate(db, uri)
-            index = cls(uri, db, lock, policy, ann_settings)
+            with storage_errors(uri):
+                db = cls._connect(uri, storage_options)
+                applied = migrations.migrate(db, uri)
+                index = cls(uri, db, lock, policy, ann_settings)
         except BaseException:
             lock.release()
             raise

@@ -126,7 +126,7 @@ def _done() -> None:
 def _embed_first(settings: Any, repo: str, base: str | None) -> str:
     """``repo`` embedded if it is not yet: a local folder with ``add``, else from the Hub. Returns its id."""
     from hubdelta.errors import IndexNotFoundError
-    from hubdelta.index.store import Index
+    from hubdelta.query.api import open_reader
 
     path = Path(repo)
     if path.is_dir():
@@ -139,7 +139,7 @@ def _embed_first(settings: Any, repo: str, base: str | None) -> str:
                              fix="add --base REPO_OR_FOLDER")  # fmt: skip
         return add_local(settings, path, base, command="hubdelta similar --embed").repo_id
     try:
-        with Index.open(settings.index_uri) as index:
+        with open_reader(settings) as index:
             if index.vectors_of(repo):
                 return repo
     except IndexNotFoundError:  # no index yet: embedding creates it
@@ -232,9 +232,9 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         Console().print(table)
 
 
-def _size(n: int) -> str:
-    if n < 0:
-        return "remote"
+def _size(n: int | None) -> str:
+    if n is None:
+        return "size not measured on object storage"
     value = float(n)
     for unit in ("B", "KB", "MB", "GB"):
         if value < 1024 or unit == "GB":

@@ -38,7 +38,8 @@ WHERE_FIX = (
 
 def open_reader(settings: Settings) -> Index:
     """The index, read-only (no lock)."""
-    return Index.open(settings.index_uri, ann_settings=AnnSettings(threshold=settings.ann_threshold))
+    return Index.open(settings.index_uri, ann_settings=AnnSettings(threshold=settings.ann_threshold),
+                      storage_options=settings.index_storage or None)  # fmt: skip
 
 
 def preferred_params(settings: Settings) -> dict[str, Any]:

@@ -104,6 +104,6 @@ class Status:
     last_crawl: datetime | None
     last_report: datetime | None
     spaces: list[SpaceStatus]
-    index_bytes: int
+    index_bytes: int | None  # None: the index is on object storage, where it is not measured
     cache_bytes: int
     daemon: dict[str, Any] | None = None  # {running, pid, started_at, uptime_s, jobs: {id: {...}}}; None: never ran

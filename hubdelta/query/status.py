@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hubdelta.config import Settings
+from hubdelta.index.location import local_path
 from hubdelta.index.records import ModelStatus
 from hubdelta.query.api import open_reader
 from hubdelta.query.records import SpaceStatus, Status
@@ -59,7 +60,7 @@ def status(settings: Settings) -> Status:
             )
     crawls = [t.last_crawl for t in tracked if t.last_crawl is not None]
     uri = settings.index_uri
-    local = "://" not in uri or uri.startswith("file://")
+    folder = local_path(uri)
     return Status(
         index=uri,
         models=sum(counts.values()),
@@ -69,7 +70,7 @@ def status(settings: Settings) -> Status:
         last_crawl=max(crawls) if crawls else None,
         last_report=None if report is None else report.created_at,
         spaces=spaces,
-        index_bytes=tree_bytes(Path(uri.removeprefix("file://"))) if local else -1,
+        index_bytes=None if folder is None else tree_bytes(folder),  # not measured on object storage
         cache_bytes=tree_bytes(settings.cache_dir),
         daemon=daemon_health(settings.home),
     )
