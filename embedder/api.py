@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 from hubdelta.config import Settings
 from hubdelta.crawler.api import check_repo_id, open_index
 from hubdelta.embedder.local import LOCAL_SHA, local_base_id
+from hubdelta.embedder.scaleout import RayOptions, RayWorkers, embed_queued_ray
 from hubdelta.embedder.space import Space
 from hubdelta.embedder.worker import EmbedOptions, EmbedSummary, Progress, download_base, embed_queued
 from hubdelta.errors import ConfigError, HubdeltaError, ModelRefused, UsageError, one_line
@@ -45,17 +47,30 @@ def parse_layer(text: str) -> str | None:
     return text
 
 
-def options(settings: Settings, *, limit: int | None, device: str | None, batch: int | None) -> EmbedOptions:
+def options(settings: Settings, *, limit: int | None, device: str | None, batch: int | None,
+            on_ray: bool = False) -> EmbedOptions:  # fmt: skip
+    """The embedding options; ``on_ray`` leaves ``auto`` for each Ray worker to resolve against its own GPU."""
     e = settings.embed
+    wanted = device or e.device
+    if on_ray and wanted not in ("auto", "cpu", "cuda"):
+        resolve_device(wanted)  # the same one-line error for an unknown device
     return EmbedOptions(
         batch=batch or e.batch,
-        device=resolve_device(device or e.device),
+        device=wanted if on_ray else resolve_device(wanted),
         dtype=e.dtype,
         layer=parse_layer(e.layer),
         position=e.position,
         limit=limit,
         max_attempts=e.max_attempts,
     )
+
+
+def ray_options(settings: Settings, *, address: str | None = None, workers: int | None = None) -> RayOptions:
+    """``[ray]`` with the command line's ``--ray ADDRESS`` and ``--workers`` over it."""
+    r = settings.ray
+    return RayOptions(address=address or r.address or None, workers=workers or r.workers or None,
+                      cpus_per_worker=r.cpus_per_worker, inflight=r.inflight,
+                      start_timeout_s=r.start_timeout_s)  # fmt: skip
 
 
 def run_embed(
@@ -67,11 +82,27 @@ def run_embed(
     progress: Progress | None = None,
     command: str = "hubdelta embed",
     should_stop: Callable[[], bool] = lambda: False,
+    ray: RayOptions | None = None,
+    workers: RayWorkers | None = None,
 ) -> EmbedSummary:
-    """Embed queued models (see :func:`hubdelta.embedder.worker.embed_queued`)."""
-    opts = options(settings, limit=limit, device=device, batch=batch)
-    with open_index(settings, writer=command) as index:
-        summary = embed_queued(index, settings, opts, progress, should_stop=should_stop)
+    """Embed queued models, in this process or on Ray workers.
+
+    Args:
+        ray: embed on a Ray cluster with these options (workers started for this run, stopped after it).
+        workers: embed on these already running Ray workers (the daemon keeps them between runs); wins over ``ray``.
+
+    See :func:`hubdelta.embedder.worker.embed_queued` and :func:`hubdelta.embedder.scaleout.embed_queued_ray`.
+    """
+    on_ray = ray is not None or workers is not None
+    opts = options(settings, limit=limit, device=device, batch=batch, on_ray=on_ray)
+    with open_index(settings, writer=command) as index:  # the lock first: a second writer fails before Ray starts
+        if not on_ray:
+            summary = embed_queued(index, settings, opts, progress, should_stop=should_stop)
+        else:
+            with contextlib.ExitStack() as stack:
+                if workers is None:
+                    workers = stack.enter_context(RayWorkers(settings, opts, ray or RayOptions()))
+                summary = embed_queued_ray(index, settings, opts, workers, progress, should_stop=should_stop)
         index.maintain_ann(summary.spaces)  # an ANN index once a space outgrows exact search
         return summary
 

@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from hubdelta.errors import ModelRefused, ModelUnavailable, one_line
 from hubdelta.index.records import ModelRecord, ModelStatus
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why one model was not embedded, as plain data: it crosses from a Ray worker to the driver that records it."""
+
+    reason: str
+    gated: bool = False  # the repo needs accepted terms: skipped, not failed
+    transient: bool = False  # network trouble: retried up to max_attempts
+
+    @classmethod
+    def of(cls, e: BaseException) -> Failure:
+        """Refusals and broken files are final; an unreachable or half-downloaded repo is worth another try."""
+        if isinstance(e, ModelUnavailable) and e.code == "gated":
+            return cls(one_line(e), gated=True)
+        return cls(one_line(e), transient=isinstance(e, ModelRefused | ModelUnavailable) and e.retryable)
+
+
+def settle(record: ModelRecord, failure: Failure, *, max_attempts: int) -> ModelRecord:
+    """The status a failure leaves on ``record``."""
+    if failure.gated:
+        return replace(record, status=ModelStatus.SKIPPED, reason=failure.reason)
+    return failed(record, failure.reason, transient=failure.transient, max_attempts=max_attempts)
 
 
 def claimable(records: Iterable[ModelRecord]) -> list[ModelRecord]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import structlog
 import torch
 
@@ -22,10 +23,11 @@ from hubdelta.embedder.activations import ResidentBase, space_for
 from hubdelta.embedder.delta import delta_vector
 from hubdelta.embedder.fetch import FetchedModel, fetch, release
 from hubdelta.embedder.local import base_info_from_folder
+from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.safety import Limits
 from hubdelta.embedder.safety_records import BaseInfo, RepoKind
 from hubdelta.embedder.space import Space
-from hubdelta.errors import ModelRefused, ModelUnavailable, one_line
+from hubdelta.errors import one_line
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.index.store import Index
@@ -62,21 +64,14 @@ class EmbedSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     stopped: bool = False  # should_stop ended the run early
+    workers: int = 0  # Ray workers that took part (0: this process embedded)
+    worker_deaths: int = 0  # Ray workers lost mid-run; their batches went to another worker
 
 
-_reason = one_line  # a model's failure reason, as stored in the index
-
-
-def _outcome(record: ModelRecord, e: BaseException, opts: EmbedOptions) -> ModelRecord:
-    """The status a failure leaves: refusals and broken files fail at once; network trouble is retried."""
-    if isinstance(e, ModelUnavailable) and e.code == "gated":
-        return record.with_status(ModelStatus.SKIPPED, _reason(e))
-    transient = isinstance(e, ModelRefused | ModelUnavailable) and e.retryable
-    return plan.failed(record, _reason(e), transient=transient, max_attempts=opts.max_attempts)
-
-
-def download_base(settings: Settings, base: str) -> tuple[Path, str]:
-    """A base repo's checkpoint files at its current revision, in ``<cache>/hub``: (folder, sha).
+def download_base(
+    settings: Settings, base: str, *, revision: str | None = None, patterns: Sequence[str] = BASE_FILES
+) -> tuple[Path, str]:
+    """A base repo's files at ``revision`` (default: its current one), in ``<cache>/hub``: (folder, sha).
 
     Raises:
         huggingface_hub's errors: the repo does not exist, is gated, or the Hub cannot be reached.
@@ -84,11 +79,69 @@ def download_base(settings: Settings, base: str) -> tuple[Path, str]:
     from huggingface_hub import HfApi, snapshot_download
 
     token = settings.hf_token or False
-    sha = HfApi(endpoint=settings.hf_endpoint, token=token).model_info(base, timeout=30).sha
+    sha = revision or HfApi(endpoint=settings.hf_endpoint, token=token).model_info(base, timeout=30).sha
     assert sha is not None, base
-    folder = snapshot_download(base, revision=sha, allow_patterns=BASE_FILES, cache_dir=settings.cache_dir / "hub",
+    folder = snapshot_download(base, revision=sha, allow_patterns=list(patterns), cache_dir=settings.cache_dir / "hub",
                                endpoint=settings.hf_endpoint, token=token)  # fmt: skip
     return Path(folder), sha
+
+
+@dataclass
+class ChunkOutput:
+    """What embedding one chunk on a resident base produced: plain arrays, so it can cross processes."""
+
+    activations: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)  # repo -> (sha, (P, C) fp32)
+    failures: dict[str, Failure] = field(default_factory=dict)
+
+
+def embed_chunk(rb: ResidentBase, items: Sequence[tuple[str, str]], *, settings: Settings, limits: Limits,
+                info: BaseInfo) -> ChunkOutput:  # fmt: skip
+    """Fetch and run ``items`` (repo id, revision) on ``rb``. Touches no index: a Ray worker runs it too.
+
+    A bad model never stops the chunk: its exception becomes its :class:`Failure`.
+    """
+    out = ChunkOutput()
+    fetched: dict[str, FetchedModel] = {}
+    for repo_id, sha in items:
+        try:
+            fetched[repo_id] = fetch(repo_id, sha, endpoint=settings.hf_endpoint, token=settings.hf_token,
+                                     cache_dir=settings.cache_dir / "hub", limits=limits, base=info)  # fmt: skip
+        except Exception as e:
+            out.failures[repo_id] = Failure.of(e)
+    adapters = {k: f.path for k, f in fetched.items() if f.kind == RepoKind.ADAPTER}
+    acts: dict[str, torch.Tensor] = {}
+    try:
+        acts.update(rb.adapter_activations(adapters))
+    except Exception:  # one bad adapter spoils the batch: find it by running them one at a time
+        for k, path in adapters.items():
+            try:
+                acts.update(rb.adapter_activations({k: path}))
+            except Exception as e:
+                out.failures[k] = Failure.of(e)
+    for k, f in fetched.items():
+        if f.kind != RepoKind.ADAPTER:
+            try:
+                acts[k] = rb.model_activations(f.path, item=k)
+            except Exception as e:
+                out.failures[k] = Failure.of(e)
+            finally:
+                release(f)  # full weights are deleted from the cache after use
+    out.activations = {k: (fetched[k].sha, a.numpy()) for k, a in acts.items()}
+    return out
+
+
+def select_queued(index: Index, opts: EmbedOptions, summary: EmbedSummary, *, only: Sequence[str] | None,
+                  extra_bases: Sequence[str]) -> dict[str, list[ModelRecord]]:  # fmt: skip
+    """The claimable models (up to ``opts.limit``) grouped by base; models with no tracked base fail here."""
+    where = "status IN ('queued', 'embedding')"
+    if only is not None:
+        where += f" AND {index.in_list('repo_id', only)}" if only else " AND false"
+    todo = plan.claimable(index.select_models(where).values())[: opts.limit]
+    groups, orphans = plan.group_by_base(todo, [*(t.base for t in index.tracked()), *extra_bases])
+    index.put_models([plan.failed(r, "none of its base models is tracked", transient=False, max_attempts=0)
+                      for r in orphans])  # fmt: skip
+    summary.failed += len(orphans)
+    return groups
 
 
 class _Run:
@@ -99,17 +152,20 @@ class _Run:
         self.index, self.settings, self.opts, self.summary = index, settings, opts, summary
         self.should_stop = should_stop
         self.limits = Limits.from_embed_settings(settings.embed)
-        self.cache = settings.cache_dir / "hub"
 
     def base_folder(self, base: str) -> tuple[Path, str]:
         return download_base(self.settings, base)
 
     def space(self, rb: ResidentBase) -> SpaceRow:
         """The space's row, with base activations computed once per space and cached in the index."""
-        stored = self.index.spaces().get(rb.space.id)
+        return self.space_row(rb.space, lambda: rb.base_activations().numpy())
+
+    def space_row(self, space: Space, base_activations: Callable[[], np.ndarray]) -> SpaceRow:
+        """The stored row of ``space``, or a new one with ``base_activations()``: every vector uses the stored one."""
+        stored = self.index.spaces().get(space.id)
         if stored is not None:
             return stored
-        row = SpaceRow(rb.space.id, rb.space.to_dict(), rb.base_activations().numpy(), datetime.now(UTC))
+        row = SpaceRow(space.id, space.to_dict(), base_activations(), datetime.now(UTC))
         self.index.put_space(row)
         return row
 
@@ -121,14 +177,14 @@ class _Run:
         with ResidentBase(base_dir, space, device=self.opts.device) as rb:
             row = self.space(rb)
             self.summary.spaces.append(space.id)
-            todo = self._reuse(space, records, progress)
+            todo = self.reuse(space, records, progress)
             for chunk in plan.chunks(todo, self.opts.batch):
                 if self.should_stop():  # between chunks: what is claimed is finished, the rest stays queued
                     self.summary.stopped = True
                     break
                 self._chunk(rb, space, row, info, chunk, progress)
 
-    def _reuse(self, space: Space, records: Sequence[ModelRecord], progress: Progress | None) -> list[ModelRecord]:
+    def reuse(self, space: Space, records: Sequence[ModelRecord], progress: Progress | None) -> list[ModelRecord]:
         """Mark models whose vector is already stored at their sha (a killed run's work); return the rest."""
         stored = self.index.get_embeddings(space.id, [r.repo_id for r in records])
         done = [plan.embedded(r) for r in records if r.repo_id in stored and stored[r.repo_id].sha == r.model.sha]
@@ -143,46 +199,25 @@ class _Run:
                chunk: list[ModelRecord], progress: Progress | None) -> None:  # fmt: skip
         claimed = plan.claim(chunk)
         self.index.put_models(claimed)
-        outcomes: dict[str, ModelRecord] = {}
-        fetched: dict[str, FetchedModel] = {}
-        for r in claimed:
-            try:
-                fetched[r.repo_id] = fetch(r.repo_id, r.model.sha or "main", endpoint=self.settings.hf_endpoint,
-                                           token=self.settings.hf_token, cache_dir=self.cache, limits=self.limits,
-                                           base=info)  # fmt: skip
-            except Exception as e:  # a bad model must never stop the worker
-                outcomes[r.repo_id] = _outcome(r, e, self.opts)
-        acts = self._activations(rb, fetched, {r.repo_id: r for r in claimed}, outcomes)
-        now = datetime.now(UTC)
-        vectors = [Embedding(k, fetched[k].sha, delta_vector(a, _tensor(row)).numpy(), now) for k, a in acts.items()]
-        self.index.put_embeddings(space.id, vectors)  # vectors first: a kill now leaves them to be reused
-        for r in claimed:
-            outcomes.setdefault(r.repo_id, plan.embedded(r))
-        self.index.put_models(list(outcomes.values()))
-        for r in outcomes.values():
-            self._count(r, progress)
+        items = [(r.repo_id, r.model.sha or "main") for r in claimed]
+        out = embed_chunk(rb, items, settings=self.settings, limits=self.limits, info=info)
+        self.commit(space.id, row, claimed, out, progress)
 
-    def _activations(self, rb: ResidentBase, fetched: dict[str, FetchedModel], records: dict[str, ModelRecord],
-                     outcomes: dict[str, ModelRecord]) -> dict:  # fmt: skip
-        adapters = {k: f.path for k, f in fetched.items() if f.kind == RepoKind.ADAPTER}
-        acts = {}
-        try:
-            acts.update(rb.adapter_activations(adapters))
-        except Exception:  # one bad adapter spoils the batch: find it by running them one at a time
-            for k, path in adapters.items():
-                try:
-                    acts.update(rb.adapter_activations({k: path}))
-                except Exception as e:
-                    outcomes[k] = _outcome(records[k], e, self.opts)
-        for k, f in fetched.items():
-            if f.kind != RepoKind.ADAPTER:
-                try:
-                    acts[k] = rb.model_activations(f.path, item=k)
-                except Exception as e:
-                    outcomes[k] = _outcome(records[k], e, self.opts)
-                finally:
-                    release(f)  # full weights are deleted from the cache after use
-        return acts
+    def commit(self, space_id: str, row: SpaceRow, claimed: Sequence[ModelRecord], out: ChunkOutput,
+               progress: Progress | None) -> None:  # fmt: skip
+        """Record a chunk's results: its vectors first (a kill then leaves them to be reused), then its statuses."""
+        now = datetime.now(UTC)
+        base = torch.from_numpy(row.base_activations)
+        vectors = [Embedding(k, sha, delta_vector(torch.from_numpy(a), base).numpy(), now)
+                   for k, (sha, a) in out.activations.items()]  # fmt: skip
+        self.index.put_embeddings(space_id, vectors)
+        missing = Failure("the worker returned no activations for it", transient=True)
+        outcomes = [plan.embedded(r) if r.repo_id in out.activations
+                    else plan.settle(r, out.failures.get(r.repo_id, missing), max_attempts=self.opts.max_attempts)
+                    for r in claimed]  # fmt: skip
+        self.index.put_models(outcomes)
+        for r in outcomes:
+            self._count(r, progress)
 
     def _count(self, r: ModelRecord, progress: Progress | None) -> None:
         if r.status == ModelStatus.EMBEDDED:
@@ -195,11 +230,6 @@ class _Run:
             self.summary.failed += 1
             self.summary.failures.append((r.repo_id, r.reason))
         _report(progress, r.status.value, r)
-
-
-def _tensor(row: SpaceRow) -> torch.Tensor:
-
-    return torch.from_numpy(row.base_activations)
 
 
 def _report(progress: Progress | None, outcome: str, record: ModelRecord) -> None:
@@ -230,14 +260,7 @@ def embed_queued(
     """
     started = time.perf_counter()
     summary = EmbedSummary()
-    where = "status IN ('queued', 'embedding')"
-    if only is not None:
-        where += f" AND {index.in_list('repo_id', only)}" if only else " AND false"
-    todo = plan.claimable(index.select_models(where).values())[: opts.limit]
-    groups, orphans = plan.group_by_base(todo, [*(t.base for t in index.tracked()), *extra_bases])
-    index.put_models([plan.failed(r, "none of its base models is tracked", transient=False, max_attempts=0)
-                      for r in orphans])  # fmt: skip
-    summary.failed += len(orphans)
+    groups = select_queued(index, opts, summary, only=only, extra_bases=extra_bases)
     run = _Run(index, settings, opts, summary, should_stop)
     for base, records in groups.items():
         if should_stop():
@@ -246,7 +269,7 @@ def embed_queued(
         try:
             run.embed_base(base, records, progress)
         except Exception as e:  # the base itself: unreachable, refused or unloadable; other bases go on
-            summary.failures.append((base, f"base not loaded: {_reason(e)}"))
-            log.warning("embed.base_failed", base=base, error=_reason(e))
+            summary.failures.append((base, f"base not loaded: {one_line(e)}"))
+            log.warning("embed.base_failed", base=base, error=one_line(e))
     summary.seconds = round(time.perf_counter() - started, 2)
     return summary

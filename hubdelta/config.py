@@ -53,6 +53,18 @@ class FamilySettings:
 
 
 @dataclass(frozen=True)
+class RaySettings:
+    """``[ray]`` in hubdelta.toml: embed on a Ray cluster (every daemon run when enabled; ``embed --ray`` once)."""
+
+    enabled: bool = False
+    address: str = ""  # "": RAY_ADDRESS, else the latest cluster started on this host, else a new local Ray
+    workers: int = 0  # 0: one per GPU of the cluster, or one per cpus_per_worker CPUs where it has none
+    cpus_per_worker: float = 1.0
+    inflight: int = 2  # batches queued on each worker, so it never waits for the driver's commit
+    start_timeout_s: float = 300.0  # with no worker alive, how long to wait for one before giving up the run
+
+
+@dataclass(frozen=True)
 class DaemonSettings:
     """``[daemon]`` in hubdelta.toml: what ``hubdelta daemon`` runs, and when (times are the host's local time)."""
 
@@ -66,6 +78,7 @@ class DaemonSettings:
     stop_timeout_s: float = 120.0  # SIGTERM: the running job gets this long to finish its current chunk
 
 
+_ZERO_OK = {"family.seed", "ray.workers"}  # numbers where 0 is meaningful (a seed; "automatic")
 _CHOICES = {
     "embed.device": ("auto", "cpu", "cuda"),
     "embed.dtype": ("float32", "bfloat16"),
@@ -84,7 +97,7 @@ def _section(name: str, cls: type[Any], data: Mapping[str, Any]) -> Any:
             value, (int, float) if want is float else want
         ):
             raise ConfigError(f"{name}.{key}", f"expected a {want.__name__}, got {value!r}")
-        if want in (int, float) and value <= 0 and not (key == "seed" and value == 0):
+        if want in (int, float) and value <= 0 and not (f"{name}.{key}" in _ZERO_OK and value == 0):
             raise ConfigError(f"{name}.{key}", f"must be positive, got {value!r}")
         choices = _CHOICES.get(f"{name}.{key}")
         if choices and value not in choices:
@@ -106,6 +119,7 @@ class Settings:
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     family: FamilySettings = field(default_factory=FamilySettings)
+    ray: RaySettings = field(default_factory=RaySettings)
     extra: Mapping[str, Any] = field(default_factory=dict)  # unknown toml sections, for later stages
 
     def _index_table(self) -> Mapping[str, Any]:
@@ -203,6 +217,7 @@ def load_settings(
     embed = _section("embed", EmbedSettings, data.pop("embed", {}))
     daemon = _section("daemon", DaemonSettings, data.pop("daemon", {}))
     family = _section("family", FamilySettings, data.pop("family", {}))
+    ray = _section("ray", RaySettings, data.pop("ray", {}))
     _check_recipe(family.recipe)
     log = data.pop("log", {})
     level = str(log.get("level", env.get("HUBDELTA_LOG_LEVEL", "info"))).lower()
@@ -220,5 +235,6 @@ def load_settings(
         embed=embed,
         daemon=daemon,
         family=family,
+        ray=ray,
         extra=data,
     )

@@ -18,7 +18,7 @@ from hubdelta.cli import query as query_commands
 from hubdelta.cli import report as report_commands
 from hubdelta.cli import task as task_commands
 from hubdelta.cli._errors import HubdeltaGroup
-from hubdelta.cli._options import ConfigOpt, HomeOpt
+from hubdelta.cli._options import ConfigOpt, HomeOpt, optional_values
 from hubdelta.cli.devhub import devhub_app
 from hubdelta.config import load_settings
 from hubdelta.log import configure_logging
@@ -73,6 +73,7 @@ def main() -> None:
     flushed: tearing down the interpreter after LanceDB's runtime has started costs ~0.2 s, a third of what a
     query may take, and such a command has nothing left to write or release.
     """
+    sys.argv = optional_values(sys.argv)
     try:
         app()
     except SystemExit as e:

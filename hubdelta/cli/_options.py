@@ -32,3 +32,12 @@ WhereOpt = Annotated[
 RelationOpt = Annotated[
     str | None, typer.Option("--relation", help="Only adapter, finetune, merge or quantized models.")
 ]
+
+
+def optional_values(argv: list[str], options: tuple[str, ...] = ("--ray",)) -> list[str]:
+    """``--ray`` may come without its value (Typer options always take one): a bare one becomes ``--ray=``."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg in options and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = f"{arg}="
+    return out

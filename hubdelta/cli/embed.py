@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import asdict
@@ -21,25 +22,44 @@ def embed_cmd(
     ctx: typer.Context,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Embed at most N models.")] = None,
     device: Annotated[
-        str | None, typer.Option("--device", help="auto, cpu or cuda (default: [embed] device).", show_default=False)
+        str | None, typer.Option("--device", help="auto, cpu or cuda (default: \\[embed] device).", show_default=False)
     ] = None,
     batch: Annotated[
-        int | None, typer.Option("--batch", min=1, help="Adapters per batched forward (default: [embed] batch).")
+        int | None, typer.Option("--batch", min=1, help="Adapters per batched forward (default: \\[embed] batch).")
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            show_default=False,
+            help="Embed on Ray workers. ADDRESS: host:6379, ray://host:10001, auto or local; none: "
+            "RAY_ADDRESS, else the latest cluster started here, else a new local Ray (\\[ray] address).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Ray workers (default: one per GPU, else per CPU).")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compute Delta Activations for queued models; refused or broken models end as failed with a reason.
 
-    Example: hubdelta embed --limit 100 --batch 8
+    Example: hubdelta embed --limit 100 --batch 8      or, on a Ray cluster: hubdelta embed --ray head:6379
     """
-    from hubdelta.embedder.api import run_embed
+    from hubdelta.embedder.api import ray_options, run_embed
     from hubdelta.embedder.runtime import keep_freed_memory
 
-    keep_freed_memory()
-    if as_json or not sys.stderr.isatty():
-        summary = run_embed(ctx.obj, limit=limit, device=device, batch=batch, command=_command())
+    settings = ctx.obj
+    on_ray = ray is not None or workers is not None or settings.ray.enabled
+    kwargs: dict[str, Any] = dict(limit=limit, device=device, batch=batch, command=_command())
+    if on_ray:
+        kwargs["ray"] = ray_options(settings, address=ray or None, workers=workers)
     else:
-        summary = _with_progress(ctx, limit, device, batch)
+        keep_freed_memory()  # this process embeds
+    quiet = as_json or not sys.stderr.isatty()
+    # Ray prints its cluster's error messages (a worker died, ...) to stdout: they belong with the logs.
+    with contextlib.redirect_stdout(sys.stderr) if on_ray else contextlib.nullcontext():
+        summary = run_embed(settings, **kwargs) if quiet else _with_progress(settings, kwargs)
     doc: dict[str, Any] = asdict(summary)
     doc["failures"] = [{"repo_id": r, "reason": why} for r, why in summary.failures]
     if as_json:
@@ -49,11 +69,14 @@ def embed_cmd(
         f"embedded {summary.embedded}, reused {summary.reused}, failed {summary.failed}, skipped {summary.skipped}, "
         f"requeued {summary.requeued} in {summary.seconds:.1f} s (spaces: {', '.join(summary.spaces) or 'none'})"
     )
+    if summary.workers:
+        lost = f", {summary.worker_deaths} lost and replaced" if summary.worker_deaths else ""
+        typer.echo(f"on {summary.workers} Ray workers{lost}")
     for repo, why in summary.failures:
         typer.echo(f"  failed {repo}: {why}")
 
 
-def _with_progress(ctx: typer.Context, limit: int | None, device: str | None, batch: int | None) -> Any:
+def _with_progress(settings: Any, kwargs: dict[str, Any]) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hubdelta.embedder.api import run_embed
@@ -66,12 +89,12 @@ def _with_progress(ctx: typer.Context, limit: int | None, device: str | None, ba
         TextColumn("{task.description}"),
     )
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("", total=limit)
+        task = bar.add_task("", total=kwargs["limit"])
 
         def advance(outcome: str, record: Any) -> None:
             bar.update(task, advance=1, description=f"{outcome}: {record.repo_id}")
 
-        return run_embed(ctx.obj, limit=limit, device=device, batch=batch, progress=advance, command=_command())
+        return run_embed(settings, progress=advance, **kwargs)
 
 
 def add_cmd(

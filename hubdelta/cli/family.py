@@ -57,9 +57,9 @@ def create_cmd(
         list[str] | None,
         typer.Option("--reference", help="Sample texts from this model (repeatable; default: every base)."),
     ] = None,
-    n: Annotated[int | None, typer.Option("--n", min=1, help="Texts per probe (default: [family] n).")] = None,
+    n: Annotated[int | None, typer.Option("--n", min=1, help="Texts per probe (default: \\[family] n).")] = None,
     tokens: Annotated[
-        int | None, typer.Option("--tokens", min=1, help="Tokens per text (default: [family] tokens).")
+        int | None, typer.Option("--tokens", min=1, help="Tokens per text (default: \\[family] tokens).")
     ] = None,
     recipe: Annotated[
         str | None, typer.Option("--recipe", help="default, paper, or e.g. text-loglik-concat-centred.")
@@ -113,7 +113,9 @@ def embed_cmd(
     ctx: typer.Context,
     name: Annotated[list[str] | None, typer.Argument(help="Families to fill (default: all).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score at most N models a family.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: [embed] device).")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu or cuda (default: \\[embed] device).")
+    ] = None,
     batch: Annotated[int | None, typer.Option("--batch", min=1, help="Adapters scored together.")] = None,
     as_json: JsonOpt = False,
 ) -> None:

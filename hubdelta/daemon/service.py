@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -32,6 +32,9 @@ from hubdelta.config import Settings
 from hubdelta.daemon.slots import latest_slot, missed_slot, parse_hhmm
 from hubdelta.daemon.state import DaemonState, StateFile, load_state
 from hubdelta.errors import one_line
+
+if TYPE_CHECKING:
+    from hubdelta.embedder.scaleout import RayWorkers
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +59,7 @@ class Daemon:
         self.idle.set()
         self._job_lock = threading.Lock()
         self.state = StateFile(settings.home, load_state(settings.home))
+        self._workers: RayWorkers | None = None
         self.scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(max_workers=1)},
                                              job_defaults={"coalesce": True, "max_instances": 1,
                                                            "misfire_grace_time": None})  # fmt: skip
@@ -81,8 +85,11 @@ class Daemon:
 
         keep_freed_memory()
         limit = self.settings.daemon.embed_limit
-        s = run_embed(self.settings, limit=limit, command=f"{COMMAND}: embed", should_stop=self.stopping.is_set)
+        s = run_embed(self.settings, limit=limit, command=f"{COMMAND}: embed", should_stop=self.stopping.is_set,
+                      workers=self._ray_workers())  # fmt: skip
         out = {"embedded": s.embedded, "failed": s.failed, "reused": s.reused, "stopped": s.stopped}
+        if s.workers:
+            out |= {"workers": s.workers, "worker_deaths": s.worker_deaths}
         if not s.stopped and s.embedded + s.failed < limit:  # families fill from what their bases' spaces hold
             families = embed_families(self.settings, limit=limit, command=f"{COMMAND}: family embed",
                                       should_stop=self.stopping.is_set)  # fmt: skip
@@ -90,6 +97,19 @@ class Daemon:
                 out["family_embedded"] = sum(f.embedded for f in families)
                 out["stopped"] = out["stopped"] or any(f.stopped for f in families)
         return out
+
+    def _ray_workers(self) -> RayWorkers | None:
+        """With ``[ray] enabled``, the daemon's Ray workers: started at the first embed job and kept, so their
+        bases stay resident between runs; a job that cannot reach the cluster fails and the next one tries again."""
+        if not self.settings.ray.enabled:
+            return None
+        if self._workers is None:
+            from hubdelta.embedder.api import options, ray_options
+            from hubdelta.embedder.scaleout import RayWorkers
+
+            opts = options(self.settings, limit=None, device=None, batch=None, on_ray=True)
+            self._workers = RayWorkers(self.settings, opts, ray_options(self.settings))
+        return self._workers
 
     def report(self) -> dict[str, Any]:
         from hubdelta.report.api import run_report, summary
@@ -189,6 +209,8 @@ class Daemon:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if self._workers is not None and finished:  # an overrunning job still uses them: the exit ends them
+            self._workers.close()
         state.stopped_at = datetime.now(UTC)
         self.state.save()
         log.info("daemon.stopped", clean=bool(finished))
