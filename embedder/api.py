@@ -96,7 +96,8 @@ def run_embed(
     on_ray = ray is not None or workers is not None
     opts = options(settings, limit=limit, device=device, batch=batch, on_ray=on_ray)
     with open_index(settings, writer=command) as index:  # the lock first: a second writer fails before Ray starts
-        if not on_ray:
+        counts = index.count_by_status()
+        if not on_ray or counts[ModelStatus.QUEUED] + counts[ModelStatus.EMBEDDING] == 0:  # no Ray for nothing
             summary = embed_queued(index, settings, opts, progress, should_stop=should_stop)
         else:
             with contextlib.ExitStack() as stack:

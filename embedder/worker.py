@@ -207,8 +207,9 @@ class _Run:
                progress: Progress | None) -> None:  # fmt: skip
         """Record a chunk's results: its vectors first (a kill then leaves them to be reused), then its statuses."""
         now = datetime.now(UTC)
-        base = torch.from_numpy(row.base_activations)
-        vectors = [Embedding(k, sha, delta_vector(torch.from_numpy(a), base).numpy(), now)
+        # torch.tensor copies: arrays from a Ray worker are read-only views of its object store
+        base = torch.tensor(row.base_activations)
+        vectors = [Embedding(k, sha, delta_vector(torch.tensor(a), base).numpy(), now)
                    for k, (sha, a) in out.activations.items()]  # fmt: skip
         self.index.put_embeddings(space_id, vectors)
         missing = Failure("the worker returned no activations for it", transient=True)
