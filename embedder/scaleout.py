@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -115,13 +115,16 @@ class RayWorkers:
         self.count, resources = worker_count(ray.cluster_resources(), ray_opts, opts.device)
         self._actor: Any = ray.remote(EmbedWorker).options(max_restarts=0, **resources)
         self._settings = settings
+        if not resources["num_gpus"]:  # Ray does not hide a node's GPUs from an actor that asked for none
+            opts = replace(opts, device="cpu")
+        self._worker_opts = opts
         self.workers = [self._start() for _ in range(self.count)]
         self.deaths = 0
         self.start_failures = 0
         log.info("ray.workers", count=self.count, address=ray_opts.address, **resources)
 
     def _start(self) -> _Worker:
-        handle = self._actor.remote(self._settings, self.opts)
+        handle = self._actor.remote(self._settings, self._worker_opts)
         return _Worker(handle, handle.describe.remote())
 
     def starting(self) -> list[Any]:

@@ -33,7 +33,7 @@ def embed_cmd(
             "--ray",
             metavar="[ADDRESS]",
             show_default=False,
-            help="Embed on Ray workers. ADDRESS: host:6379, ray://host:10001, auto or local; none: "
+            help="Embed on Ray workers. ADDRESS: host:6379, auto or local; none: "
             "RAY_ADDRESS, else the latest cluster started here, else a new local Ray (\\[ray] address).",
         ),
     ] = None,
