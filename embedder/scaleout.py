@@ -101,8 +101,8 @@ class RayWorkers:
             import ray
         except ImportError:
             raise MissingDependencyError("ray", extra="ray") from None
-        self._ray = ray
-        self.opts, self.ray_opts = opts, ray_opts
+        self.ray = ray
+        self.ray_opts = ray_opts
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             where = ray_opts.address or "RAY_ADDRESS or a new local Ray"
@@ -134,9 +134,9 @@ class RayWorkers:
         """A worker's describe() returned; a worker that died on the way up is replaced like any other."""
         w = next(w for w in self.workers if w.started == ref)
         try:
-            w.info = self._ray.get(ref)
+            w.info = self.ray.get(ref)
             log.info("ray.worker_ready", worker=w.name, device=w.info.get("device"), threads=w.info.get("threads"))
-        except self._ray.exceptions.RayError as e:
+        except self.ray.exceptions.RayError as e:
             why = one_line(e)[:300]
             log.warning("ray.worker_start_failed", error=why)
             self.start_failures += 1
@@ -148,15 +148,15 @@ class RayWorkers:
     def lost(self, w: _Worker) -> None:
         """``w`` died: start a replacement (it waits for room on the cluster, e.g. a node coming back)."""
         self.deaths += 1
-        self._ray.kill(w.handle, no_restart=True)
+        self.ray.kill(w.handle, no_restart=True)
         self.workers[self.workers.index(w)] = self._start()
 
     def close(self) -> None:
         for w in self.workers:
-            self._ray.kill(w.handle, no_restart=True)
+            self.ray.kill(w.handle, no_restart=True)
         self.workers = []
         if self._owns_ray:
-            self._ray.shutdown()
+            self.ray.shutdown()
 
     def __enter__(self) -> RayWorkers:
         return self
@@ -180,7 +180,7 @@ class _Driver:
     def __init__(self, index: Index, settings: Settings, opts: EmbedOptions, pool: RayWorkers,
                  summary: EmbedSummary, progress: Progress | None) -> None:  # fmt: skip
         self.index, self.opts, self.pool, self.summary, self.progress = index, opts, pool, summary, progress
-        self.ray = pool._ray
+        self.ray = pool.ray  # the ray module, imported by the pool
         self.run = _Run(index, settings, opts, summary)
         self.bases: dict[str, _Base] = {}
         self.records: dict[str, ModelRecord] = {}  # as read, by repo id
@@ -270,7 +270,7 @@ class _Driver:
             failed = [plan.failed(self.claimed.pop(r), why, transient=False, max_attempts=0) for r in given_up]
             self.index.put_models(failed)
             for r in failed:
-                self.run._count(r, self.progress)
+                self.run.count(r, self.progress)
 
     def _base_failed(self, batch: Batch, dispatcher: Dispatcher, error: str) -> None:
         """A base a worker could not load: its models go back to how they were read; other bases go on.

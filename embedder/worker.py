@@ -218,9 +218,10 @@ class _Run:
                     for r in claimed]  # fmt: skip
         self.index.put_models(outcomes)
         for r in outcomes:
-            self._count(r, progress)
+            self.count(r, progress)
 
-    def _count(self, r: ModelRecord, progress: Progress | None) -> None:
+    def count(self, r: ModelRecord, progress: Progress | None) -> None:
+        """Add ``r``'s outcome to the summary and report it."""
         if r.status == ModelStatus.EMBEDDED:
             self.summary.embedded += 1
         elif r.status == ModelStatus.SKIPPED:
