@@ -119,7 +119,6 @@ class RayWorkers:
             opts = replace(opts, device="cpu")
         self._worker_opts = opts
         self.workers = [self._start() for _ in range(self.count)]
-        self.deaths = 0
         self.start_failures = 0
         log.info("ray.workers", count=self.count, address=ray_opts.address, **resources)
 
@@ -147,7 +146,6 @@ class RayWorkers:
 
     def lost(self, w: _Worker) -> None:
         """``w`` died: start a replacement (it waits for room on the cluster, e.g. a node coming back)."""
-        self.deaths += 1
         self.ray.kill(w.handle, no_restart=True)
         self.workers[self.workers.index(w)] = self._start()
 
