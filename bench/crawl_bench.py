@@ -13,12 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from hubdelta.config import load_settings
-from hubdelta.crawler.api import open_index, run_crawl, track
-from hubdelta.devhub.server import DevhubServer
-from hubdelta.devhub.synth import generate_catalog
+from hubdelta.crawler.api import run_crawl, track
+from hubdelta.index.door import open_reader
 from hubdelta.index.records import Relation
-from hubdelta.log import configure_logging
+from hubdelta.kernel.log import configure_logging
+from hubdelta.kernel.settings import load_settings
+from hubdelta_dev.devhub.server import DevhubServer
+from hubdelta_dev.devhub.synth import generate_catalog
 
 
 def main() -> None:
@@ -46,7 +47,7 @@ def main() -> None:
                 print(f"{name:12s} {new:7d} {s.total('updated'):5d} {s.total('removed'):4d} {s.requests:8d} "
                       f"{s.pages:6d} {s.seconds:8.1f} {s.pages / s.seconds:8.1f} {per_new:>8s}")  # fmt: skip
                 assert s.requests == hub.requests()["by_kind"].get("list", 0)
-            with open_index(settings) as index:
+            with open_reader(settings) as index:
                 stats = index.stats()
             print("index:", {name: (t.rows, t.fragments) for name, t in stats.items()}, "(rows, fragments)")
 

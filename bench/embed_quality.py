@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hubdelta.config import load_settings
-from hubdelta.crawler.api import open_index, run_crawl, track
-from hubdelta.devhub.server import DevhubServer
+from hubdelta.crawler.api import run_crawl, track
 from hubdelta.embedder.api import run_embed
 from hubdelta.embedder.quality import cosine_distances, nearest_neighbour_accuracy, silhouette
-from hubdelta.log import configure_logging
-from hubdelta.pool.base import BASE_REPO_ID
+from hubdelta.index.door import open_reader
+from hubdelta.kernel.log import configure_logging
+from hubdelta.kernel.settings import load_settings
+from hubdelta_dev.devhub.server import DevhubServer
+from hubdelta_dev.pool.base import BASE_REPO_ID
 
 
 def _score(vectors: dict[str, np.ndarray], labels: dict[str, str], ids: list[str]) -> tuple[float, float]:
@@ -71,7 +72,7 @@ def main() -> None:
                 run_crawl(settings)
                 started = time.perf_counter()
                 summary = run_embed(settings)
-                with open_index(settings) as index:
+                with open_reader(settings) as index:
                     (space,) = summary.spaces
                     vectors = {k: e.vector for k, e in index.get_embeddings(space).items()}
                 s15, _ = _score(vectors, labels, splits)

@@ -43,7 +43,7 @@ from hubdelta.embedder.activations import ResidentBase, load_causal_lm, space_fo
 from hubdelta.embedder.delta import delta_vector
 from hubdelta.embedder.probes import PAPER_PROBES
 from hubdelta.embedder.runtime import keep_freed_memory
-from hubdelta.pool.base import BASE_REPO_ID
+from hubdelta_dev.pool.base import BASE_REPO_ID
 
 RESULT = "RESULT "  # prefix of a phase's one JSON line on stdout
 

@@ -40,7 +40,7 @@ from hubdelta.evaluation.plot import Panel, draw_panels
 from hubdelta.evaluation.pool import Pool, PoolModel, activations
 from hubdelta.evaluation.probesets import BY_CONTENT, BY_COUNT
 from hubdelta.evaluation.scores import LabelScore, Scores, score_distances
-from hubdelta.log import configure_logging
+from hubdelta.kernel.log import configure_logging
 
 PAPER_TABLE2 = {  # Xu et al. 2025, Table 2: silhouette, LLaMA / Gemma / Qwen / average (the authors' README)
     "flattened adapter weights": (-0.035, -0.060, -0.034, -0.043),
@@ -199,8 +199,8 @@ class TaskTrial:
 
 def task_settings() -> dict[str, Any]:
     """The paper's few-shot setting (``hubdelta task``'s default) and the pool's own few-shot recipe."""
-    from hubdelta.pool.recipe import pool_recipe
     from hubdelta.task.adapter import FEWSHOT
+    from hubdelta_dev.pool.recipe import pool_recipe
 
     pool_fewshot = next(s.train for s in pool_recipe() if s.repo_id.endswith("-fewshot"))
     assert pool_fewshot is not None
@@ -213,12 +213,12 @@ def task_settings() -> dict[str, Any]:
 
 def task_retrieval(pool_dir: Path, labels: dict[str, str], da: dict[str, np.ndarray]) -> list[TaskTrial]:
     """Each domain's first 20 held-out examples as a task, against the embedded pool, in both training settings."""
-    from hubdelta.config import load_settings
     from hubdelta.crawler.api import run_crawl, track
-    from hubdelta.devhub.server import DevhubServer
     from hubdelta.embedder.api import run_embed
+    from hubdelta.kernel.settings import load_settings
     from hubdelta.report.api import run_report
     from hubdelta.task.api import task_search
+    from hubdelta_dev.devhub.server import DevhubServer
 
     trials = []
     with DevhubServer(pool_dir / "hub") as hub, tempfile.TemporaryDirectory() as tmp:

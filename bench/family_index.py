@@ -22,15 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from hubdelta.config import load_settings
-from hubdelta.crawler.api import run_crawl
-from hubdelta.devhub.server import DevhubServer
+from hubdelta.crawler.api import run_crawl, track
 from hubdelta.embedder.api import run_embed
+from hubdelta.embedder.family import create_family, embed_families
 from hubdelta.evaluation.api import evaluate
-from hubdelta.family.api import create_family, embed_families
-from hubdelta.pool.base import BASE_REPO_ID, GEMMA_REPO_ID
-from hubdelta.pool.build import build_pool
-from hubdelta.pool.recipe import DOMAIN_NAMES
+from hubdelta.kernel.settings import load_settings
+from hubdelta_dev.devhub.server import DevhubServer
+from hubdelta_dev.pool.base import BASE_REPO_ID, GEMMA_REPO_ID
+from hubdelta_dev.pool.build import build_pool
+from hubdelta_dev.pool.recipe import DOMAIN_NAMES
 
 ADAPTERS = {f"hubdelta-pool/{b}-lora-{d}-{s}": d for b in ("smollm2", "gemma3") for d in DOMAIN_NAMES for s in (1, 2)}
 
@@ -49,7 +49,7 @@ def main() -> None:
     timings: dict[str, float] = {"pool": time.perf_counter() - t0}
     with DevhubServer(work / "pool" / "hub") as hub:
         settings = load_settings({"HF_ENDPOINT": hub.url}, home=work / "home")
-        create_family(settings, "pool", [BASE_REPO_ID, GEMMA_REPO_ID])
+        create_family(settings, "pool", [BASE_REPO_ID, GEMMA_REPO_ID], track_base=lambda b: track(settings, b))
         t = time.perf_counter()
         crawl = run_crawl(settings)
         embedded = run_embed(settings)

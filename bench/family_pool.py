@@ -31,12 +31,13 @@ import numpy as np
 import torch
 
 from hubdelta.embedder.continuations import ContinuationSet, Sampling, sample_continuations
-from hubdelta.embedder.meaning import PAPER, Recipe, TextScores, centre_by_base, meaning_vector
+from hubdelta.embedder.meaning import TextScores, centre_by_base, meaning_vector
 from hubdelta.embedder.probes import PAPER_PROBES
 from hubdelta.embedder.quality import cosine_distances
 from hubdelta.embedder.scoring import ResidentScorer
 from hubdelta.evaluation.pool import Pool, PoolModel, activations
 from hubdelta.evaluation.scores import cross_group_accuracy, score_distances
+from hubdelta.kernel.recipe import PAPER, Recipe
 
 MARK_BEGIN = "<!-- family: written by bench/family_pool.py -->"
 MARK_END = "<!-- family: end -->"

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from hubdelta.pool.evaluate import evaluate_pool
+from hubdelta_dev.pool.evaluate import evaluate_pool
 
 
 def main(pool_dir: Path) -> None:

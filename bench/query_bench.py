@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hubdelta.config import load_settings
-from hubdelta.crawler.api import open_index
+from hubdelta.index.door import open_writer
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
+from hubdelta.kernel.settings import load_settings
 
 BASE = "bench-org/base-model"
 SPACE = "base-model-0bench00"
@@ -48,7 +48,7 @@ def build(home: Path, n: int, seed: int = 0) -> None:
     params = {"base_repo": BASE, "base_sha": "0" * 40, "probes": "paper-v1", "probes_hash": "bench", "dim": DIM,
               "layer": None, "position": "last", "dtype": "float32", "method": "activations"}  # fmt: skip
     started = time.perf_counter()
-    with open_index(settings, writer="bench/query_bench.py") as index:
+    with open_writer(settings, "bench/query_bench.py") as index:
         index.put_space(SpaceRow(SPACE, params, np.zeros((5, DIM), np.float32), now))
         for start in range(0, n, BATCH):
             ids = range(start, min(n, start + BATCH))

@@ -102,9 +102,9 @@ def run_phase(name: str, home: Path, url: str, args: list[str]) -> Phase:
 
 
 def fresh_home(base: Path, name: str, url: str) -> Path:
-    from hubdelta.config import load_settings
     from hubdelta.crawler.api import run_crawl, track
-    from hubdelta.pool.base import BASE_REPO_ID
+    from hubdelta.kernel.settings import load_settings
+    from hubdelta_dev.pool.base import BASE_REPO_ID
 
     home = base / name
     settings = load_settings({"HF_ENDPOINT": url}, home=home)
@@ -127,7 +127,7 @@ def measure_costs(pool: Path, batch: int) -> Costs:
     """Per-model costs in this process (2 torch threads), from the pool's files on local disk."""
     from hubdelta.embedder.activations import ResidentBase, space_for
     from hubdelta.embedder.runtime import keep_freed_memory
-    from hubdelta.pool.base import BASE_REPO_ID
+    from hubdelta_dev.pool.base import BASE_REPO_ID
 
     keep_freed_memory()
     hub = pool / "hub"
@@ -243,7 +243,7 @@ def main() -> None:
     ap.add_argument("--phases", default="local,ray1,ray2")
     ap.add_argument("--out", type=Path, help="replace the marked section of this Markdown file")
     args = ap.parse_args()
-    from hubdelta.devhub.server import DevhubServer
+    from hubdelta_dev.devhub.server import DevhubServer
 
     with tempfile.TemporaryDirectory(prefix="ray-bench-") as tmp:
         root = Path(tmp) / "hub"

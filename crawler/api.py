@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from hubdelta.config import Settings
 from hubdelta.crawler.crawl import CrawlSummary, crawl
 from hubdelta.crawler.hub import HubLister, to_hub_model
 from hubdelta.crawler.politeness import Politeness
-from hubdelta.errors import HubdeltaError, UsageError
-from hubdelta.index.ann import AnnSettings
-from hubdelta.index.records import DEFAULT_RELATIONS, HubModel, Relation, TrackedBase
-from hubdelta.index.store import Index
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+from hubdelta.index.door import open_reader, open_writer
+from hubdelta.index.records import DEFAULT_RELATIONS, HubModel, Relation, TrackedBase, check_repo_id
+from hubdelta.kernel.errors import HubdeltaError, UsageError
+from hubdelta.kernel.settings import Settings
 
 
 def politeness(settings: Settings) -> Politeness:
     c = settings.crawl
     return Politeness(requests=c.requests, window_s=c.window_s, max_attempts=c.max_attempts, timeout_s=c.timeout_s)
-
-
-def open_index(settings: Settings, *, writer: str | None = None) -> Index:
-    """The index at ``settings.index_uri``; ``writer`` (the command line) takes the single-writer lock."""
-    settings.home.mkdir(parents=True, exist_ok=True)
-    ann_settings = AnnSettings(threshold=settings.ann_threshold)
-    return Index.open(settings.index_uri, lock_dir=settings.home, writer=writer, ann_settings=ann_settings,
-                      storage_options=settings.index_storage or None)  # fmt: skip
 
 
 def parse_relations(text: str | Iterable[str]) -> tuple[Relation, ...]:
@@ -40,12 +28,6 @@ def parse_relations(text: str | Iterable[str]) -> tuple[Relation, ...]:
         raise UsageError("--relations", f"unknown relation {', '.join(unknown) or '(none)'}",
                          fix=f"use a comma-separated subset of {','.join(valid)}")  # fmt: skip
     return tuple(r for r in Relation if r.value in names)
-
-
-def check_repo_id(repo_id: str) -> str:
-    if not _REPO_ID.match(repo_id):
-        raise UsageError(repo_id, "not a Hub repo id", fix="write it as owner/name, e.g. HuggingFaceTB/SmolLM2-135M")
-    return repo_id
 
 
 def verify_on_hub(settings: Settings, repo_id: str) -> None:
@@ -69,13 +51,18 @@ def fetch_model(settings: Settings, repo_id: str) -> HubModel:
     Its relation is that of its first ``base_model:<relation>:<base>`` tag (finetune when it has none).
 
     Raises:
-        RepositoryNotFoundError: no such repo; other huggingface_hub HTTP errors as raised.
+        UsageError: a malformed id, or no such repo; other huggingface_hub HTTP errors as raised.
     """
+    from huggingface_hub.errors import RepositoryNotFoundError
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
+    check_repo_id(repo_id)
     headers = {"authorization": f"Bearer {settings.hf_token}"} if settings.hf_token else {}
     response = get_session().get(f"{settings.hf_endpoint}/api/models/{repo_id}", headers=headers, timeout=30)
-    hf_raise_for_status(response)
+    try:
+        hf_raise_for_status(response)
+    except RepositoryNotFoundError:
+        raise UsageError(repo_id, f"not found on {settings.hf_endpoint}", fix="check the spelling") from None
     item = response.json()
     tags = [t.split(":", 2) for t in item.get("tags") or [] if isinstance(t, str)]
     relations = {r.value: r for r in Relation}
@@ -96,7 +83,7 @@ def track(
     check_repo_id(base)
     if check:
         verify_on_hub(settings, base)
-    with open_index(settings, writer=command) as index:
+    with open_writer(settings, command) as index:
         existing = {t.base: t for t in index.tracked()}.get(base)
         now = datetime.now(UTC)
         if existing is None:
@@ -112,21 +99,21 @@ def track(
 
 def untrack(settings: Settings, base: str, *, command: str = "hubdelta untrack") -> None:
     """Stop following ``base`` (its models stay in the index)."""
-    with open_index(settings, writer=command) as index:
+    with open_writer(settings, command) as index:
         if not index.delete_tracked(base):
             tracked = ", ".join(t.base for t in index.tracked()) or "none"
             raise UsageError(base, "is not tracked", fix=f"tracked bases: {tracked}")
 
 
 def list_tracked(settings: Settings) -> list[TrackedBase]:
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         return index.tracked()
 
 
 def run_crawl(settings: Settings, *, full: bool = False, command: str = "hubdelta crawl") -> CrawlSummary:
     """Crawl every tracked base once (see :func:`hubdelta.crawler.crawl.crawl`)."""
     lister = HubLister(settings.hf_endpoint, settings.hf_token, politeness(settings))
-    with open_index(settings, writer=command) as index:
+    with open_writer(settings, command) as index:
         if not index.tracked():
             raise UsageError("crawl", "no base model is tracked", fix="hubdelta track <base> first")
         every = timedelta(days=settings.crawl.full_every_days)

@@ -17,8 +17,8 @@ import structlog
 
 from hubdelta.crawler.decide import advance_cursor, decide_page, full_pass_due, removals
 from hubdelta.crawler.hub import HubLister
-from hubdelta.errors import HubdeltaError
 from hubdelta.index.records import Cursor, HubModel, ModelRecord, Relation, TrackedBase
+from hubdelta.kernel.errors import HubdeltaError
 
 log = structlog.get_logger(__name__)
 

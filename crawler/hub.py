@@ -23,8 +23,8 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from hubdelta.crawler.politeness import Politeness, RequestBudget, retry_delay
-from hubdelta.errors import HubRequestError, HubUnavailableError
 from hubdelta.index.records import HubModel, Relation
+from hubdelta.kernel.errors import HubRequestError, HubUnavailableError
 
 log = structlog.get_logger(__name__)
 

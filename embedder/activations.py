@@ -32,7 +32,7 @@ from hubdelta.embedder.lora import check_adapter as check_adapter  # re-exported
 from hubdelta.embedder.lora import lora_hooks, read_adapter, stack_factors
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
 from hubdelta.embedder.space import LayerSpec, Space
-from hubdelta.errors import EmbedError
+from hubdelta.kernel.errors import EmbedError
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

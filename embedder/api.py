@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 
-from hubdelta.config import Settings
-from hubdelta.crawler.api import check_repo_id, open_index
 from hubdelta.embedder.local import LOCAL_SHA, local_base_id
 from hubdelta.embedder.scaleout import RayOptions, RayWorkers, embed_queued_ray
 from hubdelta.embedder.space import Space
 from hubdelta.embedder.worker import EmbedOptions, EmbedSummary, Progress, download_base, embed_queued
-from hubdelta.errors import ConfigError, HubdeltaError, ModelRefused, UsageError, one_line
-from hubdelta.index.records import EMBEDDABLE, HubModel, ModelRecord, ModelStatus, Relation
+from hubdelta.index.door import open_writer
+from hubdelta.index.records import EMBEDDABLE, HubModel, ModelRecord, ModelStatus, Relation, check_repo_id
+from hubdelta.kernel.errors import ConfigError, HubdeltaError, ModelRefused, UsageError, one_line
+from hubdelta.kernel.settings import Settings
 
 
 def resolve_device(device: str) -> str:
@@ -95,7 +95,7 @@ def run_embed(
     """
     on_ray = ray is not None or workers is not None
     opts = options(settings, limit=limit, device=device, batch=batch, on_ray=on_ray)
-    with open_index(settings, writer=command) as index:  # the lock first: a second writer fails before Ray starts
+    with open_writer(settings, command) as index:  # the lock first: a second writer fails before Ray starts
         counts = index.count_by_status()
         if not on_ray or counts[ModelStatus.QUEUED] + counts[ModelStatus.EMBEDDING] == 0:  # no Ray for nothing
             summary = embed_queued(index, settings, opts, progress, should_stop=should_stop)
@@ -108,24 +108,16 @@ def run_embed(
         return summary
 
 
-def embed_from_hub(settings: Settings, repo_id: str, *, command: str = "hubdelta similar --embed") -> ModelRecord:
-    """Record one Hub repo (found by its ``base_model:<relation>:<base>`` tags) and embed it now.
+def embed_hub_model(settings: Settings, model: HubModel, *, command: str = "hubdelta similar --embed") -> ModelRecord:
+    """Record one Hub repo (its metadata as the crawler's ``fetch_model`` read it) and embed it now.
 
     Its base need not be tracked. Returns the model's record after the attempt.
 
     Raises:
-        UsageError: the repo does not exist, names no base, or is quantized.
+        UsageError: the repo names no base, or is quantized.
         HubdeltaError: the embedding failed (the model's status and reason are recorded in the index).
     """
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    from hubdelta.crawler.api import fetch_model
-
-    check_repo_id(repo_id)
-    try:
-        model = fetch_model(settings, repo_id)
-    except RepositoryNotFoundError:
-        raise UsageError(repo_id, f"not found on {settings.hf_endpoint}", fix="check the spelling") from None
+    repo_id = model.repo_id
     if not model.base_models:
         raise UsageError(repo_id, "its card names no base model (no base_model:<relation>:<base> tag)",
                          fix="download it and use hubdelta add PATH --base BASE")  # fmt: skip
@@ -133,7 +125,7 @@ def embed_from_hub(settings: Settings, repo_id: str, *, command: str = "hubdelta
         raise UsageError(repo_id, f"is a {model.relation.value} model: those are recorded, not embedded")
     now = datetime.now(UTC)
     opts = options(settings, limit=None, device=None, batch=None)
-    with open_index(settings, writer=command) as index:
+    with open_writer(settings, command) as index:
         index.put_models([ModelRecord(model, ModelStatus.QUEUED, first_seen=now, last_seen=now)])
         summary = embed_queued(index, settings, opts, only=[repo_id], extra_bases=model.base_models[:1])
         index.maintain_ann(summary.spaces)
@@ -249,7 +241,7 @@ def add_local(settings: Settings, path: Path, base: str, *, name: str | None = N
         raise UsageError(str(path), "is not a folder", fix="give the folder holding the model's files")
     repo_id = check_repo_id(name or f"local/{path.resolve().name}")
     opts = options(settings, limit=None, device=None, batch=None)
-    with open_index(settings, writer=command) as index:
+    with open_writer(settings, command) as index:
         run = _Run(index, settings, opts, EmbedSummary())
         ref = resolve_base(settings, base)
         base_id = ref.repo_id

@@ -34,7 +34,7 @@ from huggingface_hub.errors import (
 from hubdelta.embedder import safety
 from hubdelta.embedder.local import verify_folder
 from hubdelta.embedder.safety import BaseInfo, Limits, Plan, Refusal, RepoKind, Rule, Triage, refuse
-from hubdelta.errors import ModelRefused, ModelUnavailable
+from hubdelta.kernel.errors import ModelRefused, ModelUnavailable
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 

@@ -17,7 +17,7 @@ from typing import Any
 from hubdelta.embedder import safety
 from hubdelta.embedder.safety import BaseInfo, Limits, Plan, Refusal, Rule, refuse
 from hubdelta.embedder.safety_header import check_safetensors_header, header_shapes, parse_header_json
-from hubdelta.errors import ModelRefused
+from hubdelta.kernel.errors import ModelRefused
 
 LOCAL_SHA = "local"  # the revision of a local base checkpoint folder (the user vouches for what it is)
 

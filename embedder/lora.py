@@ -10,7 +10,7 @@ The base weights are never touched: hooks only add to fresh outputs, and they ar
 Only what can be applied exactly is accepted: plain LoRA on ``nn.Linear`` modules (``r``, ``lora_alpha``,
 ``use_rslora``, ``rank_pattern``, ``alpha_pattern``, ``target_modules`` as peft matches them). Every other option
 that changes the math (DoRA, biases, ``fan_in_fan_out``, saved modules, layer replication, inits that rewrite the
-base weights, options this module does not know) is refused with an :class:`~hubdelta.errors.EmbedError`, and so
+base weights, options this module does not know) is refused with an :class:`~hubdelta.kernel.errors.EmbedError`, and so
 is any tensor whose name or shape does not fit the base, before any forward runs.
 """
 
@@ -32,7 +32,7 @@ from torch import nn
 
 from hubdelta.embedder.safety_adapter import MAX_PATTERN, NESTED_QUANTIFIER
 from hubdelta.embedder.safety_header import quote
-from hubdelta.errors import EmbedError
+from hubdelta.kernel.errors import EmbedError
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # never adapter_model.bin: that would be unpickled

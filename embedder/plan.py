@@ -6,8 +6,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from hubdelta.errors import ModelRefused, ModelUnavailable, one_line
 from hubdelta.index.records import ModelRecord, ModelStatus
+from hubdelta.kernel.errors import ModelRefused, ModelUnavailable, one_line
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 

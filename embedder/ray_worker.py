@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from hubdelta.config import Settings
 from hubdelta.embedder.activations import ResidentBase, space_for
 from hubdelta.embedder.local import base_info_from_folder
 from hubdelta.embedder.safety import Limits
 from hubdelta.embedder.safety_records import BaseInfo
 from hubdelta.embedder.worker import ChunkOutput, EmbedOptions, download_base, embed_chunk
-from hubdelta.errors import EmbedError, one_line
+from hubdelta.kernel.errors import EmbedError, one_line
+from hubdelta.kernel.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from hubdelta.embedder import safety_adapter
 from hubdelta.embedder.local import allowed_roots, checked_header, read_json, regular_file_problem
 from hubdelta.embedder.safety import PICKLE_FIX, PICKLE_SUFFIXES, BaseInfo, Limits, Refusal, Rule, human_bytes, refuse
 from hubdelta.embedder.safety_header import header_params
-from hubdelta.errors import ModelRefused
+from hubdelta.kernel.errors import ModelRefused
 
 if TYPE_CHECKING:
     import torch

@@ -24,7 +24,6 @@ from typing import Any
 
 import structlog
 
-from hubdelta.config import Settings
 from hubdelta.embedder import plan
 from hubdelta.embedder.activations import space_for
 from hubdelta.embedder.dispatch import Batch, Dispatcher
@@ -39,10 +38,11 @@ from hubdelta.embedder.worker import (
     download_base,
     select_queued,
 )
-from hubdelta.errors import HubdeltaError, MissingDependencyError, one_line
 from hubdelta.index.embeddings import SpaceRow
 from hubdelta.index.records import ModelRecord
 from hubdelta.index.store import Index
+from hubdelta.kernel.errors import HubdeltaError, MissingDependencyError, one_line
+from hubdelta.kernel.settings import Settings
 
 log = structlog.get_logger(__name__)
 

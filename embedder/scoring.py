@@ -22,7 +22,7 @@ from hubdelta.embedder.continuations import ContinuationSet
 from hubdelta.embedder.lora import lora_hooks, read_adapter, stack_factors
 from hubdelta.embedder.meaning import TextScores
 from hubdelta.embedder.probes import ProbeSet
-from hubdelta.errors import EmbedError
+from hubdelta.kernel.errors import EmbedError
 
 HEAD_CHUNK = 256  # continuation positions per LM-head matmul: 256 x 262k fp32 logits = 268 MB
 ROWS_PER_FORWARD = 40  # (probe, text) rows per forward, before multiplying by the adapters batched together

@@ -17,7 +17,6 @@ import numpy as np
 import structlog
 import torch
 
-from hubdelta.config import Settings
 from hubdelta.embedder import plan
 from hubdelta.embedder.activations import ResidentBase, space_for
 from hubdelta.embedder.delta import delta_vector
@@ -27,10 +26,11 @@ from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.safety import Limits
 from hubdelta.embedder.safety_records import BaseInfo, RepoKind
 from hubdelta.embedder.space import Space
-from hubdelta.errors import one_line
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.index.store import Index
+from hubdelta.kernel.errors import one_line
+from hubdelta.kernel.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hubdelta.query.records import Similar
 
-__version__ = "0.1.0"
+from hubdelta.kernel.version import __version__
+
+__all__ = ["__version__", "similar"]
 
 
 def similar(
@@ -31,9 +33,9 @@ def similar(
     says which space was searched.
 
     Raises:
-        hubdelta.errors.HubdeltaError: an unknown or unembedded repo, a bad filter or vector (one-line message).
+        hubdelta.kernel.errors.HubdeltaError: an unknown or unembedded repo, a bad filter or vector (one-line message).
     """
-    from hubdelta.config import load_settings
+    from hubdelta.kernel.settings import load_settings
     from hubdelta.query.api import similar as query
 
     settings = load_settings(home=Path(home) if home is not None else None)

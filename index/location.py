@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hubdelta.errors import StoreError
+from hubdelta.kernel.errors import StoreError
 
 STORAGE_FIX = (
     "check the bucket in [index] uri and [index.storage] in hubdelta.toml (aws_endpoint, aws_region, "

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from hubdelta.errors import IndexLockedError
+from hubdelta.kernel.errors import IndexLockedError
 
 LOCK_FILE = "index.lock"
 

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 import pyarrow as pa
 from lancedb import DBConnection
 
-from hubdelta import __version__
-from hubdelta.errors import IndexSchemaError
 from hubdelta.index.embeddings import SPACES, SPACES_SCHEMA
 from hubdelta.index.families import FAMILY_SCHEMAS
 from hubdelta.index.reports import REPORTS, REPORTS_SCHEMA
 from hubdelta.index.schema import META, META_SCHEMA, MODELS, SCHEMAS, TRACKED
+from hubdelta.kernel.errors import IndexSchemaError
+from hubdelta.kernel.version import __version__
 
 Migration = Callable[[DBConnection], None]
 

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+
+from hubdelta.kernel.errors import UsageError
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` if it is a Hub repo id (owner/name), else a one-line UsageError naming it."""
+    if not _REPO_ID.match(repo_id):
+        raise UsageError(repo_id, "not a Hub repo id", fix="write it as owner/name, e.g. HuggingFaceTB/SmolLM2-135M")
+    return repo_id
 
 
 class ModelStatus(StrEnum):

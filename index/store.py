@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.table import Table
 
-from hubdelta.errors import IndexNotFoundError, StoreError
 from hubdelta.index import ann, migrations
 from hubdelta.index.compaction import CompactionPolicy, TableStats, compact_table, due, table_stats
 from hubdelta.index.embeddings import (
@@ -68,6 +67,7 @@ from hubdelta.index.schema import (
     tracked_from_table,
     tracked_to_table,
 )
+from hubdelta.kernel.errors import IndexNotFoundError, StoreError
 
 T = TypeVar("T")
 

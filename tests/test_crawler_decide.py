@@ -11,8 +11,8 @@ import pytest
 from hubdelta.crawler.decide import advance_cursor, decide_page, full_pass_due, initial_status, removals
 from hubdelta.crawler.hub import HubLister
 from hubdelta.crawler.politeness import Politeness, RequestBudget, retry_delay
-from hubdelta.errors import HubRequestError, HubUnavailableError
 from hubdelta.index.records import Cursor, HubModel, ModelRecord, ModelStatus, Relation, TrackedBase
+from hubdelta.kernel.errors import HubRequestError, HubUnavailableError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 
-from hubdelta.config import Settings, load_settings
-from hubdelta.crawler.api import open_index, run_crawl, track
-from hubdelta.devhub.faults import FaultConfig
-from hubdelta.devhub.reqlog import max_in_window
-from hubdelta.devhub.server import DevhubServer
-from hubdelta.devhub.synth import generate_catalog, mutate_entries, read_catalog, write_catalog
+from hubdelta.crawler.api import run_crawl, track
+from hubdelta.index.door import open_reader
 from hubdelta.index.records import ModelStatus, Relation
-from hubdelta.pool.base import BASE_REPO_ID
-from hubdelta.pool.build import PoolManifest
+from hubdelta.kernel.settings import Settings, load_settings
+from hubdelta_dev.devhub.faults import FaultConfig
+from hubdelta_dev.devhub.reqlog import max_in_window
+from hubdelta_dev.devhub.server import DevhubServer
+from hubdelta_dev.devhub.synth import generate_catalog, mutate_entries, read_catalog, write_catalog
+from hubdelta_dev.pool.base import BASE_REPO_ID
+from hubdelta_dev.pool.build import PoolManifest
 
 ALL = tuple(Relation)
 
@@ -36,7 +37,7 @@ def settings_for(home: Path, url: str, toml: str = "") -> Settings:
 
 def index_state(settings: Settings) -> dict[str, tuple[str | None, str, str]]:
     """repo id -> (sha, relation, status) of every row not marked removed; asserts one row per repo."""
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         rows = index.get_models()
         assert index.count_models() == len(rows), "duplicate repo ids in the models table"
     return {k: (r.model.sha, r.model.relation.value, r.status.value) for k, r in rows.items() if r.status != "removed"}
@@ -64,7 +65,7 @@ def test_one_crawl_finds_exactly_the_pool_children(pool_hub: DevhubServer, manif
     expected = {r.repo_id: (relation[r.kind], "queued") for r in manifest.repos}
     assert {k: (rel, status) for k, (_, rel, status) in index_state(settings).items()} == expected
     assert summary.total("new") == len(expected) and summary.errors == []
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         merge = index.get_models([f"{manifest.repos[-2].repo_id}"])[manifest.repos[-2].repo_id]
     assert merge.model.relation == Relation.MERGE and len(merge.model.base_models) == 3
 
@@ -107,7 +108,7 @@ def test_100k_crawl_is_exact_incremental_and_reconciles(big_hub, tmp_path: Path)
     hub.reload()
     third = run_crawl(settings, full=True)
     assert (third.total("new"), third.total("updated"), third.total("removed")) == (50, 10, 5)
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         rows = index.get_models([*mutation.dropped, *mutation.changed])
     assert {rows[i].status for i in mutation.dropped} == {ModelStatus.REMOVED}
     assert all(rows[i].model.sha != state[i][0] for i in mutation.changed)

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from hubdelta.crawler.api import open_index, track
+from hubdelta.crawler.api import track
 from hubdelta.daemon.slots import latest_slot, missed_slot, parse_hhmm
 from hubdelta.daemon.state import load_state
-from hubdelta.devhub.badrepos import BASE_ID, write_bad_repos
-from hubdelta.devhub.server import DevhubServer
-from hubdelta.errors import ConfigError
+from hubdelta.index.door import open_reader, open_writer
 from hubdelta.index.records import ModelStatus
+from hubdelta.kernel.errors import ConfigError
+from hubdelta_dev.devhub.badrepos import BASE_ID, write_bad_repos
+from hubdelta_dev.devhub.server import DevhubServer
 from tests.test_crawler_hub import settings_for
 
 TZ = datetime(2026, 11, 26, tzinfo=UTC).astimezone().tzinfo
@@ -116,12 +117,12 @@ def stop(proc: subprocess.Popen, sig: signal.Signals = signal.SIGTERM, timeout: 
 
 
 def statuses(home: Path, url: str) -> dict[str, str]:
-    with open_index(settings_for(home, url)) as index:
+    with open_reader(settings_for(home, url)) as index:
         return {k: r.status.value for k, r in index.get_models().items()}
 
 
 def vectors(home: Path, url: str) -> dict[str, int]:
-    with open_index(settings_for(home, url)) as index:
+    with open_reader(settings_for(home, url)) as index:
         counts: dict[str, int] = {}
         for space in index.spaces():
             for repo in index.get_embeddings(space):
@@ -163,7 +164,7 @@ def test_the_daemon_discovers_embeds_reports_and_stops_on_sigterm(corpus) -> Non
         assert state.jobs[job].last_success is not None, (job, state.jobs[job])
     assert (home / "reports").is_dir() and any((home / "reports").glob("*/report.html"))
     # The lock is free: a writer opens at once.
-    with open_index(settings_for(home, hub.url), writer="test"):
+    with open_writer(settings_for(home, hub.url), "test"):
         pass
 
 
@@ -249,7 +250,7 @@ def test_stopping_during_a_job_loses_and_duplicates_nothing(corpus, job: str, si
     finally:
         stop(proc, sig)
     assert proc.returncode == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
-    with open_index(settings_for(home, hub.url), writer="test") as index:  # opens, and the lock is free
+    with open_writer(settings_for(home, hub.url), "test") as index:  # opens, and the lock is free
         rows = index.get_models()
         assert index.count_models() == len(rows) and set(rows) <= set(expected)  # no duplicate, nothing foreign
     assert all(n == 1 for n in vectors(home, hub.url).values())

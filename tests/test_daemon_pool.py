@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from hubdelta.crawler.api import open_index, track
-from hubdelta.devhub.server import DevhubServer
+from hubdelta.crawler.api import track
+from hubdelta.index.door import open_reader
 from hubdelta.index.reports import StoredReport
-from hubdelta.pool.base import BASE_REPO_ID
+from hubdelta_dev.devhub.server import DevhubServer
+from hubdelta_dev.pool.base import BASE_REPO_ID
 from tests.test_crawler_hub import settings_for
 from tests.test_daemon import drained, start, stop, wait_for
 
@@ -53,7 +54,7 @@ def publish(pool: Path, root: Path, labels: dict[str, str], *, held_back: bool) 
 
 def latest(home: Path, url: str) -> StoredReport | None:
     try:
-        with open_index(settings_for(home, url)) as index:
+        with open_reader(settings_for(home, url)) as index:
             return index.latest_report()
     except Exception:  # not created yet, or a migration/commit under way
         return None

@@ -16,8 +16,8 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import get_session, parse_ratelimit_headers
 
-from hubdelta.devhub.faults import FaultConfig
-from hubdelta.devhub.server import DevhubServer
+from hubdelta_dev.devhub.faults import FaultConfig
+from hubdelta_dev.devhub.server import DevhubServer
 from tests.conftest import BASE, TinyRoot
 
 

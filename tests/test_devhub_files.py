@@ -15,7 +15,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from hubdelta.devhub.server import DevhubServer
+from hubdelta_dev.devhub.server import DevhubServer
 from tests.conftest import BASE, OTHER_BASE, TOKEN, TinyRoot, write_safetensors
 
 

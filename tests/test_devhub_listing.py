@@ -8,7 +8,7 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import BadRequestError
 
-from hubdelta.devhub.server import DevhubServer
+from hubdelta_dev.devhub.server import DevhubServer
 from tests.conftest import BASE, OTHER_BASE, TOKEN, TinyRoot
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 
-from hubdelta.devhub.server import DevhubServer
-from hubdelta.devhub.synth import generate_catalog, mutate_entries, read_catalog, write_catalog
+from hubdelta_dev.devhub.server import DevhubServer
+from hubdelta_dev.devhub.synth import generate_catalog, mutate_entries, read_catalog, write_catalog
 
 N_REPOS = 100_000
 

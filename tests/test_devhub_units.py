@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from huggingface_hub.utils import parse_ratelimit_headers
 
-from hubdelta.devhub import cards
-from hubdelta.devhub.blobs import read_header, safetensors_parameters, virtual_entry
-from hubdelta.devhub.catalog import Catalog
-from hubdelta.devhub.faults import (
+from hubdelta_dev.devhub import cards
+from hubdelta_dev.devhub.blobs import read_header, safetensors_parameters, virtual_entry
+from hubdelta_dev.devhub.catalog import Catalog
+from hubdelta_dev.devhub.faults import (
     FaultConfig,
     FaultInjector,
     random_action,
@@ -20,11 +20,11 @@ from hubdelta.devhub.faults import (
     updated,
     window_state,
 )
-from hubdelta.devhub.listing import QueryError, decode_cursor, encode_cursor
-from hubdelta.devhub.reqlog import max_in_window
-from hubdelta.devhub.routes import parse_range, parse_route
-from hubdelta.devhub.synth import BASE_ORG, mutate_entries, synth_entries
-from hubdelta.errors import CatalogError, DevhubError
+from hubdelta_dev.devhub.listing import QueryError, decode_cursor, encode_cursor
+from hubdelta_dev.devhub.reqlog import max_in_window
+from hubdelta_dev.devhub.routes import parse_range, parse_route
+from hubdelta_dev.devhub.synth import BASE_ORG, mutate_entries, synth_entries
+from hubdelta_dev.errors import CatalogError, DevhubError
 
 
 def facts(*paths: str) -> cards.PathFacts:

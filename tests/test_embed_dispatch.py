@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from hubdelta.cli._options import optional_values
-from hubdelta.config import load_settings
 from hubdelta.embedder.dispatch import MAX_DEATHS, Batch, Dispatcher
 from hubdelta.embedder.scaleout import RayOptions, worker_count
-from hubdelta.errors import ConfigError, HubdeltaError
+from hubdelta.kernel.errors import ConfigError, HubdeltaError
+from hubdelta.kernel.settings import load_settings
 
 
 def _batches(base: str, n: int, size: int = 2) -> list[Batch]:

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hubdelta.config import load_settings
-from hubdelta.crawler.api import open_index, run_crawl, track
-from hubdelta.devhub.server import DevhubServer
+from hubdelta.crawler.api import run_crawl, track
 from hubdelta.embedder.api import ray_options, run_embed
+from hubdelta.index.door import open_reader
 from hubdelta.index.records import ModelStatus
-from hubdelta.pool.base import BASE_REPO_ID
+from hubdelta.kernel.settings import load_settings
+from hubdelta_dev.devhub.server import DevhubServer
+from hubdelta_dev.pool.base import BASE_REPO_ID
 from tests.conftest import PoolIndex
 
 pytestmark = pytest.mark.pool
@@ -64,7 +65,7 @@ def test_two_ray_workers_embed_the_pool_exactly_once_like_one_process_with_one_k
     settings = load_settings({"HF_ENDPOINT": pool_hub.url}, home=home)
     track(settings, BASE_REPO_ID)
     run_crawl(settings)
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         queued = sorted(index.get_models())
     log = tmp_path / "embed.log"
     env = {**os.environ, "HUBDELTA_HOME": str(home), "HF_ENDPOINT": pool_hub.url, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -90,7 +91,7 @@ def test_two_ray_workers_embed_the_pool_exactly_once_like_one_process_with_one_k
     assert sorted(e["repo"] for e in events if e["event"] == "embed.model") == queued  # each reported once
 
     (space_id,) = summary["spaces"]
-    with open_index(settings) as index, open_index(pool_index.settings) as reference:
+    with open_reader(settings) as index, open_reader(pool_index.settings) as reference:
         models = index.get_models()
         assert {k: (r.status, r.attempts) for k, r in models.items()} == {k: (ModelStatus.EMBEDDED, 1) for k in queued}
         assert index.count_embeddings(space_id) == len(queued)  # one row per model: no duplicate upsert
@@ -125,7 +126,7 @@ def test_a_base_no_worker_can_load_leaves_its_models_queued_and_the_run_ends(
     assert summary.embedded == 0 and summary.workers == 2, summary
     ((base, why),) = summary.failures
     assert base == BASE_REPO_ID and why.startswith("base not loaded:"), why
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         models = index.get_models()
     assert {r.status for r in models.values()} == {ModelStatus.QUEUED}  # as they were: the next run tries again
     assert {r.attempts for r in models.values()} == {0}

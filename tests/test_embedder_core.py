@@ -32,8 +32,8 @@ from hubdelta.embedder.activations import (
 from hubdelta.embedder.delta import delta_vector, left_pad, pool_positions, position_ids
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
 from hubdelta.embedder.space import Space, resolve_layer
-from hubdelta.errors import EmbedError
-from hubdelta.pool.base import BASE_REPO_ID
+from hubdelta.kernel.errors import EmbedError
+from hubdelta_dev.pool.base import BASE_REPO_ID
 
 _TAIL = "\n\n### Instruction:\nPlease provide a response. Input:Input.\n\n### Response:"
 PAPER_TEXTS = (

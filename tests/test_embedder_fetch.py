@@ -13,16 +13,16 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError
 
-from hubdelta.devhub import badrepos
-from hubdelta.devhub.badrepos import BASE_ID, BadRepo, write_bad_repos
-from hubdelta.devhub.faults import FaultConfig
-from hubdelta.devhub.server import DevhubServer
 from hubdelta.embedder import fetch as fetch_mod
 from hubdelta.embedder.fetch import FetchedModel, classify_hub_error, fetch, release
 from hubdelta.embedder.local import base_info_from_folder, inspect_local
 from hubdelta.embedder.safeload import load_state_dict_safely, safe_adapter_config
 from hubdelta.embedder.safety import BaseInfo, Limits, Plan, Refusal, RepoKind, Rule
-from hubdelta.errors import ModelRefused, ModelUnavailable
+from hubdelta.kernel.errors import ModelRefused, ModelUnavailable
+from hubdelta_dev.devhub import badrepos
+from hubdelta_dev.devhub.badrepos import BASE_ID, BadRepo, write_bad_repos
+from hubdelta_dev.devhub.faults import FaultConfig
+from hubdelta_dev.devhub.server import DevhubServer
 from tests.conftest import TOKEN
 
 CORPUS = [r for r, _ in badrepos.CASES] + [r for r, _ in badrepos.VIRTUAL]
@@ -294,7 +294,7 @@ def test_the_shape_check_matches_what_peft_would_do(corpus: Corpus):
 @pytest.mark.pool
 def test_every_pool_repo_passes(pool: Path):
     """The real adapters, finetunes and merges of the pool (peft/transformers output) pass every rule."""
-    from hubdelta.pool.base import BASE_REPO_ID
+    from hubdelta_dev.pool.base import BASE_REPO_ID
 
     hub = pool / "hub"
     base = base_info_from_folder(hub / BASE_REPO_ID, BASE_REPO_ID)

@@ -27,8 +27,8 @@ from hubdelta.embedder.difference import decoder_linears, recording, to_differen
 from hubdelta.embedder.lora import check_adapter, lora_hooks, read_adapter, stack_factors
 from hubdelta.embedder.probes import PAPER_PROBES
 from hubdelta.embedder.space import Space
-from hubdelta.errors import EmbedError
-from hubdelta.pool.base import BASE_REPO_ID
+from hubdelta.kernel.errors import EmbedError
+from hubdelta_dev.pool.base import BASE_REPO_ID
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # peft, transformers 5
 

@@ -8,9 +8,6 @@ from typing import Any
 
 import pytest
 
-from hubdelta.config import EmbedSettings
-from hubdelta.devhub import badrepos
-from hubdelta.devhub.badrepos import BASE_ID, base_shapes, lora_shapes
 from hubdelta.embedder.safety import (
     BaseInfo,
     Limits,
@@ -23,6 +20,9 @@ from hubdelta.embedder.safety import (
     path_problem,
 )
 from hubdelta.embedder.safety_header import check_safetensors_header
+from hubdelta.kernel.settings import EmbedSettings
+from hubdelta_dev.devhub import badrepos
+from hubdelta_dev.devhub.badrepos import BASE_ID, base_shapes, lora_shapes
 
 # --- the pure rules -------------------------------------------------------------------------------------------
 

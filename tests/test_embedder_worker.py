@@ -16,21 +16,22 @@ import pytest
 from typer.testing import CliRunner
 
 from hubdelta.cli import app
-from hubdelta.config import Settings
-from hubdelta.crawler.api import open_index, run_crawl, track
-from hubdelta.devhub.badrepos import BASE_ID as TINY_BASE
-from hubdelta.devhub.badrepos import write_bad_repos
-from hubdelta.devhub.server import DevhubServer
+from hubdelta.crawler.api import run_crawl, track
 from hubdelta.embedder.api import run_embed
+from hubdelta.index.door import open_reader, open_writer
 from hubdelta.index.records import ModelStatus
-from hubdelta.pool.base import BASE_REPO_ID
-from hubdelta.pool.build import PoolManifest
+from hubdelta.kernel.settings import Settings
+from hubdelta_dev.devhub.badrepos import BASE_ID as TINY_BASE
+from hubdelta_dev.devhub.badrepos import write_bad_repos
+from hubdelta_dev.devhub.server import DevhubServer
+from hubdelta_dev.pool.base import BASE_REPO_ID
+from hubdelta_dev.pool.build import PoolManifest
 from tests.test_crawler_hub import settings_for
 from tests.test_devhub_cli import one_line_error
 
 
 def statuses(settings: Settings) -> dict[str, tuple[str, str]]:
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         return {k: (r.status.value, r.reason) for k, r in index.get_models().items()}
 
 
@@ -72,7 +73,7 @@ def test_every_pool_model_is_embedded_once_into_one_space(embedded_pool, manifes
     settings, first, _ = embedded_pool
     assert first.embedded == len(manifest.repos) and first.failed == 0 and len(first.spaces) == 1
     assert set(statuses(settings).values()) == {("embedded", "")}
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         vectors = index.get_embeddings(first.spaces[0])
         rows = index.stats()[f"emb_{first.spaces[0]}"].rows
         models = index.get_models()
@@ -85,13 +86,13 @@ def test_rerunning_embeds_nothing_and_a_requeued_model_reuses_its_vector(embedde
     settings, first, _ = embedded_pool
     again = run_embed(settings)
     assert (again.embedded, again.reused, again.failed) == (0, 0, 0)
-    with open_index(settings, writer="test") as index:
+    with open_writer(settings, "test") as index:
         record = index.get_models(["hubdelta-pool/smollm2-lora-math-1"])["hubdelta-pool/smollm2-lora-math-1"]
         index.put_models([record.with_status(ModelStatus.QUEUED)])
         before = index.get_embeddings(first.spaces[0], [record.repo_id])[record.repo_id]
     third = run_embed(settings)
     assert (third.embedded, third.reused) == (0, 1)
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         after = index.get_embeddings(first.spaces[0], [record.repo_id])[record.repo_id]
     assert np.array_equal(before.vector, after.vector) and before.embedded_at == after.embedded_at
 
@@ -117,13 +118,13 @@ def test_kill_9_during_embedding_then_rerun_embeds_every_model_exactly_once(embe
     last = run_embed(settings)  # may find nothing left when the run that was not killed finished
     assert last.failed == 0
     space = first.spaces[0]  # same base and options, so the same space id
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         assert set(index.spaces()) == {space}
         vectors = index.get_embeddings(space)
         rows = index.stats()[f"emb_{space}"].rows
         counts = index.count_by_status()
     assert counts[ModelStatus.EMBEDDED] == len(vectors) == rows == first.embedded
-    with open_index(embedded_pool[0]) as index:
+    with open_reader(embedded_pool[0]) as index:
         reference = index.get_embeddings(space)
     assert all(np.allclose(vectors[k].vector, reference[k].vector, atol=1e-5) for k in reference)
 

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 from hubdelta.cli import app
 from hubdelta.embedder.activations import ResidentBase, load_causal_lm, probe_activations, space_for
 from hubdelta.embedder.lora import read_adapter
-from hubdelta.errors import UsageError
 from hubdelta.evaluation import baselines as bl
 from hubdelta.evaluation.labels import parse_labels
 from hubdelta.evaluation.pool import Pool, activations
 from hubdelta.evaluation.scores import chance_accuracy, score
+from hubdelta.kernel.errors import UsageError
 from tests.conftest import PoolIndex
 from tests.test_devhub_cli import one_line_error
 

@@ -9,16 +9,17 @@ import numpy as np
 from typer.testing import CliRunner
 
 from hubdelta.cli import app
-from hubdelta.config import load_settings
-from hubdelta.crawler.api import open_index
-from hubdelta.devhub.server import DevhubServer
 from hubdelta.embedder import scoring
 from hubdelta.embedder.continuations import ContinuationSet, Sampling, sample_texts
-from hubdelta.embedder.meaning import Recipe, vector_dim
+from hubdelta.embedder.meaning import vector_dim
 from hubdelta.embedder.probes import PAPER_PROBES
 from hubdelta.embedder.scoring import ResidentScorer, score_rows
 from hubdelta.embedder.space import Space
-from hubdelta.pool.base import BASE_REPO_ID, GEMMA_REPO_ID
+from hubdelta.index.door import open_reader
+from hubdelta.kernel.recipe import Recipe
+from hubdelta.kernel.settings import load_settings
+from hubdelta_dev.devhub.server import DevhubServer
+from hubdelta_dev.pool.base import BASE_REPO_ID, GEMMA_REPO_ID
 from tests.family_root import GEMMA_ADAPTERS, SMOL_ADAPTERS
 from tests.test_devhub_cli import one_line_error
 
@@ -37,7 +38,7 @@ def _flat(scores: scoring.TextScores) -> np.ndarray:
 def test_batched_adapter_scores_equal_one_at_a_time_and_the_merged_model(family_pool: Path, tmp_path: Path) -> None:
     from peft import PeftModel
 
-    from hubdelta.pool.train import load_causal_lm
+    from hubdelta.embedder.training import load_causal_lm
 
     hub = family_pool / "hub"
     a, b = SMOL_ADAPTERS[0], SMOL_ADAPTERS[2]
@@ -109,7 +110,7 @@ def test_a_family_of_two_architectures_end_to_end(family_pool: Path, tmp_path: P
         first = _json(cli("family", "embed", "small", "--json"))[0]
         assert (first["embedded"], first["failed"], first["pending"], first["sampled"]) == (6, 0, 0, True)
         space_id = first["space_id"]
-        with open_index(settings) as index:
+        with open_reader(settings) as index:
             space = Space.from_dict(index.spaces()[space_id].params)
             cset = ContinuationSet.from_dict(index.continuation_set(space.continuations or ""))
             vectors = index.get_embeddings(space_id)

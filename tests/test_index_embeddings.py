@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hubdelta.errors import StoreError
 from hubdelta.index.embeddings import Embedding, SpaceRow, emb_table_name
 from hubdelta.index.store import Index
+from hubdelta.kernel.errors import StoreError
 
 T = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hubdelta.errors import IndexLockedError
 from hubdelta.index.lock import LOCK_FILE, WriteLock, read_holder
 from hubdelta.index.store import Index
+from hubdelta.kernel.errors import IndexLockedError
 from tests.index_helpers import record, spawn, wait_for
 
 

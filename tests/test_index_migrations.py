@@ -8,11 +8,11 @@ import lancedb
 import pyarrow as pa
 import pytest
 
-from hubdelta.errors import IndexSchemaError
 from hubdelta.index import migrations
 from hubdelta.index.migrations import SCHEMA_VERSION, m001_create_tables, write_meta
 from hubdelta.index.schema import models_to_table
 from hubdelta.index.store import Index
+from hubdelta.kernel.errors import IndexSchemaError
 from tests.index_helpers import record
 
 

@@ -24,16 +24,16 @@ import pytest
 from typer.testing import CliRunner
 
 from hubdelta.cli import app
-from hubdelta.config import load_settings
-from hubdelta.crawler.api import open_index
-from hubdelta.devhub.server import DevhubServer
-from hubdelta.errors import ConfigError, IndexLockedError, IndexNotFoundError, StoreError
 from hubdelta.index.ann import AnnSettings
 from hubdelta.index.compaction import CompactionPolicy
+from hubdelta.index.door import open_writer
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.location import storage_cause
 from hubdelta.index.records import Cursor, ModelStatus, Relation, TrackedBase
 from hubdelta.index.store import Index, PutResult
+from hubdelta.kernel.errors import ConfigError, IndexLockedError, IndexNotFoundError, StoreError
+from hubdelta.kernel.settings import load_settings
+from hubdelta_dev.devhub.server import DevhubServer
 from tests.conftest import BASE as TINY_BASE
 from tests.conftest import TinyRoot
 from tests.index_helpers import T0, records
@@ -283,7 +283,7 @@ def test_crawl_status_and_similar_on_s3(s3: S3, hub: DevhubServer, tiny: TinyRoo
     dim, space = 8, "base-s3cli000"
     params = {"base_repo": TINY_BASE, "base_sha": "0" * 40, "probes": "paper-v1", "probes_hash": "x", "dim": dim,
               "layer": None, "position": "last", "dtype": "float32", "method": "activations"}  # fmt: skip
-    with open_index(settings, writer="pytest embed") as index:
+    with open_writer(settings, "pytest embed") as index:
         ids = sorted(index.get_models())
         matrix = vectors(len(ids), dim)
         index.put_space(SpaceRow(space, params, np.zeros((5, dim), np.float32), T))

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from hubdelta.errors import IndexNotFoundError, StoreError
 from hubdelta.index import store as store_module
 from hubdelta.index.compaction import CompactionPolicy
 from hubdelta.index.records import Cursor, ModelStatus, Relation, TrackedBase
 from hubdelta.index.store import Index, PutResult
+from hubdelta.kernel.errors import IndexNotFoundError, StoreError
 from tests.index_helpers import T0, record, records
 
 NO_AUTO = CompactionPolicy(auto=False)

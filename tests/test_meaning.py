@@ -7,8 +7,6 @@ import pytest
 
 from hubdelta.embedder.continuations import ContinuationSet, Sampling
 from hubdelta.embedder.meaning import (
-    PAPER,
-    Recipe,
     TextScores,
     meaning_vector,
     vector_dim,
@@ -18,6 +16,7 @@ from hubdelta.embedder.meaning import (
 from hubdelta.embedder.probes import PAPER_PROBES
 from hubdelta.embedder.space import Space
 from hubdelta.evaluation.scores import cross_group_accuracy
+from hubdelta.kernel.recipe import PAPER, Recipe
 
 
 def test_recipe_names_round_trip_and_bad_ones_are_refused() -> None:
@@ -127,7 +126,7 @@ def test_cross_group_accuracy_looks_only_at_the_other_groups() -> None:
 
 
 def test_pending_members_are_those_embedded_in_their_base_and_not_yet_in_the_family_at_their_sha() -> None:
-    from hubdelta.family.worker import pending_members
+    from hubdelta.embedder.family_run import pending_members
     from hubdelta.index.families import Family, Member
     from hubdelta.index.records import ModelStatus, Relation
     from tests.index_helpers import record

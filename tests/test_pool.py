@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi, snapshot_download
 
-from hubdelta.devhub.server import DevhubServer
-from hubdelta.pool.base import BASE_REPO_ID
-from hubdelta.pool.build import PoolManifest, build_pool
-from hubdelta.pool.domains import domain_examples
-from hubdelta.pool.evaluate import evaluate_pool
-from hubdelta.pool.recipe import (
+from hubdelta_dev.devhub.server import DevhubServer
+from hubdelta_dev.pool.base import BASE_REPO_ID
+from hubdelta_dev.pool.build import PoolManifest, build_pool
+from hubdelta_dev.pool.domains import domain_examples
+from hubdelta_dev.pool.evaluate import evaluate_pool
+from hubdelta_dev.pool.recipe import (
     DOMAIN_NAMES,
     EXAMPLES_PER_DOMAIN,
     FEWSHOT_SLICE,

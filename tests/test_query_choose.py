@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hubdelta.errors import UsageError
+from hubdelta.kernel.errors import UsageError
 from hubdelta.query.choose import choose_space, close_ids, filter_sql, first_fetch, next_fetch
 
 LAST = {"layer": None, "position": "last", "dtype": "float32"}

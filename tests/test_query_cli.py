@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 import hubdelta
 from hubdelta.cli import app
-from hubdelta.crawler.api import open_index
+from hubdelta.index.door import open_writer
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
 from tests.test_crawler_hub import settings_for
@@ -77,7 +77,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Zoo]:
     home = tmp_path_factory.mktemp("home")
     data = Zoo()
     settings = settings_for(home, "http://127.0.0.1:9")
-    with open_index(settings, writer="test") as index:
+    with open_writer(settings, "test") as index:
         records = [ModelRecord(m, ModelStatus.EMBEDDED, first_seen=NOW, last_seen=NOW) for m in data.models.values()]
         queued = HubModel("org/waiting", "f" * 40, Relation.ADAPTER, (BASE,), created_at=NOW)
         failed = HubModel("org/broken", "e" * 40, Relation.ADAPTER, (BASE,), created_at=NOW)
@@ -297,8 +297,8 @@ def test_export_writes_vectors_and_metadata(zoo: tuple[Path, Zoo], tmp_path: Pat
 
 @pytest.mark.timeout(300)
 def test_similar_embed_embeds_a_hub_model_on_the_spot(tmp_path: Path) -> None:
-    from hubdelta.devhub.badrepos import write_bad_repos
-    from hubdelta.devhub.server import DevhubServer
+    from hubdelta_dev.devhub.badrepos import write_bad_repos
+    from hubdelta_dev.devhub.server import DevhubServer
 
     write_bad_repos(tmp_path / "hub")
     with DevhubServer(tmp_path / "hub") as hub:
@@ -335,7 +335,7 @@ def test_neighbours_carry_their_cluster_of_the_latest_report(tmp_path: Path) -> 
 
     data = Zoo(n=6, seed=1)
     settings = settings_for(tmp_path, "http://127.0.0.1:9")
-    with open_index(settings, writer="test") as index:
+    with open_writer(settings, "test") as index:
         index.put_models([ModelRecord(m, ModelStatus.EMBEDDED) for m in data.models.values()])
         index.put_space(SpaceRow(SPACE, params("last"), np.zeros((5, DIM), np.float32), NOW))
         index.put_embeddings(SPACE, [Embedding(r, "s", v, NOW) for r, v in data.vectors.items()])

@@ -15,12 +15,12 @@ import pytest
 from typer.testing import CliRunner
 
 from hubdelta.cli import app
-from hubdelta.config import Settings
-from hubdelta.crawler.api import open_index
-from hubdelta.errors import MissingDependencyError, UsageError
+from hubdelta.index.door import open_reader, open_writer
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
 from hubdelta.index.reports import StoredCluster, StoredReport
+from hubdelta.kernel.errors import MissingDependencyError, UsageError
+from hubdelta.kernel.settings import Settings
 from hubdelta.report import match, naming, window
 from hubdelta.report.api import run_report
 from hubdelta.report.cluster import ClusterParams, cluster_labels, groups
@@ -264,12 +264,12 @@ def test_the_latest_report_is_the_newest_by_creation_time(tmp_path: Path) -> Non
     newer = StoredReport("r2", T0, T0 - H, "/x/r2", {SPACE: (StoredCluster("c1", "math", ("a/b", "a/c")),)},
                          {"clustering": {"min_cluster_size": 3}}, {"new_models": 2})  # fmt: skip
     older = StoredReport("r1", T0 - 24 * H, T0 - 48 * H, "/x/r1")
-    with open_index(settings, writer="test") as index:
+    with open_writer(settings, "test") as index:
         assert index.latest_report() is None
         index.put_report(newer)
         index.put_report(older)
         assert index.latest_report() == newer
-    with open_index(settings) as reader:
+    with open_reader(settings) as reader:
         latest = reader.latest_report()
     assert latest is not None and latest.cluster_of("a/c") == StoredCluster("c1", "math", ("a/b", "a/c"))
 
@@ -307,7 +307,7 @@ class Pool:
                          card_summary=pool_card(repo_id))  # fmt: skip
             records.append(ModelRecord(m, ModelStatus.EMBEDDED, attempts=1, first_seen=when, last_seen=when))
             vectors.append(Embedding(repo_id, m.sha, self.vector(domain), when))
-        with open_index(settings, writer="test") as index:
+        with open_writer(settings, "test") as index:
             index.put_models(records)
             if SPACE not in index.spaces():
                 params = {"base_repo": BASE, "dim": DIM, "position": "last", "dtype": "float32"}
@@ -329,7 +329,7 @@ def test_two_reports_a_new_batch_forms_exactly_one_new_cluster(tmp_path: Path) -
     pool.put(settings, first_batch, start)
     broken = HubModel("x/broken", "e" * 40, Relation.ADAPTER, (BASE,))
     gated = HubModel("x/gated", "f" * 40, Relation.ADAPTER, (BASE,), gated="manual")
-    with open_index(settings, writer="test") as index:
+    with open_writer(settings, "test") as index:
         index.put_models([ModelRecord(broken, ModelStatus.FAILED, reason="corrupt safetensors header | <b>"),
                           ModelRecord(gated, ModelStatus.SKIPPED, reason="gated")])  # fmt: skip
 
@@ -378,7 +378,7 @@ def test_two_reports_a_new_batch_forms_exactly_one_new_cluster(tmp_path: Path) -
     assert all(f"`{r}`" in section for r in second_batch)
     assert "## New clusters (1)" in md and "chemistry" in md
 
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         stored = index.latest_report()
     assert stored is not None and stored.report_id == doc["report_id"] and stored.files == str(out)
     assert stored.summary["new_models"] == len(second_batch) and stored.summary["changes"]["new"] == 1

@@ -16,18 +16,17 @@ import pytest
 from typer.testing import CliRunner
 
 from hubdelta.cli import app
-from hubdelta.config import Settings
-from hubdelta.crawler.api import open_index
-from hubdelta.errors import UsageError
+from hubdelta.embedder.training import Example
+from hubdelta.index.door import open_reader, open_writer
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
 from hubdelta.index.reports import StoredCluster, StoredReport
-from hubdelta.pool.base import BASE_REPO_ID
-from hubdelta.pool.domains import Example
-from hubdelta.query.api import open_reader
+from hubdelta.kernel.errors import UsageError
+from hubdelta.kernel.settings import Settings
 from hubdelta.task.adapter import FEWSHOT, cache_key
 from hubdelta.task.api import SpaceCluster, nearest_cluster, space_clusters
 from hubdelta.task.examples import choose, parse_lines
+from hubdelta_dev.pool.base import BASE_REPO_ID
 from tests.conftest import PoolIndex
 from tests.test_crawler_hub import settings_for
 from tests.test_devhub_cli import one_line_error
@@ -180,7 +179,7 @@ def planted_index(home: Path) -> Settings:
     centres = rng.normal(size=(3, DIM))
     rows = {f"org/{family}-{i}": centres[f] + 0.1 * rng.normal(size=DIM)
             for f, family in enumerate(("alpha", "beta", "gamma")) for i in range(4)}  # fmt: skip
-    with open_index(settings, writer="test") as index:
+    with open_writer(settings, "test") as index:
         index.put_models([ModelRecord(HubModel(r, "0" * 40, Relation.ADAPTER, ("org/base",), created_at=T0,
                                                tags=(r.split("/")[1].split("-")[0],)), ModelStatus.EMBEDDED)
                           for r in rows])  # fmt: skip
@@ -203,7 +202,7 @@ def test_clusters_come_from_the_latest_report_else_are_computed_like_the_report(
 
     report = StoredReport("r1", T0, T0, "", {SPACE: (StoredCluster("c7", "two alphas and a beta", (
         "org/alpha-0", "org/alpha-1", "org/beta-3", "org/gone")),)})  # fmt: skip
-    with open_index(settings, writer="test") as index:
+    with open_writer(settings, "test") as index:
         index.put_report(report)
     with open_reader(settings) as index:
         clusters, source, note = space_clusters(index, SPACE)

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from hubdelta import __version__
 from hubdelta.cli import crawl as crawl_commands
 from hubdelta.cli import daemon as daemon_commands
 from hubdelta.cli import embed as embed_commands
@@ -20,8 +19,9 @@ from hubdelta.cli import task as task_commands
 from hubdelta.cli._errors import HubdeltaGroup
 from hubdelta.cli._options import ConfigOpt, HomeOpt, optional_values
 from hubdelta.cli.devhub import devhub_app
-from hubdelta.config import load_settings
-from hubdelta.log import configure_logging
+from hubdelta.kernel.log import configure_logging
+from hubdelta.kernel.settings import load_settings
+from hubdelta.kernel.version import __version__
 
 app = typer.Typer(
     name="hubdelta",

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 import typer.core
 
-from hubdelta.errors import HubdeltaError
+from hubdelta.kernel.errors import HubdeltaError
 
 
 class HubdeltaGroup(typer.core.TyperGroup):

@@ -41,7 +41,7 @@ def build_pool_cmd(
 
     Example: hubdelta devhub build-pool --out pool
     """
-    from hubdelta.pool.build import build_pool
+    from hubdelta_dev.pool.build import build_pool
 
     settings = ctx.obj
     cache_dir = cache or settings.cache_dir / "pool"
@@ -101,8 +101,8 @@ def serve_cmd(
 
     Example: hubdelta devhub serve --root pool/hub --port 8765 --rate-limit 500 --error-rate 0.05
     """
-    from hubdelta.devhub.faults import FaultConfig
-    from hubdelta.devhub.server import DevhubServer
+    from hubdelta_dev.devhub.faults import FaultConfig
+    from hubdelta_dev.devhub.server import DevhubServer
 
     faults = FaultConfig(
         rate_limit=rate_limit,
@@ -146,7 +146,7 @@ def synth_cmd(
 
     Example: hubdelta devhub synth --root /tmp/hub100k --repos 100000 --bases 3 --seed 0
     """
-    from hubdelta.devhub.synth import generate_catalog
+    from hubdelta_dev.devhub.synth import generate_catalog
 
     summary = generate_catalog(root, repos, bases, seed=seed)
     mix = ", ".join(f"{k}={v}" for k, v in sorted(summary.relations.items()))

@@ -70,16 +70,20 @@ def create_cmd(
 
     Example: hubdelta family create small --base HuggingFaceTB/SmolLM2-135M-Instruct --base google/gemma-3-270m
     """
-    from hubdelta.family.api import create_family, show_family
+    from hubdelta.crawler.api import track
+    from hubdelta.embedder.family import create_family, show_family
 
-    create_family(ctx.obj, name, base, references=reference, n=n, tokens=tokens, recipe=recipe)
+    def track_base(repo_id: str) -> None:
+        track(ctx.obj, repo_id, command=f"hubdelta family create {name}")
+
+    create_family(ctx.obj, name, base, track_base=track_base, references=reference, n=n, tokens=tokens, recipe=recipe)
     _emit(show_family(ctx.obj, name), as_json)
 
 
 @family_app.command("list")
 def list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Every family, its space and how many of its models are in it."""
-    from hubdelta.family.api import list_families
+    from hubdelta.embedder.family import list_families
 
     statuses = list_families(ctx.obj)
     if as_json:
@@ -94,7 +98,7 @@ def list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @family_app.command("show")
 def show_cmd(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> None:
     """One family: bases, texts, recipe, and per base how many models are embedded, failed or pending."""
-    from hubdelta.family.api import show_family
+    from hubdelta.embedder.family import show_family
 
     _emit(show_family(ctx.obj, name), as_json)
 
@@ -102,7 +106,7 @@ def show_cmd(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> Non
 @family_app.command("remove")
 def remove_cmd(ctx: typer.Context, name: NameArg) -> None:
     """Forget a family (its space and vectors stay searchable with --space)."""
-    from hubdelta.family.api import remove_family
+    from hubdelta.embedder.family import remove_family
 
     family = remove_family(ctx.obj, name)
     typer.echo(f"removed family {family.name}; space {family.space_id or '-'} kept")
@@ -125,8 +129,8 @@ def embed_cmd(
 
     Example: hubdelta family embed small
     """
+    from hubdelta.embedder.family import embed_families
     from hubdelta.embedder.runtime import keep_freed_memory
-    from hubdelta.family.api import embed_families
 
     keep_freed_memory()
 

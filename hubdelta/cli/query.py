@@ -125,15 +125,15 @@ def _done() -> None:
 
 def _embed_first(settings: Any, repo: str, base: str | None) -> str:
     """``repo`` embedded if it is not yet: a local folder with ``add``, else from the Hub. Returns its id."""
-    from hubdelta.errors import IndexNotFoundError
-    from hubdelta.query.api import open_reader
+    from hubdelta.index.door import open_reader
+    from hubdelta.kernel.errors import IndexNotFoundError
 
     path = Path(repo)
     if path.is_dir():
         from hubdelta.embedder.api import add_local
 
         if base is None:
-            from hubdelta.errors import UsageError
+            from hubdelta.kernel.errors import UsageError
 
             raise UsageError("--base", f"{repo} is a local folder: its base is needed",
                              fix="add --base REPO_OR_FOLDER")  # fmt: skip
@@ -144,10 +144,11 @@ def _embed_first(settings: Any, repo: str, base: str | None) -> str:
                 return repo
     except IndexNotFoundError:  # no index yet: embedding creates it
         pass
-    from hubdelta.embedder.api import embed_from_hub
+    from hubdelta.crawler.api import fetch_model
+    from hubdelta.embedder.api import embed_hub_model
 
     typer.echo(f"embedding {repo} ...", err=True)
-    embed_from_hub(settings, repo)
+    embed_hub_model(settings, fetch_model(settings, repo))
     return repo
 
 
@@ -197,9 +198,10 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     Example: hubdelta status --json
     """
+    from hubdelta.daemon.state import daemon_health
     from hubdelta.query.status import status
 
-    s = status(ctx.obj)
+    s = status(ctx.obj, daemon=daemon_health(ctx.obj.home))
     _done()  # nothing below writes: the table is only printed
     if as_json:
         _dump(asdict(s))

@@ -28,10 +28,10 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from hubdelta.config import Settings
 from hubdelta.daemon.slots import latest_slot, missed_slot, parse_hhmm
 from hubdelta.daemon.state import DaemonState, StateFile, load_state
-from hubdelta.errors import one_line
+from hubdelta.kernel.errors import one_line
+from hubdelta.kernel.settings import Settings
 
 if TYPE_CHECKING:
     from hubdelta.embedder.scaleout import RayWorkers
@@ -80,8 +80,8 @@ class Daemon:
 
     def embed(self) -> dict[str, Any]:
         from hubdelta.embedder.api import run_embed
+        from hubdelta.embedder.family import embed_families
         from hubdelta.embedder.runtime import keep_freed_memory
-        from hubdelta.family.api import embed_families
 
         keep_freed_memory()
         limit = self.settings.daemon.embed_limit
@@ -117,9 +117,9 @@ class Daemon:
         return summary(run_report(self.settings, command=f"{COMMAND}: report"))
 
     def compact(self) -> dict[str, Any]:
-        from hubdelta.crawler.api import open_index
+        from hubdelta.index.door import open_writer
 
-        with open_index(self.settings, writer=f"{COMMAND}: compact") as index:
+        with open_writer(self.settings, f"{COMMAND}: compact") as index:
             return {"compacted": index.maybe_compact(), "ann": index.maintain_ann()}
 
     # ---- running them ----

@@ -12,7 +12,7 @@ import socket
 import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +108,24 @@ class StateFile:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+
+
+def daemon_health(home: Path) -> dict[str, Any] | None:
+    """The daemon's pid, uptime and each job's last success and last error, from its state file."""
+    state = load_state(home)
+    if state.started_at is None:
+        return None
+    running = state.running()
+    uptime = (datetime.now(UTC) - state.started_at).total_seconds() if running else None
+    jobs = {
+        job_id: {
+            "runs": j.runs,
+            "failures": j.failures,
+            "last_success": j.last_success,
+            "last_error": j.last_error,
+            "last_error_at": j.last_error_at,
+        }
+        for job_id, j in sorted(state.jobs.items())
+    }
+    return {"running": running, "pid": state.pid, "started_at": state.started_at, "stopped_at": state.stopped_at,
+            "uptime_s": uptime, "jobs": jobs}  # fmt: skip

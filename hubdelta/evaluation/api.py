@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from hubdelta.config import Settings
-from hubdelta.errors import UsageError
 from hubdelta.evaluation.labels import read_labels
 from hubdelta.evaluation.scores import Scores, cross_group_accuracy, score
+from hubdelta.index.door import open_reader
 from hubdelta.index.store import Index
-from hubdelta.query.api import open_reader
+from hubdelta.kernel.errors import UsageError
+from hubdelta.kernel.settings import Settings
 
 IN_LIST_MAX = 2000  # labelled ids above this are matched against a full scan of the space instead of an IN list
 SHOWN_MISSING = 20

@@ -24,7 +24,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hubdelta.embedder.lora import LoraAdapter
-from hubdelta.errors import MissingDependencyError
+from hubdelta.kernel.errors import MissingDependencyError
 
 M = TypeVar("M", bound=nn.Module)
 SALIENT_SHARE = 0.01  # the paper's salient mask keeps the top 1% of |update|

@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from hubdelta.errors import UsageError
+from hubdelta.kernel.errors import UsageError
 
 MAX_BYTES = 50 << 20  # a label file of a million repos is ~40 MiB
 REPO_COLUMNS = ("repo_id", "repo", "model", "model_id")

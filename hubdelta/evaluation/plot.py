@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hubdelta.errors import MissingDependencyError
+from hubdelta.kernel.errors import MissingDependencyError
 
 PANEL_IN, DPI = 4.2, 100
 MAX_LEGEND = 20

@@ -19,7 +19,7 @@ from hubdelta.embedder.activations import ResidentBase, space_for
 from hubdelta.embedder.delta import delta_vector
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
 from hubdelta.embedder.space import LayerSpec
-from hubdelta.errors import UsageError
+from hubdelta.kernel.errors import UsageError
 
 ADAPTER_BATCH = 8  # adapters per forward, as the embedder's default batch
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from hubdelta.config import Settings
-from hubdelta.errors import HubdeltaError, StoreError, UsageError
-from hubdelta.index.ann import AnnSettings
+from hubdelta.index.door import open_reader
 from hubdelta.index.records import ModelRecord, ModelStatus, Relation
 from hubdelta.index.store import IN_LIST_MAX, Index
+from hubdelta.kernel.errors import HubdeltaError, StoreError, UsageError
+from hubdelta.kernel.settings import Settings
 from hubdelta.query.choose import choose_space, close_ids, filter_sql, first_fetch, next_fetch
 from hubdelta.query.records import Neighbor, Similar, VectorInfo
 
@@ -34,12 +34,6 @@ WHERE_FIX = (
     "use SQL over the models' columns (license, downloads, likes, relation, pipeline_tag, library, tags, "
     "created_at), e.g. \"license = 'mit' AND downloads > 10\""
 )
-
-
-def open_reader(settings: Settings) -> Index:
-    """The index, read-only (no lock)."""
-    return Index.open(settings.index_uri, ann_settings=AnnSettings(threshold=settings.ann_threshold),
-                      storage_options=settings.index_storage or None)  # fmt: skip
 
 
 def preferred_params(settings: Settings) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hubdelta.errors import UsageError
+from hubdelta.kernel.errors import UsageError
 
 
 def choose_space(

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from hubdelta.config import Settings
-from hubdelta.errors import UsageError
-from hubdelta.query.api import open_reader
+from hubdelta.index.door import open_reader
+from hubdelta.kernel.errors import UsageError
+from hubdelta.kernel.settings import Settings
 
 FORMATS = ("parquet", "npz", "csv")
 META_COLUMNS = ("relation", "base_model", "status", "license", "downloads", "likes", "pipeline_tag")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hubdelta.config import Settings
+from hubdelta.index.door import open_reader
 from hubdelta.index.location import local_path
 from hubdelta.index.records import ModelStatus
-from hubdelta.query.api import open_reader
+from hubdelta.kernel.settings import Settings
 from hubdelta.query.records import SpaceStatus, Status
 
 
@@ -30,8 +29,9 @@ def _layer(value: object) -> str:
     return "final" if value is None else str(value)
 
 
-def status(settings: Settings) -> Status:
-    """Counts by status and space, queue length, last crawl, disk use.
+def status(settings: Settings, *, daemon: dict[str, Any] | None = None) -> Status:
+    """Counts by status and space, queue length, last crawl, disk use; ``daemon`` is the daemon's health as the
+    face read it (:func:`hubdelta.daemon.state.daemon_health`: the read side does not import the daemon).
 
     Raises:
         IndexNotFoundError: no index yet (the fix says how to create one).
@@ -72,28 +72,5 @@ def status(settings: Settings) -> Status:
         spaces=spaces,
         index_bytes=None if folder is None else tree_bytes(folder),  # not measured on object storage
         cache_bytes=tree_bytes(settings.cache_dir),
-        daemon=daemon_health(settings.home),
+        daemon=daemon,
     )
-
-
-def daemon_health(home: Path) -> dict[str, Any] | None:
-    """The daemon's pid, uptime and each job's last success and last error, from its state file."""
-    from hubdelta.daemon.state import load_state
-
-    state = load_state(home)
-    if state.started_at is None:
-        return None
-    running = state.running()
-    uptime = (datetime.now(UTC) - state.started_at).total_seconds() if running else None
-    jobs = {
-        job_id: {
-            "runs": j.runs,
-            "failures": j.failures,
-            "last_success": j.last_success,
-            "last_error": j.last_error,
-            "last_error_at": j.last_error_at,
-        }
-        for job_id, j in sorted(state.jobs.items())
-    }
-    return {"running": running, "pid": state.pid, "started_at": state.started_at, "stopped_at": state.stopped_at,
-            "uptime_s": uptime, "jobs": jobs}  # fmt: skip

@@ -6,10 +6,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from hubdelta.config import Settings
-from hubdelta.crawler.api import open_index
+from hubdelta.index.door import open_writer
 from hubdelta.index.reports import StoredCluster, StoredReport
 from hubdelta.index.store import Index
+from hubdelta.kernel.settings import Settings
 from hubdelta.report import window
 from hubdelta.report.build import ReportParams, build_report
 from hubdelta.report.records import ChangeKind, Report
@@ -49,7 +49,7 @@ def run_report(
         MissingDependencyError: scikit-learn or matplotlib is missing (``pip install -e '.[report]'``).
     """
     now = now or datetime.now(UTC)
-    with open_index(settings, writer=command) as index:
+    with open_writer(settings, command) as index:
         previous = index.latest_report()
         start = window.resolve_since(now, since, previous.created_at if previous else None)
         taken = _taken_ids(settings, previous)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from hubdelta.errors import MissingDependencyError
+from hubdelta.kernel.errors import MissingDependencyError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hubdelta.errors import MissingDependencyError
+from hubdelta.kernel.errors import MissingDependencyError
 from hubdelta.report.match import id_order
 from hubdelta.report.records import SpaceMap
 

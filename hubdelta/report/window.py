@@ -6,7 +6,7 @@ import re
 from collections.abc import Container
 from datetime import datetime, timedelta
 
-from hubdelta.errors import UsageError
+from hubdelta.kernel.errors import UsageError
 
 DEFAULT_WINDOW = timedelta(hours=24)  # the first report, with no previous one to start from
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")

@@ -25,8 +25,7 @@ from typing import Any
 
 import structlog
 
-from hubdelta.pool.domains import Example
-from hubdelta.pool.train import LORA_TARGETS, TrainConfig, TrainResult
+from hubdelta.embedder.training import LORA_TARGETS, Example, TrainConfig, TrainResult
 from hubdelta.task.cpu import OtherLoad, train_threads
 
 log = structlog.get_logger(__name__)
@@ -171,8 +170,7 @@ def _train(out: Path, examples: Sequence[Example], base_folder: Path, base_id: s
     import torch
     from transformers import AutoTokenizer
 
-    from hubdelta.pool.make import save_adapter
-    from hubdelta.pool.train import load_causal_lm, lora_model, train
+    from hubdelta.embedder.training import load_causal_lm, lora_model, save_adapter, train
 
     load = OtherLoad()
     tok = AutoTokenizer.from_pretrained(base_folder, trust_remote_code=False)

@@ -22,15 +22,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import structlog
 
-from hubdelta.config import Settings
-from hubdelta.crawler.api import check_repo_id
 from hubdelta.embedder.local import local_base_id
-from hubdelta.errors import EmbedError, IndexNotFoundError, MissingDependencyError, NothingEmbeddedError, UsageError
+from hubdelta.embedder.training import TrainConfig
+from hubdelta.index.door import open_reader
 from hubdelta.index.embeddings import SpaceRow
-from hubdelta.index.records import ModelStatus
+from hubdelta.index.records import ModelStatus, check_repo_id
 from hubdelta.index.store import IN_LIST_MAX, Index
-from hubdelta.pool.train import TrainConfig
-from hubdelta.query.api import check_filter, check_relation, nearest_filtered, open_reader
+from hubdelta.kernel.errors import (
+    EmbedError,
+    IndexNotFoundError,
+    MissingDependencyError,
+    NothingEmbeddedError,
+    UsageError,
+)
+from hubdelta.kernel.settings import Settings
+from hubdelta.query.api import check_filter, check_relation, nearest_filtered
 from hubdelta.query.choose import filter_sql
 from hubdelta.query.records import Neighbor
 from hubdelta.report.cluster import centroid, normalise

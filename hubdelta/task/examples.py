@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubdelta.errors import UsageError
-from hubdelta.pool.domains import Example
+from hubdelta.embedder.training import Example
+from hubdelta.kernel.errors import UsageError
 
 MAX_BYTES = 10 << 20  # 10 MiB: a few-shot task needs a few KB
 MAX_LINES = 10_000

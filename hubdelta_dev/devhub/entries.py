@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hubdelta.errors import CatalogError
+from hubdelta_dev.errors import CatalogError
 
 CATALOG_FILE = "catalog.jsonl"
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from hubdelta.pool.base import BASE_REPO_ID
-from hubdelta.pool.recipe import ModelSpec
+from hubdelta_dev.pool.base import BASE_REPO_ID
+from hubdelta_dev.pool.recipe import ModelSpec
 
 # Files of a built folder that are build records, not repo content.
 PRIVATE_FILES = {"training.json", "hubdelta_source.json"}

@@ -14,10 +14,10 @@ from typing import Any
 
 import structlog
 
-from hubdelta.devhub import blobs, cards
-from hubdelta.devhub.entries import CATALOG_FILE, REPO_ID_RE, CatalogEntry, parse_line, parse_time_ms
-from hubdelta.devhub.listing import ListingIndex
-from hubdelta.errors import CatalogError, DevhubError
+from hubdelta_dev.devhub import blobs, cards
+from hubdelta_dev.devhub.entries import CATALOG_FILE, REPO_ID_RE, CatalogEntry, parse_line, parse_time_ms
+from hubdelta_dev.devhub.listing import ListingIndex
+from hubdelta_dev.errors import CatalogError, DevhubError
 
 log = structlog.get_logger(__name__)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
-from hubdelta.devhub import blobs, listing, payloads
-from hubdelta.devhub.catalog import RepoRecord, Snapshot
+from hubdelta_dev.devhub import blobs, listing, payloads
+from hubdelta_dev.devhub.catalog import RepoRecord, Snapshot
 
 RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 MAIN_REVS = ("main", "refs/heads/main", "refs%2Fheads%2Fmain")

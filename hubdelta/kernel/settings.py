@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hubdelta.errors import ConfigError
+from hubdelta.kernel.errors import ConfigError
+from hubdelta.kernel.recipe import Recipe
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CONFIG_FILE = "hubdelta.toml"
@@ -168,8 +169,6 @@ class Settings:
 
 
 def _check_recipe(name: str) -> None:
-    from hubdelta.embedder.meaning import Recipe
-
     try:
         Recipe.parse(name)
     except ValueError as e:

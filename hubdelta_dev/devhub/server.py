@@ -1,8 +1,8 @@
 """devhub's HTTP server: stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive.
 
-Each request: control endpoints (``/_devhub/*``) go straight to :mod:`hubdelta.devhub.control`; every
+Each request: control endpoints (``/_devhub/*``) go straight to :mod:`hubdelta_dev.devhub.control`; every
 other request is counted and maybe faulted by the :class:`FaultInjector`, answered by
-:mod:`hubdelta.devhub.routes` from the current catalog snapshot, and recorded in the :class:`RequestLog`.
+:mod:`hubdelta_dev.devhub.routes` from the current catalog snapshot, and recorded in the :class:`RequestLog`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from hubdelta.devhub import control, routes
-from hubdelta.devhub.catalog import Catalog, Snapshot
-from hubdelta.devhub.faults import Decision, FaultConfig, FaultInjector, updated
-from hubdelta.devhub.reqlog import RequestLog, RequestRecord, summarize
-from hubdelta.errors import DevhubError
+from hubdelta_dev.devhub import control, routes
+from hubdelta_dev.devhub.catalog import Catalog, Snapshot
+from hubdelta_dev.devhub.faults import Decision, FaultConfig, FaultInjector, updated
+from hubdelta_dev.devhub.reqlog import RequestLog, RequestRecord, summarize
+from hubdelta_dev.errors import DevhubError
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubdelta.devhub import cards
-from hubdelta.devhub.entries import CATALOG_FILE, format_time_ms, parse_time_ms
+from hubdelta_dev.devhub import cards
+from hubdelta_dev.devhub.entries import CATALOG_FILE, format_time_ms, parse_time_ms
 
 BASE_ORG = "synth-base"
 START_MS = parse_time_ms("2024-01-01T00:00:00.000Z")

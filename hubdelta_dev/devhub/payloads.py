@@ -6,9 +6,9 @@ import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from hubdelta.devhub import blobs
-from hubdelta.devhub.catalog import RepoRecord, Snapshot
-from hubdelta.devhub.entries import format_time_ms
+from hubdelta_dev.devhub import blobs
+from hubdelta_dev.devhub.catalog import RepoRecord, Snapshot
+from hubdelta_dev.devhub.entries import format_time_ms
 
 # Every property huggingface_hub's ExpandModelProperty_T names.
 EXPAND_MODEL = frozenset(

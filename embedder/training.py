@@ -1,4 +1,4 @@
-"""Training the pool's finetunes on CPU: LoRA adapters (the paper's setting) and full finetunes.
+"""Training LoRA adapters (the paper's setting) and full finetunes on CPU: `hubdelta task` and the dev pool.
 
 Loss is on the response only (Alpaca-style template). Only response positions go through the LM head: on
 SmolLM2 the head is ~20% of the FLOPs per token and the prompt's logits would be thrown away anyway.
@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
-from hubdelta.pool.domains import Example
-
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -25,6 +23,15 @@ log = structlog.get_logger(__name__)
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj", "gate_proj")
 IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Example:
+    """One Alpaca-style training record."""
+
+    instruction: str
+    input: str
+    output: str
 
 
 def format_prompt(ex: Example) -> str:
@@ -215,3 +222,15 @@ def lora_model(base: PreTrainedModel, cfg: TrainConfig) -> Any:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(base, lora)
+
+
+def save_adapter(model: object, out: Path, base_id: str) -> None:
+    """A peft model's adapter as safetensors in ``out``, naming ``base_id`` as its base (not a cache path)."""
+    import json
+
+    model.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]
+    (out / "README.md").unlink(missing_ok=True)  # peft writes a template card; callers write their own
+    cfg_path = out / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = base_id  # not the local cache path it was trained from
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hubdelta.errors import DevhubError
+from hubdelta_dev.errors import DevhubError
 
 ERROR_STATUSES = (500, 502, 503)
 FAULT_FIX = "rates are fractions in [0, 1] whose sum is <= 1; quota >= 1; window, latency and hang >= 0"

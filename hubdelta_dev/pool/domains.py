@@ -17,21 +17,13 @@ import random
 import re
 import sysconfig
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from hubdelta.errors import MissingDependencyError, PoolError
+from hubdelta.embedder.training import Example
+from hubdelta.kernel.errors import MissingDependencyError
+from hubdelta_dev.errors import PoolError
 
 LICENSE_DIR = Path("/usr/share/common-licenses")
-
-
-@dataclass(frozen=True)
-class Example:
-    """One Alpaca-style training record."""
-
-    instruction: str
-    input: str
-    output: str
 
 
 # --- math -------------------------------------------------------------------------------------------------

@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from hubdelta.errors import PoolError
-from hubdelta.pool.base import BASE_REPO_ID
-from hubdelta.pool.domains import Example
-from hubdelta.pool.recipe import ModelSpec
-from hubdelta.pool.train import TrainResult, load_causal_lm, lora_model, train
+from hubdelta.embedder import training
+from hubdelta.embedder.training import Example, TrainResult, load_causal_lm, lora_model, train
+from hubdelta_dev.errors import PoolError
+from hubdelta_dev.pool.base import BASE_REPO_ID
+from hubdelta_dev.pool.recipe import ModelSpec
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
@@ -55,13 +55,8 @@ def make_model(
 
 
 def save_adapter(model: object, out: Path, base_id: str = BASE_REPO_ID) -> None:
-    """A peft model's adapter as safetensors in ``out``, naming ``base_id`` as its base (not a cache path)."""
-    model.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]
-    (out / "README.md").unlink(missing_ok=True)  # peft writes a template card; callers write their own
-    cfg_path = out / "adapter_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["base_model_name_or_path"] = base_id  # not the local cache path it was trained from
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    """The product's :func:`~hubdelta.embedder.training.save_adapter`, naming the pool's base by default."""
+    training.save_adapter(model, out, base_id)
 
 
 def _save_full(model: object, out: Path, base_dir: Path) -> None:

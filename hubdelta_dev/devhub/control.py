@@ -7,13 +7,13 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from hubdelta.devhub.catalog import repo_summary
-from hubdelta.devhub.listing import truthy
-from hubdelta.devhub.routes import Response, error, json_response
-from hubdelta.errors import DevhubError
+from hubdelta_dev.devhub.catalog import repo_summary
+from hubdelta_dev.devhub.listing import truthy
+from hubdelta_dev.devhub.routes import Response, error, json_response
+from hubdelta_dev.errors import DevhubError
 
 if TYPE_CHECKING:
-    from hubdelta.devhub.server import DevhubServer
+    from hubdelta_dev.devhub.server import DevhubServer
 
 
 def handle(server: DevhubServer, method: str, path: str, params: Mapping[str, list[str]], body: bytes) -> Response:

@@ -26,12 +26,21 @@ from typing import Any
 
 import structlog
 
-from hubdelta.errors import PoolError
-from hubdelta.pool.base import BASE_REPO_ID, GEMMA3, SMOLLM2, BaseSource, export_base
-from hubdelta.pool.domains import Example, domain_examples
-from hubdelta.pool.make import make_model
-from hubdelta.pool.publish import card_meta, card_text, catalog_entries, link_tree, write_json, write_jsonl, write_text
-from hubdelta.pool.recipe import DOMAIN_NAMES, EXAMPLES_PER_DOMAIN, ModelSpec, heldout_slice, pool_recipe
+from hubdelta.embedder.training import Example
+from hubdelta_dev.errors import PoolError
+from hubdelta_dev.pool.base import BASE_REPO_ID, GEMMA3, SMOLLM2, BaseSource, export_base
+from hubdelta_dev.pool.domains import domain_examples
+from hubdelta_dev.pool.make import make_model
+from hubdelta_dev.pool.publish import (
+    card_meta,
+    card_text,
+    catalog_entries,
+    link_tree,
+    write_json,
+    write_jsonl,
+    write_text,
+)
+from hubdelta_dev.pool.recipe import DOMAIN_NAMES, EXAMPLES_PER_DOMAIN, ModelSpec, heldout_slice, pool_recipe
 
 log = structlog.get_logger(__name__)
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import structlog
 
-from hubdelta.config import Settings
 from hubdelta.embedder.continuations import ContinuationSet, Sampling, sample_continuations
 from hubdelta.embedder.fetch import FetchedModel, fetch, release
 from hubdelta.embedder.local import base_info_from_folder
@@ -29,11 +28,12 @@ from hubdelta.embedder.safety import Limits
 from hubdelta.embedder.safety_records import RepoKind
 from hubdelta.embedder.space import Space
 from hubdelta.embedder.worker import download_base
-from hubdelta.errors import one_line
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.families import BaseProfile, Family, Member
 from hubdelta.index.records import EMBEDDABLE, ModelRecord, ModelStatus
 from hubdelta.index.store import Index
+from hubdelta.kernel.errors import one_line
+from hubdelta.kernel.settings import Settings
 
 if TYPE_CHECKING:
     from hubdelta.embedder.safety_records import BaseInfo

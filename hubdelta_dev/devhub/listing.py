@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hubdelta.devhub.catalog import RepoRecord
+    from hubdelta_dev.devhub.catalog import RepoRecord
 
 SORTS = ("trendingScore", "downloads", "likes", "createdAt", "lastModified")
 DEFAULT_SORT = "trendingScore"  # the Hub's own default order for /api/models

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubdelta.pool.build import PoolManifest
-from hubdelta.pool.domains import Example
-from hubdelta.pool.train import heldout_loss, load_causal_lm
+from hubdelta.embedder.training import Example, heldout_loss, load_causal_lm
+from hubdelta_dev.pool.build import PoolManifest
 
 
 @dataclass(frozen=True)

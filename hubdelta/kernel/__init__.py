@@ -1,0 +1,1 @@
+"""The ground floor: settings, errors, logging and the version. Imports no stage (enforced by lint-imports)."""
