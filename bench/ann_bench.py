@@ -38,7 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import lancedb
 import numpy as np
@@ -154,6 +154,17 @@ def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
+def sweep(table: Any, queries: np.ndarray, truth: ExactTopK, settings: AnnSettings, args: argparse.Namespace) -> None:
+    """Recall and latency over the grid of nprobes x refine_factor."""
+    print(f"{'nprobes':>8} {'refine':>7} {'recall@' + str(args.k):>10} {'p50 ms':>8} {'p95 ms':>8}")
+    for nprobes in ints(args.nprobes):
+        for refine in ints(args.refine):
+            s = replace(settings, nprobes=nprobes, refine_factor=refine)
+            found, t = timed_queries(lambda q, s=s: [r for r, _ in nearest(table, q, args.k, s)], queries)
+            p50, p95 = np.percentile(t, [50, 95]) * 1000
+            print(f"{nprobes:8d} {refine:7d} {recall(found, truth):10.3f} {p50:8.1f} {p95:8.1f}")
+
+
 def run_size(n: int, args: argparse.Namespace, folder: Path) -> None:
     rng = np.random.default_rng(args.seed)
     mixture = Mixture.make(args.clusters, args.dim, rng)
@@ -191,13 +202,7 @@ def run_size(n: int, args: argparse.Namespace, folder: Path) -> None:
         _, t = timed_queries(exact, flat)
         print(f"exact flat scan (bypass_vector_index, {len(flat)} queries): p50 {np.median(t) * 1000:.1f} ms")
 
-    print(f"{'nprobes':>8} {'refine':>7} {'recall@' + str(args.k):>10} {'p50 ms':>8} {'p95 ms':>8}")
-    for nprobes in ints(args.nprobes):
-        for refine in ints(args.refine):
-            s = replace(settings, nprobes=nprobes, refine_factor=refine)
-            found, t = timed_queries(lambda q, s=s: [r for r, _ in nearest(table, q, args.k, s)], queries)
-            p50, p95 = np.percentile(t, [50, 95]) * 1000
-            print(f"{nprobes:8d} {refine:7d} {recall(found, truth):10.3f} {p50:8.1f} {p95:8.1f}")
+    sweep(table, queries, truth, settings, args)
 
     if args.append:
         # Rows written after the build are scanned flat by every query until maintain() folds them in.

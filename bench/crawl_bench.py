@@ -48,7 +48,7 @@ def main() -> None:
                       f"{s.pages:6d} {s.seconds:8.1f} {s.pages / s.seconds:8.1f} {per_new:>8s}")  # fmt: skip
                 assert s.requests == hub.requests()["by_kind"].get("list", 0)
             with open_reader(settings) as index:
-                stats = index.stats()
+                stats = index.maintenance.stats()
             print("index:", {name: (t.rows, t.fragments) for name, t in stats.items()}, "(rows, fragments)")
 
 

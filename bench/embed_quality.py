@@ -74,7 +74,7 @@ def main() -> None:
                 summary = run_embed(settings)
                 with open_reader(settings) as index:
                     (space,) = summary.spaces
-                    vectors = {k: e.vector for k, e in index.get_embeddings(space).items()}
+                    vectors = {k: e.vector for k, e in index.vectors.get(space).items()}
                 s15, _ = _score(vectors, labels, splits)
                 s20, nn20 = _score(vectors, labels, splits + fewshot)
                 secs = time.perf_counter() - started

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from hubdelta.index import HubModel, Index, ModelRecord, ModelStatus, Relation
+from hubdelta.index.selectors import by_status
 
 T = TypeVar("T")
 BASES = [f"org{i}/base-{i}" for i in range(50)]
@@ -67,27 +68,27 @@ def main(n_rows: int, folder: Path) -> None:
     with Index.open(uri, lock_dir=folder, writer="bench/index_bench.py") as index:
         started, compactions = time.perf_counter(), 0
         for start in range(0, n_rows, 1000):
-            index.put_models(records(start, min(1000, n_rows - start), rng))
-            compactions += index.stats()["models"].versions == 1
+            index.models.put(records(start, min(1000, n_rows - start), rng))
+            compactions += index.maintenance.stats()["models"].versions == 1
         elapsed = time.perf_counter() - started
         print(f"{'write ' + str(n_rows) + ' rows in batches of 1000':48s} {elapsed * 1000:8.1f} ms (incl. records)")
         print(f"{'  auto-compactions during the write':48s} {compactions:8d}")
-        print(f"{'  stats after':48s} {index.stats()['models']}")
+        print(f"{'  stats after':48s} {index.maintenance.stats()['models']}")
         update = records(0, 1000, rng)
-        timed("put_models 1000 updates into the full table", lambda: index.put_models(update), repeat=1)
+        timed("models.put 1000 updates into the full table", lambda: index.models.put(update), repeat=1)
     reader = Index.open(uri)
-    timed("get_models() all", reader.get_models)
+    timed("models.get() all", reader.models.get)
     ids = [f"user{i % 9973}/model-{i}" for i in range(0, n_rows, max(1, n_rows // 100))]
-    timed("get_models(100 ids)", lambda: reader.get_models(ids))
+    timed("models.get(100 ids)", lambda: reader.models.get(ids))
     ids = [f"user{i % 9973}/model-{i}" for i in range(0, n_rows, max(1, n_rows // 1000))]
-    timed("get_models(1000 ids)", lambda: reader.get_models(ids))
-    timed("models_for_base(small base, ~1.2% of rows)", lambda: reader.models_for_base(BASES[7]))
-    timed("models_for_base(big base, ~40% of rows)", lambda: reader.models_for_base(BIG))
-    timed("count_by_status()", reader.count_by_status)
-    timed("count_models(\"status = 'queued'\")", lambda: reader.count_models("status = 'queued'"))
-    timed("stats()", reader.stats)
+    timed("models.get(1000 ids)", lambda: reader.models.get(ids))
+    timed("models.for_base(small base, ~1.2% of rows)", lambda: reader.models.for_base(BASES[7]))
+    timed("models.for_base(big base, ~40% of rows)", lambda: reader.models.for_base(BIG))
+    timed("models.count_by_status()", reader.models.count_by_status)
+    timed("models.count(by_status(QUEUED))", lambda: reader.models.count(by_status(ModelStatus.QUEUED)))
+    timed("maintenance.stats()", reader.maintenance.stats)
     with Index.open(uri, lock_dir=folder, writer="bench compact") as index:
-        timed("compact() (nothing to merge)", index.compact, repeat=1)
+        timed("maintenance.compact() (nothing to merge)", index.maintenance.compact, repeat=1)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def build(home: Path, n: int, seed: int = 0) -> None:
               "layer": None, "position": "last", "dtype": "float32", "method": "activations"}  # fmt: skip
     started = time.perf_counter()
     with open_writer(settings, "bench/query_bench.py") as index:
-        index.put_space(SpaceRow(SPACE, params, np.zeros((5, DIM), np.float32), now))
+        index.vectors.put_space(SpaceRow(SPACE, params, np.zeros((5, DIM), np.float32), now))
         for start in range(0, n, BATCH):
             ids = range(start, min(n, start + BATCH))
             models = [
@@ -66,15 +66,15 @@ def build(home: Path, n: int, seed: int = 0) -> None:
                 )
                 for i in ids
             ]
-            index.put_models([ModelRecord(m, ModelStatus.EMBEDDED, first_seen=now, last_seen=now) for m in models])
+            index.models.put([ModelRecord(m, ModelStatus.EMBEDDED, first_seen=now, last_seen=now) for m in models])
             labels = rng.integers(0, len(centers), len(models))
             vectors = centers[labels] + 0.6 * rng.normal(size=(len(models), DIM)).astype(np.float32)
             rows = [Embedding(m.repo_id, m.sha, v, now) for m, v in zip(models, vectors, strict=True)]
-            index.put_embeddings(SPACE, rows)
+            index.vectors.put(SPACE, rows)
         written = time.perf_counter() - started
-        index.compact()
-        actions = index.maintain_ann([SPACE])
-        status = index.ann_status(SPACE)
+        index.maintenance.compact()
+        actions = index.vectors.maintain_ann([SPACE])
+        status = index.vectors.ann_status(SPACE)
     print(f"built {n:,} models in {written:.1f} s; ANN: {actions} -> {status} in {time.perf_counter() - started:.1f} s")
 
 

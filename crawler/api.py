@@ -10,7 +10,8 @@ from hubdelta.crawler.hub import HubLister, to_hub_model
 from hubdelta.crawler.politeness import Politeness
 from hubdelta.index.door import open_reader, open_writer
 from hubdelta.index.records import DEFAULT_RELATIONS, HubModel, Relation, TrackedBase, check_repo_id
-from hubdelta.kernel.errors import HubdeltaError, UsageError
+from hubdelta.kernel.errors import UsageError
+from hubdelta.kernel.hub_errors import hub_errors
 from hubdelta.kernel.settings import Settings
 
 
@@ -32,17 +33,12 @@ def parse_relations(text: str | Iterable[str]) -> tuple[Relation, ...]:
 
 def verify_on_hub(settings: Settings, repo_id: str) -> None:
     """One request: the base exists (a typo would otherwise track nothing, silently)."""
-    import httpx2
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-    try:
-        HfApi(endpoint=settings.hf_endpoint, token=settings.hf_token or False).model_info(repo_id, timeout=30)
-    except RepositoryNotFoundError as e:
-        raise UsageError(repo_id, f"not found on {settings.hf_endpoint}", fix="check the spelling") from e
-    except (HfHubHTTPError, httpx2.TransportError, OSError) as e:
-        raise HubdeltaError(f"could not reach {settings.hf_endpoint} to check {repo_id} ({type(e).__name__})",
-                            fix="check HF_ENDPOINT, or pass --no-check to track it anyway") from e  # fmt: skip
+    endpoint = settings.hf_endpoint
+    with hub_errors(repo_id, endpoint=endpoint, action=f"reach {endpoint} to check {repo_id}",
+                    fix="check HF_ENDPOINT, or pass --no-check to track it anyway"):  # fmt: skip
+        HfApi(endpoint=endpoint, token=settings.hf_token or False).model_info(repo_id, timeout=30)
 
 
 def fetch_model(settings: Settings, repo_id: str) -> HubModel:
@@ -51,18 +47,18 @@ def fetch_model(settings: Settings, repo_id: str) -> HubModel:
     Its relation is that of its first ``base_model:<relation>:<base>`` tag (finetune when it has none).
 
     Raises:
-        UsageError: a malformed id, or no such repo; other huggingface_hub HTTP errors as raised.
+        UsageError: a malformed id, or no such repo.
+        HubdeltaError: the Hub or the network failed the request.
     """
-    from huggingface_hub.errors import RepositoryNotFoundError
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
     check_repo_id(repo_id)
+    endpoint = settings.hf_endpoint
     headers = {"authorization": f"Bearer {settings.hf_token}"} if settings.hf_token else {}
-    response = get_session().get(f"{settings.hf_endpoint}/api/models/{repo_id}", headers=headers, timeout=30)
-    try:
+    with hub_errors(repo_id, endpoint=endpoint, action=f"read {repo_id} from {endpoint}",
+                    fix="check HF_ENDPOINT and the network"):  # fmt: skip
+        response = get_session().get(f"{endpoint}/api/models/{repo_id}", headers=headers, timeout=30)
         hf_raise_for_status(response)
-    except RepositoryNotFoundError:
-        raise UsageError(repo_id, f"not found on {settings.hf_endpoint}", fix="check the spelling") from None
     item = response.json()
     tags = [t.split(":", 2) for t in item.get("tags") or [] if isinstance(t, str)]
     relations = {r.value: r for r in Relation}
@@ -84,7 +80,7 @@ def track(
     if check:
         verify_on_hub(settings, base)
     with open_writer(settings, command) as index:
-        existing = {t.base: t for t in index.tracked()}.get(base)
+        existing = {t.base: t for t in index.tracked.all()}.get(base)
         now = datetime.now(UTC)
         if existing is None:
             tracked = TrackedBase(base, relations, added_at=now)
@@ -93,28 +89,28 @@ def track(
             last_full = existing.last_full_sync if set(relations) <= set(existing.relations) else None
             cursors = {r: c for r, c in existing.cursors.items() if r in relations}
             tracked = TrackedBase(base, relations, cursors, existing.added_at, existing.last_crawl, last_full)
-        index.put_tracked([tracked])
+        index.tracked.put([tracked])
     return tracked
 
 
 def untrack(settings: Settings, base: str, *, command: str = "hubdelta untrack") -> None:
     """Stop following ``base`` (its models stay in the index)."""
     with open_writer(settings, command) as index:
-        if not index.delete_tracked(base):
-            tracked = ", ".join(t.base for t in index.tracked()) or "none"
+        if not index.tracked.delete(base):
+            tracked = ", ".join(t.base for t in index.tracked.all()) or "none"
             raise UsageError(base, "is not tracked", fix=f"tracked bases: {tracked}")
 
 
 def list_tracked(settings: Settings) -> list[TrackedBase]:
     with open_reader(settings) as index:
-        return index.tracked()
+        return index.tracked.all()
 
 
 def run_crawl(settings: Settings, *, full: bool = False, command: str = "hubdelta crawl") -> CrawlSummary:
     """Crawl every tracked base once (see :func:`hubdelta.crawler.crawl.crawl`)."""
     lister = HubLister(settings.hf_endpoint, settings.hf_token, politeness(settings))
     with open_writer(settings, command) as index:
-        if not index.tracked():
+        if not index.tracked.all():
             raise UsageError("crawl", "no base model is tracked", fix="hubdelta track <base> first")
         every = timedelta(days=settings.crawl.full_every_days)
         return crawl(index, lister, full=full, full_every=every)

@@ -17,6 +17,8 @@ import structlog
 
 from hubdelta.crawler.decide import advance_cursor, decide_page, full_pass_due, removals
 from hubdelta.crawler.hub import HubLister
+from hubdelta.index.maintenance import Maintenance
+from hubdelta.index.models_store import ModelsStore, TrackedStore
 from hubdelta.index.records import Cursor, HubModel, ModelRecord, Relation, TrackedBase
 from hubdelta.kernel.errors import HubdeltaError
 
@@ -24,13 +26,11 @@ log = structlog.get_logger(__name__)
 
 
 class CrawlIndex(Protocol):
-    """What a crawl needs from the index (``hubdelta.index.store.Index`` provides it)."""
+    """What a crawl needs from the index (``hubdelta.index.store.Index`` provides it): three of its stores."""
 
-    def tracked(self) -> list[TrackedBase]: ...
-    def put_tracked(self, bases: list[TrackedBase]) -> object: ...
-    def models_for_base(self, base: str) -> dict[str, ModelRecord]: ...
-    def put_models(self, records: list[ModelRecord]) -> object: ...
-    def maybe_compact(self) -> object: ...
+    models: ModelsStore
+    tracked: TrackedStore
+    maintenance: Maintenance
 
 
 @dataclass
@@ -85,10 +85,10 @@ def crawl(
     """
     started = time.perf_counter()
     summary = CrawlSummary()
-    for tracked in index.tracked():
+    for tracked in index.tracked.all():
         reconcile = full or full_pass_due(tracked, now(), full_every)
         summary.bases.append(_crawl_base(index, lister, tracked, full=reconcile, now=now()))
-    index.maybe_compact()
+    index.maintenance.maybe_compact()
     summary.requests, summary.retries = lister.stats.requests, lister.stats.retries
     summary.pages, summary.seconds = lister.stats.pages, round(time.perf_counter() - started, 2)
     return summary
@@ -98,7 +98,7 @@ def _crawl_base(
     index: CrawlIndex, lister: HubLister, tracked: TrackedBase, *, full: bool, now: datetime
 ) -> BaseSummary:
     out = BaseSummary(tracked.base, full)
-    stored = index.models_for_base(tracked.base)
+    stored = index.models.for_base(tracked.base)
     seen: set[str] = set()
     cursors = dict(tracked.cursors)
     completed: set[Relation] = set()
@@ -114,12 +114,12 @@ def _crawl_base(
             log.warning("crawl.sweep_failed", base=tracked.base, relation=relation.value, error=e.one_line())
     if full:
         gone = removals(stored, seen, completed, now)
-        index.put_models(gone)
+        index.models.put(gone)
         out.removed = len(gone)
     done = replace(tracked, cursors=cursors, last_crawl=now)
     if full and completed == set(tracked.relations):
         done = replace(done, last_full_sync=now)
-    index.put_tracked([done])
+    index.tracked.put([done])
     log.info("crawl.base", base=tracked.base, full=full, new=out.new, updated=out.updated, removed=out.removed)
     return out
 
@@ -144,7 +144,7 @@ def _sweep(
         if newest is None and page:
             newest = page[0]
         decision = decide_page(page, stored, cursor, full=full, seen=seen, now=now)
-        index.put_models(decision.records)  # committed before the next page is fetched
+        index.models.put(decision.records)  # committed before the next page is fetched
         stored.update((r.repo_id, r) for r in decision.records)
         out.new += len(decision.new)
         out.updated += len(decision.updated)

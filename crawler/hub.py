@@ -19,12 +19,12 @@ from typing import Any
 import httpx2
 import structlog
 from huggingface_hub import ModelInfo
-from huggingface_hub.errors import HfHubHTTPError
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+from huggingface_hub.utils import build_hf_headers, get_session
 
 from hubdelta.crawler.politeness import Politeness, RequestBudget, retry_delay
 from hubdelta.index.records import HubModel, Relation
-from hubdelta.kernel.errors import HubRequestError, HubUnavailableError
+from hubdelta.kernel.errors import HubUnavailableError
+from hubdelta.kernel.hub_errors import is_transport_failure, request_refused
 
 log = structlog.get_logger(__name__)
 
@@ -106,9 +106,13 @@ class HubLister:
                     return response
                 status, headers = response.status_code, response.headers
                 error = f"HTTP {status}"
-                if status not in (408, 429) and status < 500:
-                    _raise_refused(url, response)
-            except (httpx2.TransportError, json.JSONDecodeError) as e:
+                if status not in (408, 429) and status < 500:  # retrying will not help
+                    raise request_refused(url, response)
+            except json.JSONDecodeError as e:  # a cut body
+                error = f"{type(e).__name__}: {e}"
+            except Exception as e:
+                if not is_transport_failure(e):
+                    raise
                 error = f"{type(e).__name__}: {e}"
             self._after_failure(url, attempt, status, headers, error)
 
@@ -126,15 +130,6 @@ class HubLister:
         if seconds > 0:
             self.stats.waited_s += seconds
             self._sleep(seconds)
-
-
-def _raise_refused(url: str, response: httpx2.Response) -> None:
-    """A 4xx other than 408/429 will not get better by retrying: one typed error, with the client's wording."""
-    try:
-        hf_raise_for_status(response)
-    except HfHubHTTPError as e:
-        raise HubRequestError(url, response.status_code, str(e).splitlines()[0]) from e
-    raise HubRequestError(url, response.status_code, response.reason_phrase)
 
 
 def _bases_from_tags(tags: list[str]) -> tuple[str, ...]:

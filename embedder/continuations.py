@@ -38,9 +38,6 @@ class Sampling:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
 
 
-PAPER_SAMPLING = Sampling(n=20, tokens=32)
-
-
 @dataclass(frozen=True)
 class ContinuationSet:
     """Frozen continuations of each probe (``texts[p][i]``) and everything that produced them."""

@@ -12,7 +12,7 @@ from hubdelta.embedder.continuations import Sampling
 from hubdelta.embedder.family_run import FamilyProgress, FamilyRun, FamilySummary, pending_members
 from hubdelta.embedder.meaning import Recipe
 from hubdelta.index.door import open_reader, open_writer
-from hubdelta.index.families import Family
+from hubdelta.index.families import Family, MemberStatus
 from hubdelta.index.records import ModelStatus, check_repo_id
 from hubdelta.index.store import Index
 from hubdelta.kernel.errors import UsageError
@@ -60,20 +60,20 @@ def create_family(settings: Settings, name: str, bases: list[str], *, track_base
     refs = list(dict.fromkeys(check_repo_id(r) for r in references or []))
     options = _options(settings, n, tokens, recipe, len(refs or bases))
     with open_writer(settings, f"hubdelta family create {name}") as index:
-        if name in index.families():
+        if name in index.families.all():
             raise UsageError(name, "a family of that name exists", fix=f"hubdelta family remove {name} first")
-        tracked = {t.base for t in index.tracked()}
+        tracked = {t.base for t in index.tracked.all()}
     for base in bases:
         if base not in tracked:
             track_base(base)
     family = Family(name, tuple(bases), tuple(refs), options, None, datetime.now(UTC))
     with open_writer(settings, f"hubdelta family create {name}") as index:
-        index.put_family(family)
+        index.families.put(family)
     return family
 
 
 def _get(index: Index, name: str) -> Family:
-    families = index.families()
+    families = index.families.all()
     if name not in families:
         known = ", ".join(sorted(families)) or "none"
         raise UsageError(name, "no such family", fix=f"use one of: {known} (or hubdelta family create)")
@@ -84,7 +84,7 @@ def remove_family(settings: Settings, name: str) -> Family:
     """Forget a family; its space and vectors stay (``similar --space`` still finds them)."""
     with open_writer(settings, f"hubdelta family remove {name}") as index:
         family = _get(index, name)
-        index.delete_family(name)
+        index.families.delete(name)
     return family
 
 
@@ -107,22 +107,22 @@ class FamilyStatus:
 
 def family_status(index: Index, family: Family) -> FamilyStatus:
     """Per base: how many of its embedded models are in the family space, failed there, or still pending."""
-    members = index.members(family.space_id) if family.space_id else {}
+    members = index.families.members(family.space_id) if family.space_id else {}
     rows = []
     for base in family.bases:
-        records = [r for r in index.models_for_base(base).values() if r.model.base_models[:1] == (base,)]
+        records = [r for r in index.models.for_base(base).values() if r.model.base_models[:1] == (base,)]
         todo = pending_members(records, family, members).get(base, [])
         eligible = sum(r.status == ModelStatus.EMBEDDED for r in records)
         at_sha = [members[r.repo_id] for r in records if r.repo_id in members and members[r.repo_id].sha == r.model.sha]
-        rows.append(BaseCounts(base, eligible, sum(m.status == "embedded" for m in at_sha),
-                               sum(m.status == "failed" for m in at_sha), len(todo)))  # fmt: skip
-    vectors = index.count_embeddings(family.space_id) if family.space_id else 0
+        rows.append(BaseCounts(base, eligible, sum(m.status == MemberStatus.EMBEDDED for m in at_sha),
+                               sum(m.status == MemberStatus.FAILED for m in at_sha), len(todo)))  # fmt: skip
+    vectors = index.vectors.count(family.space_id) if family.space_id else 0
     return FamilyStatus(family, family.space_id, vectors, rows)
 
 
 def list_families(settings: Settings) -> list[FamilyStatus]:
     with open_reader(settings) as index:
-        return [family_status(index, f) for f in sorted(index.families().values(), key=lambda f: f.name)]
+        return [family_status(index, f) for f in sorted(index.families.all().values(), key=lambda f: f.name)]
 
 
 def show_family(settings: Settings, name: str) -> FamilyStatus:
@@ -136,18 +136,19 @@ def embed_families(settings: Settings, names: list[str] | None = None, *, limit:
                    command: str = "hubdelta family embed") -> list[FamilySummary]:  # fmt: skip
     """Fill the meaning space of each family (all by default): sample its texts on the first run, then score
     every member embedded in its base space and not yet in the family space."""
-    from hubdelta.embedder.api import resolve_device
+    from hubdelta.embedder.options import resolve_device
 
     dev = resolve_device(device or settings.embed.device)
     out = []
     with open_writer(settings, command) as index:
-        families = [_get(index, n) for n in names] if names else sorted(index.families().values(), key=lambda f: f.name)
+        every = sorted(index.families.all().values(), key=lambda f: f.name)
+        families = [_get(index, n) for n in names] if names else every
         for family in families:
             if should_stop():
                 break
             run = FamilyRun(index, settings, family, device=dev, batch=batch or settings.family.batch, limit=limit,
                             should_stop=should_stop, progress=progress)  # fmt: skip
             summary = run.run()
-            index.maintain_ann([summary.space_id])
+            index.vectors.maintain_ann([summary.space_id])
             out.append(summary)
     return out

@@ -1,9 +1,11 @@
 """Filling a family's meaning space: sample its continuations once, then score each member against its own base.
 
-The ``space_members`` rows are the truth of a family space: each chunk commits its members' states and own
-vectors there, and the space's vectors (what ``similar`` searches) are then derived from them, with each base's
-mean subtracted (``Recipe.per_base``), all rewritten at the end of a run that wrote members. A run killed between
-the two finds nothing left to score, sees the space's vectors out of date and derives them again.
+A family run is a :class:`~hubdelta.embedder.run.Run` (claim → compute → commit → count) whose ledger is the
+family space's ``space_members`` table (:class:`MemberLedger`). Those rows are the truth of a family space: each
+chunk commits its members' states and own vectors there, each row whole, and the space's vectors (what
+``similar`` searches) are then derived from them, with each base's mean subtracted (``Recipe.per_base``), all
+rewritten at the end of a run that wrote members. A run killed between the two finds nothing left to score, sees
+the space's vectors out of date and derives them again.
 Members are models already embedded in their base's activation space: they passed the safety rules there, and
 the same verified files are fetched (from the cache) again here.
 """
@@ -11,32 +13,30 @@ the same verified files are fetched (from the cache) again here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import structlog
 
+from hubdelta.embedder.bases import download_base
 from hubdelta.embedder.continuations import ContinuationSet, Sampling, sample_continuations
-from hubdelta.embedder.fetch import FetchedModel, fetch, release
 from hubdelta.embedder.local import base_info_from_folder
 from hubdelta.embedder.meaning import Recipe, TextScores, centre_by_base, meaning_vector, vector_dim
 from hubdelta.embedder.probes import PAPER_PROBES
+from hubdelta.embedder.run import ChunkOutput, Outcome, Run, compute_chunk, fetcher, revisions
 from hubdelta.embedder.safety import Limits
-from hubdelta.embedder.safety_records import RepoKind
 from hubdelta.embedder.space import Space
-from hubdelta.embedder.worker import download_base
 from hubdelta.index.embeddings import Embedding, SpaceRow
-from hubdelta.index.families import BaseProfile, Family, Member
+from hubdelta.index.families import BaseProfile, Family, Member, MemberStatus
 from hubdelta.index.records import EMBEDDABLE, ModelRecord, ModelStatus
 from hubdelta.index.store import Index
-from hubdelta.kernel.errors import one_line
 from hubdelta.kernel.settings import Settings
 
 if TYPE_CHECKING:
-    from hubdelta.embedder.safety_records import BaseInfo
     from hubdelta.embedder.scoring import ResidentScorer
 
 log = structlog.get_logger(__name__)
@@ -84,6 +84,61 @@ def pending_members(
     return out
 
 
+@dataclass(frozen=True)
+class _Profiles:
+    """A resident scorer as a :class:`~hubdelta.embedder.run.Runner`: each model's profile of the texts."""
+
+    scorer: ResidentScorer
+    cset: ContinuationSet
+    recipe: Recipe
+    per_forward: int
+
+    def _profile(self, scores: TextScores) -> np.ndarray:
+        return scores.profile(self.cset.texts, self.recipe).astype(np.float32)
+
+    def adapters(self, folders: Mapping[str, Path]) -> dict[str, np.ndarray]:
+        scored = self.scorer.adapter_scores(folders, per_forward=self.per_forward)
+        return {k: self._profile(s) for k, s in scored.items()}
+
+    def model(self, folder: Path, item: str) -> np.ndarray:
+        return self._profile(self.scorer.model_scores(folder, item=item))
+
+
+class MemberLedger:
+    """A family space's rows for one base: each member's state and own vector, one ``space_members`` row each.
+
+    A row is written whole (state and vector in one commit), so there is nothing to claim: a chunk killed before
+    its commit is simply still pending at the next run (:func:`pending_members`).
+    """
+
+    def __init__(self, index: Index, space: Space, base_profile: np.ndarray, recipe: Recipe) -> None:
+        self.index, self.space, self.base_profile, self.recipe = index, space, base_profile, recipe
+        self.written = False  # members were written: the space's vectors must be derived again
+
+    def claim(self, records: Sequence[ModelRecord]) -> list[ModelRecord]:
+        """Nothing to mark: a member row only ever appears whole, at its commit."""
+        return list(records)
+
+    def commit(self, claimed: Sequence[ModelRecord], out: ChunkOutput) -> list[Outcome]:
+        """Each scored member's own vector (its profile minus its base's), and each failure with its reason."""
+        now = datetime.now(UTC)
+        record = {r.repo_id: r for r in claimed}
+        members = []
+        for k, (_, profile) in out.arrays.items():
+            raw = meaning_vector(profile, self.base_profile.reshape(profile.shape), self.recipe)
+            members.append(self._member(record[k], MemberStatus.EMBEDDED, "", raw, now))
+        members += [self._member(record[k], MemberStatus.FAILED, f.reason[:500], None, now)
+                    for k, f in out.failures.items()]  # fmt: skip
+        self.index.families.put_members(members)
+        self.written = True
+        return [Outcome(record[m.repo_id], m.status.value, m.reason) for m in members]
+
+    def _member(self, r: ModelRecord, status: MemberStatus, reason: str, raw: np.ndarray | None,
+                now: datetime) -> Member:  # fmt: skip
+        # the sha as crawled (not the revision fetched): pending_members compares it
+        return Member(self.space.id, r.repo_id, r.model.sha, r.model.base_models[0], status, reason, raw, now)
+
+
 class FamilyRun:
     """One run over one family: its space, then each base's pending members on a resident scorer."""
 
@@ -92,17 +147,18 @@ class FamilyRun:
                  progress: FamilyProgress | None = None) -> None:  # fmt: skip
         self.index, self.settings, self.family = index, settings, family
         self.device, self.batch, self.limit = device, batch, limit
-        self.should_stop, self.progress = should_stop, progress
         self.summary = FamilySummary(family.name)
+        report = (lambda outcome, r: progress(outcome, r.repo_id)) if progress is not None else None
+        self.core = Run(events="family", context={"family": family.name}, progress=report, should_stop=should_stop)
         self.changed = False  # members were written: the space's vectors must be derived again
         self.limits = Limits.from_embed_settings(settings.embed)
 
     def space(self) -> tuple[Space, ContinuationSet]:
         """The family's space and continuation set: read back, or sampled and stored on the first run."""
-        stored = self.index.spaces().get(self.family.space_id or "")
+        stored = self.index.vectors.spaces().get(self.family.space_id or "")
         if stored is not None:
             space = Space.from_dict(stored.params)
-            doc = self.index.continuation_set(space.continuations or "")
+            doc = self.index.families.continuation_set(space.continuations or "")
             if doc is None:
                 raise RuntimeError(f"space {space.id} names continuation set {space.continuations}, which is missing")
             return space, ContinuationSet.from_dict(doc)
@@ -121,11 +177,11 @@ class FamilyRun:
         space = Space(base_repo=first, base_sha=first_sha, probes=PAPER_PROBES.version, probes_hash=PAPER_PROBES.hash,
                       dim=vector_dim(recipe, cset.texts), method="meaning", family=self.family.name,
                       continuations=cset.hash, recipe=str(recipe))  # fmt: skip
-        self.index.put_continuation_set(cset.hash, cset.to_dict())
+        self.index.families.put_continuation_set(cset.hash, cset.to_dict())
         empty = np.zeros((0, space.dim), np.float32)  # no activations: base profiles live per base
-        self.index.put_space(SpaceRow(space.id, space.to_dict(), empty, datetime.now(UTC)))
+        self.index.vectors.put_space(SpaceRow(space.id, space.to_dict(), empty, datetime.now(UTC)))
         self.family = replace(self.family, space_id=space.id)
-        self.index.put_family(self.family)
+        self.index.families.put(self.family)
         self.summary.sampled = True
         return space, cset
 
@@ -134,24 +190,22 @@ class FamilyRun:
         space, cset = self.space()
         self.summary.space_id = space.id
         recipe = Recipe.parse(space.recipe or "default")
-        models = {k: r for base in self.family.bases for k, r in self.index.models_for_base(base).items()}
-        todo = pending_members(list(models.values()), self.family, self.index.members(space.id))
+        models = {k: r for base in self.family.bases for k, r in self.index.models.for_base(base).items()}
+        todo = pending_members(list(models.values()), self.family, self.index.families.members(space.id))
         budget = self.limit
         for base, records in todo.items():
             if budget is not None:
                 records, budget = records[:budget], budget - min(budget, len(records))
-            if not records or self.should_stop():
+            if not records or self.core.stopping():
                 continue
-            try:
+            with self.core.guard(base):  # the base itself: unreachable or unloadable; other bases go on
                 self._base(space, cset, recipe, base, records)
-            except Exception as e:  # the base itself: unreachable or unloadable; other bases go on
-                self.summary.failures.append((base, f"base not loaded: {one_line(e)}"))
-                log.warning("family.base_failed", family=self.family.name, base=base, error=one_line(e))
         self._derive(space, recipe)
-        done = self.summary.embedded + self.summary.failed
-        self.summary.pending = sum(len(v) for v in todo.values()) - done
-        self.summary.seconds = round(time.perf_counter() - started, 2)
-        return self.summary
+        c, s = self.core.counts, self.summary
+        s.embedded, s.failed, s.failures, s.stopped = c.embedded, c.failed, list(c.failures), c.stopped
+        s.pending = sum(len(v) for v in todo.values()) - (c.embedded + c.failed)
+        s.seconds = round(time.perf_counter() - started, 2)
+        return s
 
     def _base(self, space: Space, cset: ContinuationSet, recipe: Recipe, base: str,
               records: list[ModelRecord]) -> None:  # fmt: skip
@@ -159,89 +213,35 @@ class FamilyRun:
 
         folder, sha = download_base(self.settings, base)
         with ResidentScorer(folder, PAPER_PROBES, cset, device=self.device) as scorer:
-            profile = self._base_profile(space, base, sha, scorer, recipe, cset)
-            info = base_info_from_folder(folder, base)
-            for i in range(0, len(records), self.batch):
-                if self.should_stop():
-                    self.summary.stopped = True
-                    return
-                self._chunk(space, scorer, info, profile, recipe, cset, records[i : i + self.batch])
+            ledger = MemberLedger(self.index, space, self._base_profile(space, base, sha, scorer, recipe, cset), recipe)
+            runner = _Profiles(scorer, cset, recipe, self.batch)
+            fetch_one = fetcher(self.settings, self.limits, base_info_from_folder(folder, base))
+            try:
+                self.core.chunks(ledger, records, self.batch,
+                                 lambda claimed: compute_chunk(runner, revisions(claimed), fetch_one))  # fmt: skip
+            finally:
+                self.changed |= ledger.written
 
     def _base_profile(self, space: Space, base: str, sha: str, scorer: ResidentScorer, recipe: Recipe,
                       cset: ContinuationSet) -> np.ndarray:  # fmt: skip
-        cached = self.index.base_profiles(space.id).get(base)
+        cached = self.index.families.base_profiles(space.id).get(base)
         if cached is not None and cached.sha == sha:
             return cached.profile
         scores = scorer.base_scores()
         profile = scores.profile(cset.texts, recipe).astype(np.float32).ravel()
-        self.index.put_base_profile(BaseProfile(space.id, base, sha, profile, datetime.now(UTC)))
+        self.index.families.put_base_profile(BaseProfile(space.id, base, sha, profile, datetime.now(UTC)))
         return profile
-
-    def _chunk(self, space: Space, scorer: ResidentScorer, info: BaseInfo, base_profile: np.ndarray, recipe: Recipe,
-               cset: ContinuationSet, records: list[ModelRecord]) -> None:  # fmt: skip
-        now = datetime.now(UTC)
-        failed: dict[str, str] = {}
-        fetched: dict[str, FetchedModel] = {}
-        for r in records:
-            try:
-                fetched[r.repo_id] = fetch(r.repo_id, r.model.sha or "main", endpoint=self.settings.hf_endpoint,
-                                           token=self.settings.hf_token, cache_dir=self.settings.cache_dir / "hub",
-                                           limits=self.limits, base=info)  # fmt: skip
-            except Exception as e:  # a bad model must never stop the run
-                failed[r.repo_id] = one_line(e)
-        scores: dict[str, TextScores] = {}
-        adapters = {k: f.path for k, f in fetched.items() if f.kind == RepoKind.ADAPTER}
-        try:
-            scores.update(scorer.adapter_scores(adapters, per_forward=self.batch))
-        except Exception:  # one bad adapter spoils the batch: find it
-            for k, path in adapters.items():
-                try:
-                    scores.update(scorer.adapter_scores({k: path}))
-                except Exception as e:
-                    failed[k] = one_line(e)
-        for k, f in fetched.items():
-            if f.kind != RepoKind.ADAPTER:
-                try:
-                    scores[k] = scorer.model_scores(f.path, item=k)
-                except Exception as e:
-                    failed[k] = one_line(e)
-                finally:
-                    release(f)
-        base_of = {r.repo_id: r.model.base_models[0] for r in records}
-        sha_of = {r.repo_id: r.model.sha for r in records}
-        members = []
-        for k, s in scores.items():
-            profile = s.profile(cset.texts, recipe).astype(np.float32)
-            raw = meaning_vector(profile, base_profile.reshape(profile.shape), recipe)
-            members.append(Member(space.id, k, sha_of[k], base_of[k], "embedded", "", raw, now))
-        members += [Member(space.id, k, sha_of[k], base_of[k], "failed", why[:500], None, now)
-                    for k, why in failed.items()]  # fmt: skip
-        self.index.put_members(members)
-        self.changed = True
-        for m in members:
-            if m.status == "embedded":
-                self.summary.embedded += 1
-            else:
-                self.summary.failed += 1
-                self.summary.failures.append((m.repo_id, m.reason))
-            self._report(m.status, m.repo_id)
 
     def _derive(self, space: Space, recipe: Recipe) -> None:
         """Rewrite the space's vectors from its members' own vectors (each base's mean subtracted, per recipe)."""
-        members = {
-            k: m for k, m in self.index.members(space.id).items() if m.status == "embedded" and m.raw is not None
-        }
-        if not self.changed and self.index.count_embeddings(space.id) == len(members):
+        stored = self.index.families.members(space.id)
+        members = {k: m for k, m in stored.items() if m.status == MemberStatus.EMBEDDED and m.raw is not None}
+        if not self.changed and self.index.vectors.count(space.id) == len(members):
             return
         raw = {k: m.raw for k, m in members.items() if m.raw is not None}
         base_of = {k: m.base for k, m in members.items()}
         vectors = centre_by_base(raw, base_of) if recipe.per_base else raw
         now = datetime.now(UTC)
-        self.index.put_embeddings(space.id, [Embedding(k, members[k].sha, v, members[k].updated_at or now)
+        self.index.vectors.put(space.id, [Embedding(k, members[k].sha, v, members[k].updated_at or now)
                                              for k, v in vectors.items()])  # fmt: skip
         log.info("family.derived", family=self.family.name, space=space.id, vectors=len(vectors))
-
-    def _report(self, outcome: str, repo: str) -> None:
-        log.info("family.model", family=self.family.name, repo=repo, outcome=outcome)
-        if self.progress is not None:
-            self.progress(outcome, repo)

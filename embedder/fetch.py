@@ -9,34 +9,21 @@ names as the allow-list. The download is verified (sizes, exact header layout) b
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import httpx2
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    GatedRepoError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-    SafetensorsParsingError,
-)
+from huggingface_hub.errors import SafetensorsParsingError
 
 from hubdelta.embedder import safety
 from hubdelta.embedder.local import verify_folder
 from hubdelta.embedder.safety import BaseInfo, Limits, Plan, Refusal, RepoKind, Rule, Triage, refuse
-from hubdelta.kernel.errors import ModelRefused, ModelUnavailable
-
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+from hubdelta.kernel.errors import ModelRefused
+from hubdelta.kernel.hub_errors import classify_hub_error, http_status, model_hub_errors
 
 
 @dataclass(frozen=True)
@@ -54,53 +41,11 @@ class FetchedModel:
     pickle: bool
 
 
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:200] if lines else type(e).__name__
-
-
 def _parsing_reason(e: SafetensorsParsingError) -> str:
     """The why of the client's "Failed to parse safetensors header for 'f' (repo ..., revision ...): why. Please..."."""
     text = " ".join(str(e).split())
     text = re.sub(r"^Failed to parse safetensors header for .*?\): ", "", text)
     return text.split(". Please")[0][:160]
-
-
-def classify_hub_error(e: BaseException) -> tuple[str, bool, str] | None:
-    """``(code, retryable, reason)`` for an exception of the Hub client or the transport; None for others."""
-    if isinstance(e, GatedRepoError):
-        return "gated", False, "gated repo: this token may not download it (request access on the Hub, set HF_TOKEN)"
-    if isinstance(e, RepositoryNotFoundError):
-        return "not_found", False, "repo not found (deleted, renamed or private)"
-    if isinstance(e, RevisionNotFoundError):
-        return "revision_gone", False, "this revision no longer exists (the repo changed; a crawl requeues it)"
-    if isinstance(e, LocalEntryNotFoundError):  # the client's answer to a network failure with no cached copy
-        return "transport", True, f"network failure: {_first_line(e)}"
-    if isinstance(e, EntryNotFoundError):
-        return "missing_file", False, f"a listed file is missing on the Hub: {_first_line(e)}"
-    if isinstance(e, HfHubHTTPError):
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        return "http", status in RETRYABLE_STATUS, f"HTTP {status}: {_first_line(e)}"
-    if isinstance(e, httpx2.HTTPError | TimeoutError | ConnectionError):
-        return "transport", True, f"network failure: {_first_line(e)}"
-    if isinstance(e, OSError):  # a full disk mid-download, a consistency check of the client
-        return "disk" if e.errno == errno.ENOSPC else "transport", True, f"download failed: {_first_line(e)}"
-    return None
-
-
-@contextmanager
-def _hub_errors(repo_id: str) -> Iterator[None]:
-    """Turn the client's and the transport's exceptions into one typed error with a one-line reason."""
-    try:
-        yield
-    except (ModelRefused, ModelUnavailable):
-        raise
-    except Exception as e:
-        found = classify_hub_error(e)
-        if found is None:
-            raise
-        code, retryable, reason = found
-        raise ModelUnavailable(repo_id, reason, code=code, retryable=retryable) from e
 
 
 def _raise(repo_id: str, refusal: Refusal) -> NoReturn:
@@ -147,17 +92,27 @@ class _Hub:
                 k: {"dtype": t.dtype, "shape": t.shape, "data_offsets": list(t.data_offsets)}
                 for k, t in meta.tensors.items()
             }
-        except HfHubHTTPError as e:  # first: some of these are ValueErrors too
-            if getattr(getattr(e, "response", None), "status_code", None) == 416:
-                return refuse(Rule.CORRUPT, "the header runs past the end of the file", name)
-            raise
-        except SafetensorsParsingError as e:
-            return refuse(Rule.CORRUPT, _parsing_reason(e), name)
-        except (TypeError, ValueError, AttributeError) as e:  # a header the client's parser chokes on
-            return refuse(Rule.CORRUPT, f"malformed safetensors header ({type(e).__name__})", name)
+        except Exception as e:
+            refusal = _header_refusal(e, name)
+            if refusal is None:
+                raise
+            return refusal
         if meta.metadata:  # only when present: an added empty one would raise the header's length bound
             header["__metadata__"] = meta.metadata
         return header
+
+
+def _header_refusal(e: Exception, name: str) -> Refusal | None:
+    """A remote header the client could not read, as a refusal; None for the Hub's or the network's own failures."""
+    if http_status(e) == 416:  # a ranged GET past the file's end: the header's length field lies
+        return refuse(Rule.CORRUPT, "the header runs past the end of the file", name)
+    if classify_hub_error(e) is not None:  # first: some of the client's HTTP errors are ValueErrors too
+        return None
+    if isinstance(e, SafetensorsParsingError):
+        return refuse(Rule.CORRUPT, _parsing_reason(e), name)
+    if isinstance(e, TypeError | ValueError | AttributeError):  # a header the client's parser chokes on
+        return refuse(Rule.CORRUPT, f"malformed safetensors header ({type(e).__name__})", name)
+    return None
 
 
 def _configs(hub: _Hub, t: Triage, limits: Limits) -> dict[str, Any]:
@@ -251,7 +206,7 @@ def fetch(
     """
     auth: str | bool = token or False
     hub = _Hub(HfApi(endpoint=endpoint, token=auth), repo_id, sha, endpoint, auth, cache_dir, timeout_s)
-    with _hub_errors(repo_id):
+    with model_hub_errors(repo_id):
         plan, files = _plan(hub, limits, base)
         _check_disk(repo_id, plan, cache_dir, limits)
         folder = Path(

@@ -16,10 +16,13 @@ from typing import Any
 import numpy as np
 
 from hubdelta.embedder.activations import ResidentBase, space_for
+from hubdelta.embedder.bases import download_base
+from hubdelta.embedder.delta_path import embed_chunk
 from hubdelta.embedder.local import base_info_from_folder
+from hubdelta.embedder.options import EmbedOptions, resolve_device
+from hubdelta.embedder.run import ChunkOutput
 from hubdelta.embedder.safety import Limits
 from hubdelta.embedder.safety_records import BaseInfo
-from hubdelta.embedder.worker import ChunkOutput, EmbedOptions, download_base, embed_chunk
 from hubdelta.kernel.errors import EmbedError, one_line
 from hubdelta.kernel.settings import Settings
 
@@ -50,7 +53,6 @@ class EmbedWorker:
     """Holds one base at a time; switching base frees the previous one first."""
 
     def __init__(self, settings: Settings, opts: EmbedOptions) -> None:
-        from hubdelta.embedder.api import resolve_device
         from hubdelta.embedder.runtime import keep_freed_memory
 
         keep_freed_memory()

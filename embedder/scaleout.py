@@ -3,7 +3,8 @@
 Each worker is a Ray actor (:class:`~hubdelta.embedder.ray_worker.EmbedWorker`) holding one resident base, on a
 GPU of its own or, without GPUs, on ``cpus_per_worker`` CPUs. The driver groups the queued models by base into
 batches, keeps ``inflight`` batches queued on every worker (so a worker never waits for the driver's commit),
-and commits each batch as it returns, in the single-process worker's order: vectors, then statuses. Only the
+and commits each batch as it returns through the same :class:`~hubdelta.embedder.run.Run` and
+:class:`~hubdelta.embedder.ledger.SpaceLedger` as the single-process worker: vectors, then statuses. Only the
 driver touches LanceDB, so two workers can never upsert the same row.
 
 A worker that dies (its process killed, its node lost) fails the calls it held: the batch it was running goes
@@ -26,19 +27,13 @@ import structlog
 
 from hubdelta.embedder import plan
 from hubdelta.embedder.activations import space_for
+from hubdelta.embedder.bases import download_base
 from hubdelta.embedder.dispatch import Batch, Dispatcher
+from hubdelta.embedder.ledger import EmbedSummary, SpaceLedger, select_queued
+from hubdelta.embedder.options import EmbedOptions
 from hubdelta.embedder.ray_worker import EmbedWorker, WorkOrder, WorkResult
+from hubdelta.embedder.run import ChunkOutput, Progress, Run, revisions
 from hubdelta.embedder.space import Space
-from hubdelta.embedder.worker import (
-    ChunkOutput,
-    EmbedOptions,
-    EmbedSummary,
-    Progress,
-    _Run,
-    download_base,
-    select_queued,
-)
-from hubdelta.index.embeddings import SpaceRow
 from hubdelta.index.records import ModelRecord
 from hubdelta.index.store import Index
 from hubdelta.kernel.errors import HubdeltaError, MissingDependencyError, one_line
@@ -169,17 +164,17 @@ class RayWorkers:
 class _Base:
     sha: str
     space: Space
-    row: SpaceRow | None = None
+    ledger: SpaceLedger  # its base activations are stored by the first batch back when the space is new
 
 
 class _Driver:
     """One run: batches out to the workers, results into the index as they come back."""
 
-    def __init__(self, index: Index, settings: Settings, opts: EmbedOptions, pool: RayWorkers,
-                 summary: EmbedSummary, progress: Progress | None) -> None:  # fmt: skip
-        self.index, self.opts, self.pool, self.summary, self.progress = index, opts, pool, summary, progress
+    def __init__(self, index: Index, opts: EmbedOptions, pool: RayWorkers, run: Run) -> None:
+        self.index, self.opts, self.pool, self.run = index, opts, pool, run
         self.ray = pool.ray  # the ray module, imported by the pool
-        self.run = _Run(index, settings, opts, summary)
+        self.spaces: list[str] = []
+        self.deaths = 0  # workers lost mid-run
         self.bases: dict[str, _Base] = {}
         self.records: dict[str, ModelRecord] = {}  # as read, by repo id
         self.claimed: dict[str, ModelRecord] = {}  # claimed in this run (an attempt counted once, however retried)
@@ -193,12 +188,13 @@ class _Driver:
                 o = self.opts
                 space = space_for(folder, base, sha, layer=o.layer, position=o.position, dtype=o.dtype)
             except Exception as e:  # the base itself: unreachable or malformed; its models stay queued
-                self.summary.failures.append((base, f"base not loaded: {one_line(e)}"))
-                log.warning("embed.base_failed", base=base, error=one_line(e))
+                self.run.base_failed(base, e)
                 continue
-            self.bases[base] = _Base(sha, space, self.index.spaces().get(space.id))
-            self.summary.spaces.append(space.id)
-            todo = self.run.reuse(space, records, self.progress)
+            ledger = SpaceLedger(self.index, space, max_attempts=self.opts.max_attempts)
+            self.bases[base] = _Base(sha, space, ledger)
+            self.spaces.append(space.id)
+            reused, todo = ledger.reuse(records)
+            self.run.record(reused)
             self.records.update((r.repo_id, r) for r in todo)
             batches += [Batch(base, tuple(r.repo_id for r in c)) for c in plan.chunks(todo, self.opts.batch)]
         return Dispatcher(batches)
@@ -214,11 +210,10 @@ class _Driver:
                     serving[w.base] -= 1
                     serving[batch.base] += 1
                     w.base = batch.base  # it loads this base with its next call
-                fresh = [plan.claim([self.records[r]])[0] for r in batch.repo_ids if r not in self.claimed]
-                self.index.put_models(fresh)
-                self.claimed.update((r.repo_id, r) for r in fresh)
                 b = self.bases[batch.base]
-                items = tuple((r, self.records[r].model.sha or "main") for r in batch.repo_ids)
+                fresh = b.ledger.claim([self.records[r] for r in batch.repo_ids if r not in self.claimed])
+                self.claimed.update((r.repo_id, r) for r in fresh)
+                items = tuple(revisions(self.records[r] for r in batch.repo_ids))
                 ref = w.handle.embed.remote(WorkOrder(batch.base, b.sha, b.space.id, items))
                 w.calls.append(ref)
                 self.inflight[ref] = (w, batch)
@@ -240,11 +235,10 @@ class _Driver:
             self._base_failed(batch, dispatcher, result.base_error or "no base activations")
             return
         b = self.bases[batch.base]
-        if b.row is None:
-            acts = result.base_activations
-            b.row = self.run.space_row(b.space, lambda: acts)
+        acts = result.base_activations
+        b.ledger.base(lambda: acts)
         claimed = [self.claimed.pop(r) for r in batch.repo_ids]
-        self.run.commit(b.space.id, b.row, claimed, result.output, self.progress)
+        self.run.commit(b.ledger, claimed, result.output)
         log.debug("ray.batch", worker=result.worker, models=len(claimed), load_s=result.load_s, embed_s=result.embed_s)
 
     def _died(self, w: _Worker, dispatcher: Dispatcher, e: BaseException) -> None:
@@ -254,7 +248,7 @@ class _Driver:
         """
         batches = [self.inflight.pop(ref)[1] for ref in w.calls if ref in self.inflight]
         w.calls.clear()
-        self.summary.worker_deaths += 1
+        self.deaths += 1
         log.warning("ray.worker_died", worker=w.name, batches=len(batches), error=one_line(e)[:300])
         self.pool.lost(w)
         if not batches:
@@ -265,10 +259,8 @@ class _Driver:
         given_up = dispatcher.lost(running)
         if given_up:
             why = f"a Ray worker died each time it embedded this model ({running.deaths + 1} times)"
-            failed = [plan.failed(self.claimed.pop(r), why, transient=False, max_attempts=0) for r in given_up]
-            self.index.put_models(failed)
-            for r in failed:
-                self.run.count(r, self.progress)
+            ledger = self.bases[running.base].ledger
+            self.run.record(ledger.fail([self.claimed.pop(r) for r in given_up], why))
 
     def _base_failed(self, batch: Batch, dispatcher: Dispatcher, error: str) -> None:
         """A base a worker could not load: its models go back to how they were read; other bases go on.
@@ -282,11 +274,10 @@ class _Driver:
                 w.calls.remove(ref)
                 dropped.append(other)
         ids = [r for b in dropped for r in b.repo_ids]
-        self.index.put_models([self.records[r] for r in ids])
+        self.bases[batch.base].ledger.restore([self.records[r] for r in ids])
         for r in ids:
             self.claimed.pop(r, None)
-        self.summary.failures.append((batch.base, f"base not loaded: {error}"))
-        log.warning("embed.base_failed", base=batch.base, error=error)
+        self.run.base_failed(batch.base, error)
 
 
 def embed_queued_ray(
@@ -306,17 +297,16 @@ def embed_queued_ray(
         HubdeltaError: no worker came up within ``start_timeout_s`` while models were waiting (they stay queued).
     """
     started = time.perf_counter()
-    summary = EmbedSummary(workers=pool.count)
-    groups = select_queued(index, opts, summary, only=only, extra_bases=extra_bases)
-    driver = _Driver(index, settings, opts, pool, summary, progress)
+    run = Run(progress=progress, should_stop=should_stop)
+    groups = select_queued(index, opts, run.counts, only=only, extra_bases=extra_bases)
+    driver = _Driver(index, opts, pool, run)
     dispatcher = driver.plan(settings, groups)
     waiting_since = time.monotonic()
     while True:
-        if not summary.stopped and should_stop():  # what is in flight is finished; the rest stays queued
-            summary.stopped = True
-        if not summary.stopped:
+        stopped = run.stopping()  # what is in flight is finished; the rest stays queued
+        if not stopped:
             driver.dispatch(dispatcher)
-        if not driver.inflight and (summary.stopped or dispatcher.pending == 0):
+        if not driver.inflight and (stopped or dispatcher.pending == 0):
             break
         if driver.inflight or not pool.starting():
             waiting_since = time.monotonic()
@@ -330,5 +320,6 @@ def embed_queued_ray(
                 driver.settle(ref, dispatcher)
             else:
                 pool.mark_started(ref)
-    summary.seconds = round(time.perf_counter() - started, 2)
-    return summary
+    seconds = round(time.perf_counter() - started, 2)
+    return EmbedSummary.of(run.counts, spaces=driver.spaces, seconds=seconds, workers=pool.count,
+                           worker_deaths=driver.deaths)  # fmt: skip

@@ -30,7 +30,7 @@ from lancedb.index import HnswSq, IvfPq, IvfSq
 from lancedb.query import LanceVectorQueryBuilder
 from lancedb.table import Table
 
-from hubdelta.index.schema import sql_string
+from hubdelta.index.selectors import in_list
 
 VECTOR = "vector"
 METRIC: Literal["cosine"] = "cosine"
@@ -260,7 +260,7 @@ def nearest(
         return []
     where = None
     if ids is not None:
-        where = f"repo_id IN ({', '.join(sql_string(i) for i in ids)})"
+        where = in_list("repo_id", ids)
         if len(ids) <= settings.exact_only_max:
             return _exact_among(table, q, k, where)
     search = cast(LanceVectorQueryBuilder, table.search(q, vector_column_name=VECTOR))  # a vector query is one

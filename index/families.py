@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,7 @@ SPACE_MEMBERS_SCHEMA = pa.schema(
         pa.field("repo_id", pa.string(), nullable=False),
         pa.field("sha", pa.string()),
         pa.field("base", pa.string(), nullable=False),  # the base it is scored against
-        pa.field("status", pa.string(), nullable=False),  # embedded | failed
+        pa.field("status", pa.string(), nullable=False),  # a MemberStatus value: embedded | failed
         pa.field("reason", pa.string(), nullable=False),
         pa.field("raw", pa.list_(pa.float32())),  # its own vector, before per-base centring (embedded only)
         pa.field("updated_at", TIMESTAMP),
@@ -100,6 +101,13 @@ class BaseProfile:
     created_at: datetime | None = None
 
 
+class MemberStatus(StrEnum):
+    """A model's state in one family space (stored as its value in ``space_members.status``)."""
+
+    EMBEDDED = "embedded"  # scored: its raw vector is stored
+    FAILED = "failed"  # could not be scored at this sha; see reason
+
+
 @dataclass(frozen=True)
 class Member:
     """A model's state in one family space, and its vector before per-base centring.
@@ -112,7 +120,7 @@ class Member:
     repo_id: str
     sha: str | None
     base: str
-    status: str  # embedded | failed
+    status: MemberStatus
     reason: str = ""
     raw: np.ndarray | None = field(default=None, repr=False)
     updated_at: datetime | None = None
@@ -179,7 +187,7 @@ def members_to_table(rows: Sequence[Member]) -> pa.Table:
             "repo_id": [r.repo_id for r in rows],
             "sha": [r.sha for r in rows],
             "base": [r.base for r in rows],
-            "status": [r.status for r in rows],
+            "status": [MemberStatus(r.status).value for r in rows],
             "reason": [r.reason for r in rows],
             "raw": [None if r.raw is None else np.asarray(r.raw, np.float32).ravel() for r in rows],
             "updated_at": [utc(r.updated_at, "updated_at") for r in rows],
@@ -196,7 +204,7 @@ def members_from_table(table: pa.Table) -> list[Member]:
             repo_id=cols["repo_id"][i],
             sha=cols["sha"][i],
             base=cols["base"][i],
-            status=cols["status"][i],
+            status=MemberStatus(cols["status"][i]),
             reason=cols["reason"][i],
             raw=None if cols["raw"][i] is None else np.asarray(cols["raw"][i], np.float32),
             updated_at=updated[i],

@@ -31,6 +31,21 @@ class ModelStatus(StrEnum):
     REMOVED = "removed"  # gone from the Hub; vectors kept but hidden from queries
 
 
+def visible_to_queries(status: ModelStatus) -> bool:
+    """Whether the read side may show a model in this status: THE visibility rule of hubdelta.
+
+    A model removed from the Hub keeps its row and its vectors (it may come back, and old reports name it), but
+    ``similar``, ``task``, ``report``, ``export`` and ``eval`` leave it out, and no query returns it as a
+    neighbour; ``show`` still shows its record, saying it was removed. The stores apply this rule through
+    :func:`hubdelta.index.selectors.visible` and ``index.vectors.visible`` / ``index.vectors.nearest``.
+    """
+    return status != ModelStatus.REMOVED
+
+
+VISIBLE_STATUSES = frozenset(s for s in ModelStatus if visible_to_queries(s))
+HIDDEN_STATUSES = frozenset(ModelStatus) - VISIBLE_STATUSES
+
+
 class Relation(StrEnum):
     """How a child relates to a base, as the Hub's ``base_model:<relation>:<base>`` tags say."""
 

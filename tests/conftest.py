@@ -1,12 +1,14 @@
-"""Shared fixtures: an isolated Hub environment, a tiny devhub root, running devhub servers."""
+"""Shared fixtures: an isolated Hub environment, a tiny devhub root, running devhub servers, the pool, processes;
+and the tiers: ``pool`` and ``e2e`` markers applied from the fixtures a test uses (``pytest_collection_modifyitems``).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +16,78 @@ import pytest
 import structlog
 from huggingface_hub import constants
 
-from hubdelta.kernel.settings import Settings, load_settings
+from hubdelta.kernel.settings import load_settings
 from hubdelta_dev.devhub.server import DevhubServer
 from hubdelta_dev.pool.build import PoolManifest, build_pool
+from tests.helpers import (
+    BASE,
+    GEMMA_ADAPTERS,
+    OTHER_BASE,
+    SMOL_ADAPTERS,
+    TOKEN,
+    PoolIndex,
+    Processes,
+    TinyRoot,
+    pool_cache_dir,
+    write_safetensors,
+)
 
-TOKEN = "hf_devhub_test_token"  # the one token the test servers accept
-BASE = "acme/base-7m"
-OTHER_BASE = "acme/base-other"
+# ---- the tiers -------------------------------------------------------------------------------------------------
+
+# The fixtures that need the trained finetune pool (built once per session; a cold build trains for ~10 minutes).
+POOL_FIXTURES = frozenset({"pool", "family_pool", "pool_hub", "manifest", "pool_index"})
+# The fixtures that start processes: ``processes`` (what a test starts itself: the CLI, the daemon, the index's
+# child writer, Chromium, a Python that checks its imports), ``s3`` (moto_server) and ``ray_cluster`` (Ray).
+E2E_FIXTURES = frozenset({"processes", "s3", "ray_cluster"})
+# A pool test's timeout unless it has its own: the session's pool fixtures (linking the pool; crawling, embedding
+# and reporting it for ``pool_index``; exporting Gemma-3 and training its adapters for ``family_pool`` when the
+# cache lacks them) are charged to whichever pool test runs first, so no single test's own time bounds it.
+POOL_TIMEOUT_S = 600
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by the fixtures it uses, directly or through other fixtures: ``pool``, ``e2e``."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & POOL_FIXTURES:
+            item.add_marker(pytest.mark.pool)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(POOL_TIMEOUT_S))
+        if used & E2E_FIXTURES:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Start processes only through this (``processes.popen``, ``processes.run``): it marks the test ``e2e``, and
+    what still runs at the test's end is killed."""
+    started = Processes()
+    yield started
+    started.close()
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_e2e_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test module that starts a process in a test not marked ``e2e`` fails: the test would sit in the fast tier.
+    (Processes that libraries start for themselves are theirs.)"""
+    if request.node.get_closest_marker("e2e") is not None:
+        return
+    real = subprocess.Popen.__init__
+
+    def guarded(self: subprocess.Popen[bytes], *args: Any, **kwargs: Any) -> None:
+        frame = sys._getframe(1)
+        while frame.f_back is not None and frame.f_code.co_filename == subprocess.__file__:
+            frame = frame.f_back
+        caller = Path(frame.f_code.co_filename)
+        if caller.parent == TESTS and caller.name.startswith("test_"):
+            raise AssertionError(f"{caller.name} starts a process: use the `processes` fixture (it marks tests e2e)")
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+
+
+# ---- the environment -------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(autouse=True)
@@ -67,37 +134,10 @@ def _restore_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
-def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]]) -> int:
-    """Write a safetensors file of F32 zeros with the ``safetensors`` package; returns the parameter count."""
-    import numpy as np
-    from safetensors.numpy import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: np.zeros(shape, dtype=np.float32) for k, shape in shapes.items()}, str(path))
-    return sum(int(np.prod(s)) for s in shapes.values())
-
-
 def card(meta: dict[str, Any], title: str = "A test model") -> str:
     import yaml
 
     return f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n\n# {title}\n"
-
-
-@dataclass(frozen=True)
-class TinyRoot:
-    """A devhub root with one repo of every kind, and what devhub must say about it."""
-
-    path: Path
-    adapters: frozenset[str]  # public adapters of BASE
-    finetunes: frozenset[str]
-    merges: frozenset[str]
-    quantized: frozenset[str]
-    gated: str
-    private: str
-    virtual: str  # a catalog-only repo
-    public: frozenset[str]  # every repo an anonymous caller lists
-    base_params: int
-    catalog: dict[str, dict[str, Any]]
 
 
 def _files(root: Path, repo_id: str, files: dict[str, str | bytes]) -> None:
@@ -210,11 +250,6 @@ def hub(tiny: TinyRoot, serve: Callable[..., DevhubServer]) -> DevhubServer:
 # --- the finetune pool (built once per session from a cache) -------------------------------------------
 
 
-def pool_cache_dir() -> Path:
-    """Trained pool models are cached across test runs (a cold build trains for ~10 minutes)."""
-    return Path(os.environ.get("HUBDELTA_TEST_CACHE", Path.home() / ".cache" / "hubdelta-test")) / "pool"
-
-
 @pytest.fixture(scope="session")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pool")
@@ -224,10 +259,11 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def family_pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2 and Gemma-3 adapters of math and code (tests/family_root.py), from the same cache as ``pool``."""
-    from tests.family_root import build_family_pool
-
-    return build_family_pool(tmp_path_factory.mktemp("family-pool"), pool_cache_dir())
+    """SmolLM2 and Gemma-3 adapters of math and code, from the same cache as ``pool``: both bases (Gemma-3-270M
+    exported once from its PyPI GGUF, ~1 minute cold) and the two Gemma adapters (~30 s each cold)."""
+    out = tmp_path_factory.mktemp("family-pool")
+    build_pool(out, cache_dir=pool_cache_dir(), only={*SMOL_ADAPTERS, *GEMMA_ADAPTERS}, gemma=True)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -239,16 +275,6 @@ def pool_hub(pool: Path) -> Iterator[DevhubServer]:
 @pytest.fixture(scope="session")
 def manifest(pool: Path) -> PoolManifest:
     return PoolManifest.load(pool / "manifest.json")
-
-
-@dataclass(frozen=True)
-class PoolIndex:
-    """A home whose index holds the whole pool crawled, embedded in the default space and reported once."""
-
-    home: Path
-    settings: Settings
-    hub_url: str
-    pool: Path
 
 
 @pytest.fixture(scope="session")

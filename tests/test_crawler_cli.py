@@ -13,9 +13,8 @@ from typer.testing import CliRunner
 
 from hubdelta.cli import app
 from hubdelta_dev.devhub.server import DevhubServer
-from tests.conftest import BASE as TINY_BASE
-from tests.conftest import TinyRoot
-from tests.test_devhub_cli import one_line_error
+from tests.helpers import BASE as TINY_BASE
+from tests.helpers import Processes, TinyRoot, one_line_error
 
 runner = CliRunner()
 BASE = "org/base"
@@ -61,9 +60,9 @@ def test_track_with_the_hub_down_says_how_to_go_on(tmp_path: Path) -> None:
     assert cli(tmp_path, "http://127.0.0.1:9", "track", BASE, "--no-check").exit_code == 0
 
 
-def test_a_second_writer_gets_the_holder_in_one_line(hub: DevhubServer, tmp_path: Path) -> None:
+def test_a_second_writer_gets_the_holder_in_one_line(hub: DevhubServer, tmp_path: Path, processes: Processes) -> None:
     assert cli(tmp_path, hub.url, "track", TINY_BASE).exit_code == 0
-    holder = subprocess.Popen(
+    holder = processes.popen(
         [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom hubdelta.index.store import Index\n"
          f"i = Index.open({str(tmp_path / 'index')!r}, lock_dir=Path({str(tmp_path)!r}), writer='holder crawl')\n"
          "print('ready', flush=True)\ntime.sleep(60)"],

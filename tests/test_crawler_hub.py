@@ -17,29 +17,23 @@ from huggingface_hub import HfApi
 from hubdelta.crawler.api import run_crawl, track
 from hubdelta.index.door import open_reader
 from hubdelta.index.records import ModelStatus, Relation
-from hubdelta.kernel.settings import Settings, load_settings
+from hubdelta.kernel.settings import Settings
 from hubdelta_dev.devhub.faults import FaultConfig
 from hubdelta_dev.devhub.reqlog import max_in_window
 from hubdelta_dev.devhub.server import DevhubServer
 from hubdelta_dev.devhub.synth import generate_catalog, mutate_entries, read_catalog, write_catalog
 from hubdelta_dev.pool.base import BASE_REPO_ID
 from hubdelta_dev.pool.build import PoolManifest
+from tests.helpers import Processes, settings_for
 
 ALL = tuple(Relation)
-
-
-def settings_for(home: Path, url: str, toml: str = "") -> Settings:
-    home.mkdir(parents=True, exist_ok=True)
-    if toml:
-        (home / "hubdelta.toml").write_text(toml)
-    return load_settings({"HF_ENDPOINT": url}, home=home)
 
 
 def index_state(settings: Settings) -> dict[str, tuple[str | None, str, str]]:
     """repo id -> (sha, relation, status) of every row not marked removed; asserts one row per repo."""
     with open_reader(settings) as index:
-        rows = index.get_models()
-        assert index.count_models() == len(rows), "duplicate repo ids in the models table"
+        rows = index.models.get()
+        assert index.models.count() == len(rows), "duplicate repo ids in the models table"
     return {k: (r.model.sha, r.model.relation.value, r.status.value) for k, r in rows.items() if r.status != "removed"}
 
 
@@ -66,7 +60,7 @@ def test_one_crawl_finds_exactly_the_pool_children(pool_hub: DevhubServer, manif
     assert {k: (rel, status) for k, (_, rel, status) in index_state(settings).items()} == expected
     assert summary.total("new") == len(expected) and summary.errors == []
     with open_reader(settings) as index:
-        merge = index.get_models([f"{manifest.repos[-2].repo_id}"])[manifest.repos[-2].repo_id]
+        merge = index.models.get([f"{manifest.repos[-2].repo_id}"])[manifest.repos[-2].repo_id]
     assert merge.model.relation == Relation.MERGE and len(merge.model.base_models) == 3
 
 
@@ -109,7 +103,7 @@ def test_100k_crawl_is_exact_incremental_and_reconciles(big_hub, tmp_path: Path)
     third = run_crawl(settings, full=True)
     assert (third.total("new"), third.total("updated"), third.total("removed")) == (50, 10, 5)
     with open_reader(settings) as index:
-        rows = index.get_models([*mutation.dropped, *mutation.changed])
+        rows = index.models.get([*mutation.dropped, *mutation.changed])
     assert {rows[i].status for i in mutation.dropped} == {ModelStatus.REMOVED}
     assert all(rows[i].model.sha != state[i][0] for i in mutation.changed)
 
@@ -158,7 +152,9 @@ def test_faults_give_the_same_index_within_budget(small_root, tmp_path: Path) ->
 # --- kill -9 --------------------------------------------------------------------------------------------
 
 
-def test_kill_9_at_random_points_then_rerun_gives_the_same_index(small_root, tmp_path: Path) -> None:
+def test_kill_9_at_random_points_then_rerun_gives_the_same_index(
+    small_root, tmp_path: Path, processes: Processes
+) -> None:
     root, bases = small_root
     reference = _reference(root, bases, tmp_path / "ref")
     rng = random.Random(11)
@@ -170,7 +166,7 @@ def test_kill_9_at_random_points_then_rerun_gives_the_same_index(small_root, tmp
         killed = 0
         for trial in range(10):
             args = [sys.executable, "-m", "hubdelta", "crawl"] + (["--full"] if trial % 3 == 2 else [])
-            proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = processes.popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(rng.uniform(1.0, 4.0))  # ~1.5 s of start-up, then somewhere inside the crawl
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)

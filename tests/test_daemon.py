@@ -1,15 +1,14 @@
 """``hubdelta daemon`` as a real process against devhub, on a schedule of seconds: it discovers, embeds and reports;
-SIGTERM stops it cleanly; ``kill -9`` mid-embedding and a restart lose and duplicate nothing."""
+SIGTERM stops it cleanly; ``kill -9`` mid-embedding and a restart lose and duplicate nothing. (Stopping during each
+kind of job, overrunning the stop timeout, daily slots and catch-up: in-process, test_daemon_runner.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock
 from pathlib import Path
@@ -19,14 +18,21 @@ import pytest
 from hubdelta.crawler.api import track
 from hubdelta.daemon.slots import latest_slot, missed_slot, parse_hhmm
 from hubdelta.daemon.state import load_state
-from hubdelta.index.door import open_reader, open_writer
+from hubdelta.index.door import open_writer
 from hubdelta.index.records import ModelStatus
 from hubdelta.kernel.errors import ConfigError
 from hubdelta_dev.devhub.badrepos import BASE_ID, write_bad_repos
 from hubdelta_dev.devhub.server import DevhubServer
-from tests.test_crawler_hub import settings_for
-
-TZ = datetime(2026, 11, 26, tzinfo=UTC).astimezone().tzinfo
+from tests.helpers import (
+    Processes,
+    drained,
+    settings_for,
+    start_daemon,
+    statuses,
+    stop_daemon,
+    vectors,
+    wait_for,
+)
 
 
 def at(day: int, hour: int, minute: int = 0) -> datetime:
@@ -74,18 +80,6 @@ batch = 2
 """
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 240, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if proc is not None and proc.poll() is not None:
-            log = Path(getattr(proc, "log", "")).read_text()[-3000:] if getattr(proc, "log", None) else ""
-            raise AssertionError(f"the daemon exited ({proc.returncode}) before: {what}\n{log}")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for: {what}")
-
-
 @pytest.fixture
 def corpus(tmp_path: Path) -> Iterator[tuple[DevhubServer, dict, Path]]:
     expected = {r.repo_id: r for r in write_bad_repos(tmp_path / "hub")}
@@ -95,59 +89,15 @@ def corpus(tmp_path: Path) -> Iterator[tuple[DevhubServer, dict, Path]]:
         yield hub, expected, home
 
 
-def start(home: Path, url: str) -> subprocess.Popen:
-    """The daemon as a process, logging to ``<home>/daemon-<n>.log`` (``proc.log``).
-
-    A file, not a pipe: a daemon writing into a pipe nobody reads blocks once the pipe's 64 KiB are full.
-    """
-    env = {**os.environ, "HF_ENDPOINT": url, "HUBDELTA_HOME": str(home)}
-    log = home / f"daemon-{len(list(home.glob('daemon-*.log')))}.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "hubdelta", "--log-json", "daemon"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=sink)  # fmt: skip
-    proc.log = log  # type: ignore[attr-defined]
-    return proc
-
-
-def stop(proc: subprocess.Popen, sig: signal.Signals = signal.SIGTERM, timeout: float = 120) -> str:
-    """Signal the daemon, wait for it, and return its log."""
-    proc.send_signal(sig)
-    proc.wait(timeout=timeout)
-    return Path(proc.log).read_text()  # type: ignore[attr-defined]
-
-
-def statuses(home: Path, url: str) -> dict[str, str]:
-    with open_reader(settings_for(home, url)) as index:
-        return {k: r.status.value for k, r in index.get_models().items()}
-
-
-def vectors(home: Path, url: str) -> dict[str, int]:
-    with open_reader(settings_for(home, url)) as index:
-        counts: dict[str, int] = {}
-        for space in index.spaces():
-            for repo in index.get_embeddings(space):
-                counts[repo] = counts.get(repo, 0) + 1
-        return counts
-
-
-def drained(home: Path, url: str) -> bool:
-    try:
-        got = statuses(home, url)
-    except Exception:  # the index does not exist yet, or a write is under way
-        return False
-    return bool(got) and not any(s in ("queued", "embedding") for s in got.values())
-
-
-@pytest.mark.timeout(600)
-def test_the_daemon_discovers_embeds_reports_and_stops_on_sigterm(corpus) -> None:
+def test_the_daemon_discovers_embeds_reports_and_stops_on_sigterm(corpus, processes: Processes) -> None:
     hub, expected, home = corpus
-    proc = start(home, hub.url)
+    proc = start_daemon(processes, home, hub.url)
     try:
         wait_for("every model embedded or failed", lambda: drained(home, hub.url), proc=proc)
         wait_for("a report after the embedding", lambda: _reported_after_embed(home), proc=proc)
     finally:
         started = time.monotonic()
-        err = stop(proc)
+        err = stop_daemon(proc)
     assert proc.returncode == 0, err[-2000:]
     assert time.monotonic() - started < 60
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
@@ -175,21 +125,20 @@ def _reported_after_embed(home: Path) -> bool:
                 and report.last_success > embed.last_success)  # fmt: skip
 
 
-@pytest.mark.timeout(600)
-def test_kill_9_during_embedding_then_restart_embeds_each_model_once(corpus) -> None:
+def test_kill_9_during_embedding_then_restart_embeds_each_model_once(corpus, processes: Processes) -> None:
     hub, expected, home = corpus
-    proc = start(home, hub.url)
+    proc = start_daemon(processes, home, hub.url)
     try:
         wait_for("the first models embedded", lambda: len(vectors_or_empty(home, hub.url)) >= 1, proc=proc)
     finally:
-        stop(proc, signal.SIGKILL)
+        stop_daemon(proc, signal.SIGKILL)
     left = statuses(home, hub.url)
     assert any(s in ("queued", "embedding") for s in left.values()), left  # killed with work left
-    proc = start(home, hub.url)
+    proc = start_daemon(processes, home, hub.url)
     try:
         wait_for("every model embedded or failed after the restart", lambda: drained(home, hub.url), proc=proc)
     finally:
-        stop(proc)
+        stop_daemon(proc)
     assert proc.returncode == 0
     plan = {r for r, b in expected.items() if b.outcome == "plan"}
     counts = vectors(home, hub.url)
@@ -226,49 +175,3 @@ def test_status_shows_the_daemon_and_its_jobs(corpus) -> None:
     assert d["jobs"]["embed"]["last_error"] == "index locked" and d["jobs"]["crawl"]["runs"] == 5
     text = CliRunner().invoke(app, ["--home", str(home), "status"], env={"HF_ENDPOINT": hub.url})
     assert "daemon     running" in text.output and "last error" in text.output
-
-
-def _running(home: Path, job: str) -> bool:
-    j = load_state(home).jobs.get(job)
-    return bool(j and j.last_start and (j.last_success is None or j.last_start > j.last_success))
-
-
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
-@pytest.mark.parametrize("job", ["crawl", "embed", "report"])
-def test_stopping_during_a_job_loses_and_duplicates_nothing(corpus, job: str, sig: signal.Signals) -> None:
-    """Stopped (SIGTERM) or killed (-9) while ``job`` runs, then restarted: the store opens, every model is
-    recorded once with at most one vector, and the restarted daemon catches up (all embedded, a new report)."""
-    hub, expected, home = corpus
-    if job == "report":  # a report needs vectors: let a first daemon embed them, then stop it
-        proc = start(home, hub.url)
-        wait_for("the queue drained", lambda: drained(home, hub.url), proc=proc)
-        stop(proc)
-    proc = start(home, hub.url)
-    try:
-        wait_for(f"the {job} job running", lambda: _running(home, job), proc=proc, timeout=120)
-    finally:
-        stop(proc, sig)
-    assert proc.returncode == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
-    with open_writer(settings_for(home, hub.url), "test") as index:  # opens, and the lock is free
-        rows = index.get_models()
-        assert index.count_models() == len(rows) and set(rows) <= set(expected)  # no duplicate, nothing foreign
-    assert all(n == 1 for n in vectors(home, hub.url).values())
-    reports_before = load_state(home).jobs.get("report")
-    before = reports_before.last_success if reports_before else None
-    proc = start(home, hub.url)
-    try:
-        wait_for("caught up: queue drained", lambda: drained(home, hub.url), proc=proc)
-        wait_for("caught up: a new report", lambda: _reported_since(home, before), proc=proc)
-    finally:
-        stop(proc)
-    assert proc.returncode == 0
-    assert set(statuses(home, hub.url)) == set(expected)  # a killed crawl's models were all found again
-    plan = {r for r, b in expected.items() if b.outcome == "plan"}
-    counts = vectors(home, hub.url)
-    assert {r: counts.get(r, 0) for r in plan} == dict.fromkeys(plan, 1)
-
-
-def _reported_since(home: Path, before: datetime | None) -> bool:
-    j = load_state(home).jobs.get("report")
-    return bool(j and j.last_success and (before is None or j.last_success > before))

@@ -14,8 +14,7 @@ from hubdelta.index.door import open_reader
 from hubdelta.index.reports import StoredReport
 from hubdelta_dev.devhub.server import DevhubServer
 from hubdelta_dev.pool.base import BASE_REPO_ID
-from tests.test_crawler_hub import settings_for
-from tests.test_daemon import drained, start, stop, wait_for
+from tests.helpers import Processes, drained, settings_for, start_daemon, stop_daemon, wait_for
 
 HELD_BACK = "chemistry"
 SCHEDULE = """
@@ -55,14 +54,15 @@ def publish(pool: Path, root: Path, labels: dict[str, str], *, held_back: bool) 
 def latest(home: Path, url: str) -> StoredReport | None:
     try:
         with open_reader(settings_for(home, url)) as index:
-            return index.latest_report()
+            return index.reports.latest()
     except Exception:  # not created yet, or a migration/commit under way
         return None
 
 
 @pytest.mark.pool
-@pytest.mark.timeout(900)
-def test_the_daemon_reports_new_pool_models_and_the_cluster_they_form(pool: Path, tmp_path: Path) -> None:
+def test_the_daemon_reports_new_pool_models_and_the_cluster_they_form(
+    pool: Path, tmp_path: Path, processes: Processes
+) -> None:
     labels: dict[str, str] = json.loads((pool / "labels.json").read_text())
     chemistry = {r for r, d in labels.items() if d == HELD_BACK}
     root, home = tmp_path / "hub", tmp_path / "home"
@@ -73,7 +73,7 @@ def test_the_daemon_reports_new_pool_models_and_the_cluster_they_form(pool: Path
         # all of them at once.
         settings = settings_for(home, hub.url, SCHEDULE.format(report_every=60))
         track(settings, BASE_REPO_ID)
-        proc = start(home, hub.url)
+        proc = start_daemon(processes, home, hub.url)
         try:
             wait_for("the first pool models embedded", lambda: drained(home, hub.url), timeout=600, proc=proc)
             before = getattr(latest(home, hub.url), "report_id", None)
@@ -91,7 +91,7 @@ def test_the_daemon_reports_new_pool_models_and_the_cluster_they_form(pool: Path
                      timeout=400, proc=proc)  # fmt: skip
             second = latest(home, hub.url)
         finally:
-            err = stop(proc, timeout=180)
+            err = stop_daemon(proc, timeout=180)
     assert proc.returncode == 0, err[-2000:]
     assert second is not None and second.summary["previous_id"] is not None
     print(f"\nreports after publishing: {len(seen)}")  # 1 when the crawl + embed fit between two reports

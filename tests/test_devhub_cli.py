@@ -10,15 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hubdelta.cli import app
+from tests.helpers import one_line_error
 
 runner = CliRunner()
-
-
-def one_line_error(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code != 0 and len(lines) == 1, result.output
-    assert lines[0].startswith("error: ") and "(fix: " in lines[0]
-    return lines[0]
 
 
 def test_serve_on_a_missing_root_is_a_one_line_error(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from huggingface_hub.utils import get_session, parse_ratelimit_headers
 
 from hubdelta_dev.devhub.faults import FaultConfig
 from hubdelta_dev.devhub.server import DevhubServer
-from tests.conftest import BASE, TinyRoot
+from tests.helpers import BASE, TinyRoot
 
 
 def control(server: DevhubServer, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -16,7 +16,7 @@ from huggingface_hub.errors import (
 )
 
 from hubdelta_dev.devhub.server import DevhubServer
-from tests.conftest import BASE, OTHER_BASE, TOKEN, TinyRoot, write_safetensors
+from tests.helpers import BASE, OTHER_BASE, TOKEN, TinyRoot, write_safetensors
 
 
 def tree_of(root: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import BadRequestError
 
 from hubdelta_dev.devhub.server import DevhubServer
-from tests.conftest import BASE, OTHER_BASE, TOKEN, TinyRoot
+from tests.helpers import BASE, OTHER_BASE, TOKEN, TinyRoot
 
 
 def ids(models) -> list[str]:

@@ -25,7 +25,7 @@ from hubdelta.index.records import ModelStatus
 from hubdelta.kernel.settings import load_settings
 from hubdelta_dev.devhub.server import DevhubServer
 from hubdelta_dev.pool.base import BASE_REPO_ID
-from tests.conftest import PoolIndex
+from tests.helpers import PoolIndex, Processes, drained, settings_for, start_daemon, statuses, stop_daemon, wait_for
 
 pytestmark = pytest.mark.pool
 
@@ -66,7 +66,7 @@ def test_two_ray_workers_embed_the_pool_exactly_once_like_one_process_with_one_k
     track(settings, BASE_REPO_ID)
     run_crawl(settings)
     with open_reader(settings) as index:
-        queued = sorted(index.get_models())
+        queued = sorted(index.models.get())
     log = tmp_path / "embed.log"
     env = {**os.environ, "HUBDELTA_HOME": str(home), "HF_ENDPOINT": pool_hub.url, "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [sys.executable, "-m", "hubdelta", "--log-json", "embed", "--ray", ray_cluster, "--batch", "2", "--json"]
@@ -92,12 +92,12 @@ def test_two_ray_workers_embed_the_pool_exactly_once_like_one_process_with_one_k
 
     (space_id,) = summary["spaces"]
     with open_reader(settings) as index, open_reader(pool_index.settings) as reference:
-        models = index.get_models()
+        models = index.models.get()
         assert {k: (r.status, r.attempts) for k, r in models.items()} == {k: (ModelStatus.EMBEDDED, 1) for k in queued}
-        assert index.count_embeddings(space_id) == len(queued)  # one row per model: no duplicate upsert
-        got = index.get_embeddings(space_id, queued)
-        assert set(reference.spaces()) == {space_id}  # the same space as the single-process embedder
-        want = reference.get_embeddings(space_id, queued)
+        assert index.vectors.count(space_id) == len(queued)  # one row per model: no duplicate upsert
+        got = index.vectors.get(space_id, queued)
+        assert set(reference.vectors.spaces()) == {space_id}  # the same space as the single-process embedder
+        want = reference.vectors.get(space_id, queued)
     assert sorted(got) == sorted(want) == queued
     for repo in queued:
         a, b = got[repo].vector, want[repo].vector
@@ -127,17 +127,14 @@ def test_a_base_no_worker_can_load_leaves_its_models_queued_and_the_run_ends(
     ((base, why),) = summary.failures
     assert base == BASE_REPO_ID and why.startswith("base not loaded:"), why
     with open_reader(settings) as index:
-        models = index.get_models()
+        models = index.models.get()
     assert {r.status for r in models.values()} == {ModelStatus.QUEUED}  # as they were: the next run tries again
     assert {r.attempts for r in models.values()} == {0}
 
 
 def test_the_daemon_with_ray_enabled_keeps_its_workers_across_embed_runs(
-    pool_hub: DevhubServer, ray_cluster: str, tmp_path: Path
+    pool_hub: DevhubServer, ray_cluster: str, tmp_path: Path, processes: Processes
 ) -> None:
-    from tests.test_crawler_hub import settings_for
-    from tests.test_daemon import drained, start, statuses, stop, wait_for
-
     home = tmp_path / "home"
     toml = f"""
 [daemon]
@@ -150,11 +147,11 @@ enabled = true
 address = "{ray_cluster}"
 """
     track(settings_for(home, pool_hub.url, toml), BASE_REPO_ID)
-    proc = start(home, pool_hub.url)
+    proc = start_daemon(processes, home, pool_hub.url)
     try:
         wait_for("the pool embedded by the Ray workers", lambda: drained(home, pool_hub.url), timeout=600, proc=proc)
     finally:
-        log = stop(proc)
+        log = stop_daemon(proc)
     assert proc.returncode == 0, log[-3000:]
     events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     runs = [e for e in events if e["event"] == "daemon.job_done" and e["job"] == "embed" and e.get("embedded")]

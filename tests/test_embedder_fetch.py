@@ -23,7 +23,7 @@ from hubdelta_dev.devhub import badrepos
 from hubdelta_dev.devhub.badrepos import BASE_ID, BadRepo, write_bad_repos
 from hubdelta_dev.devhub.faults import FaultConfig
 from hubdelta_dev.devhub.server import DevhubServer
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN
 
 CORPUS = [r for r, _ in badrepos.CASES] + [r for r, _ in badrepos.VIRTUAL]
 

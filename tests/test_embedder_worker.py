@@ -26,13 +26,12 @@ from hubdelta_dev.devhub.badrepos import write_bad_repos
 from hubdelta_dev.devhub.server import DevhubServer
 from hubdelta_dev.pool.base import BASE_REPO_ID
 from hubdelta_dev.pool.build import PoolManifest
-from tests.test_crawler_hub import settings_for
-from tests.test_devhub_cli import one_line_error
+from tests.helpers import Processes, one_line_error, settings_for
 
 
 def statuses(settings: Settings) -> dict[str, tuple[str, str]]:
     with open_reader(settings) as index:
-        return {k: (r.status.value, r.reason) for k, r in index.get_models().items()}
+        return {k: (r.status.value, r.reason) for k, r in index.models.get().items()}
 
 
 def test_the_bad_repo_corpus_ends_with_the_right_statuses(tmp_path: Path) -> None:
@@ -74,9 +73,9 @@ def test_every_pool_model_is_embedded_once_into_one_space(embedded_pool, manifes
     assert first.embedded == len(manifest.repos) and first.failed == 0 and len(first.spaces) == 1
     assert set(statuses(settings).values()) == {("embedded", "")}
     with open_reader(settings) as index:
-        vectors = index.get_embeddings(first.spaces[0])
-        rows = index.stats()[f"emb_{first.spaces[0]}"].rows
-        models = index.get_models()
+        vectors = index.vectors.get(first.spaces[0])
+        rows = index.maintenance.stats()[f"emb_{first.spaces[0]}"].rows
+        models = index.models.get()
     assert set(vectors) == {r.repo_id for r in manifest.repos} and rows == len(vectors)
     assert all(vectors[k].sha == models[k].model.sha for k in vectors)
     assert all(np.isfinite(v.vector).all() and np.linalg.norm(v.vector) > 0 for v in vectors.values())
@@ -87,17 +86,19 @@ def test_rerunning_embeds_nothing_and_a_requeued_model_reuses_its_vector(embedde
     again = run_embed(settings)
     assert (again.embedded, again.reused, again.failed) == (0, 0, 0)
     with open_writer(settings, "test") as index:
-        record = index.get_models(["hubdelta-pool/smollm2-lora-math-1"])["hubdelta-pool/smollm2-lora-math-1"]
-        index.put_models([record.with_status(ModelStatus.QUEUED)])
-        before = index.get_embeddings(first.spaces[0], [record.repo_id])[record.repo_id]
+        record = index.models.get(["hubdelta-pool/smollm2-lora-math-1"])["hubdelta-pool/smollm2-lora-math-1"]
+        index.models.put([record.with_status(ModelStatus.QUEUED)])
+        before = index.vectors.get(first.spaces[0], [record.repo_id])[record.repo_id]
     third = run_embed(settings)
     assert (third.embedded, third.reused) == (0, 1)
     with open_reader(settings) as index:
-        after = index.get_embeddings(first.spaces[0], [record.repo_id])[record.repo_id]
+        after = index.vectors.get(first.spaces[0], [record.repo_id])[record.repo_id]
     assert np.array_equal(before.vector, after.vector) and before.embedded_at == after.embedded_at
 
 
-def test_kill_9_during_embedding_then_rerun_embeds_every_model_exactly_once(embedded_pool, tmp_path: Path) -> None:
+def test_kill_9_during_embedding_then_rerun_embeds_every_model_exactly_once(
+    embedded_pool, tmp_path: Path, processes: Processes
+) -> None:
     _, first, hub = embedded_pool
     settings = settings_for(tmp_path / "home", hub.url)
     track(settings, BASE_REPO_ID)
@@ -106,8 +107,8 @@ def test_kill_9_during_embedding_then_rerun_embeds_every_model_exactly_once(embe
     rng = random.Random(5)
     killed = 0
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "hubdelta", "embed", "--batch", "3"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        proc = processes.popen([sys.executable, "-m", "hubdelta", "embed", "--batch", "3"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         time.sleep(rng.uniform(8.0, 14.0))  # start-up (~5 s), the base, then a few chunks
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -119,13 +120,13 @@ def test_kill_9_during_embedding_then_rerun_embeds_every_model_exactly_once(embe
     assert last.failed == 0
     space = first.spaces[0]  # same base and options, so the same space id
     with open_reader(settings) as index:
-        assert set(index.spaces()) == {space}
-        vectors = index.get_embeddings(space)
-        rows = index.stats()[f"emb_{space}"].rows
-        counts = index.count_by_status()
+        assert set(index.vectors.spaces()) == {space}
+        vectors = index.vectors.get(space)
+        rows = index.maintenance.stats()[f"emb_{space}"].rows
+        counts = index.models.count_by_status()
     assert counts[ModelStatus.EMBEDDED] == len(vectors) == rows == first.embedded
     with open_reader(embedded_pool[0]) as index:
-        reference = index.get_embeddings(space)
+        reference = index.vectors.get(space)
     assert all(np.allclose(vectors[k].vector, reference[k].vector, atol=1e-5) for k in reference)
 
 

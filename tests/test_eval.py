@@ -19,8 +19,7 @@ from hubdelta.evaluation.labels import parse_labels
 from hubdelta.evaluation.pool import Pool, activations
 from hubdelta.evaluation.scores import chance_accuracy, score
 from hubdelta.kernel.errors import UsageError
-from tests.conftest import PoolIndex
-from tests.test_devhub_cli import one_line_error
+from tests.helpers import PoolIndex, one_line_error
 
 runner = CliRunner()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from typer.testing import CliRunner
@@ -17,11 +19,10 @@ from hubdelta.embedder.scoring import ResidentScorer, score_rows
 from hubdelta.embedder.space import Space
 from hubdelta.index.door import open_reader
 from hubdelta.kernel.recipe import Recipe
-from hubdelta.kernel.settings import load_settings
+from hubdelta.kernel.settings import Settings, load_settings
 from hubdelta_dev.devhub.server import DevhubServer
 from hubdelta_dev.pool.base import BASE_REPO_ID, GEMMA_REPO_ID
-from tests.family_root import GEMMA_ADAPTERS, SMOL_ADAPTERS
-from tests.test_devhub_cli import one_line_error
+from tests.helpers import GEMMA_ADAPTERS, SMOL_ADAPTERS, one_line_error
 
 TEXTS = (" The answer is 42, because 6 x 7 = 42.", "\ndef add(a, b):\n    return a + b\n", " Hello  there!")
 
@@ -90,6 +91,58 @@ def _json(result) -> object:
     return json.loads(result.stdout)
 
 
+def _check_family_space(settings: Settings, space_id: str) -> None:
+    """The family space's stored parts agree, and its vectors group the SmolLM2 adapters by domain."""
+    with open_reader(settings) as index:
+        space = Space.from_dict(index.vectors.spaces()[space_id].params)
+        cset = ContinuationSet.from_dict(index.families.continuation_set(space.continuations or ""))
+        vectors = index.vectors.get(space_id)
+        profiles = index.families.base_profiles(space_id)
+        members = index.families.members(space_id)
+    assert space.method == "meaning" and space.family == "small" and cset.hash == space.continuations
+    assert [s.split("@")[0] for s in cset.sources] == [BASE_REPO_ID, GEMMA_REPO_ID]
+    assert len(cset.texts) == 5 and all(len(row) == 4 for row in cset.texts)
+    assert space.dim == vector_dim(Recipe.parse(space.recipe or ""), cset.texts)
+    assert set(vectors) == {*SMOL_ADAPTERS, *GEMMA_ADAPTERS} == set(members)
+    assert all(v.vector.shape == (space.dim,) and np.isclose(np.linalg.norm(v.vector), 1, atol=1e-4)
+               for v in vectors.values())  # fmt: skip
+    assert set(profiles) == {BASE_REPO_ID, GEMMA_REPO_ID} and all(m.status == "embedded" for m in members.values())
+    # Trained SmolLM2 adapters of one domain are each other's nearest in the family space (4 models: their
+    # base's mean is subtracted); Gemma's two keep their own vectors (fewer than CENTRE_MIN).
+    smol = np.stack([vectors[r].vector for r in SMOL_ADAPTERS])
+    sims = smol @ smol.T - 2 * np.eye(len(SMOL_ADAPTERS))
+    assert [SMOL_ADAPTERS[j].split("-")[-2] for j in sims.argmax(1)] == ["math", "math", "code", "code"]
+    for r in GEMMA_ADAPTERS:
+        assert np.allclose(vectors[r].vector, members[r].raw, atol=1e-6)
+
+
+def _check_queries_of_the_family_space(cli: Callable[..., Any], tmp_path: Path, space_id: str,
+                                       spaces: list[str]) -> None:  # fmt: skip
+    """similar, eval and report over the family space and a base's space."""
+    # The same Gemma adapter: in the family space its neighbours cross architectures; by default, its base's.
+    query = GEMMA_ADAPTERS[0]
+    family_hits = _json(cli("similar", query, "--space", space_id, "-k", "5", "--json"))
+    assert family_hits["space_id"] == space_id
+    assert {n["repo_id"] for n in family_hits["neighbors"]} == {*SMOL_ADAPTERS, GEMMA_ADAPTERS[1]}
+    default_hits = _json(cli("similar", query, "--json"))
+    assert default_hits["space_id"] != space_id and [n["repo_id"] for n in default_hits["neighbors"]] == [
+        GEMMA_ADAPTERS[1]
+    ]
+    assert space_id in default_hits["other_spaces"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("".join(f"{r},{r.split('-')[-2]}\n" for r in (*SMOL_ADAPTERS, *GEMMA_ADAPTERS)))
+    scored = _json(cli("eval", "--labels", str(labels), "--space", space_id, "--json"))
+    assert scored["scores"]["n"] == 6 and scored["cross_base"]["bases"] == 2
+    assert scored["cross_base"]["chance"] == 0.5  # of the other base's models, half share a domain
+    assert _json(cli("eval", "--labels", str(labels), "--json"))["space_id"] == space_id  # it holds the most
+    smol_space = next(s for s in spaces if s.startswith("smollm2"))
+    base_space = _json(cli("eval", "--labels", str(labels), "--space", smol_space, "--json"))
+    assert base_space["cross_base"] is None and base_space["scores"]["n"] == 4
+    report = _json(cli("report", "--json"))
+    in_report = {s["space_id"]: s for s in report["spaces"]}
+    assert in_report[space_id]["base"] == "family small" and in_report[space_id]["vectors"] == 6
+
+
 def test_a_family_of_two_architectures_end_to_end(family_pool: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     with DevhubServer(family_pool / "hub") as hub:
@@ -110,27 +163,7 @@ def test_a_family_of_two_architectures_end_to_end(family_pool: Path, tmp_path: P
         first = _json(cli("family", "embed", "small", "--json"))[0]
         assert (first["embedded"], first["failed"], first["pending"], first["sampled"]) == (6, 0, 0, True)
         space_id = first["space_id"]
-        with open_reader(settings) as index:
-            space = Space.from_dict(index.spaces()[space_id].params)
-            cset = ContinuationSet.from_dict(index.continuation_set(space.continuations or ""))
-            vectors = index.get_embeddings(space_id)
-            profiles = index.base_profiles(space_id)
-            members = index.members(space_id)
-        assert space.method == "meaning" and space.family == "small" and cset.hash == space.continuations
-        assert [s.split("@")[0] for s in cset.sources] == [BASE_REPO_ID, GEMMA_REPO_ID]
-        assert len(cset.texts) == 5 and all(len(row) == 4 for row in cset.texts)
-        assert space.dim == vector_dim(Recipe.parse(space.recipe or ""), cset.texts)
-        assert set(vectors) == {*SMOL_ADAPTERS, *GEMMA_ADAPTERS} == set(members)
-        assert all(v.vector.shape == (space.dim,) and np.isclose(np.linalg.norm(v.vector), 1, atol=1e-4)
-                   for v in vectors.values())  # fmt: skip
-        assert set(profiles) == {BASE_REPO_ID, GEMMA_REPO_ID} and all(m.status == "embedded" for m in members.values())
-        # Trained SmolLM2 adapters of one domain are each other's nearest in the family space (4 models: their
-        # base's mean is subtracted); Gemma's two keep their own vectors (fewer than CENTRE_MIN).
-        smol = np.stack([vectors[r].vector for r in SMOL_ADAPTERS])
-        sims = smol @ smol.T - 2 * np.eye(len(SMOL_ADAPTERS))
-        assert [SMOL_ADAPTERS[j].split("-")[-2] for j in sims.argmax(1)] == ["math", "math", "code", "code"]
-        for r in GEMMA_ADAPTERS:
-            assert np.allclose(vectors[r].vector, members[r].raw, atol=1e-6)
+        _check_family_space(settings, space_id)
 
         shown = _json(cli("family", "show", "small", "--json"))
         per_base = {b["base"]: b for b in shown["per_base"]}
@@ -142,28 +175,7 @@ def test_a_family_of_two_architectures_end_to_end(family_pool: Path, tmp_path: P
         assert (again["embedded"], again["failed"], again["pending"], again["sampled"]) == (0, 0, 0, False)
         assert again["space_id"] == space_id
 
-        # The same Gemma adapter: in the family space its neighbours cross architectures; by default, its base's.
-        query = GEMMA_ADAPTERS[0]
-        family_hits = _json(cli("similar", query, "--space", space_id, "-k", "5", "--json"))
-        assert family_hits["space_id"] == space_id
-        assert {n["repo_id"] for n in family_hits["neighbors"]} == {*SMOL_ADAPTERS, GEMMA_ADAPTERS[1]}
-        default_hits = _json(cli("similar", query, "--json"))
-        assert default_hits["space_id"] != space_id and [n["repo_id"] for n in default_hits["neighbors"]] == [
-            GEMMA_ADAPTERS[1]
-        ]
-        assert space_id in default_hits["other_spaces"]
-        labels = tmp_path / "labels.csv"
-        labels.write_text("".join(f"{r},{r.split('-')[-2]}\n" for r in (*SMOL_ADAPTERS, *GEMMA_ADAPTERS)))
-        scored = _json(cli("eval", "--labels", str(labels), "--space", space_id, "--json"))
-        assert scored["scores"]["n"] == 6 and scored["cross_base"]["bases"] == 2
-        assert scored["cross_base"]["chance"] == 0.5  # of the other base's models, half share a domain
-        assert _json(cli("eval", "--labels", str(labels), "--json"))["space_id"] == space_id  # it holds the most
-        smol_space = next(s for s in embedded["spaces"] if s.startswith("smollm2"))
-        base_space = _json(cli("eval", "--labels", str(labels), "--space", smol_space, "--json"))
-        assert base_space["cross_base"] is None and base_space["scores"]["n"] == 4
-        report = _json(cli("report", "--json"))
-        in_report = {s["space_id"]: s for s in report["spaces"]}
-        assert in_report[space_id]["base"] == "family small" and in_report[space_id]["vectors"] == 6
+        _check_queries_of_the_family_space(cli, tmp_path, space_id, embedded["spaces"])
 
 
 def test_family_commands_refuse_bad_input_in_one_line(tmp_path: Path) -> None:

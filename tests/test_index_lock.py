@@ -13,16 +13,16 @@ import pytest
 from hubdelta.index.lock import LOCK_FILE, WriteLock, read_holder
 from hubdelta.index.store import Index
 from hubdelta.kernel.errors import IndexLockedError
-from tests.index_helpers import record, spawn, wait_for
+from tests.helpers import Processes, expect_line, record, spawn
 
 
-def test_second_writer_is_refused_while_a_process_holds_the_lock(tmp_path: Path) -> None:
+def test_second_writer_is_refused_while_a_process_holds_the_lock(tmp_path: Path, processes: Processes) -> None:
     uri = str(tmp_path / "index")
     with Index.open(uri, lock_dir=tmp_path, writer="setup") as index:
-        index.put_models([record(1)])
-    holder = spawn("hold", uri, str(tmp_path), "hubdelta crawl --full")
+        index.models.put([record(1)])
+    holder = spawn(processes, "hold", uri, str(tmp_path), "hubdelta crawl --full")
     try:
-        wait_for(holder, "locked")
+        expect_line(holder, "locked")
         with pytest.raises(IndexLockedError) as e:
             Index.open(uri, lock_dir=tmp_path, writer="hubdelta crawl")
         err = e.value
@@ -34,13 +34,13 @@ def test_second_writer_is_refused_while_a_process_holds_the_lock(tmp_path: Path)
 
         started = time.monotonic()
         reader = Index.open(uri)  # readers take no lock and do not wait
-        assert list(reader.get_models()) == [record(1).repo_id]
+        assert list(reader.models.get()) == [record(1).repo_id]
         assert time.monotonic() - started < 5
 
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
         with Index.open(uri, lock_dir=tmp_path, writer="after the kill") as index:  # free at once
-            assert index.count_models() == 1
+            assert index.models.count() == 1
     finally:
         if holder.poll() is None:
             holder.kill()

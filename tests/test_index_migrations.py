@@ -13,7 +13,7 @@ from hubdelta.index.migrations import SCHEMA_VERSION, m001_create_tables, write_
 from hubdelta.index.schema import models_to_table
 from hubdelta.index.store import Index
 from hubdelta.kernel.errors import IndexSchemaError
-from tests.index_helpers import record
+from tests.helpers import record
 
 
 @pytest.fixture
@@ -28,10 +28,10 @@ def test_first_writer_creates_and_stamps_the_store(uri: str, tmp_path: Path) -> 
         meta = index.meta()
         assert meta["schema_version"] == str(SCHEMA_VERSION) == "4"
         assert meta["hubdelta_version"] and meta["created_at"].endswith("+00:00")
-        index.put_models([record(1)])
+        index.models.put([record(1)])
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
         assert index.applied_migrations == []  # nothing runs twice
-        assert index.meta()["created_at"] == meta["created_at"] and index.count_models() == 1
+        assert index.meta()["created_at"] == meta["created_at"] and index.models.count() == 1
 
 
 def test_a_store_newer_than_the_code_is_refused(uri: str, tmp_path: Path) -> None:
@@ -60,11 +60,11 @@ def test_an_older_store_is_migrated_by_a_writer_and_refused_by_a_reader(uri: str
 
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
         assert index.applied_migrations == ["m002_create_spaces", "m003_create_reports", "m004_create_families"]
-        assert index.meta()["schema_version"] == "4" and index.count_models() == 1
-        assert index.spaces() == {} and index.latest_report() is None and index.families() == {}
+        assert index.meta()["schema_version"] == "4" and index.models.count() == 1
+        assert index.vectors.spaces() == {} and index.reports.latest() is None and index.families.all() == {}
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
         assert index.applied_migrations == []
-    assert Index.open(uri).count_models() == 1  # readers accept it now
+    assert Index.open(uri).models.count() == 1  # readers accept it now
 
 
 def test_a_writer_killed_before_stamping_resumes(uri: str, tmp_path: Path) -> None:

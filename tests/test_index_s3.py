@@ -34,10 +34,8 @@ from hubdelta.index.store import Index, PutResult
 from hubdelta.kernel.errors import ConfigError, IndexLockedError, IndexNotFoundError, StoreError
 from hubdelta.kernel.settings import load_settings
 from hubdelta_dev.devhub.server import DevhubServer
-from tests.conftest import BASE as TINY_BASE
-from tests.conftest import TinyRoot
-from tests.index_helpers import T0, records
-from tests.test_devhub_cli import one_line_error
+from tests.helpers import BASE as TINY_BASE
+from tests.helpers import T0, TinyRoot, one_line_error, records
 
 BUCKET = "hubdelta-test"  # S3 bucket names need 3-63 characters
 T = datetime(2026, 3, 1, tzinfo=UTC)
@@ -128,56 +126,57 @@ def test_the_index_round_trips_on_s3(s3: S3, tmp_path: Path) -> None:
     with Index.open(uri, lock_dir=tmp_path, writer="pytest", compaction=policy, ann_settings=ann,
                     storage_options=s3.options) as index:  # fmt: skip
         base = TrackedBase("acme/base", (Relation.ADAPTER,), {Relation.ADAPTER: Cursor(T0, "user0/model-0")})
-        assert index.put_tracked([base]) == PutResult(1, 0)
-        assert index.put_models(records(0, 20)) == PutResult(20, 0)
+        assert index.tracked.put([base]) == PutResult(1, 0)
+        assert index.models.put(records(0, 20)) == PutResult(20, 0)
         updated = [r.with_status(ModelStatus.EMBEDDED) for r in records(10, 20)]  # 10 stored, 10 new
-        assert index.put_models(updated) == PutResult(10, 10)
+        assert index.models.put(updated) == PutResult(10, 10)
         space = SpaceRow("base-s3", {"base_repo": "acme/base", "layer": None}, np.ones((5, dim), np.float32), T)
-        index.put_space(space)
+        index.vectors.put_space(space)
         matrix = vectors(n, dim)
         ids = [f"org/m-{i:03d}" for i in range(n)]
-        index.put_embeddings("base-s3", [Embedding(r, "a" * 40, v, T) for r, v in zip(ids, matrix, strict=True)])
+        index.vectors.put("base-s3", [Embedding(r, "a" * 40, v, T) for r, v in zip(ids, matrix, strict=True)])
         query = matrix[7]
-        assert [r for r, _ in index.nearest("base-s3", query, 5)] == brute_force(matrix, ids, query, 5)  # exact
+        assert [r for r, _ in index.vectors.nearest("base-s3", query, 5)] == brute_force(matrix, ids, query, 5)  # exact
 
-        assert index.maintain_ann() == {"base-s3": "build"}  # 300 rows >= 200: an IVF_SQ index on S3
-        status = index.ann_status("base-s3")
+        assert index.vectors.maintain_ann() == {"base-s3": "build"}  # 300 rows >= 200: an IVF_SQ index on S3
+        status = index.vectors.ann_status("base-s3")
         assert status is not None and status.index_type == "IVF_SQ" and status.unindexed_rows == 0
-        assert index.nearest("base-s3", query, 5)[0][0] == ids[7]
+        assert index.vectors.nearest("base-s3", query, 5)[0][0] == ids[7]
         extra = vectors(20, dim, seed=1)
-        index.put_embeddings("base-s3", [Embedding(f"org/new-{i}", None, v, T) for i, v in enumerate(extra)])
-        assert index.nearest("base-s3", extra[3], 1)[0][0] == "org/new-3"  # unindexed rows are searched too
-        assert index.maintain_ann() == {"base-s3": "optimize"}  # 20 unindexed > 10: folded in, versions dropped
-        status = index.ann_status("base-s3")
+        index.vectors.put("base-s3", [Embedding(f"org/new-{i}", None, v, T) for i, v in enumerate(extra)])
+        assert index.vectors.nearest("base-s3", extra[3], 1)[0][0] == "org/new-3"  # unindexed rows are searched too
+        assert index.vectors.maintain_ann() == {"base-s3": "optimize"}  # 20 unindexed > 10: folded in, versions dropped
+        status = index.vectors.ann_status("base-s3")
         assert status is not None and status.unindexed_rows == 0
-        assert index.compact(["emb_base-s3"])["emb_base-s3"].versions == 1  # old versions deleted from the bucket
+        # Old versions are deleted from the bucket.
+        assert index.maintenance.compact(["emb_base-s3"])["emb_base-s3"].versions == 1
 
-        assert "models" in index.maybe_compact()  # 3 versions > 2
-        stats = index.stats()
+        assert "models" in index.maintenance.maybe_compact()  # 3 versions > 2
+        stats = index.maintenance.stats()
         assert stats["models"].versions == 1 and stats["models"].rows == 30
     assert any(key.endswith(".manifest") for key in s3.keys(uri))  # it really is in the bucket
 
     reader = Index.open(uri, ann_settings=ann, storage_options=s3.options)
-    assert reader.read_only and [t.base for t in reader.tracked()] == ["acme/base"]
-    assert reader.tracked()[0].cursors[Relation.ADAPTER].repo_id == "user0/model-0"
-    got = reader.get_models()
+    assert reader.read_only and [t.base for t in reader.tracked.all()] == ["acme/base"]
+    assert reader.tracked.all()[0].cursors[Relation.ADAPTER].repo_id == "user0/model-0"
+    got = reader.models.get()
     assert len(got) == 30 and got["user3/model-10"].status == ModelStatus.EMBEDDED
-    assert reader.count_embeddings("base-s3") == n + 20
-    assert np.array_equal(reader.get_embeddings("base-s3", [ids[9]])[ids[9]].vector, matrix[9])
-    assert reader.nearest("base-s3", query, 1)[0][0] == ids[7]
+    assert reader.vectors.count("base-s3") == n + 20
+    assert np.array_equal(reader.vectors.get("base-s3", [ids[9]])[ids[9]].vector, matrix[9])
+    assert reader.vectors.nearest("base-s3", query, 1)[0][0] == ids[7]
     with pytest.raises(StoreError, match="read-only"):
-        reader.put_models(records(0, 1))
+        reader.models.put(records(0, 1))
 
 
 def test_one_writer_at_a_time_readers_never_wait(s3: S3, tmp_path: Path) -> None:
     uri = s3.uri("lock")
     with Index.open(uri, lock_dir=tmp_path, writer="first", storage_options=s3.options) as first:
-        first.put_models(records(0, 3))
+        first.models.put(records(0, 3))
         with pytest.raises(IndexLockedError, match="first"):
             Index.open(uri, lock_dir=tmp_path, writer="second", storage_options=s3.options)
-        assert Index.open(uri, storage_options=s3.options).count_models() == 3
+        assert Index.open(uri, storage_options=s3.options).models.count() == 3
     with Index.open(uri, lock_dir=tmp_path, writer="second", storage_options=s3.options) as second:
-        assert second.count_models() == 3
+        assert second.models.count() == 3
 
 
 def test_a_reader_of_an_empty_prefix_gets_index_not_found_and_writes_nothing(s3: S3) -> None:
@@ -224,8 +223,8 @@ def test_credentials_and_endpoint_may_come_from_the_aws_environment(
         monkeypatch.setenv(name, value)
     uri = s3.uri("env")
     with Index.open(uri, lock_dir=tmp_path, writer="env") as index:
-        index.put_models(records(0, 2))
-    assert Index.open(uri).count_models() == 2
+        index.models.put(records(0, 2))
+    assert Index.open(uri).models.count() == 2
     assert s3.keys(uri)
 
 
@@ -284,10 +283,10 @@ def test_crawl_status_and_similar_on_s3(s3: S3, hub: DevhubServer, tiny: TinyRoo
     params = {"base_repo": TINY_BASE, "base_sha": "0" * 40, "probes": "paper-v1", "probes_hash": "x", "dim": dim,
               "layer": None, "position": "last", "dtype": "float32", "method": "activations"}  # fmt: skip
     with open_writer(settings, "pytest embed") as index:
-        ids = sorted(index.get_models())
+        ids = sorted(index.models.get())
         matrix = vectors(len(ids), dim)
-        index.put_space(SpaceRow(space, params, np.zeros((5, dim), np.float32), T))
-        index.put_embeddings(space, [Embedding(r, "s", v, T) for r, v in zip(ids, matrix, strict=True)])
+        index.vectors.put_space(SpaceRow(space, params, np.zeros((5, dim), np.float32), T))
+        index.vectors.put(space, [Embedding(r, "s", v, T) for r, v in zip(ids, matrix, strict=True)])
     similar = ok_json(home, hub.url, "similar", ids[0], "-k", "2")
     assert similar["space_id"] == space
     assert [n["repo_id"] for n in similar["neighbors"]] == brute_force(matrix, ids, matrix[0], 3)[1:]

@@ -21,7 +21,7 @@ from hubdelta.index.schema import (
     tracked_from_table,
     tracked_to_table,
 )
-from tests.index_helpers import record
+from tests.helpers import record
 
 PLUS_TWO = timezone(timedelta(hours=2))
 

@@ -127,9 +127,9 @@ def test_cross_group_accuracy_looks_only_at_the_other_groups() -> None:
 
 def test_pending_members_are_those_embedded_in_their_base_and_not_yet_in_the_family_at_their_sha() -> None:
     from hubdelta.embedder.family_run import pending_members
-    from hubdelta.index.families import Family, Member
+    from hubdelta.index.families import Family, Member, MemberStatus
     from hubdelta.index.records import ModelStatus, Relation
-    from tests.index_helpers import record
+    from tests.helpers import record
 
     family = Family("f", ("a/one", "b/two"))
     done, stale, new, failed_here = (record(i, base="a/one", status=ModelStatus.EMBEDDED) for i in range(4))
@@ -139,9 +139,11 @@ def test_pending_members_are_those_embedded_in_their_base_and_not_yet_in_the_fam
     outsider = record(7, base="c/three", status=ModelStatus.EMBEDDED)
     quantized = record(8, base="a/one", status=ModelStatus.EMBEDDED, relation=Relation.QUANTIZED)
     members = {
-        done.repo_id: Member("s", done.repo_id, done.model.sha, one, "embedded"),
-        stale.repo_id: Member("s", stale.repo_id, "0" * 40, one, "embedded"),  # an older revision
-        failed_here.repo_id: Member("s", failed_here.repo_id, failed_here.model.sha, one, "failed", "broken"),
+        done.repo_id: Member("s", done.repo_id, done.model.sha, one, MemberStatus.EMBEDDED),
+        stale.repo_id: Member("s", stale.repo_id, "0" * 40, one, MemberStatus.EMBEDDED),  # an older revision
+        failed_here.repo_id: Member(
+            "s", failed_here.repo_id, failed_here.model.sha, one, MemberStatus.FAILED, "broken"
+        ),
     }
     todo = pending_members([done, stale, new, failed_here, other_base, queued, outsider, quantized], family, members)
     assert {b: {r.repo_id for r in rs} for b, rs in todo.items()} == {

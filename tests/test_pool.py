@@ -24,7 +24,7 @@ from hubdelta_dev.pool.recipe import (
     pool_recipe,
     split_slice,
 )
-from tests.conftest import pool_cache_dir
+from tests.helpers import pool_cache_dir
 
 
 def test_recipe_slices_are_disjoint_and_in_range() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from hubdelta.index.records import Relation
+from hubdelta.index.selectors import Selector, by_relation, compile_selector, user_filter
 from hubdelta.kernel.errors import UsageError
-from hubdelta.query.choose import choose_space, close_ids, filter_sql, first_fetch, next_fetch
+from hubdelta.query.choose import choose_space, close_ids, first_fetch, model_filter, next_fetch
 
 LAST = {"layer": None, "position": "last", "dtype": "float32"}
 MEAN = {"layer": None, "position": "mean", "dtype": "float32"}
@@ -33,17 +35,20 @@ def test_choose_space_refuses(available: dict, requested: str | None, needle: st
 
 
 @pytest.mark.parametrize(
-    ("where", "relation", "want"),
+    ("where", "relation", "want", "sql"),
     [
-        (None, None, None),
-        ("  ", None, None),
-        ("downloads > 1", None, "(downloads > 1)"),
-        (None, "adapter", "relation = 'adapter'"),
-        ("a = 1 OR b = 2", "merge", "(a = 1 OR b = 2) AND relation = 'merge'"),  # the OR stays inside
+        (None, None, None, None),
+        ("  ", None, None, None),
+        ("downloads > 1", None, user_filter("downloads > 1"), "(downloads > 1)"),
+        (None, "adapter", by_relation(Relation.ADAPTER), "relation IN ('adapter')"),
+        ("a = 1 OR b = 2", "merge", user_filter("a = 1 OR b = 2") & by_relation(Relation.MERGE),
+         "relation IN ('merge') AND (a = 1 OR b = 2)"),  # the OR stays inside its parentheses
     ],
-)
-def test_filter_sql(where: str | None, relation: str | None, want: str | None) -> None:
-    assert filter_sql(where, relation) == want
+)  # fmt: skip
+def test_model_filter(where: str | None, relation: str | None, want: Selector | None, sql: str | None) -> None:
+    got = model_filter(where, relation)
+    assert got == want
+    assert (compile_selector(got, lambda space: []).where if got else None) == sql  # the index writes the SQL
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ devhub on the spot (``--embed``).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,8 +22,7 @@ from hubdelta.cli import app
 from hubdelta.index.door import open_writer
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
-from tests.test_crawler_hub import settings_for
-from tests.test_devhub_cli import one_line_error
+from tests.helpers import Processes, one_line_error, settings_for
 
 runner = CliRunner()
 BASE = "org/base"
@@ -83,16 +81,16 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Zoo]:
         failed = HubModel("org/broken", "e" * 40, Relation.ADAPTER, (BASE,), created_at=NOW)
         records += [ModelRecord(queued, ModelStatus.QUEUED),
                     ModelRecord(failed, ModelStatus.FAILED, reason="corrupt safetensors header")]  # fmt: skip
-        index.put_models(records)
+        index.models.put(records)
         for space, position in ((SPACE, "last"), (SPACE_MEAN, "mean")):
-            index.put_space(SpaceRow(space, params(position), np.zeros((5, DIM), np.float32), NOW))
-        index.put_embeddings(SPACE, [Embedding(r, data.models[r].sha, v, NOW) for r, v in data.vectors.items()])
+            index.vectors.put_space(SpaceRow(space, params(position), np.zeros((5, DIM), np.float32), NOW))
+        index.vectors.put(SPACE, [Embedding(r, data.models[r].sha, v, NOW) for r, v in data.vectors.items()])
         # Two models in the second space (model-000 is in both), and a zero vector.
-        index.put_embeddings(SPACE_MEAN, [Embedding(r, "s", -data.vectors[r], NOW) for r in list(data.vectors)[:2]])
+        index.vectors.put(SPACE_MEAN, [Embedding(r, "s", -data.vectors[r], NOW) for r in list(data.vectors)[:2]])
         # An adapter that changed nothing: a zero delta, which no search returns and which cannot be a query.
         zero = HubModel("org/untrained", "d" * 40, Relation.ADAPTER, (BASE,), created_at=NOW)
-        index.put_models([ModelRecord(zero, ModelStatus.EMBEDDED)])
-        index.put_embeddings(SPACE_MEAN, [Embedding(zero.repo_id, zero.sha, np.zeros(DIM, np.float32), NOW)])
+        index.models.put([ModelRecord(zero, ModelStatus.EMBEDDED)])
+        index.vectors.put(SPACE_MEAN, [Embedding(zero.repo_id, zero.sha, np.zeros(DIM, np.float32), NOW)])
     return home, data
 
 
@@ -222,7 +220,7 @@ def test_no_index_yet_says_how_to_make_one(tmp_path: Path) -> None:
     assert "does not exist yet" in one_line_error(cli(tmp_path / "empty", "similar", "org/x"))
 
 
-def test_the_query_path_never_imports_torch(zoo: tuple[Path, Zoo]) -> None:
+def test_the_query_path_never_imports_torch(zoo: tuple[Path, Zoo], processes: Processes) -> None:
     home, _ = zoo
     code = (
         "import sys; from hubdelta.cli import app\n"
@@ -231,7 +229,7 @@ def test_the_query_path_never_imports_torch(zoo: tuple[Path, Zoo]) -> None:
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'huggingface_hub') if m in sys.modules)\n"
         "print('HEAVY', heavy)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = processes.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in done.stdout, done.stdout + done.stderr
 
 
@@ -295,7 +293,6 @@ def test_export_writes_vectors_and_metadata(zoo: tuple[Path, Zoo], tmp_path: Pat
 # ---- --embed: a model from the Hub, embedded on the spot ----------------------------------------------------------
 
 
-@pytest.mark.timeout(300)
 def test_similar_embed_embeds_a_hub_model_on_the_spot(tmp_path: Path) -> None:
     from hubdelta_dev.devhub.badrepos import write_bad_repos
     from hubdelta_dev.devhub.server import DevhubServer
@@ -336,25 +333,27 @@ def test_neighbours_carry_their_cluster_of_the_latest_report(tmp_path: Path) -> 
     data = Zoo(n=6, seed=1)
     settings = settings_for(tmp_path, "http://127.0.0.1:9")
     with open_writer(settings, "test") as index:
-        index.put_models([ModelRecord(m, ModelStatus.EMBEDDED) for m in data.models.values()])
-        index.put_space(SpaceRow(SPACE, params("last"), np.zeros((5, DIM), np.float32), NOW))
-        index.put_embeddings(SPACE, [Embedding(r, "s", v, NOW) for r, v in data.vectors.items()])
+        index.models.put([ModelRecord(m, ModelStatus.EMBEDDED) for m in data.models.values()])
+        index.vectors.put_space(SpaceRow(SPACE, params("last"), np.zeros((5, DIM), np.float32), NOW))
+        index.vectors.put(SPACE, [Embedding(r, "s", v, NOW) for r, v in data.vectors.items()])
         ids = sorted(data.vectors)
         clusters = {SPACE: (StoredCluster("c1", "math / algebra", tuple(ids[:3])),)}
-        index.put_report(StoredReport("r1", NOW, NOW - timedelta(days=1), str(tmp_path), clusters))
+        index.reports.put(StoredReport("r1", NOW, NOW - timedelta(days=1), str(tmp_path), clusters))
     doc = ok_json(tmp_path, "similar", ids[0], "-k", "5")
     got = {n["repo_id"]: n["cluster"] for n in doc["neighbors"]}
     assert got == {i: ("math / algebra" if i in ids[:3] else None) for i in ids[1:]}
     assert ok_json(tmp_path, "status")["last_report"] == NOW.isoformat()
 
 
-def test_as_a_process_the_whole_answer_arrives_before_the_fast_exit(zoo: tuple[Path, Zoo]) -> None:
+def test_as_a_process_the_whole_answer_arrives_before_the_fast_exit(
+    zoo: tuple[Path, Zoo], processes: Processes
+) -> None:
     home, _ = zoo
     command = [sys.executable, "-m", "hubdelta", "--home", str(home), "similar", "org/model-005", "-k", "50", "--json"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = processes.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["neighbors"]) == 50  # a piped stdout was flushed before os._exit
-    table = subprocess.run([*command[:-1], "-k", "3"], capture_output=True, text=True, timeout=120)
+    table = processes.run([*command[:-1], "-k", "3"], capture_output=True, text=True, timeout=120)
     assert table.returncode == 0 and table.stdout.count("org/model-") >= 3
-    failed = subprocess.run([*command[:5], "similar", "org/nope"], capture_output=True, text=True, timeout=120)
+    failed = processes.run([*command[:5], "similar", "org/nope"], capture_output=True, text=True, timeout=120)
     assert failed.returncode == 2 and failed.stderr.startswith("error: org/nope: not in the index")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from hubdelta.cli import app
 from hubdelta.index.door import open_reader, open_writer
-from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
 from hubdelta.index.reports import StoredCluster, StoredReport
 from hubdelta.kernel.errors import MissingDependencyError, UsageError
@@ -27,13 +26,21 @@ from hubdelta.report.cluster import ClusterParams, cluster_labels, groups
 from hubdelta.report.map import draw_map
 from hubdelta.report.neighbours import nearest
 from hubdelta.report.records import ChangeKind, MapPoint, SpaceMap
-from tests.test_crawler_hub import settings_for
-from tests.test_devhub_cli import one_line_error
+from tests.helpers import (
+    REPORT_BASE,
+    REPORT_DIM,
+    REPORT_SPACE,
+    PlantedPool,
+    Processes,
+    one_line_error,
+    pool_card,
+    pool_names,
+    pool_tags,
+    settings_for,
+)
 
 runner = CliRunner()
-BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
-SPACE = "smollm2-135m-instruct-0123abcd"
-DIM = 32
+BASE, SPACE, DIM = REPORT_BASE, REPORT_SPACE, REPORT_DIM  # the planted pool's
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
@@ -249,10 +256,10 @@ def test_missing_optional_packages_are_one_line_errors(monkeypatch: pytest.Monke
     assert "fix: pip install -e '.[report]'" in e.value.one_line()
 
 
-def test_queries_and_the_cli_never_import_the_report_packages() -> None:
+def test_queries_and_the_cli_never_import_the_report_packages(processes: Processes) -> None:
     code = ("import sys, hubdelta.cli, hubdelta.query.api, hubdelta.report.window; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'matplotlib', 'torch'}))")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = processes.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
@@ -265,64 +272,47 @@ def test_the_latest_report_is_the_newest_by_creation_time(tmp_path: Path) -> Non
                          {"clustering": {"min_cluster_size": 3}}, {"new_models": 2})  # fmt: skip
     older = StoredReport("r1", T0 - 24 * H, T0 - 48 * H, "/x/r1")
     with open_writer(settings, "test") as index:
-        assert index.latest_report() is None
-        index.put_report(newer)
-        index.put_report(older)
-        assert index.latest_report() == newer
+        assert index.reports.latest() is None
+        index.reports.put(newer)
+        index.reports.put(older)
+        assert index.reports.latest() == newer
     with open_reader(settings) as reader:
-        latest = reader.latest_report()
+        latest = reader.reports.latest()
     assert latest is not None and latest.cluster_of("a/c") == StoredCluster("c1", "math", ("a/b", "a/c"))
 
 
 # ---- end to end ----------------------------------------------------------------------------------------------------
 
 
-def pool_tags(repo_id: str) -> tuple[str, ...]:
-    kind = "lora" if "-lora-" in repo_id else "full"
-    return ("peft", "safetensors", "hubdelta-pool", kind, f"base_model:adapter:{BASE}", "license:apache-2.0",
-            "region:us")  # fmt: skip
+def _check_report_files(settings: Settings, doc: dict[str, Any], second_batch: dict[str, Any]) -> None:
+    """The report's files (offline HTML, escaped model text, the map) and its stored record."""
+    home = settings.home
+    out = Path(doc["out_dir"])
+    assert out.parent == home / "reports" and out.name == doc["report_id"]
+    files = {Path(p).name for p in doc["files"]}
+    assert files == {"report.md", "report.html", f"map-{SPACE}.png"} and all(Path(p).is_file() for p in doc["files"])
+    assert (out / f"map-{SPACE}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
+    assert "http://" not in page and "https://" not in page
+    assert 'src="data:image/png;base64,' in page
+    assert "corrupt safetensors header | &lt;b&gt;" in page and "<b>\n" not in page  # escaped model text
+    md = (out / "report.md").read_text()
+    section = md.split("## New models")[1].split("## ")[0]
+    assert all(f"`{r}`" in section for r in second_batch)
+    assert "## New clusters (1)" in md and "chemistry" in md
 
-
-def pool_card(repo_id: str) -> str:
-    parts = repo_id.rsplit("/", 1)[-1].split("-")
-    return f"LoRA adapter on 64 {parts[2]} examples (disjoint split 1)." if len(parts) > 2 else "A merge."
-
-
-class Pool:
-    """Planted domains in a DIM-dimensional space; each model a noisy copy of its domain's direction."""
-
-    def __init__(self) -> None:
-        self.rng = np.random.default_rng(7)
-        common = 1.5 * self.rng.normal(size=DIM)  # what every finetune of the base shares
-        self.centres = {d: common + self.rng.normal(size=DIM) for d in ("math", "code", "legal", "chemistry")}
-
-    def vector(self, domain: str | None) -> np.ndarray:
-        centre = self.centres[domain] if domain else 3 * self.rng.normal(size=DIM)
-        return (centre + 0.2 * self.rng.normal(size=DIM)).astype(np.float32)
-
-    def put(self, settings: Settings, names: dict[str, str | None], when: datetime) -> None:
-        records, vectors = [], []
-        for i, (repo_id, domain) in enumerate(names.items()):
-            m = HubModel(repo_id, f"{i:040x}", Relation.ADAPTER, (BASE,), created_at=when, tags=pool_tags(repo_id),
-                         card_summary=pool_card(repo_id))  # fmt: skip
-            records.append(ModelRecord(m, ModelStatus.EMBEDDED, attempts=1, first_seen=when, last_seen=when))
-            vectors.append(Embedding(repo_id, m.sha, self.vector(domain), when))
-        with open_writer(settings, "test") as index:
-            index.put_models(records)
-            if SPACE not in index.spaces():
-                params = {"base_repo": BASE, "dim": DIM, "position": "last", "dtype": "float32"}
-                index.put_space(SpaceRow(SPACE, params, np.zeros((5, DIM), np.float32), when))
-            index.put_embeddings(SPACE, vectors)
-
-
-def pool_names(domain: str, splits: list[object]) -> dict[str, str | None]:
-    return {f"hubdelta-pool/smollm2-lora-{domain}-{s}": domain for s in splits}
+    with open_reader(settings) as index:
+        stored = index.reports.latest()
+    assert stored is not None and stored.report_id == doc["report_id"] and stored.files == str(out)
+    assert stored.summary["new_models"] == len(second_batch) and stored.summary["changes"]["new"] == 1
+    assert {c.name for c in stored.clusters[SPACE]} == {"math", "code", "legal", "chemistry"}
 
 
 def test_two_reports_a_new_batch_forms_exactly_one_new_cluster(tmp_path: Path) -> None:
     home = tmp_path / "home"
     settings = settings_for(home, "http://127.0.0.1:9")
-    pool = Pool()
+    pool = PlantedPool()
     start = datetime.now(UTC) - 3 * H
     first_batch = pool_names("math", [1, 2, 3]) | pool_names("code", [1, 2, 3, "fewshot"])
     first_batch |= pool_names("legal", [1, 2, 3]) | {"someone/odd-merge": None}
@@ -330,7 +320,7 @@ def test_two_reports_a_new_batch_forms_exactly_one_new_cluster(tmp_path: Path) -
     broken = HubModel("x/broken", "e" * 40, Relation.ADAPTER, (BASE,))
     gated = HubModel("x/gated", "f" * 40, Relation.ADAPTER, (BASE,), gated="manual")
     with open_writer(settings, "test") as index:
-        index.put_models([ModelRecord(broken, ModelStatus.FAILED, reason="corrupt safetensors header | <b>"),
+        index.models.put([ModelRecord(broken, ModelStatus.FAILED, reason="corrupt safetensors header | <b>"),
                           ModelRecord(gated, ModelStatus.SKIPPED, reason="gated")])  # fmt: skip
 
     first = run_report(settings, command="test")
@@ -363,26 +353,7 @@ def test_two_reports_a_new_batch_forms_exactly_one_new_cluster(tmp_path: Path) -
     assert math_new["neighbors"][0]["repo_id"].startswith("hubdelta-pool/smollm2-lora-math-")
     assert math_new["cluster"] == by_name["math"]
 
-    out = Path(doc["out_dir"])
-    assert out.parent == home / "reports" and out.name == doc["report_id"]
-    files = {Path(p).name for p in doc["files"]}
-    assert files == {"report.md", "report.html", f"map-{SPACE}.png"} and all(Path(p).is_file() for p in doc["files"])
-    assert (out / f"map-{SPACE}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    page = (out / "report.html").read_text()
-    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
-    assert "http://" not in page and "https://" not in page
-    assert 'src="data:image/png;base64,' in page
-    assert "corrupt safetensors header | &lt;b&gt;" in page and "<b>\n" not in page  # escaped model text
-    md = (out / "report.md").read_text()
-    section = md.split("## New models")[1].split("## ")[0]
-    assert all(f"`{r}`" in section for r in second_batch)
-    assert "## New clusters (1)" in md and "chemistry" in md
-
-    with open_reader(settings) as index:
-        stored = index.latest_report()
-    assert stored is not None and stored.report_id == doc["report_id"] and stored.files == str(out)
-    assert stored.summary["new_models"] == len(second_batch) and stored.summary["changes"]["new"] == 1
-    assert {c.name for c in stored.clusters[SPACE]} == {"math", "code", "legal", "chemistry"}
+    _check_report_files(settings, doc, second_batch)
 
 
 def test_report_since_banana_is_a_one_line_error(tmp_path: Path) -> None:

@@ -4,17 +4,14 @@ the map found on the screenshot."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from hubdelta.report.api import run_report
-from tests.test_crawler_hub import settings_for
-from tests.test_report import Pool, pool_names
+from tests.helpers import PlantedPool, Processes, pool_names, settings_for
 
 WIDTH, HEIGHT = 1280, 2400
 
@@ -25,25 +22,24 @@ def chromium() -> str:
     return found
 
 
-def screenshot(page: Path, out: Path) -> np.ndarray:
+def screenshot(processes: Processes, page: Path, out: Path) -> np.ndarray:
     """The page rendered by headless Chromium, offline, as an (H, W, 3) uint8 array."""
     command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                "--no-first-run", "--disable-extensions", "--disable-background-networking",
                f"--user-data-dir={out.parent / 'chromium-profile'}", f"--window-size={WIDTH},{HEIGHT}",
                f"--screenshot={out}", page.as_uri()]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    processes.run(command, check=True, capture_output=True, timeout=120)
     return np.asarray(Image.open(out).convert("RGB"))
 
 
-@pytest.mark.timeout(300)
-def test_the_report_renders_in_chromium_with_its_map(tmp_path: Path) -> None:
+def test_the_report_renders_in_chromium_with_its_map(tmp_path: Path, processes: Processes) -> None:
     settings = settings_for(tmp_path / "home", "http://127.0.0.1:9")
-    pool = Pool()
+    pool = PlantedPool()
     names = pool_names("math", [1, 2, 3]) | pool_names("code", [1, 2, 3]) | pool_names("legal", [1, 2, 3, "fewshot"])
     pool.put(settings, names, datetime.now(UTC))
     report = run_report(settings, command="test")
     page = report.out_dir / "report.html"
-    shot = screenshot(page, tmp_path / "screenshot.png")
+    shot = screenshot(processes, page, tmp_path / "screenshot.png")
     assert shot.shape == (HEIGHT, WIDTH, 3)
     # The map: its points carry the clusters' colours (matplotlib's tab10 blue, orange, green), which nothing
     # else on the page has (text is dark, the page light, the "new" badges one green).

@@ -27,9 +27,7 @@ from hubdelta.task.adapter import FEWSHOT, cache_key
 from hubdelta.task.api import SpaceCluster, nearest_cluster, space_clusters
 from hubdelta.task.examples import choose, parse_lines
 from hubdelta_dev.pool.base import BASE_REPO_ID
-from tests.conftest import PoolIndex
-from tests.test_crawler_hub import settings_for
-from tests.test_devhub_cli import one_line_error
+from tests.helpers import PoolIndex, one_line_error, settings_for
 
 runner = CliRunner()
 DIM = 16
@@ -180,11 +178,11 @@ def planted_index(home: Path) -> Settings:
     rows = {f"org/{family}-{i}": centres[f] + 0.1 * rng.normal(size=DIM)
             for f, family in enumerate(("alpha", "beta", "gamma")) for i in range(4)}  # fmt: skip
     with open_writer(settings, "test") as index:
-        index.put_models([ModelRecord(HubModel(r, "0" * 40, Relation.ADAPTER, ("org/base",), created_at=T0,
+        index.models.put([ModelRecord(HubModel(r, "0" * 40, Relation.ADAPTER, ("org/base",), created_at=T0,
                                                tags=(r.split("/")[1].split("-")[0],)), ModelStatus.EMBEDDED)
                           for r in rows])  # fmt: skip
-        index.put_space(SpaceRow(SPACE, {"base_repo": "org/base"}, np.zeros((5, DIM), np.float32), T0))
-        index.put_embeddings(SPACE, [Embedding(r, "0" * 40, v.astype(np.float32), T0) for r, v in rows.items()])
+        index.vectors.put_space(SpaceRow(SPACE, {"base_repo": "org/base"}, np.zeros((5, DIM), np.float32), T0))
+        index.vectors.put(SPACE, [Embedding(r, "0" * 40, v.astype(np.float32), T0) for r, v in rows.items()])
     return settings
 
 
@@ -192,7 +190,7 @@ def test_clusters_come_from_the_latest_report_else_are_computed_like_the_report(
     settings = planted_index(tmp_path / "home")
     with open_reader(settings) as index:
         clusters, source, note = space_clusters(index, SPACE)
-        vectors = {r: e.vector for r, e in index.get_embeddings(SPACE).items()}
+        vectors = {r: e.vector for r, e in index.vectors.get(SPACE).items()}
     assert source == "computed now" and note is None
     assert sorted(c.members for c in clusters) == [tuple(f"org/{f}-{i}" for i in range(4))
                                                    for f in ("alpha", "beta", "gamma")]  # fmt: skip
@@ -203,7 +201,7 @@ def test_clusters_come_from_the_latest_report_else_are_computed_like_the_report(
     report = StoredReport("r1", T0, T0, "", {SPACE: (StoredCluster("c7", "two alphas and a beta", (
         "org/alpha-0", "org/alpha-1", "org/beta-3", "org/gone")),)})  # fmt: skip
     with open_writer(settings, "test") as index:
-        index.put_report(report)
+        index.reports.put(report)
     with open_reader(settings) as index:
         clusters, source, note = space_clusters(index, SPACE)
     assert source == "report r1" and note is None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 
@@ -15,7 +18,12 @@ def daemon_cmd(ctx: typer.Context) -> None:
     """
     from hubdelta.daemon.service import Daemon
 
-    raise typer.Exit(Daemon(ctx.obj).run())
+    code = Daemon(ctx.obj).run()
+    if code:  # a job overran stop_timeout_s and its thread would hold the exit: leave now, as a kill -9 would
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

@@ -59,6 +59,9 @@ def eval_cmd(
     if result.missing:
         shown = ", ".join(result.missing[:5]) + (", …" if len(result.missing) > 5 else "")
         console.print(f"{len(result.missing)} labelled repos have no vector in this space: {shown}")
+    if result.removed:
+        shown = ", ".join(result.removed[:5]) + (", …" if len(result.removed) > 5 else "")
+        console.print(f"{len(result.removed)} labelled repos were removed from the Hub and are not scored: {shown}")
     for other, n in result.other_spaces.items():
         console.print(f"space {other} also holds {n} labelled repos (--space {other})")
     if result.plot:

@@ -82,7 +82,10 @@ def create_cmd(
 
 @family_app.command("list")
 def list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Every family, its space and how many of its models are in it."""
+    """Every family, its space and how many of its models are in it.
+
+    Example: hubdelta family list --json
+    """
     from hubdelta.embedder.family import list_families
 
     statuses = list_families(ctx.obj)
@@ -97,7 +100,10 @@ def list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 @family_app.command("show")
 def show_cmd(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> None:
-    """One family: bases, texts, recipe, and per base how many models are embedded, failed or pending."""
+    """One family: bases, texts, recipe, and per base how many models are embedded, failed or pending.
+
+    Example: hubdelta family show small
+    """
     from hubdelta.embedder.family import show_family
 
     _emit(show_family(ctx.obj, name), as_json)
@@ -105,7 +111,10 @@ def show_cmd(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> Non
 
 @family_app.command("remove")
 def remove_cmd(ctx: typer.Context, name: NameArg) -> None:
-    """Forget a family (its space and vectors stay searchable with --space)."""
+    """Forget a family (its space and vectors stay searchable with --space).
+
+    Example: hubdelta family remove small
+    """
     from hubdelta.embedder.family import remove_family
 
     family = remove_family(ctx.obj, name)

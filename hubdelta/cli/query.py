@@ -140,7 +140,7 @@ def _embed_first(settings: Any, repo: str, base: str | None) -> str:
         return add_local(settings, path, base, command="hubdelta similar --embed").repo_id
     try:
         with open_reader(settings) as index:
-            if index.vectors_of(repo):
+            if index.vectors.of_repo(repo):
                 return repo
     except IndexNotFoundError:  # no index yet: embedding creates it
         pass
@@ -155,6 +155,8 @@ def _embed_first(settings: Any, repo: str, base: str | None) -> str:
 def show_cmd(ctx: typer.Context, repo: Annotated[str, typer.Argument(help="A repo id in the index.")],
              k: KOpt = 5, as_json: JsonOpt = False) -> None:  # fmt: skip
     """A model's record: metadata, status and reason, its vectors, and its nearest models.
+
+    A model removed from the Hub is shown with its record and vectors, marked REMOVED, without neighbours.
 
     Example: hubdelta show hubdelta-pool/smollm2-lora-math-1
     """
@@ -172,6 +174,7 @@ def show_cmd(ctx: typer.Context, repo: Annotated[str, typer.Argument(help="A rep
         "last_seen": r.last_seen,
         "vectors": [asdict(v) for v in shown.vectors],
         "neighbors": [asdict(n) for n in shown.neighbors],
+        "hidden": shown.hidden,
     }
     if as_json:
         _dump(doc)
@@ -187,6 +190,9 @@ def show_cmd(ctx: typer.Context, repo: Annotated[str, typer.Argument(help="A rep
         f"  card       {m.card_summary or '-'}",
     ]
     lines += [f"  vector     {v.space_id} (|v| = {v.norm:.3f}, sha {(v.sha or '?')[:12]})" for v in shown.vectors]
+    if shown.hidden:
+        lines.append("  REMOVED    gone from the Hub: hidden from similar, task, report, export and eval "
+                     "(its record and vectors are kept)")  # fmt: skip
     typer.echo("\n".join(lines))
     if shown.neighbors:
         _neighbors_table(shown.neighbors, f"nearest to {m.repo_id}")
@@ -250,15 +256,20 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="The file to write (replaced atomically).")],
     fmt: Annotated[str, typer.Option("--format", help="parquet, npz or csv.")] = "parquet",
     space: SpaceOpt = None,
+    include_removed: Annotated[
+        bool, typer.Option("--include-removed", help="Also export models removed from the Hub (status removed).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write one space's vectors and model metadata to a file (npz: embeddings, model_names, base_model).
+
+    Models removed from the Hub are left out, as in every query, unless --include-removed is given.
 
     Example: hubdelta export --format npz --out vectors.npz
     """
     from hubdelta.query.export import export
 
-    done = export(ctx.obj, out, fmt=fmt, space=space)
+    done = export(ctx.obj, out, fmt=fmt, space=space, include_removed=include_removed)
     if as_json:
         _dump(asdict(done))
     else:

@@ -11,6 +11,7 @@ import os
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,24 +91,33 @@ def load_state(home: Path) -> DaemonState:
 
 
 class StateFile:
-    """The state of a running daemon, saved after each change."""
+    """The state of a running daemon, saved after each change (changes and saves one at a time, across threads)."""
 
     def __init__(self, home: Path, state: DaemonState) -> None:
         self.path = home / STATE_FILE
         self.state = state
         self._lock = threading.Lock()
 
+    def update(self, change: Callable[[DaemonState], object]) -> None:
+        """Apply ``change`` to the state and save it, while no other thread changes or saves it."""
+        with self._lock:
+            change(self.state)
+            self._write()
+
     def save(self) -> None:
         with self._lock:
-            text = json.dumps(asdict(self.state), indent=1, default=_encode)
-            fd, tmp = tempfile.mkstemp(prefix=".daemon.", suffix=".tmp", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(text)
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            self._write()
+
+    def _write(self) -> None:
+        text = json.dumps(asdict(self.state), indent=1, default=_encode)
+        fd, tmp = tempfile.mkstemp(prefix=".daemon.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def daemon_health(home: Path) -> dict[str, Any] | None:

@@ -13,11 +13,11 @@ import numpy as np
 from hubdelta.evaluation.labels import read_labels
 from hubdelta.evaluation.scores import Scores, cross_group_accuracy, score
 from hubdelta.index.door import open_reader
+from hubdelta.index.selectors import by_ids, hidden
 from hubdelta.index.store import Index
 from hubdelta.kernel.errors import UsageError
 from hubdelta.kernel.settings import Settings
 
-IN_LIST_MAX = 2000  # labelled ids above this are matched against a full scan of the space instead of an IN list
 SHOWN_MISSING = 20
 
 
@@ -34,29 +34,28 @@ class EvalResult:
     # A space holding models of several bases (a family space): nearest neighbour *of another base* has the
     # label; {"accuracy", "chance", "bases"}. None for a space of one base.
     cross_base: dict[str, float] | None = None
+    removed: tuple[str, ...] = ()  # labelled repos removed from the Hub: hidden from queries, so not scored
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["missing_count"] = len(self.missing)
         out["missing"] = list(self.missing[:SHOWN_MISSING])
+        out["removed"] = list(self.removed)
         for row in out["scores"]["per_label"]:  # JSON has no NaN: a label of one model has no mean cosine
             row["mean_cosine"] = None if math.isnan(row["mean_cosine"]) else row["mean_cosine"]
         return out
 
 
 def _labelled_vectors(index: Index, space_id: str, labels: dict[str, str]) -> dict[str, np.ndarray]:
-    if len(labels) <= IN_LIST_MAX:
-        found = index.get_embeddings(space_id, labels)
-    else:
-        found = {k: e for k, e in index.get_embeddings(space_id).items() if k in labels}
-    return {k: e.vector for k, e in found.items()}
+    # Visible models only: one removed from the Hub is hidden from queries, and so from the evaluation.
+    return {k: e.vector for k, e in index.vectors.visible(space_id, labels).items()}
 
 
 def _choose_space(
     index: Index, labels: dict[str, str], space: str | None
 ) -> tuple[str, dict[str, int], dict[str, np.ndarray]]:
     """The requested space, or the one holding the most labelled repos (refusing a tie); and its labelled vectors."""
-    known = index.spaces()
+    known = index.vectors.spaces()
     if space is not None and space not in known:
         raise UsageError(
             "--space", f"no space {space!r}", fix=f"use one of: {', '.join(known) or 'none (embed first)'}"
@@ -84,6 +83,9 @@ def evaluate(
 ) -> EvalResult:
     """Silhouette (cosine) and leave-one-out nearest-neighbour accuracy of the labelled repos in one space.
 
+    Labelled models removed from the Hub are hidden from queries: they are not scored, and are listed in
+    ``removed`` (not in ``missing``).
+
     Args:
         settings: where the index is.
         labels_file: a CSV of ``repo_id,label`` rows (see :func:`~hubdelta.evaluation.labels.parse_labels`).
@@ -97,7 +99,8 @@ def evaluate(
     labels = read_labels(labels_file)
     with open_reader(settings) as index:
         space_id, others, vectors = _choose_space(index, labels, space)
-        records = index.get_models(vectors)
+        records = index.models.get(vectors)
+        removed = tuple(sorted(index.models.ids(by_ids(labels) & hidden())))
     ids = sorted(vectors)
     names = [labels[i] for i in ids]
     counts = Counter(names)
@@ -121,5 +124,5 @@ def evaluate(
 
         title = f"{space_id}: silhouette {result.silhouette:.3f}, NN acc {result.nn_accuracy:.2f}"
         written = str(draw_panels([Panel(title, stack, names)], plot, columns=1))
-    missing = tuple(sorted(set(labels) - set(vectors)))
-    return EvalResult(space_id, str(labels_file), result, missing, others, written, cross)
+    missing = tuple(sorted(set(labels) - set(vectors) - set(removed)))
+    return EvalResult(space_id, str(labels_file), result, missing, others, written, cross, removed)

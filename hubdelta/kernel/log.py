@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 
 import structlog
 
 
 class _StderrLogger:
-    """Writes to the current ``sys.stderr``: a stream bound once goes stale under test runners."""
+    """Writes to the current ``sys.stderr``: a stream bound once goes stale under test runners.
+
+    One write per line, under one lock: ``print`` writes the text and the newline apart, so two threads (the
+    daemon's main thread and its job) could merge two JSON events into one line.
+    """
+
+    _lock = threading.Lock()
 
     def __init__(self, *_args: object) -> None:
         pass
 
     def msg(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        with self._lock:
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
 
     debug = info = warning = warn = error = critical = exception = fatal = msg
 

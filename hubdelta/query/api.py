@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 
 from hubdelta.index.door import open_reader
-from hubdelta.index.records import ModelRecord, ModelStatus, Relation
-from hubdelta.index.store import IN_LIST_MAX, Index
+from hubdelta.index.records import ModelRecord, ModelStatus, Relation, visible_to_queries
+from hubdelta.index.selectors import IN_LIST_MAX, Selector, by_ids, visible
+from hubdelta.index.store import Index
 from hubdelta.kernel.errors import HubdeltaError, StoreError, UsageError
 from hubdelta.kernel.settings import Settings
-from hubdelta.query.choose import choose_space, close_ids, filter_sql, first_fetch, next_fetch
+from hubdelta.query.choose import choose_space, close_ids, first_fetch, model_filter, next_fetch
 from hubdelta.query.records import Neighbor, Similar, VectorInfo
 
 NOT_EMBEDDED_FIX = {
@@ -87,19 +88,29 @@ class _Query:
     other_spaces: list[str]
 
 
+def removed_error(record: ModelRecord) -> HubdeltaError:
+    """The refusal to search with a model hidden from queries (removed from the Hub)."""
+    seen = f" (last seen {record.last_seen:%Y-%m-%d})" if record.last_seen else ""
+    return HubdeltaError(f"{record.repo_id} was removed from the Hub{seen}: it is hidden from queries",
+                         fix=f"hubdelta show {record.repo_id} still shows its record; a full crawl brings it back "
+                             "if it is listed again")  # fmt: skip
+
+
 def _repo_query(index: Index, settings: Settings, repo: str, space: str | None) -> _Query:
-    record = index.get_models([repo]).get(repo)
-    vectors = index.vectors_of(repo)
+    record = index.models.get([repo]).get(repo)
+    if record is not None and not visible_to_queries(record.status):
+        raise removed_error(record)
+    vectors = index.vectors.of_repo(repo)
     if not vectors:
         if record is None:
-            close = close_ids(repo, index.repo_ids())
+            close = close_ids(repo, index.models.ids(visible()))
             hint = f"; close: {', '.join(close)}" if close else ""
             raise UsageError(repo, f"not in the index{hint}",
                              fix="track its base and crawl, or pass --embed to embed it now")  # fmt: skip
         why = f" ({record.reason})" if record.reason else ""
         raise HubdeltaError(f"{repo} is not embedded yet: status {record.status.value}{why}",
                             fix=NOT_EMBEDDED_FIX.get(record.status, "run hubdelta embed"))  # fmt: skip
-    spaces = index.spaces()
+    spaces = index.vectors.spaces()
     newest = sorted(vectors, key=lambda s: str(spaces[s].created_at) if s in spaces else "", reverse=True)
     available = {s: spaces[s].params if s in spaces else {} for s in newest}
     chosen, others = choose_space(available, space, preferred_params(settings), what=repo)
@@ -112,14 +123,14 @@ def _repo_query(index: Index, settings: Settings, repo: str, space: str | None) 
 
 def _vector_query(index: Index, path: Path, space: str | None) -> _Query:
     vector = load_vector(path)
-    fitting = {s: r.params for s, r in index.spaces().items() if r.dim == vector.size}
+    fitting = {s: r.params for s, r in index.vectors.spaces().items() if r.dim == vector.size}
     if space is None and len(fitting) > 1:
         raise UsageError("--space", f"{len(fitting)} spaces have dimension {vector.size}",
                          fix=f"choose one of: {', '.join(fitting)}")  # fmt: skip
     if not fitting and space is None:
         raise UsageError(str(path), f"no space has dimension {vector.size}", fix="check the file, or hubdelta status")
     if space is not None and space not in fitting:
-        known = index.spaces()
+        known = index.vectors.spaces()
         why = f"has dimension {known[space].dim}, the vector {vector.size}" if space in known else "does not exist"
         raise UsageError("--space", f"space {space!r} {why}", fix=f"use one of: {', '.join(fitting) or 'none'}")
     chosen = space or next(iter(fitting))
@@ -128,51 +139,50 @@ def _vector_query(index: Index, path: Path, space: str | None) -> _Query:
 
 def cluster_names(index: Index, space_id: str) -> dict[str, str]:
     """repo id -> the name of its cluster in ``space_id`` in the latest report (empty before the first)."""
-    report = index.latest_report()
+    report = index.reports.latest()
     if report is None:
         return {}
     return {m: c.name for c in report.clusters.get(space_id, ()) for m in c.members}
 
 
 def nearest_filtered(
-    index: Index, space_id: str, vector: np.ndarray, k: int, sql: str | None, exclude: frozenset[str]
+    index: Index, space_id: str, vector: np.ndarray, k: int, where: Selector | None, exclude: frozenset[str]
 ) -> list[tuple[str, float]]:
-    """The ``k`` nearest rows of a space whose model passes ``sql`` (a filter over the models table).
+    """The ``k`` nearest visible rows of a space whose model ``where`` selects (``--where``, ``--relation``).
 
-    The metadata lives in the models table only (the crawler keeps it fresh there), so the filter is applied to
-    growing rounds of nearest candidates; with exact search the result is the exact filtered top k.
+    The index's search never returns a model hidden from queries (removed from the Hub). The metadata lives in
+    the models table only (the crawler keeps it fresh there), so the filter is applied to growing rounds of
+    nearest candidates; with exact search the result is the exact filtered top k.
     """
-    total = index.count_embeddings(space_id)
-    fetch: int | None = first_fetch(k, len(exclude), total, sql is not None)
+    total = index.vectors.count(space_id)
+    fetch: int | None = first_fetch(k, len(exclude), total, where is not None)
     allowed: set[str] | None = None  # every id passing the filter, once a round is too big for an IN list
     found: list[tuple[str, float]] = []
     while fetch:
-        hits = [h for h in index.nearest(space_id, vector, fetch) if h[0] not in exclude]
-        if sql is not None:
+        hits = [h for h in index.vectors.nearest(space_id, vector, fetch) if h[0] not in exclude]
+        if where is not None:
             if allowed is None and len(hits) > IN_LIST_MAX:
-                allowed = set(_filtered_ids(index, sql))
-            ok = allowed if allowed is not None else set(_filtered_ids(index, sql, [h[0] for h in hits]))
+                allowed = set(_filtered_ids(index, where))  # one scan serves every later round
+            ok = allowed if allowed is not None else set(_filtered_ids(index, where, [h[0] for h in hits]))
             hits = [h for h in hits if h[0] in ok]
         found = hits
         fetch = next_fetch(k, fetch, len(hits), total)
     return found[:k]
 
 
-def check_filter(index: Index, sql: str) -> None:
+def check_filter(index: Index, where: Selector) -> None:
     """Refuse a malformed ``--where`` filter now, even when there is nothing to filter yet.
 
     Raises:
         UsageError: not valid SQL over the models table.
     """
-    _filtered_ids(index, sql, ["-"])
+    _filtered_ids(index, where, ["-"])
 
 
-def _filtered_ids(index: Index, sql: str, among: Sequence[str] | None = None) -> list[str]:
-    if among is not None and not among:
-        return []
-    where = sql if among is None else f"({sql}) AND {index.in_list('repo_id', among)}"
+def _filtered_ids(index: Index, where: Selector, among: Sequence[str] | None = None) -> list[str]:
+    selector = where if among is None else where & by_ids(among)  # the index writes the id list
     try:
-        return index.repo_ids(where)
+        return index.models.ids(selector)
     except (ValueError, RuntimeError, OSError) as e:
         if isinstance(e, StoreError):
             raise
@@ -203,24 +213,25 @@ def similar(
 
     Raises:
         UsageError: bad arguments, an unknown repo (with close ids), a bad filter or vector file.
-        HubdeltaError: the repo is known but has no vector yet (its status and reason).
+        HubdeltaError: the repo is known but has no vector yet (its status and reason), or was removed from the
+            Hub (removed models are hidden from queries: never a neighbour, never a query).
     """
     if (repo is None) == (vector is None):
         raise UsageError("similar", "give a repo id or --vector FILE, not both or neither",
                          fix="e.g. hubdelta similar owner/name, or hubdelta similar --vector v.npy")  # fmt: skip
     if k < 1:
         raise UsageError("-k", f"{k} is not a positive count", fix="use e.g. -k 10")
-    sql = filter_sql(where, check_relation(relation))
+    chosen = model_filter(where, check_relation(relation))
     with open_reader(settings) as index:
         if repo is not None:
             query = _repo_query(index, settings, repo, space)
         else:
             assert vector is not None
             query = _vector_query(index, vector, space)
-        if sql is not None and index.count_embeddings(query.space_id) == 0:
-            check_filter(index, sql)  # nothing to filter: still refuse a malformed filter
-        hits = nearest_filtered(index, query.space_id, query.vector, k, sql, query.exclude)
-        records = index.get_models([h[0] for h in hits])
+        if chosen is not None and index.vectors.count(query.space_id) == 0:
+            check_filter(index, chosen)  # nothing to filter: still refuse a malformed filter
+        hits = nearest_filtered(index, query.space_id, query.vector, k, chosen, query.exclude)
+        records = index.models.get([h[0] for h in hits])
         clusters = cluster_names(index, query.space_id)
     neighbors = [Neighbor.of(i + 1, score, records.get(rid), rid, clusters.get(rid))
                  for i, (rid, score) in enumerate(hits)]  # fmt: skip
@@ -234,23 +245,28 @@ class Shown:
     record: ModelRecord
     vectors: list[VectorInfo]
     neighbors: list[Neighbor]
+    hidden: bool = False  # removed from the Hub: hidden from queries (no neighbours are looked up)
 
 
 def show(settings: Settings, repo: str, *, k: int = 5) -> Shown:
     """A model's stored record, where it has vectors, and its ``k`` nearest models.
 
+    A model removed from the Hub is still shown, marked ``hidden``, without neighbours: removed models are
+    hidden from queries, so it is nobody's neighbour and is not searched with.
+
     Raises:
         UsageError: the repo is not in the index (with close ids).
     """
     with open_reader(settings) as index:
-        record = index.get_models([repo]).get(repo)
+        record = index.models.get([repo]).get(repo)
         if record is None:
-            close = close_ids(repo, index.repo_ids())
+            close = close_ids(repo, index.models.ids())
             hint = f"; close: {', '.join(close)}" if close else ""
             raise UsageError(repo, f"not in the index{hint}", fix="check the spelling, or hubdelta crawl")
-        vectors = index.vectors_of(repo)
+        vectors = index.vectors.of_repo(repo)
         infos = [VectorInfo(s, e.sha, e.embedded_at, float(np.linalg.norm(e.vector))) for s, e in vectors.items()]
+    hidden = not visible_to_queries(record.status)
     neighbors: list[Neighbor] = []
-    if vectors:
+    if vectors and not hidden:
         neighbors = similar(settings, repo, k=k).neighbors
-    return Shown(record, infos, neighbors)
+    return Shown(record, infos, neighbors, hidden)

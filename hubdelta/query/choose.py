@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hubdelta.index.records import Relation
+from hubdelta.index.selectors import Selector, by_relation, user_filter
 from hubdelta.kernel.errors import UsageError
 
 
@@ -42,12 +44,18 @@ def choose_space(
     return chosen, [i for i in ids if i != chosen]
 
 
-def filter_sql(where: str | None, relation: str | None) -> str | None:
-    """One Lance SQL filter over the models table from ``--where`` and ``--relation`` (None: no filter)."""
-    parts = [f"({where})"] if where and where.strip() else []
+def model_filter(where: str | None, relation: str | None) -> Selector | None:
+    """Which models a query may answer with, from ``--where`` and ``--relation`` (None: no filter).
+
+    ``where`` is the user's own SQL over the models' columns (a documented feature): it is passed to the index
+    as given, which combines it with everything else (ids, statuses) itself.
+    """
+    parts = [user_filter(where)] if where and where.strip() else []
     if relation is not None:
-        parts.append(f"relation = '{relation}'")  # checked against Relation by the caller: no quoting needed
-    return " AND ".join(parts) or None
+        parts.append(by_relation(Relation(relation)))  # checked against Relation by the caller
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else parts[0] & parts[1]
 
 
 def next_fetch(k: int, fetched: int, found: int, total: int) -> int | None:

@@ -1,5 +1,8 @@
 """``hubdelta export``: one space's vectors with their models' metadata, as parquet, npz or csv.
 
+Models removed from the Hub are hidden from queries, and so are left out of an export unless asked for
+(``include_removed``; their ``status`` column then says ``removed``).
+
 Files are written next to their destination and renamed into place, so an interrupted export never leaves a
 half-written file under the requested name.
 """
@@ -69,8 +72,17 @@ WRITERS: dict[str, Callable[[Path, pa.Table, np.ndarray, list[str], list[str]], 
 }
 
 
-def export(settings: Settings, out: Path, *, fmt: str, space: str | None = None) -> Exported:
+def export(
+    settings: Settings, out: Path, *, fmt: str, space: str | None = None, include_removed: bool = False
+) -> Exported:
     """Write ``space``'s vectors and metadata to ``out`` in ``fmt``.
+
+    Args:
+        settings: where the index is.
+        out: the file to write (replaced atomically).
+        fmt: ``parquet``, ``npz`` or ``csv``.
+        space: the space id (default: the only one).
+        include_removed: also export models removed from the Hub (hidden from queries, so left out by default).
 
     Raises:
         UsageError: unknown format, no or ambiguous space, or an output folder that does not exist.
@@ -82,7 +94,7 @@ def export(settings: Settings, out: Path, *, fmt: str, space: str | None = None)
     if out.is_dir():
         raise UsageError("--out", f"{out} is a folder", fix="give a file name, e.g. vectors." + fmt)
     with open_reader(settings) as index:
-        spaces = index.spaces()
+        spaces = index.vectors.spaces()
         if space is None:
             if len(spaces) != 1:
                 listed = ", ".join(spaces) or "none (run hubdelta embed)"
@@ -90,8 +102,8 @@ def export(settings: Settings, out: Path, *, fmt: str, space: str | None = None)
             space = next(iter(spaces))
         elif space not in spaces:
             raise UsageError("--space", f"no space {space!r}", fix=f"use one of: {', '.join(spaces) or 'none'}")
-        embeddings = index.get_embeddings(space)
-        records = index.get_models(list(embeddings))
+        embeddings = index.vectors.get(space) if include_removed else index.vectors.visible(space)
+        records = index.models.get(list(embeddings))
     ids = sorted(embeddings)
     dim = spaces[space].dim
     vectors = np.stack([embeddings[i].vector for i in ids]).astype(np.float32) if ids else np.zeros((0, dim))

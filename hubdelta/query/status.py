@@ -37,19 +37,19 @@ def status(settings: Settings, *, daemon: dict[str, Any] | None = None) -> Statu
         IndexNotFoundError: no index yet (the fix says how to create one).
     """
     with open_reader(settings) as index:
-        counts = index.count_by_status()
-        tracked = index.tracked()
-        report = index.latest_report()
+        counts = index.models.count_by_status()
+        tracked = index.tracked.all()
+        report = index.reports.latest()
         spaces = []
-        for space_id, row in index.spaces().items():
-            ann = index.ann_status(space_id)
+        for space_id, row in index.vectors.spaces().items():
+            ann = index.vectors.ann_status(space_id)
             p = row.params
             spaces.append(
                 SpaceStatus(
                     space_id=space_id,
                     base=f"family {p['family']}" if p.get("family") else str(p.get("base_repo", "")),
                     dim=row.dim,
-                    vectors=index.count_embeddings(space_id),
+                    vectors=index.vectors.count(space_id),
                     layer=_layer(p.get("layer")),
                     position=str(p.get("position", "")),
                     dtype=str(p.get("dtype", "")),

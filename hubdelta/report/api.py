@@ -50,7 +50,7 @@ def run_report(
     """
     now = now or datetime.now(UTC)
     with open_writer(settings, command) as index:
-        previous = index.latest_report()
+        previous = index.reports.latest()
         start = window.resolve_since(now, since, previous.created_at if previous else None)
         taken = _taken_ids(settings, previous)
         report = build_report(index, since=start, now=now, previous=previous,
@@ -75,7 +75,7 @@ def _store(index: Index, report: Report) -> None:
     clusters: dict[str, tuple[StoredCluster, ...]] = {s.space_id: () for s in report.spaces}
     for c in report.clusters:
         clusters[c.space_id] = (*clusters[c.space_id], StoredCluster(c.id, c.name, c.members))
-    index.put_report(
+    index.reports.put(
         StoredReport(
             report_id=report.report_id,
             created_at=report.created_at,

@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from hubdelta.index.embeddings import SpaceRow
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.index.reports import StoredCluster, StoredReport
 from hubdelta.index.store import Index
+from hubdelta.query.records import Neighbor
 from hubdelta.report import cluster as clustering
 from hubdelta.report import match, naming, neighbours, window
 from hubdelta.report.map import project_2d
@@ -26,7 +28,6 @@ from hubdelta.report.records import (
     ClusterChange,
     FailureCount,
     MapPoint,
-    Neighbour,
     NewModel,
     Report,
     SpaceMap,
@@ -151,8 +152,15 @@ def _new_models(
                 created_at=record.model.created_at if record else None,
                 first_seen=record.first_seen if record else None,
                 embedded_at=data.embedded_at[row],
-                neighbours=tuple(
-                    Neighbour(data.repo_ids[j], round(score, 4), label_of.get(data.repo_ids[j])) for j, score in near
+                neighbors=tuple(
+                    Neighbor.of(
+                        rank,
+                        round(score, 4),
+                        data.records.get(data.repo_ids[j]),
+                        data.repo_ids[j],
+                        label_of.get(data.repo_ids[j]),
+                    )
+                    for rank, (j, score) in enumerate(near, start=1)
                 ),
                 cluster_id=label_of.get(repo_id),
             )
@@ -185,6 +193,18 @@ def next_numbers(previous: StoredReport | None) -> dict[str, int]:
     return derived
 
 
+def space_input(index: Index, space_id: str, space: SpaceRow, records: Mapping[str, ModelRecord]) -> SpaceInput:
+    """One space's visible vectors, sorted by repo id, with their records."""
+    # Removed models keep their vectors but are hidden from queries, and from reports.
+    embeddings = index.vectors.visible(space_id)
+    ids = sorted(embeddings)
+    vectors = np.stack([embeddings[r].vector for r in ids]) if ids else np.zeros((0, space.dim), np.float32)
+    family = space.params.get("family")
+    base = f"family {family}" if family else str(space.params.get("base_repo", ""))
+    when = [embeddings[r].embedded_at for r in ids]
+    return SpaceInput(space_id, base, ids, vectors, when, {r: records[r] for r in ids if r in records})
+
+
 def build_report(
     index: Index,
     *,
@@ -208,21 +228,13 @@ def build_report(
         The report, with each space's map data and without files (:mod:`hubdelta.report.render` writes them).
     """
     params = params or ReportParams()
-    records = index.get_models()
+    records = index.models.get()
     previous_clusters = previous.clusters if previous else {}
     clustered_before = frozenset(m for cs in previous_clusters.values() for c in cs for m in c.members)
     numbers = next_numbers(previous)
     results = []
-    for space_id, space in sorted(index.spaces().items()):
-        embeddings = index.get_embeddings(space_id)
-        # Removed models keep their vectors but are hidden from queries, and from reports.
-        ids = sorted(r for r in embeddings if r not in records or records[r].status != ModelStatus.REMOVED)
-        dim = space.dim
-        vectors = np.stack([embeddings[r].vector for r in ids]) if ids else np.zeros((0, dim), np.float32)
-        family = space.params.get("family")
-        base = f"family {family}" if family else str(space.params.get("base_repo", ""))
-        when = [embeddings[r].embedded_at for r in ids]
-        data = SpaceInput(space_id, base, ids, vectors, when, {r: records[r] for r in ids if r in records})
+    for space_id, space in sorted(index.vectors.spaces().items()):
+        data = space_input(index, space_id, space, records)
         result = analyse_space(
             data,
             since=since,

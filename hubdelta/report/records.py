@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from hubdelta.query.records import Neighbor
+
 
 class ChangeKind(StrEnum):
     """What became of a cluster since the previous report (see docs/report.md for the matching rule)."""
@@ -56,15 +58,6 @@ class ClusterChange:
 
 
 @dataclass(frozen=True)
-class Neighbour:
-    """An established model near a new one."""
-
-    repo_id: str
-    score: float  # cosine similarity
-    cluster_id: str | None = None
-
-
-@dataclass(frozen=True)
 class NewModel:
     """A model embedded since the last report, and the established models it behaves most like."""
 
@@ -74,7 +67,7 @@ class NewModel:
     created_at: datetime | None  # on the Hub
     first_seen: datetime | None  # by the crawler
     embedded_at: datetime | None
-    neighbours: tuple[Neighbour, ...] = ()
+    neighbors: tuple[Neighbor, ...] = ()  # established models near it, best first
     cluster_id: str | None = None  # the cluster it landed in, if any
 
 
@@ -173,9 +166,7 @@ class Report:
                     "first_seen": iso(m.first_seen),
                     "embedded_at": iso(m.embedded_at),
                     "cluster": m.cluster_id,
-                    "neighbors": [
-                        {"repo_id": n.repo_id, "score": n.score, "cluster": n.cluster_id} for n in m.neighbours
-                    ],
+                    "neighbors": [{"repo_id": n.repo_id, "score": n.score, "cluster": n.cluster} for n in m.neighbors],
                 }
                 for m in self.new_models
             ],

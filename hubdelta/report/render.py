@@ -156,7 +156,7 @@ def markdown(report: Report) -> str:
     if report.new_models:
         lines += ["| model | relation | space | cluster | nearest established neighbours |", "|---|---|---|---|---|"]
         for m in report.new_models[:NEW_SHOWN]:
-            near = ", ".join(f"{_md_code(n.repo_id)} {n.score:.3f}" for n in m.neighbours[:NEIGHBOURS_SHOWN])
+            near = ", ".join(f"{_md_code(n.repo_id)} {n.score:.3f}" for n in m.neighbors[:NEIGHBOURS_SHOWN])
             lines.append(f"| {_md_code(m.repo_id)} | {m.relation} | {m.space_id} | "
                          f"{_md(_cluster_label(report, m.cluster_id, m.space_id))} | {near or '—'} |")  # fmt: skip
         if len(report.new_models) > NEW_SHOWN:
@@ -267,8 +267,8 @@ def _html_new_models(report: Report) -> str:
         return out + '<p class="empty">No new models.</p>'
     rows = []
     for m in report.new_models[:NEW_SHOWN]:
-        near = "<br>".join(f"<code>{_e(n.repo_id)}</code> {n.score:.3f}" + (f" ({_e(n.cluster_id)})" if n.cluster_id
-                           else "") for n in m.neighbours[:NEIGHBOURS_SHOWN])  # fmt: skip
+        near = "<br>".join(f"<code>{_e(n.repo_id)}</code> {n.score:.3f}" + (f" ({_e(n.cluster)})" if n.cluster
+                           else "") for n in m.neighbors[:NEIGHBOURS_SHOWN])  # fmt: skip
         rows.append([f"<code>{_e(m.repo_id)}</code>", _e(m.relation), _e(m.space_id),
                      _e(_cluster_label(report, m.cluster_id, m.space_id)), near or "—"])  # fmt: skip
     more = f"<p>{_e(_more_new(report))}</p>" if len(report.new_models) > NEW_SHOWN else ""

@@ -23,11 +23,12 @@ import numpy as np
 import structlog
 
 from hubdelta.embedder.local import local_base_id
-from hubdelta.embedder.training import TrainConfig
+from hubdelta.embedder.training import Example, TrainConfig
 from hubdelta.index.door import open_reader
 from hubdelta.index.embeddings import SpaceRow
-from hubdelta.index.records import ModelStatus, check_repo_id
-from hubdelta.index.store import IN_LIST_MAX, Index
+from hubdelta.index.records import check_repo_id
+from hubdelta.index.selectors import Selector
+from hubdelta.index.store import Index
 from hubdelta.kernel.errors import (
     EmbedError,
     IndexNotFoundError,
@@ -37,10 +38,10 @@ from hubdelta.kernel.errors import (
 )
 from hubdelta.kernel.settings import Settings
 from hubdelta.query.api import check_filter, check_relation, nearest_filtered
-from hubdelta.query.choose import filter_sql
+from hubdelta.query.choose import model_filter
 from hubdelta.query.records import Neighbor
 from hubdelta.report.cluster import centroid, normalise
-from hubdelta.task.adapter import FEWSHOT, StepProgress, fewshot_adapter
+from hubdelta.task.adapter import FEWSHOT, FewShotAdapter, StepProgress, fewshot_adapter
 from hubdelta.task.examples import PAPER_EXAMPLES, load
 from hubdelta.task.records import ClusterMember, TaskCluster, TaskResult, Training
 
@@ -101,78 +102,81 @@ def task_search(
         raise UsageError("-k", f"{k} is not a positive count", fix="use e.g. -k 10")
     examples = Path(examples)
     chosen = load(examples, max_examples)
-    sql = filter_sql(where, check_relation(relation))
+    chosen_filter = model_filter(where, check_relation(relation))
     base_id = local_base_id(Path(base)) if Path(base).is_dir() else check_repo_id(base)
-    _check_index(settings, base_id, sql)
+    _check_index(settings, base_id, chosen_filter)
 
-    from hubdelta.embedder.api import base_space, options, resolve_base
+    space_id, adapter, vector = _task_vector(settings, base, base_id, chosen.examples, train_config, progress)
+    with open_reader(settings) as index:
+        neighbors, clusters, source, note = search_space(index, space_id, vector, k, chosen_filter)
+    cluster = nearest_cluster(clusters, vector, source)
+    seconds = round(time.perf_counter() - started, 2)
+    log.info("task.done", space=space_id, cached=adapter.cached, neighbors=len(neighbors),
+             cluster=cluster.name if cluster else None, seconds=seconds)  # fmt: skip
+    training = Training(adapter.steps, adapter.first_loss, adapter.last_loss, adapter.trained_seconds)
+    return TaskResult(f"task:{examples.name}", base_id, space_id, str(examples), chosen.total, len(chosen.examples),
+                      adapter.key, adapter.path, adapter.cached, adapter.seconds, training, seconds, k, where, relation,
+                      neighbors, cluster, chosen.notes + ((note,) if note else ()), vector)  # fmt: skip
+
+
+def _task_vector(settings: Settings, base: str, base_id: str, examples: Sequence[Example], cfg: TrainConfig,
+                 progress: StepProgress | None) -> tuple[str, FewShotAdapter, np.ndarray]:  # fmt: skip
+    """Train (or find cached) the few-shot adapter and embed it in the base's space: (space id, adapter, vector)."""
+    from hubdelta.embedder.bases import base_space, resolve_base
+    from hubdelta.embedder.options import options
 
     ref = resolve_base(settings, base)
     opts = options(settings, limit=None, device=None, batch=None)
     space = base_space(ref, opts)
     row = _space_row(settings, base_id, space.id)
-    log.info("task.start", examples=len(chosen.examples), base=base_id, space=space.id)
-    adapter = fewshot_adapter(settings.cache_dir, chosen.examples, ref.folder, ref.repo_id, ref.sha,
-                              cfg=train_config, progress=progress)  # fmt: skip
-    vector = embed_adapter(ref.folder, space, row, adapter.path, opts.device)
-    with open_reader(settings) as index:
-        hits = nearest_filtered(index, space.id, vector, k, sql, frozenset())
-        records = index.get_models([h[0] for h in hits])
-        clusters, source, note = space_clusters(index, space.id)
+    log.info("task.start", examples=len(examples), base=base_id, space=space.id)
+    adapter = fewshot_adapter(settings.cache_dir, examples, ref.folder, ref.repo_id, ref.sha, cfg=cfg,
+                              progress=progress)  # fmt: skip
+    return space.id, adapter, embed_adapter(ref.folder, space, row, adapter.path, opts.device)
+
+
+def search_space(
+    index: Index, space_id: str, vector: np.ndarray, k: int, where: Selector | None
+) -> tuple[list[Neighbor], list[SpaceCluster], str, str | None]:
+    """The ``k`` visible models nearest to a task vector (named by their cluster), and the space's clusters.
+
+    Models removed from the Hub are hidden from queries: never a neighbour, never a cluster member.
+
+    Returns:
+        (neighbours best first, clusters, their source, a note when there are none) as :func:`space_clusters`.
+    """
+    hits = nearest_filtered(index, space_id, vector, k, where, frozenset())
+    records = index.models.get([h[0] for h in hits])
+    clusters, source, note = space_clusters(index, space_id)
     names = {m: c.name for c in clusters for m in c.members}
     neighbors = [Neighbor.of(i + 1, score, records.get(rid), rid, names.get(rid))
                  for i, (rid, score) in enumerate(hits)]  # fmt: skip
-    cluster = nearest_cluster(clusters, vector, source)
-    seconds = round(time.perf_counter() - started, 2)
-    log.info("task.done", space=space.id, cached=adapter.cached, neighbors=len(neighbors),
-             cluster=cluster.name if cluster else None, seconds=seconds)  # fmt: skip
-    training = Training(adapter.steps, adapter.first_loss, adapter.last_loss, adapter.trained_seconds)
-    return TaskResult(
-        task=f"task:{examples.name}",
-        base=base_id,
-        space_id=space.id,
-        examples_file=str(examples),
-        examples_total=chosen.total,
-        examples_used=len(chosen.examples),
-        key=adapter.key,
-        adapter=adapter.path,
-        cached=adapter.cached,
-        train_seconds=adapter.seconds,
-        training=training,
-        seconds=seconds,
-        k=k,
-        where=where,
-        relation=relation,
-        neighbors=neighbors,
-        cluster=cluster,
-        notes=chosen.notes + ((note,) if note else ()),
-        vector=vector,
-    )
+    return neighbors, clusters, source, note
 
 
 def _base_spaces(index: Index, base_id: str) -> dict[str, SpaceRow]:
-    return {s: r for s, r in index.spaces().items() if r.params.get("base_repo") == base_id}
+    return {s: r for s, r in index.vectors.spaces().items() if r.params.get("base_repo") == base_id}
 
 
-def _check_index(settings: Settings, base_id: str, sql: str | None) -> None:
+def _check_index(settings: Settings, base_id: str, where: Selector | None) -> None:
     """Refuse before any download or training: no vector of the base at all, or a malformed filter."""
     try:
         index = open_reader(settings)
     except IndexNotFoundError:
         raise NothingEmbeddedError(base_id) from None
     with index:
-        if not any(index.count_embeddings(s) for s in _base_spaces(index, base_id)):
+        if not any(index.vectors.count(s) for s in _base_spaces(index, base_id)):
             raise NothingEmbeddedError(base_id)
-        if sql is not None:
-            check_filter(index, sql)
+        if where is not None:
+            check_filter(index, where)
 
 
 def _space_row(settings: Settings, base_id: str, space_id: str) -> SpaceRow:
     """The space's stored row (its base activations: those every vector in it was computed against)."""
     with open_reader(settings) as index:
-        row = index.spaces().get(space_id)
-        if row is None or index.count_embeddings(space_id) == 0:
-            others = tuple(s for s in _base_spaces(index, base_id) if s != space_id and index.count_embeddings(s))
+        row = index.vectors.spaces().get(space_id)
+        if row is None or index.vectors.count(space_id) == 0:
+            others = tuple(s for s in _base_spaces(index, base_id) if s != space_id and index.vectors.count(s))
             raise NothingEmbeddedError(base_id, space_id=space_id, others=others)
         return row
 
@@ -180,17 +184,20 @@ def _space_row(settings: Settings, base_id: str, space_id: str) -> SpaceRow:
 def embed_adapter(base_folder: Path, space: Space, row: SpaceRow, adapter: Path, device: str) -> np.ndarray:
     """An adapter folder's delta vector in ``space`` against the space's stored base activations.
 
+    The embedder's one delta path, as ``hubdelta embed`` takes it for an adapter; nothing is written (``task`` only
+    reads the index), so there is nothing to claim or commit.
+
     Raises:
         EmbedError: the adapter does not fit the base, or changes nothing on the probes (a zero vector).
     """
-    import torch
-
     from hubdelta.embedder.activations import ResidentBase
-    from hubdelta.embedder.delta import delta_vector
+    from hubdelta.embedder.delta_path import Activations
+    from hubdelta.embedder.delta_path import vector as delta_of
+    from hubdelta.embedder.safety_records import RepoKind
 
     with ResidentBase(base_folder, space, device=device) as rb:
-        acts = rb.adapter_activations({"task": adapter})["task"]  # (P, C)
-    vector = delta_vector(acts, torch.from_numpy(row.base_activations)).numpy()  # (C,)
+        acts = Activations(rb).folder(adapter, RepoKind.ADAPTER, "task")  # (P, C)
+    vector = delta_of(acts, row.base_activations)  # (C,)
     if not np.isfinite(vector).all() or not vector.any():
         raise EmbedError("the task's adapter leaves the base unchanged on the probes: nothing to search with",
                          item=str(adapter))  # fmt: skip
@@ -200,27 +207,26 @@ def embed_adapter(base_folder: Path, space: Space, row: SpaceRow, adapter: Path,
 def space_clusters(index: Index, space_id: str) -> tuple[list[SpaceCluster], str, str | None]:
     """The clusters of a space: the latest report's, or computed now as the report would (small spaces).
 
+    Only models visible to queries are members: one removed from the Hub since the report is left out.
+
     Returns:
         (clusters, source, note): source is ``report <id>`` or ``computed now``; note says why there are none.
     """
-    report = index.latest_report()
+    report = index.reports.latest()
     stored = report.clusters.get(space_id, ()) if report is not None else ()
     if report is not None and stored:
-        members = sorted({m for c in stored for m in c.members})
-        vectors = {}
-        for i in range(0, len(members), IN_LIST_MAX):
-            chunk = index.get_embeddings(space_id, members[i : i + IN_LIST_MAX])
-            vectors.update({r: e.vector for r, e in chunk.items()})
+        members = {m for c in stored for m in c.members}
+        vectors = {r: e.vector for r, e in index.vectors.visible(space_id, members).items()}
         found = [(c.id, c.name, tuple(m for m in c.members if m in vectors)) for c in stored]
         return [_cluster(cid, name, ms, vectors) for cid, name, ms in found if ms], f"report {report.report_id}", None
-    count = index.count_embeddings(space_id)
+    count = index.vectors.count(space_id)
     if count > ON_THE_FLY_MAX:
         return [], "", f"no clusters yet for {space_id} ({count:,} vectors): run hubdelta report"
     try:
         computed = _cluster_now(index, space_id)
     except MissingDependencyError as e:
         return [], "", f"no clusters yet (run hubdelta report; clustering now needs {e.package})"
-    vectors = {r: e.vector for r, e in index.get_embeddings(space_id).items()}
+    vectors = {r: e.vector for r, e in index.vectors.visible(space_id).items()}
     clusters = [_cluster(cid, name, ms, vectors) for cid, name, ms in computed]
     return clusters, "computed now", None if clusters else f"no clusters in {space_id} yet ({count} vectors)"
 
@@ -233,13 +239,12 @@ def _cluster_now(index: Index, space_id: str) -> list[tuple[str, str, tuple[str,
     """The space clustered and named as ``hubdelta report`` would (nothing is stored)."""
     from hubdelta.report.build import ReportParams, SpaceInput, analyse_space
 
-    embeddings = index.get_embeddings(space_id)
-    records = index.get_models(list(embeddings))
-    # As the report: removed models keep their vectors but are left out.
-    ids = sorted(r for r in embeddings if r not in records or records[r].status != ModelStatus.REMOVED)
+    embeddings = index.vectors.visible(space_id)  # as the report: removed models keep vectors but are left out
+    records = index.models.get(list(embeddings))
+    ids = sorted(embeddings)
     if not ids:
         return []
-    base = str(index.spaces()[space_id].params.get("base_repo", ""))
+    base = str(index.vectors.spaces()[space_id].params.get("base_repo", ""))
     vectors = np.stack([embeddings[r].vector for r in ids])  # (N, C)
     when = [embeddings[r].embedded_at for r in ids]
     data = SpaceInput(space_id, base, ids, vectors, when, {r: records[r] for r in ids if r in records})

@@ -26,7 +26,6 @@ MIN_EXAMPLES = 4  # below this a LoRA learns the examples, not the task
 PAPER_EXAMPLES = 20  # the paper's few-shot setting (Delta Activations, A.4)
 MAX_EXAMPLES = 200  # training time grows linearly: 200 examples x 5 epochs is ~10 minutes on 2 CPU cores
 
-ALPACA = ("instruction", "input", "output")
 PROMPT = ("prompt", "completion")
 SHAPE_FIX = 'one JSON object a line: {"instruction": "...", "output": "..."} or {"prompt": "...", "completion": "..."}'
 

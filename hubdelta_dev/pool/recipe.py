@@ -72,6 +72,14 @@ def pool_recipe(seed: int = 0, *, gemma: bool = False) -> list[ModelSpec]:
     # number of optimizer steps comparable to a split adapter.
     fewshot = replace(lora, epochs=3, batch_size=4)
     full = TrainConfig(kind="full", lr=1e-4, epochs=1, batch_size=8, seed=seed)
+    specs = _domain_adapters(lora, fewshot, seed) + _mixes_finetunes_merges(lora, full)
+    if gemma:
+        specs += gemma_recipe(lora)
+    return specs
+
+
+def _domain_adapters(lora: TrainConfig, fewshot: TrainConfig, seed: int) -> list[ModelSpec]:
+    """Per domain: an adapter on each disjoint split, then the few-shot one."""
     specs: list[ModelSpec] = []
     for domain in DOMAIN_NAMES:
         for split in range(1, N_SPLITS + 1):
@@ -95,6 +103,12 @@ def pool_recipe(seed: int = 0, *, gemma: bool = False) -> list[ModelSpec]:
                 description=f"Few-shot LoRA adapter: {FEWSHOT} held-out {domain} examples, 3 epochs.",
             )
         )
+    return specs
+
+
+def _mixes_finetunes_merges(lora: TrainConfig, full: TrainConfig) -> list[ModelSpec]:
+    """Two mixed-domain adapters, two full finetunes, and two merges of earlier models."""
+    specs: list[ModelSpec] = []
     for a, b in (("math", "code"), ("legal", "medical")):
         specs.append(
             ModelSpec(
@@ -137,8 +151,6 @@ def pool_recipe(seed: int = 0, *, gemma: bool = False) -> list[ModelSpec]:
             description="The legal split-1 LoRA adapter merged into the base weights.",
         )
     )
-    if gemma:
-        specs += gemma_recipe(lora)
     return specs
 
 

@@ -1,0 +1,128 @@
+"""An activation space's rows in the index: the queue a run takes models from, and what it writes back.
+
+Statuses live in ``models`` and vectors in ``emb_<space>``. :class:`SpaceLedger` is the
+:class:`~hubdelta.embedder.run.Ledger` of one activation space: a claim marks rows ``embedding`` (attempts + 1),
+a commit writes the chunk's vectors, then its statuses. A run killed anywhere leaves rows ``embedding``; the next
+run re-claims them (:func:`select_queued`), finds their vectors stored at the same sha (:meth:`SpaceLedger.reuse`)
+and marks them embedded without recomputing. Key: (repo_id, sha, space).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from hubdelta.embedder import plan
+from hubdelta.embedder.delta_path import vector
+from hubdelta.embedder.options import EmbedOptions
+from hubdelta.embedder.plan import Failure
+from hubdelta.embedder.run import ChunkOutput, Outcome, RunCounts
+from hubdelta.embedder.space import Space
+from hubdelta.index.embeddings import Embedding, SpaceRow
+from hubdelta.index.records import ModelRecord, ModelStatus
+from hubdelta.index.selectors import by_ids, by_status
+from hubdelta.index.store import Index
+
+
+@dataclass
+class EmbedSummary:
+    """What one ``hubdelta embed`` run did (its ``--json`` document)."""
+
+    embedded: int = 0
+    reused: int = 0  # a vector for the same (repo, sha, space) already existed
+    failed: int = 0
+    skipped: int = 0
+    requeued: int = 0
+    spaces: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped: bool = False  # should_stop ended the run early
+    workers: int = 0  # Ray workers that took part (0: this process embedded)
+    worker_deaths: int = 0  # Ray workers lost mid-run; their batches went to another worker
+
+    @classmethod
+    def of(cls, counts: RunCounts, *, spaces: Sequence[str], seconds: float, workers: int = 0,
+           worker_deaths: int = 0) -> EmbedSummary:  # fmt: skip
+        """The summary of a run that counted ``counts``."""
+        return cls(counts.embedded, counts.reused, counts.failed, counts.skipped, counts.requeued, list(spaces),
+                   list(counts.failures), seconds, counts.stopped, workers, worker_deaths)  # fmt: skip
+
+
+def select_queued(index: Index, opts: EmbedOptions, counts: RunCounts, *, only: Sequence[str] | None,
+                  extra_bases: Sequence[str]) -> dict[str, list[ModelRecord]]:  # fmt: skip
+    """The claimable models (up to ``opts.limit``) grouped by base; models with no tracked base fail here."""
+    where = by_status(ModelStatus.QUEUED, ModelStatus.EMBEDDING)
+    if only is not None:
+        where &= by_ids(only)  # an empty list selects nothing
+    todo = plan.claimable(index.models.select(where).values())[: opts.limit]
+    groups, orphans = plan.group_by_base(todo, [*(t.base for t in index.tracked.all()), *extra_bases])
+    index.models.put([plan.failed(r, "none of its base models is tracked", transient=False, max_attempts=0)
+                      for r in orphans])  # fmt: skip
+    counts.failed += len(orphans)
+    return groups
+
+
+class SpaceLedger:
+    """One activation space's rows: models' statuses in ``models``, their vectors in ``emb_<space>``.
+
+    Args:
+        index: the index, open for writing.
+        space: the space.
+        max_attempts: how many times network trouble is retried before a model fails.
+    """
+
+    def __init__(self, index: Index, space: Space, *, max_attempts: int) -> None:
+        self.index, self.space, self.max_attempts = index, space, max_attempts
+        self.row: SpaceRow | None = index.vectors.spaces().get(space.id)
+
+    def base(self, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The space's stored base activations, ``(P, C)``: every vector subtracts these. A new space stores
+        ``compute()``, so base activations are computed once per space."""
+        if self.row is None:
+            self.row = SpaceRow(self.space.id, self.space.to_dict(), compute(), datetime.now(UTC))
+            self.index.vectors.put_space(self.row)
+        return self.row.base_activations
+
+    def reuse(self, records: Sequence[ModelRecord]) -> tuple[list[Outcome], list[ModelRecord]]:
+        """Mark models whose vector is already stored at their sha (a killed run's work): (their outcomes, the rest)."""
+        stored = self.index.vectors.get(self.space.id, [r.repo_id for r in records])
+        done = [plan.embedded(r) for r in records if r.repo_id in stored and stored[r.repo_id].sha == r.model.sha]
+        self.index.models.put(done)
+        ids = {r.repo_id for r in done}
+        return [Outcome(r, "reused") for r in done], [r for r in records if r.repo_id not in ids]
+
+    def claim(self, records: Sequence[ModelRecord]) -> list[ModelRecord]:
+        """Mark ``records`` as being embedded, counting the attempt."""
+        claimed = plan.claim(records)
+        self.index.models.put(claimed)
+        return claimed
+
+    def commit(self, claimed: Sequence[ModelRecord], out: ChunkOutput) -> list[Outcome]:
+        """Record a chunk's results: its vectors first (a kill then leaves them to be reused), then its statuses.
+
+        A claimed model the chunk says nothing about (a worker lost it) is retried like network trouble.
+        """
+        assert self.row is not None, f"no base activations for {self.space.id}: call base() first"
+        now = datetime.now(UTC)
+        base = self.row.base_activations
+        vectors = [Embedding(k, sha, vector(a, base), now) for k, (sha, a) in out.arrays.items()]
+        self.index.vectors.put(self.space.id, vectors)
+        missing = Failure("the worker returned no activations for it", transient=True)
+        outcomes = [plan.embedded(r) if r.repo_id in out.arrays
+                    else plan.settle(r, out.failures.get(r.repo_id, missing), max_attempts=self.max_attempts)
+                    for r in claimed]  # fmt: skip
+        self.index.models.put(outcomes)
+        return [Outcome.of(r) for r in outcomes]
+
+    def fail(self, records: Sequence[ModelRecord], reason: str) -> list[Outcome]:
+        """Fail ``records`` for good (e.g. a model that keeps killing Ray workers)."""
+        failed = [plan.failed(r, reason, transient=False, max_attempts=0) for r in records]
+        self.index.models.put(failed)
+        return [Outcome.of(r) for r in failed]
+
+    def restore(self, records: Sequence[ModelRecord]) -> None:
+        """Put ``records`` back as they were read, unclaimed (their base could not be loaded: no one is to blame)."""
+        self.index.models.put(records)

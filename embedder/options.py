@@ -1,0 +1,67 @@
+"""How to embed, parsed once from settings and flags: device, batch, and what decides the space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from hubdelta.kernel.errors import ConfigError, UsageError
+from hubdelta.kernel.settings import Settings
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How to embed: parsed once from settings and flags."""
+
+    batch: int = 8
+    device: str = "cpu"
+    dtype: str = "float32"
+    layer: str | None = None  # None = final layer (after the final norm)
+    position: str = "last"
+    limit: int | None = None
+    max_attempts: int = 3
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is CUDA when torch sees a GPU, else the CPU; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda", "no CUDA device is visible to torch", fix="use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise UsageError("--device", f"unknown device {device!r}", fix="use auto, cpu or cuda")
+    return device
+
+
+def parse_layer(text: str) -> str | None:
+    """``final`` → None; ``20`` or ``2/3`` are kept as text for the space to resolve against the model's depth."""
+    if text == "final":
+        return None
+    try:
+        value = Fraction(text)
+    except ValueError:
+        raise ConfigError("embed.layer", f"{text!r} is not final, a layer index or a fraction",
+                          fix="use final, e.g. 20, or e.g. 2/3") from None  # fmt: skip
+    if value <= 0:
+        raise ConfigError("embed.layer", f"{text!r} must be positive", fix="use final, e.g. 20, or e.g. 2/3")
+    return text
+
+
+def options(settings: Settings, *, limit: int | None, device: str | None, batch: int | None,
+            on_ray: bool = False) -> EmbedOptions:  # fmt: skip
+    """The embedding options; ``on_ray`` leaves ``auto`` for each Ray worker to resolve against its own GPU."""
+    e = settings.embed
+    wanted = device or e.device
+    if on_ray and wanted not in ("auto", "cpu", "cuda"):
+        resolve_device(wanted)  # the same one-line error for an unknown device
+    return EmbedOptions(
+        batch=batch or e.batch,
+        device=wanted if on_ray else resolve_device(wanted),
+        dtype=e.dtype,
+        layer=parse_layer(e.layer),
+        position=e.position,
+        limit=limit,
+        max_attempts=e.max_attempts,
+    )

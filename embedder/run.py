@@ -1,0 +1,233 @@
+"""The one shape of every embedding run: claim → compute → commit → count.
+
+- **claim**: the ledger marks a chunk's rows as being embedded (the activation queue counts the attempt there).
+- **compute**: each model is fetched and run on the resident base (:func:`compute_chunk`); a bad model becomes
+  its :class:`~hubdelta.embedder.plan.Failure`, never the chunk's.
+- **commit**: the ledger writes the chunk's vectors, then its statuses. A run killed in between leaves vectors
+  that the next run reuses without recomputing: the key is (repo_id, sha, space), so nothing is embedded twice.
+- **count**: each outcome is counted (:class:`RunCounts`), logged (``<events>.model``) and given to progress.
+
+Who uses it: ``hubdelta embed`` in this process (:mod:`~hubdelta.embedder.worker`: :meth:`Run.chunks`) and on Ray
+(:mod:`~hubdelta.embedder.scaleout`: the workers compute, the driver claims and commits as batches return),
+``hubdelta add`` (a local folder: compute, commit, count; nothing queued, so nothing to claim), and family runs
+(:mod:`~hubdelta.embedder.family_run`). ``hubdelta task`` only reads the index, so it takes the compute step
+alone (:mod:`~hubdelta.embedder.delta_path`).
+
+Where the rows live is the ledger's business (:class:`Ledger`): an activation space (``models`` and
+``emb_<space>``: :class:`~hubdelta.embedder.ledger.SpaceLedger`) or a family space (``space_members``:
+:class:`~hubdelta.embedder.family_run.MemberLedger`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import structlog
+
+from hubdelta.embedder import plan
+from hubdelta.embedder.fetch import FetchedModel, fetch, release
+from hubdelta.embedder.plan import Failure
+from hubdelta.embedder.safety import Limits
+from hubdelta.embedder.safety_records import BaseInfo, RepoKind
+from hubdelta.index.records import ModelRecord
+from hubdelta.kernel.errors import one_line
+from hubdelta.kernel.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Progress = Callable[[str, ModelRecord], None]  # (outcome, record) after each model
+Fetch = Callable[[str, str], FetchedModel]  # (repo id, revision) -> its verified download
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one model in a run."""
+
+    record: ModelRecord  # as written (an activation space) or as read (a family space)
+    outcome: str  # embedded, reused, skipped, queued (to be retried) or failed
+    reason: str = ""
+
+    @classmethod
+    def of(cls, record: ModelRecord) -> Outcome:
+        """The outcome a model's status says."""
+        return cls(record, record.status.value, record.reason)
+
+
+@dataclass
+class RunCounts:
+    """What a run did, counted as it commits."""
+
+    embedded: int = 0
+    reused: int = 0  # a vector for the same (repo, sha, space) was already stored
+    failed: int = 0
+    skipped: int = 0
+    requeued: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (repo id, or a base that failed, why)
+    stopped: bool = False  # should_stop ended the run early
+
+    def add(self, o: Outcome) -> None:
+        """Count one model's outcome."""
+        if o.outcome == "embedded":
+            self.embedded += 1
+        elif o.outcome == "reused":
+            self.reused += 1
+        elif o.outcome == "skipped":
+            self.skipped += 1
+        elif o.outcome == "queued":
+            self.requeued += 1
+        else:
+            self.failed += 1
+            self.failures.append((o.record.repo_id, o.reason))
+
+
+@dataclass
+class ChunkOutput:
+    """What computing one chunk on a resident base produced: plain arrays, so it can cross processes."""
+
+    # repo -> (sha, its array on the base: (P, C) activations, or a meaning profile)
+    arrays: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    failures: dict[str, Failure] = field(default_factory=dict)
+
+
+class Runner(Protocol):
+    """Runs downloaded models on a resident base: adapters several per forward, full models one at a time."""
+
+    def adapters(self, folders: Mapping[str, Path]) -> dict[str, np.ndarray]: ...
+
+    def model(self, folder: Path, item: str) -> np.ndarray: ...
+
+
+class Ledger(Protocol):
+    """Where a run's rows live: the claim before computing, the commit after."""
+
+    def claim(self, records: Sequence[ModelRecord]) -> list[ModelRecord]: ...
+
+    def commit(self, claimed: Sequence[ModelRecord], out: ChunkOutput) -> list[Outcome]: ...
+
+
+def fetcher(settings: Settings, limits: Limits, base: BaseInfo) -> Fetch:
+    """Fetch a model repo at a revision, safely, against ``base`` (see :func:`~hubdelta.embedder.fetch.fetch`)."""
+    return functools.partial(fetch, endpoint=settings.hf_endpoint, token=settings.hf_token,
+                             cache_dir=settings.cache_dir / "hub", limits=limits, base=base)  # fmt: skip
+
+
+def revisions(records: Iterable[ModelRecord]) -> list[tuple[str, str]]:
+    """(repo id, revision) of each record: the sha the crawler saw, ``main`` where the Hub gave none."""
+    return [(r.repo_id, r.model.sha or "main") for r in records]
+
+
+def compute_chunk(runner: Runner, items: Sequence[tuple[str, str]], fetch_one: Fetch) -> ChunkOutput:
+    """Fetch ``items`` (repo id, revision) and run them on ``runner``'s base. Touches no index: a Ray worker runs it.
+
+    A bad model never stops the chunk: its exception becomes its :class:`Failure`. One bad adapter spoils a
+    batched forward, so after a failed batch the adapters run one at a time to find it. Full models run one at a
+    time, and their downloaded weights are deleted after.
+    """
+    out = ChunkOutput()
+    fetched: dict[str, FetchedModel] = {}
+    for repo_id, sha in items:
+        try:
+            fetched[repo_id] = fetch_one(repo_id, sha)
+        except Exception as e:
+            out.failures[repo_id] = Failure.of(e)
+    adapters = {k: f.path for k, f in fetched.items() if f.kind == RepoKind.ADAPTER}
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        arrays.update(runner.adapters(adapters))
+    except Exception:
+        for k, path in adapters.items():
+            try:
+                arrays.update(runner.adapters({k: path}))
+            except Exception as e:
+                out.failures[k] = Failure.of(e)
+    for k, f in fetched.items():
+        if f.kind != RepoKind.ADAPTER:
+            try:
+                arrays[k] = runner.model(f.path, k)
+            except Exception as e:
+                out.failures[k] = Failure.of(e)
+            finally:
+                release(f)
+    out.arrays = {k: (fetched[k].sha, a) for k, a in arrays.items()}
+    return out
+
+
+class Run:
+    """One run's bookkeeping: claim → compute → commit → count over ledgers, outcomes counted and reported.
+
+    Args:
+        events: the log events' prefix: ``<events>.model`` after each model, ``<events>.base_failed``.
+        context: fields added to those events (e.g. the family).
+        progress: called after each model with (outcome, record).
+        should_stop: asked between chunks and bases (a daemon's shutdown): True ends the run, leaving the rest.
+    """
+
+    def __init__(
+        self,
+        *,
+        events: str = "embed",
+        context: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.counts = RunCounts()
+        self.events = events
+        self.context = dict(context or {})
+        self.progress = progress
+        self._should_stop = should_stop
+
+    def stopping(self) -> bool:
+        """Whether the run was asked to stop (remembered in ``counts.stopped``)."""
+        if not self.counts.stopped and self._should_stop():
+            self.counts.stopped = True
+        return self.counts.stopped
+
+    def chunks(self, ledger: Ledger, records: Sequence[ModelRecord], size: int,
+               compute: Callable[[Sequence[ModelRecord]], ChunkOutput]) -> None:  # fmt: skip
+        """:meth:`step` over ``records`` in chunks of ``size``, until done or asked to stop.
+
+        The stop is checked between chunks: what is claimed is finished, the rest stays as it was.
+        """
+        for chunk in plan.chunks(records, size):
+            if self.stopping():
+                return
+            self.step(ledger, chunk, compute)
+
+    def step(self, ledger: Ledger, chunk: Sequence[ModelRecord],
+             compute: Callable[[Sequence[ModelRecord]], ChunkOutput]) -> None:  # fmt: skip
+        """Claim ``chunk``, compute it, commit it, count it."""
+        claimed = ledger.claim(chunk)
+        self.commit(ledger, claimed, compute(claimed))
+
+    def commit(self, ledger: Ledger, claimed: Sequence[ModelRecord], out: ChunkOutput) -> None:
+        """Commit a computed chunk (vectors, then statuses) and count its outcomes."""
+        self.record(ledger.commit(claimed, out))
+
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        """Count, log and report outcomes already written."""
+        for o in outcomes:
+            self.counts.add(o)
+            log.info(f"{self.events}.model", **self.context, repo=o.record.repo_id, outcome=o.outcome,
+                     reason=o.reason or None)  # fmt: skip
+            if self.progress is not None:
+                self.progress(o.outcome, o.record)
+
+    def base_failed(self, base: str, error: BaseException | str) -> None:
+        """A base that could not be fetched, loaded or run: listed in the failures; its models are not counted."""
+        why = error if isinstance(error, str) else one_line(error)
+        self.counts.failures.append((base, f"base not loaded: {why}"))
+        log.warning(f"{self.events}.base_failed", **self.context, base=base, error=why)
+
+    @contextmanager
+    def guard(self, base: str) -> Iterator[None]:
+        """Run one base's share: its failure (unreachable, refused, unloadable) is recorded and other bases go on."""
+        try:
+            yield
+        except Exception as e:
+            self.base_failed(base, e)

@@ -1,0 +1,167 @@
+"""Spaces and their vectors: the ``spaces`` table, one ``emb_<space>`` table a space, nearest-neighbour search
+and the upkeep of each space's ANN index.
+
+Queries go through :meth:`VectorsStore.nearest` and :meth:`VectorsStore.visible`, which apply the visibility
+rule (:func:`hubdelta.index.records.visible_to_queries`): a removed model keeps its vectors, but no search
+returns it. :meth:`VectorsStore.get` and :meth:`VectorsStore.of_repo` read every stored vector (the embedder's
+bookkeeping, ``show``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import partial
+
+import numpy as np
+
+from hubdelta.index import ann
+from hubdelta.index.compaction import compact_table
+from hubdelta.index.embeddings import (
+    SPACES,
+    Embedding,
+    SpaceRow,
+    embeddings_from_table,
+    embeddings_to_table,
+    spaces_from_table,
+    spaces_to_table,
+)
+from hubdelta.index.models_store import ModelsStore
+from hubdelta.index.selectors import IN_LIST_MAX, id_filter
+from hubdelta.index.tables import PutResult, Tables
+from hubdelta.kernel.errors import StoreError
+
+
+class VectorsStore:
+    """``index.vectors``: every space, its vectors, and search among them."""
+
+    def __init__(self, tables: Tables, models: ModelsStore, settings: ann.AnnSettings) -> None:
+        self._t = tables
+        self._models = models
+        self.ann = settings
+
+    # ---- spaces ----
+
+    def spaces(self) -> dict[str, SpaceRow]:
+        """Every embedding space, by id."""
+        return {r.space_id: r for r in spaces_from_table(self._t.scan(SPACES))}
+
+    def put_space(self, space: SpaceRow) -> None:
+        """Record a space and its base activations, and create its vector table (one commit each).
+
+        Raises:
+            StoreError: the index is read-only.
+        """
+        self._t.upsert(SPACES, "space_id", spaces_to_table([space]))
+        self._t.create_emb(space.space_id, space.dim)
+
+    # ---- vectors ----
+
+    def put(self, space_id: str, embeddings: Sequence[Embedding]) -> PutResult:
+        """Insert or replace vectors by repo id in ONE commit (a new sha replaces the old vector).
+
+        Raises:
+            StoreError: the index is read-only, or has no such space (record it with ``put_space`` first).
+            ValueError: a vector that does not fit the space's dimension, or a naive datetime.
+        """
+        self._t.writable(SPACES)  # the read-only error before the missing-space one
+        table = self._t.emb(space_id)
+        if table is None:
+            raise StoreError(f"has no space {space_id!r}", uri=self._t.uri, fix="record it with put_space first")
+        latest = list({e.repo_id: e for e in embeddings}.values())
+        if not latest:
+            return PutResult(0, 0)
+        dim = table.schema.field("vector").type.list_size
+        return self._t.upsert(table.name, "repo_id", embeddings_to_table(latest, dim))
+
+    def get(self, space_id: str, repo_ids: Iterable[str] | None = None) -> dict[str, Embedding]:
+        """Stored vectors of ``space_id`` by repo id (those of ``repo_ids`` that exist, or all), hidden ones too.
+
+        For what people see, use :meth:`visible`.
+        """
+        table = self._t.emb(space_id)
+        if table is None:
+            return {}
+        flt = None if repo_ids is None else id_filter(repo_ids)
+        return embeddings_from_table(self._t.scan(table.name, flt))
+
+    def visible(self, space_id: str, repo_ids: Iterable[str] | None = None) -> dict[str, Embedding]:
+        """Like :meth:`get`, without the vectors of models hidden from queries (removed from the Hub).
+
+        A vector whose model has no record at all is kept (shown bare, as before records existed).
+        """
+        found = self.get(space_id, repo_ids)
+        gone = self._models.hidden_ids()
+        return {k: e for k, e in found.items() if k not in gone} if gone else found
+
+    def count(self, space_id: str) -> int:
+        """Vectors stored in ``space_id``, hidden ones included (0 for an unknown space)."""
+        table = self._t.emb(space_id)
+        return 0 if table is None else self._t.count(table.name)
+
+    def of_repo(self, repo_id: str) -> dict[str, Embedding]:
+        """``repo_id``'s vector in every space that has one, by space id (whatever its status)."""
+        found = {}
+        for space_id in self.spaces():
+            hit = self.get(space_id, [repo_id]).get(repo_id)
+            if hit is not None:
+                found[space_id] = hit
+        return found
+
+    # ---- search ----
+
+    def nearest(
+        self, space_id: str, vector: np.ndarray, k: int, *, only: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """The ``k`` visible vectors of ``space_id`` nearest to ``vector`` as (repo id, cosine), best first.
+
+        Exact below ``self.ann.threshold`` rows, an ANN index above (see :mod:`hubdelta.index.ann`). Models
+        hidden from queries are never returned: they are left out of ``only``, or searched past (the nearest
+        ``k + hidden`` rows hold the visible top ``k``).
+
+        Raises:
+            StoreError: no such space.
+            ValueError: a zero, non-finite or wrong-sized vector; a negative ``k``.
+        """
+        table = self._t.emb(space_id)
+        if table is None:
+            raise StoreError(f"has no space {space_id!r}", uri=self._t.uri, fix="see hubdelta status for the spaces")
+        gone = self._models.hidden_ids()
+        if only is not None:
+            allowed = [i for i in only if i not in gone]
+            return self._t.read(lambda: ann.nearest(table, vector, k, self.ann, only=allowed))
+        if len(gone) > IN_LIST_MAX:
+            gone = gone & frozenset(self._ids(table.name))  # only those with a vector here push the top k down
+        hits = self._t.read(lambda: ann.nearest(table, vector, k + len(gone) if k > 0 else k, self.ann))
+        return [h for h in hits if h[0] not in gone][: max(k, 0)]
+
+    def _ids(self, name: str) -> list[str]:
+        ids: list[str] = self._t.scan(name, columns=["repo_id"])["repo_id"].to_pylist()
+        return ids
+
+    # ---- ANN upkeep ----
+
+    def ann_status(self, space_id: str) -> ann.AnnStatus | None:
+        """How much of a space's vectors its ANN index covers (None: no such space)."""
+        table = self._t.emb(space_id)
+        return None if table is None else self._t.read(partial(ann.ann_status, table))
+
+    def maintain_ann(self, space_ids: Iterable[str] | None = None) -> dict[str, str]:
+        """Build or update each space's ANN index as :func:`hubdelta.index.ann.decide` says; the actions taken.
+
+        Raises:
+            StoreError: the index is read-only.
+        """
+        actions: dict[str, str] = {}
+        for space_id in self.spaces() if space_ids is None else space_ids:
+            found = self._t.emb(space_id)
+            if found is not None:
+                table = self._t.writable(found.name)
+                action = ann.decide(self._t.read(partial(ann.ann_status, table)), self.ann)
+                if action == "build":
+                    ann.build_index(table, self.ann)
+                elif action == "optimize":
+                    # optimize() folds new rows into the index; through compact_table it also drops old versions
+                    # (its own default keeps 7 days of them: ~6 GB at 1M x 576).
+                    compact_table(table)
+                actions[space_id] = action
+        return actions
