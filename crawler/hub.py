@@ -24,7 +24,7 @@ from huggingface_hub.utils import build_hf_headers, get_session
 from hubdelta.crawler.politeness import Politeness, RequestBudget, retry_delay
 from hubdelta.index.records import HubModel, Relation
 from hubdelta.kernel.errors import HubUnavailableError
-from hubdelta.kernel.hub_errors import is_transport_failure, request_refused
+from hubdelta.kernel.hub_errors import is_transport_failure, request_refused, retryable_status
 
 log = structlog.get_logger(__name__)
 
@@ -106,7 +106,7 @@ class HubLister:
                     return response
                 status, headers = response.status_code, response.headers
                 error = f"HTTP {status}"
-                if status not in (408, 429) and status < 500:  # retrying will not help
+                if not retryable_status(status):  # retrying will not help
                     raise request_refused(url, response)
             except json.JSONDecodeError as e:  # a cut body
                 error = f"{type(e).__name__}: {e}"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from hubdelta.embedder.local import LOCAL_SHA, local_base_id
 from hubdelta.index.records import check_repo_id
+from hubdelta.kernel.errors import HubdeltaError
 from hubdelta.kernel.hub_errors import hub_errors
 from hubdelta.kernel.settings import Settings
 
@@ -35,7 +36,8 @@ def download_base(
 
     token = settings.hf_token or False
     sha = revision or HfApi(endpoint=settings.hf_endpoint, token=token).model_info(base, timeout=30).sha
-    assert sha is not None, base
+    if sha is None:  # the Hub always sends one; a server that does not is not one we can pin a space to
+        raise HubdeltaError(f"{settings.hf_endpoint} gave no revision (sha) for {base}", fix="check HF_ENDPOINT")
     folder = snapshot_download(base, revision=sha, allow_patterns=list(patterns), cache_dir=settings.cache_dir / "hub",
                                endpoint=settings.hf_endpoint, token=token)  # fmt: skip
     return Path(folder), sha

@@ -34,6 +34,7 @@ from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.families import BaseProfile, Family, Member, MemberStatus
 from hubdelta.index.records import EMBEDDABLE, ModelRecord, ModelStatus
 from hubdelta.index.store import Index
+from hubdelta.kernel.errors import StoreError
 from hubdelta.kernel.settings import Settings
 
 if TYPE_CHECKING:
@@ -160,7 +161,9 @@ class FamilyRun:
             space = Space.from_dict(stored.params)
             doc = self.index.families.continuation_set(space.continuations or "")
             if doc is None:
-                raise RuntimeError(f"space {space.id} names continuation set {space.continuations}, which is missing")
+                raise StoreError(f"space {space.id} names continuation set {space.continuations}, which is missing",
+                                 uri=self.index.uri, fix=f"hubdelta family remove {self.family.name}, then create "
+                                 "it again (its space keeps its vectors)")  # fmt: skip
             return space, ContinuationSet.from_dict(doc)
         sampling, recipe = family_options(self.family)
         sources = []

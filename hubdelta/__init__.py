@@ -11,9 +11,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hubdelta.query.records import Similar
 
-from hubdelta.kernel.version import __version__
-
 __all__ = ["__version__", "similar"]
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":  # read from package metadata on first use, not at every import
+        from hubdelta.kernel.version import hubdelta_version
+
+        return hubdelta_version()
+    raise AttributeError(f"module 'hubdelta' has no attribute {name!r}")
 
 
 def similar(

@@ -30,6 +30,7 @@ from lancedb.index import HnswSq, IvfPq, IvfSq
 from lancedb.query import LanceVectorQueryBuilder
 from lancedb.table import Table
 
+from hubdelta.index.compaction import compact_table
 from hubdelta.index.selectors import in_list
 
 VECTOR = "vector"
@@ -173,9 +174,10 @@ def maintain(table: Table, settings: AnnSettings) -> Action:
     """Bring the vector index of ``table`` in line with :func:`decide`, and say what was done.
 
     ``"build"`` trains a new index over every row (replacing any; ~70 s at 1M x 576 on 2 cores); ``"optimize"``
-    runs ``Table.optimize()``, which in LanceDB 0.40 adds the unindexed rows to the existing index without
-    retraining it (new rows join their nearest existing partition), and also compacts small fragments and prunes
-    versions older than its default of 7 days (~20 s at 1M). Partitions are never re-trained by an optimize:
+    runs :func:`~hubdelta.index.compaction.compact_table`, whose ``Table.optimize()`` in LanceDB 0.40 adds the
+    unindexed rows to the existing index without retraining it (new rows join their nearest existing partition)
+    and compacts small fragments, and which then drops every old version (optimize's own default keeps 7 days
+    of them: ~6 GB at 1M x 576; ~20 s at 1M). Partitions are never re-trained by an optimize:
     after heavy growth (say 2x since the build) call :func:`build_index` to re-balance them. Both write new
     table versions: call this only as the index's single writer.
 
@@ -190,7 +192,7 @@ def maintain(table: Table, settings: AnnSettings) -> Action:
     if action == "build":
         build_index(table, settings)
     elif action == "optimize":
-        table.optimize()
+        compact_table(table)
     return action
 
 

@@ -22,7 +22,7 @@ from hubdelta.index.families import FAMILY_SCHEMAS
 from hubdelta.index.reports import REPORTS, REPORTS_SCHEMA
 from hubdelta.index.schema import META, META_SCHEMA, MODELS, SCHEMAS, TRACKED
 from hubdelta.kernel.errors import IndexSchemaError
-from hubdelta.kernel.version import __version__
+from hubdelta.kernel.version import hubdelta_version
 
 Migration = Callable[[DBConnection], None]
 
@@ -117,7 +117,7 @@ def _too_new(uri: str, found: int, expected: int) -> IndexSchemaError:
         uri,
         found=found,
         expected=expected,
-        message=f"has schema version {found}; this hubdelta ({__version__}) knows versions up to {expected}",
+        message=f"has schema version {found}; this hubdelta ({hubdelta_version()}) knows versions up to {expected}",
         fix="upgrade hubdelta (pip install -U hubdelta)",
     )
 
@@ -166,6 +166,6 @@ def migrate(db: DBConnection, uri: str, migrations: Sequence[Migration] | None =
     applied = []
     for number, migration in enumerate(migrations[found:], start=found + 1):
         migration(db)
-        write_meta(db, {"schema_version": str(number), "hubdelta_version": __version__})
+        write_meta(db, {"schema_version": str(number), "hubdelta_version": hubdelta_version()})
         applied.append(migration.__name__)
     return applied

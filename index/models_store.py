@@ -73,9 +73,12 @@ class ModelsStore:
         """Records whose ``base_models`` contains ``base`` (any relation, any status)."""
         return self.select(by_base(base))
 
-    def hidden_ids(self) -> frozenset[str]:
-        """Repo ids of the models hidden from queries (removed from the Hub): usually few, so read as a set."""
-        return frozenset(self.ids(hidden()))
+    def hidden_ids(self, among: Iterable[str] | None = None) -> frozenset[str]:
+        """Repo ids of the models hidden from queries (removed from the Hub), all of them or those ``among``.
+
+        A search asks only about its candidates: one small id lookup, however many models were ever removed.
+        """
+        return frozenset(self.ids(hidden() if among is None else hidden() & by_ids(among)))
 
     def count_by_status(self) -> dict[ModelStatus, int]:
         """Number of models per status (every status present, zeros included)."""

@@ -123,8 +123,29 @@ def user_filter(where: str) -> Selector:
 
     The one way SQL enters from outside ``index/``, as a documented feature (README, ``--where``); a malformed
     filter makes the read raise (``ValueError`` or ``RuntimeError`` from Lance), which the caller reports.
+
+    Raises:
+        ValueError: the text closes a parenthesis it did not open (or leaves one open), which would let it
+            escape the ``(...)`` it is wrapped in and undo the criteria it is combined with.
     """
+    if not balanced(where):
+        raise ValueError("unbalanced parentheses")
     return Selector(where=(where,))
+
+
+def balanced(sql: str) -> bool:
+    """Whether the parentheses of ``sql`` outside quoted strings ('...', "...") nest properly."""
+    depth, quote = 0, ""
+    for ch in sql:
+        if quote:
+            quote = "" if ch == quote else quote  # a doubled quote ('it''s') closes and reopens: same result
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(" or ch == ")":
+            depth += 1 if ch == "(" else -1
+            if depth < 0:
+                return False
+    return depth == 0 and not quote
 
 
 def visible() -> Selector:

@@ -24,7 +24,6 @@ from types import TracebackType
 from typing import TypeVar
 
 import lancedb
-import pyarrow as pa
 
 from hubdelta.index import ann, migrations
 from hubdelta.index.compaction import CompactionPolicy
@@ -157,10 +156,6 @@ class Index:
     def _read(self, fn: Callable[[], T]) -> T:
         """Run a read, once more if a concurrent compaction deleted a file under it."""
         return self._tables.read(fn)
-
-    def _scan(self, name: str, where: str | None = None, limit: int | None = None) -> pa.Table:
-        """Rows of table ``name`` passing a Lance filter written in index/."""
-        return self._tables.scan(name, where, limit=limit)
 
     def meta(self) -> dict[str, str]:
         """The ``meta`` table: schema_version, created_at, hubdelta_version."""

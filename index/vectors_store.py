@@ -15,7 +15,6 @@ from functools import partial
 import numpy as np
 
 from hubdelta.index import ann
-from hubdelta.index.compaction import compact_table
 from hubdelta.index.embeddings import (
     SPACES,
     Embedding,
@@ -26,7 +25,7 @@ from hubdelta.index.embeddings import (
     spaces_to_table,
 )
 from hubdelta.index.models_store import ModelsStore
-from hubdelta.index.selectors import IN_LIST_MAX, id_filter
+from hubdelta.index.selectors import id_filter
 from hubdelta.index.tables import PutResult, Tables
 from hubdelta.kernel.errors import StoreError
 
@@ -46,13 +45,17 @@ class VectorsStore:
         return {r.space_id: r for r in spaces_from_table(self._t.scan(SPACES))}
 
     def put_space(self, space: SpaceRow) -> None:
-        """Record a space and its base activations, and create its vector table (one commit each).
+        """Create a space's vector table, then record the space and its base activations (one commit each).
+
+        The table first: a writer killed between the two leaves a table and no row, which the next run's
+        ``put_space`` completes; the other order would leave a row that says the space exists without its table.
 
         Raises:
             StoreError: the index is read-only.
         """
-        self._t.upsert(SPACES, "space_id", spaces_to_table([space]))
+        self._t.writable(SPACES)
         self._t.create_emb(space.space_id, space.dim)
+        self._t.upsert(SPACES, "space_id", spaces_to_table([space]))
 
     # ---- vectors ----
 
@@ -90,7 +93,7 @@ class VectorsStore:
         A vector whose model has no record at all is kept (shown bare, as before records existed).
         """
         found = self.get(space_id, repo_ids)
-        gone = self._models.hidden_ids()
+        gone = self._models.hidden_ids(None if repo_ids is None else found)
         return {k: e for k, e in found.items() if k not in gone} if gone else found
 
     def count(self, space_id: str) -> int:
@@ -115,8 +118,9 @@ class VectorsStore:
         """The ``k`` visible vectors of ``space_id`` nearest to ``vector`` as (repo id, cosine), best first.
 
         Exact below ``self.ann.threshold`` rows, an ANN index above (see :mod:`hubdelta.index.ann`). Models
-        hidden from queries are never returned: they are left out of ``only``, or searched past (the nearest
-        ``k + hidden`` rows hold the visible top ``k``).
+        hidden from queries are never returned: the statuses of each round's candidates are looked up, and a
+        round that lost some to the rule is followed by a wider one, so the cost does not grow with the number
+        of models ever removed.
 
         Raises:
             StoreError: no such space.
@@ -125,18 +129,18 @@ class VectorsStore:
         table = self._t.emb(space_id)
         if table is None:
             raise StoreError(f"has no space {space_id!r}", uri=self._t.uri, fix="see hubdelta status for the spaces")
-        gone = self._models.hidden_ids()
         if only is not None:
+            gone = self._models.hidden_ids(only)
             allowed = [i for i in only if i not in gone]
             return self._t.read(lambda: ann.nearest(table, vector, k, self.ann, only=allowed))
-        if len(gone) > IN_LIST_MAX:
-            gone = gone & frozenset(self._ids(table.name))  # only those with a vector here push the top k down
-        hits = self._t.read(lambda: ann.nearest(table, vector, k + len(gone) if k > 0 else k, self.ann))
-        return [h for h in hits if h[0] not in gone][: max(k, 0)]
-
-    def _ids(self, name: str) -> list[str]:
-        ids: list[str] = self._t.scan(name, columns=["repo_id"])["repo_id"].to_pylist()
-        return ids
+        fetch = k
+        while True:
+            hits = self._t.read(partial(ann.nearest, table, vector, fetch, self.ann))
+            gone = self._models.hidden_ids(h[0] for h in hits) if hits else frozenset()
+            shown = [h for h in hits if h[0] not in gone]
+            if len(shown) >= k or len(hits) < fetch or not gone:
+                return shown[: max(k, 0)]
+            fetch = 2 * fetch + len(gone)  # the next round holds at least the hidden ones and as many again
 
     # ---- ANN upkeep ----
 
@@ -156,12 +160,5 @@ class VectorsStore:
             found = self._t.emb(space_id)
             if found is not None:
                 table = self._t.writable(found.name)
-                action = ann.decide(self._t.read(partial(ann.ann_status, table)), self.ann)
-                if action == "build":
-                    ann.build_index(table, self.ann)
-                elif action == "optimize":
-                    # optimize() folds new rows into the index; through compact_table it also drops old versions
-                    # (its own default keeps 7 days of them: ~6 GB at 1M x 576).
-                    compact_table(table)
-                actions[space_id] = action
+                actions[space_id] = ann.maintain(table, self.ann)  # the writer: no compaction runs under it
         return actions

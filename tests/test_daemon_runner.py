@@ -184,6 +184,19 @@ def test_a_failing_job_is_recorded_and_the_next_one_runs(tmp_path: Path) -> None
     assert crawl.last_error_at == NOW and state.jobs["embed"].last_success == NOW
 
 
+def test_a_result_json_cannot_hold_fails_that_job_only_and_a_clashing_key_is_logged(tmp_path: Path) -> None:
+    odd = FakeJob({"handle": object()}, released=True)  # not JSON: it must not poison every later save
+    clash = FakeJob({"job": "not me", "seconds": -1, "n": 2}, released=True)
+    runner = JobRunner(tmp_path, [Job("report", odd, every_s=60), Job("embed", clash, every_s=60)],
+                       stop_timeout_s=1, clock=lambda: NOW)  # fmt: skip
+    runner.run_job("report")
+    runner.run_job("embed")
+    jobs = on_disk(tmp_path)["jobs"]  # the file is still complete JSON, saved after both jobs
+    assert (jobs["report"]["failures"], jobs["report"]["last_success"]) == (1, None)
+    assert "object" in jobs["report"]["last_error"]
+    assert jobs["embed"]["runs"] == 1 and jobs["embed"]["last_result"]["n"] == 2
+
+
 def test_a_daily_job_runs_each_slot_once_on_the_clock(tmp_path: Path) -> None:
     now = [NOW]
     job = FakeJob(released=True)

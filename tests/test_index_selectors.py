@@ -118,9 +118,9 @@ def test_both_id_paths_give_the_same_answer(index: Index, monkeypatch: pytest.Mo
 # ---- the vectors store applies the rule ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("in_list_max", [500, 0])  # 0: the hidden ids are first met with the space's own ids
+@pytest.mark.parametrize("in_list_max", [500, 0])  # 0: every id lookup is a scan kept in arrow, not an IN list
 def test_search_never_returns_a_hidden_model(index: Index, monkeypatch: pytest.MonkeyPatch, in_list_max: int) -> None:
-    monkeypatch.setattr("hubdelta.index.vectors_store.IN_LIST_MAX", in_list_max)
+    monkeypatch.setattr("hubdelta.index.selectors.IN_LIST_MAX", in_list_max)
     gone = record(12).repo_id
     query = index.vectors.get(SPACE, [gone])[gone].vector  # its own vector: it would be the nearest
     got = [r for r, _ in index.vectors.nearest(SPACE, query, 4)]

@@ -178,3 +178,26 @@ def test_eval_does_not_score_removed_models(home: Path, tmp_path: Path) -> None:
     assert result.removed == (GONE,) and result.missing == ("nobody/else",)
     assert result.scores.n == len(NAMES) - 1
     assert result.to_dict()["removed"] == [GONE]
+
+
+def test_search_widens_past_removed_models_and_asks_only_about_its_candidates(home: Path) -> None:
+    """The nearest rows are mostly removed: the search widens its rounds until k visible ones are found."""
+    vectors = raw_vectors(home)
+    order = [r for r in ranking(vectors, vectors[QUERY]) if r != QUERY]
+    gone = set(order[:6])  # the six nearest neighbours leave the Hub
+    with open_writer(settings(home), "test") as index:
+        records = index.models.get(gone)
+        index.models.put([r.with_status(ModelStatus.REMOVED, "gone") for r in records.values()])
+        assert index.models.hidden_ids(order[:3]) == set(order[:3])  # a lookup of the candidates only
+        assert index.models.hidden_ids() == gone | {GONE}
+    for k in (1, 3, 5):
+        got = similar(settings(home), QUERY, k=k)
+        assert [n.repo_id for n in got] == [r for r in order if r not in gone | {GONE}][:k]
+
+
+def test_a_where_filter_cannot_escape_its_parentheses(home: Path) -> None:
+    result = runner.invoke(app, ["--home", str(home), "similar", QUERY, "--where", "1=1) OR (1=1"])
+    assert result.exit_code == 2 and "--where" in result.output and "unbalanced parentheses" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    quoted = similar(settings(home), QUERY, k=2, where="license != ')(' OR license IS NULL")
+    assert len(list(quoted)) == 2  # parentheses inside a quoted string are text, not nesting

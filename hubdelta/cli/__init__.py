@@ -21,7 +21,7 @@ from hubdelta.cli._options import ConfigOpt, HomeOpt, optional_values
 from hubdelta.cli.devhub import devhub_app
 from hubdelta.kernel.log import configure_logging
 from hubdelta.kernel.settings import load_settings
-from hubdelta.kernel.version import __version__
+from hubdelta.kernel.version import hubdelta_version
 
 app = typer.Typer(
     name="hubdelta",
@@ -44,7 +44,7 @@ task_commands.register(app)
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"hubdelta {__version__}")
+        typer.echo(f"hubdelta {hubdelta_version()}")
         raise typer.Exit()
 
 

@@ -15,6 +15,7 @@ Jobs and the clock are injected, so tests drive all of it with fake jobs and a f
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -35,7 +36,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from hubdelta.daemon.slots import latest_slot, missed_slot
-from hubdelta.daemon.state import DaemonState, StateFile, load_state
+from hubdelta.daemon.state import DaemonState, StateFile, encode_json, load_state
 from hubdelta.kernel.errors import one_line
 
 log = structlog.get_logger(__name__)
@@ -110,14 +111,16 @@ class JobRunner:
             started = time.perf_counter()
             log.info("daemon.job_started", job=job_id)
             try:
-                result = job.run()
+                # The result goes into daemon.json: a value JSON cannot hold fails the job here, not every save.
+                result = json.loads(json.dumps(job.run(), default=encode_json))
             except Exception as e:  # a job's failure is recorded; the daemon goes on
                 error = one_line(e)
                 self.state.update(lambda s: _failed(s, job_id, error, self._utc()))
                 log.warning("daemon.job_failed", job=job_id, error=error)
                 return
             self.state.update(lambda s: _succeeded(s, job_id, result, slot, self._utc()))
-            log.info("daemon.job_done", job=job_id, seconds=round(time.perf_counter() - started, 2), **result)
+            fields = {k: v for k, v in result.items() if k not in ("job", "seconds", "event")}  # ours win a clash
+            log.info("daemon.job_done", job=job_id, seconds=round(time.perf_counter() - started, 2), **fields)
 
     def schedule(self, now: datetime) -> list[str]:
         """Add every job to the scheduler as of ``now``, and the daily slots owed; returns the scheduled ids."""

@@ -59,7 +59,7 @@ class DaemonState:
         return True
 
 
-def _encode(value: Any) -> Any:
+def encode_json(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(type(value).__name__)
@@ -109,7 +109,7 @@ class StateFile:
             self._write()
 
     def _write(self) -> None:
-        text = json.dumps(asdict(self.state), indent=1, default=_encode)
+        text = json.dumps(asdict(self.state), indent=1, default=encode_json)
         fd, tmp = tempfile.mkstemp(prefix=".daemon.", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w") as f:

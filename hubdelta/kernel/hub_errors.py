@@ -24,7 +24,6 @@ from hubdelta.kernel.errors import HubdeltaError, HubRequestError, ModelUnavaila
 if TYPE_CHECKING:
     import httpx2
 
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _GATED = "gated repo: this token may not download it (request access on the Hub, set HF_TOKEN)"
 _REVISION_GONE = "this revision no longer exists (the repo changed; a crawl requeues it)"
 
@@ -40,6 +39,15 @@ class HubFailure(NamedTuple):
 def _first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0][:200] if lines else type(e).__name__
+
+
+def retryable_status(status: int | None) -> bool:
+    """Whether a request answered with ``status`` is worth sending again: a timeout, a rate limit, a server error.
+
+    The one rule for the crawler's own requests and the client's downloads. 501 and 505 say the server will never
+    do it, so they are final like a 4xx.
+    """
+    return status is not None and (status in (408, 429) or (500 <= status < 600 and status not in (501, 505)))
 
 
 def http_status(e: BaseException) -> int | None:
@@ -84,9 +92,11 @@ def classify_hub_error(e: BaseException) -> HubFailure | None:
         return HubFailure("missing_file", False, f"a listed file is missing on the Hub: {_first_line(e)}")
     if isinstance(e, HfHubHTTPError):
         status = http_status(e)
-        return HubFailure("http", status in RETRYABLE_STATUS, f"HTTP {status}: {_first_line(e)}")
-    if isinstance(e, httpx2.HTTPError | TimeoutError | ConnectionError):
+        return HubFailure("http", retryable_status(status), f"HTTP {status}: {_first_line(e)}")
+    if isinstance(e, httpx2.TransportError | TimeoutError | ConnectionError):
         return HubFailure("transport", True, f"network failure: {_first_line(e)}")
+    if isinstance(e, httpx2.HTTPError):  # too many redirects, an undecodable body: sending it again will not help
+        return HubFailure("http", False, f"bad response: {_first_line(e)}")
     if isinstance(e, OSError):  # a full disk mid-download, a consistency check of the client
         code = "disk" if e.errno == errno.ENOSPC else "transport"
         return HubFailure(code, True, f"download failed: {_first_line(e)}")
@@ -94,9 +104,13 @@ def classify_hub_error(e: BaseException) -> HubFailure | None:
 
 
 def is_transport_failure(e: BaseException) -> bool:
-    """The network failed (no answer, a cut connection, a timeout): a request worth sending again."""
-    found = classify_hub_error(e)
-    return found is not None and found.code == "transport"
+    """The network failed (no answer, a cut connection, a timeout): a request worth sending again.
+
+    Narrower than a ``transport`` :class:`HubFailure`: an OSError of a download (a file check) is not the network.
+    """
+    import httpx2
+
+    return isinstance(e, httpx2.TransportError | TimeoutError | ConnectionError)
 
 
 @contextmanager

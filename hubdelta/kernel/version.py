@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from functools import cache
 
-try:
-    __version__ = version("hubdelta")
-except PackageNotFoundError:  # a source tree on sys.path without `pip install -e .`
-    __version__ = "0.0.0+unknown"
+
+@cache
+def hubdelta_version() -> str:
+    """This hubdelta's version; read on first use (package metadata costs ~40 ms, which a query need not pay)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hubdelta")
+    except PackageNotFoundError:  # a source tree on sys.path without `pip install -e .`
+        return "0.0.0+unknown"

@@ -19,7 +19,7 @@ from hubdelta.index.selectors import IN_LIST_MAX, Selector, by_ids, visible
 from hubdelta.index.store import Index
 from hubdelta.kernel.errors import HubdeltaError, StoreError, UsageError
 from hubdelta.kernel.settings import Settings
-from hubdelta.query.choose import choose_space, close_ids, first_fetch, model_filter, next_fetch
+from hubdelta.query.choose import WHERE_FIX, choose_space, close_ids, first_fetch, model_filter, next_fetch
 from hubdelta.query.records import Neighbor, Similar, VectorInfo
 
 NOT_EMBEDDED_FIX = {
@@ -29,12 +29,6 @@ NOT_EMBEDDED_FIX = {
     ModelStatus.FAILED: "see the reason; hubdelta embed retries only transient failures",
     ModelStatus.SKIPPED: "see the reason",
 }
-
-
-WHERE_FIX = (
-    "use SQL over the models' columns (license, downloads, likes, relation, pipeline_tag, library, tags, "
-    "created_at), e.g. \"license = 'mit' AND downloads > 10\""
-)
 
 
 def preferred_params(settings: Settings) -> dict[str, Any]:

@@ -10,6 +10,11 @@ from hubdelta.index.records import Relation
 from hubdelta.index.selectors import Selector, by_relation, user_filter
 from hubdelta.kernel.errors import UsageError
 
+WHERE_FIX = (
+    "use SQL over the models' columns (license, downloads, likes, relation, pipeline_tag, library, tags, "
+    "created_at), e.g. \"license = 'mit' AND downloads > 10\""
+)
+
 
 def choose_space(
     available: Mapping[str, Mapping[str, Any]],
@@ -50,7 +55,10 @@ def model_filter(where: str | None, relation: str | None) -> Selector | None:
     ``where`` is the user's own SQL over the models' columns (a documented feature): it is passed to the index
     as given, which combines it with everything else (ids, statuses) itself.
     """
-    parts = [user_filter(where)] if where and where.strip() else []
+    try:
+        parts = [user_filter(where)] if where and where.strip() else []
+    except ValueError as e:
+        raise UsageError("--where", f"not a valid filter over the models table: {e}", fix=WHERE_FIX) from None
     if relation is not None:
         parts.append(by_relation(Relation(relation)))  # checked against Relation by the caller
     if not parts:

@@ -29,7 +29,7 @@ def _layer(value: object) -> str:
     return "final" if value is None else str(value)
 
 
-def status(settings: Settings, *, daemon: dict[str, Any] | None = None) -> Status:
+def status(settings: Settings, *, daemon: dict[str, Any] | None) -> Status:
     """Counts by status and space, queue length, last crawl, disk use; ``daemon`` is the daemon's health as the
     face read it (:func:`hubdelta.daemon.state.daemon_health`: the read side does not import the daemon).
 

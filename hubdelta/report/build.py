@@ -171,9 +171,7 @@ def _new_models(
 def failure_counts(records: Sequence[ModelRecord]) -> list[FailureCount]:
     """Failed and skipped models by (status, reason), most frequent first."""
     counts = Counter(
-        (r.status.value, r.reason or "(no reason)")
-        for r in records
-        if r.status in (ModelStatus.FAILED, ModelStatus.SKIPPED)
+        (r.status, r.reason or "(no reason)") for r in records if r.status in (ModelStatus.FAILED, ModelStatus.SKIPPED)
     )
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return [FailureCount(status, reason, n) for (status, reason), n in ranked]

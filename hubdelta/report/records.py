@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from hubdelta.index.records import ModelStatus
 from hubdelta.query.records import Neighbor
 
 
@@ -75,7 +76,7 @@ class NewModel:
 class FailureCount:
     """How many models are failed or skipped for one reason."""
 
-    status: str  # failed | skipped
+    status: ModelStatus  # failed or skipped
     reason: str
     count: int
 
