@@ -15,8 +15,8 @@ huggingface_hub and httpx2 are imported when an exception is classified, not whe
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, NamedTuple
 
 from hubdelta.kernel.errors import HubdeltaError, HubRequestError, ModelUnavailable, UsageError
@@ -114,13 +114,8 @@ def is_transport_failure(e: BaseException) -> bool:
 
 
 @contextmanager
-def model_hub_errors(repo_id: str) -> Iterator[None]:
-    """Turn the client's and the transport's exceptions into :class:`ModelUnavailable`: a model's status.
-
-    Raises:
-        ModelUnavailable: gated, not found, revision gone, a file missing, HTTP or transport errors; ``code`` and
-            ``retryable`` as :func:`classify_hub_error` says.
-    """
+def _translated(convert: Callable[[HubFailure], HubdeltaError]) -> Iterator[None]:
+    """Raise ``convert(failure)`` for an exception :func:`classify_hub_error` knows; let every other one through."""
     try:
         yield
     except HubdeltaError:
@@ -129,12 +124,21 @@ def model_hub_errors(repo_id: str) -> Iterator[None]:
         found = classify_hub_error(e)
         if found is None:
             raise
-        raise ModelUnavailable(repo_id, found.reason, code=found.code, retryable=found.retryable) from e
+        raise convert(found) from e
 
 
-@contextmanager
+def model_hub_errors(repo_id: str) -> AbstractContextManager[None]:
+    """Turn the client's and the transport's exceptions into :class:`ModelUnavailable`: a model's status.
+
+    Raises:
+        ModelUnavailable: gated, not found, revision gone, a file missing, HTTP or transport errors; ``code`` and
+            ``retryable`` as :func:`classify_hub_error` says.
+    """
+    return _translated(lambda f: ModelUnavailable(repo_id, f.reason, code=f.code, retryable=f.retryable))
+
+
 def hub_errors(repo_id: str, *, endpoint: str, action: str, fix: str,
-               not_found_fix: str = "check the spelling") -> Iterator[None]:  # fmt: skip
+               not_found_fix: str = "check the spelling") -> AbstractContextManager[None]:  # fmt: skip
     """Turn the client's and the transport's exceptions about a repo a command was given into one-line errors.
 
     Args:
@@ -148,20 +152,16 @@ def hub_errors(repo_id: str, *, endpoint: str, action: str, fix: str,
         UsageError: the Hub has no such repo.
         HubdeltaError: the repo is gated, or the Hub or the network failed.
     """
-    try:
-        yield
-    except HubdeltaError:
-        raise
-    except Exception as e:
-        found = classify_hub_error(e)
-        if found is None:
-            raise
+
+    def convert(found: HubFailure) -> HubdeltaError:
         if found.code == "gated":
-            raise HubdeltaError(f"{repo_id} is gated on {endpoint}",
-                                fix="accept its terms on the Hub and set HF_TOKEN") from e  # fmt: skip
+            return HubdeltaError(f"{repo_id} is gated on {endpoint}",
+                                 fix="accept its terms on the Hub and set HF_TOKEN")  # fmt: skip
         if found.code == "not_found":
-            raise UsageError(repo_id, f"not found on {endpoint}", fix=not_found_fix) from e
-        raise HubdeltaError(f"could not {action} ({found.reason[:120]})", fix=fix) from e
+            return UsageError(repo_id, f"not found on {endpoint}", fix=not_found_fix)
+        return HubdeltaError(f"could not {action} ({found.reason[:120]})", fix=fix)
+
+    return _translated(convert)
 
 
 def request_refused(url: str, response: httpx2.Response) -> HubRequestError:
