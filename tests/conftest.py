@@ -46,6 +46,12 @@ POOL_TIMEOUT_S = 600
 TESTS = Path(__file__).resolve().parent
 
 
+# scripts/test.sh runs the pool and e2e tiers on two pytest-xdist workers, a test file to a worker (--dist
+# loadfile): tests that must not run beside each other stay in one file — the family tests (the first exports
+# Gemma-3 and trains its adapters into the shared cache), the Ray tests (a cluster each, found by process name),
+# the hostile corpus (one module fixture: two crawl + embed rounds).
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test by the fixtures it uses, directly or through other fixtures: ``pool``, ``e2e``."""
     for item in items:

@@ -106,7 +106,7 @@ def test_every_finetune_lowers_heldout_loss_on_its_own_domain(
     expected = {r.repo_id for r in manifest.repos if domain in r.label.split("+")}
     assert len(expected) >= N_SPLITS + 1  # three splits and a few-shot adapter at least
     fetch = lambda repo: Path(snapshot_download(repo, endpoint=pool_hub.url, cache_dir=tmp_path))  # noqa: E731
-    rows = [r for r in evaluate_pool(pool, fetch, repos=expected) if r.domain == domain]
-    assert {r.repo_id for r in rows} == expected
+    rows = evaluate_pool(pool, fetch, repos=expected, domain=domain)
+    assert {r.repo_id for r in rows} == expected and {r.domain for r in rows} == {domain}
     worse = [(r.repo_id, round(r.loss, 3), round(r.base_loss, 3)) for r in rows if not r.loss < r.base_loss]
     assert not worse, f"models not better than the base on held-out {domain}: {worse}"

@@ -27,13 +27,17 @@ def load_heldout(pool_dir: Path, domain: str) -> list[Example]:
     return [Example(**json.loads(line)) for line in lines]
 
 
-def evaluate_pool(pool_dir: Path, fetch: Callable[[str], Path], repos: set[str] | None = None) -> list[LossRow]:
-    """Held-out loss of every pool model (or of ``repos``) on each domain of its label.
+def evaluate_pool(
+    pool_dir: Path, fetch: Callable[[str], Path], repos: set[str] | None = None, domain: str | None = None
+) -> list[LossRow]:
+    """Held-out loss of every pool model (or of ``repos``) on each domain of its label (or on ``domain`` only).
 
     Args:
         pool_dir: a built pool (its manifest and held-out files are read).
         fetch: maps a repo id to a local folder with its files (a devhub download, or the pool's own folder).
         repos: restrict to these repo ids.
+        domain: restrict to the models labelled with this domain, scored on it alone (a mixed model's other
+            domain is not evaluated: each forward pass costs seconds on a CPU).
     """
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -42,8 +46,9 @@ def evaluate_pool(pool_dir: Path, fetch: Callable[[str], Path], repos: set[str] 
     base_dir = fetch(manifest.base)
     tok = AutoTokenizer.from_pretrained(base_dir)
     base = load_causal_lm(base_dir)
-    wanted = [r for r in manifest.repos if repos is None or r.repo_id in repos]
-    domains = sorted({d for r in wanted for d in r.label.split("+")})
+    labels = {r.repo_id: [d for d in r.label.split("+") if domain in (None, d)] for r in manifest.repos}
+    wanted = [r for r in manifest.repos if (repos is None or r.repo_id in repos) and labels[r.repo_id]]
+    domains = sorted({d for r in wanted for d in labels[r.repo_id]})
     heldout = {d: load_heldout(pool_dir, d) for d in domains}
     base_losses = {d: heldout_loss(base, tok, heldout[d]) for d in domains}
     rows = []
@@ -54,7 +59,7 @@ def evaluate_pool(pool_dir: Path, fetch: Callable[[str], Path], repos: set[str] 
             model = PeftModel.from_pretrained(load_causal_lm(base_dir), folder)
         else:
             model = load_causal_lm(folder)
-        for d in repo.label.split("+"):
+        for d in labels[repo.repo_id]:
             rows.append(LossRow(repo.repo_id, d, base_losses[d], heldout_loss(model, tok, heldout[d])))
         del model
     return rows
