@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from hubdelta.crawler.crawl import CrawlSummary, crawl
+from hubdelta.crawler.crawl import CrawlProgress, CrawlSummary, crawl
 from hubdelta.crawler.hub import HubLister, to_hub_model
 from hubdelta.crawler.politeness import Politeness
 from hubdelta.index.door import open_reader, open_writer
-from hubdelta.index.records import DEFAULT_RELATIONS, HubModel, Relation, TrackedBase, check_repo_id
+from hubdelta.index.models_store import NO_TRACKED_BASE
+from hubdelta.index.records import DEFAULT_RELATIONS, HubModel, ModelStatus, Relation, TrackedBase, check_repo_id
+from hubdelta.index.selectors import by_base, by_status
 from hubdelta.kernel.errors import UsageError
 from hubdelta.kernel.hub_errors import hub_errors
+from hubdelta.kernel.hub_info import model_info
 from hubdelta.kernel.settings import Settings
 
 
@@ -38,7 +41,7 @@ def verify_on_hub(settings: Settings, repo_id: str) -> None:
     endpoint = settings.hf_endpoint
     with hub_errors(repo_id, endpoint=endpoint, action=f"reach {endpoint} to check {repo_id}",
                     fix="check HF_ENDPOINT, or pass --no-check to track it anyway"):  # fmt: skip
-        HfApi(endpoint=endpoint, token=settings.hf_token or False).model_info(repo_id, timeout=30)
+        model_info(HfApi(endpoint=endpoint, token=settings.hf_token or False), repo_id, timeout=30)
 
 
 def fetch_model(settings: Settings, repo_id: str) -> HubModel:
@@ -60,7 +63,8 @@ def fetch_model(settings: Settings, repo_id: str) -> HubModel:
         response = get_session().get(f"{endpoint}/api/models/{repo_id}", headers=headers, timeout=30)
         hf_raise_for_status(response)
     item = response.json()
-    tags = [t.split(":", 2) for t in item.get("tags") or [] if isinstance(t, str)]
+    raw_tags = item.get("tags") if isinstance(item, dict) else None
+    tags = [t.split(":", 2) for t in raw_tags if isinstance(t, str)] if isinstance(raw_tags, list) else []
     relations = {r.value: r for r in Relation}
     relation = next((relations[t[1]] for t in tags if len(t) == 3 and t[0] == "base_model" and t[1] in relations),
                     Relation.FINETUNE)  # fmt: skip
@@ -90,6 +94,8 @@ def track(
             cursors = {r: c for r, c in existing.cursors.items() if r in relations}
             tracked = TrackedBase(base, relations, cursors, existing.added_at, existing.last_crawl, last_full)
         index.tracked.put([tracked])
+        # Models that failed because this base was untracked get their chance again.
+        index.models.requeue(by_base(base) & by_status(ModelStatus.FAILED), reason=NO_TRACKED_BASE)
     return tracked
 
 
@@ -106,11 +112,13 @@ def list_tracked(settings: Settings) -> list[TrackedBase]:
         return index.tracked.all()
 
 
-def run_crawl(settings: Settings, *, full: bool = False, command: str = "hubdelta crawl") -> CrawlSummary:
-    """Crawl every tracked base once (see :func:`hubdelta.crawler.crawl.crawl`)."""
+def run_crawl(
+    settings: Settings, *, full: bool = False, command: str = "hubdelta crawl", progress: CrawlProgress | None = None
+) -> CrawlSummary:
+    """Crawl every tracked base once (see :func:`hubdelta.crawler.crawl.crawl`; ``progress`` as there)."""
     lister = HubLister(settings.hf_endpoint, settings.hf_token, politeness(settings))
     with open_writer(settings, command) as index:
         if not index.tracked.all():
             raise UsageError("crawl", "no base model is tracked", fix="hubdelta track <base> first")
         every = timedelta(days=settings.crawl.full_every_days)
-        return crawl(index, lister, full=full, full_every=every)
+        return crawl(index, lister, full=full, full_every=every, progress=progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from hubdelta.index.records import (
     EMBEDDABLE,
@@ -16,7 +16,8 @@ from hubdelta.index.records import (
     TrackedBase,
 )
 
-_EPOCH = datetime.min
+HUB_EPOCH = datetime(2016, 1, 1, tzinfo=UTC)  # no Hub repo is older: an earlier date is nonsense
+CLOCK_SKEW = timedelta(days=1)  # how far past our clock a Hub date may be before it is nonsense
 
 
 @dataclass
@@ -41,12 +42,30 @@ def initial_status(model: HubModel) -> tuple[ModelStatus, str]:
     return ModelStatus.QUEUED, ""
 
 
+def plausible_date(t: datetime | None, now: datetime) -> bool:
+    """Whether a Hub date can be true: not before the Hub existed, not later than ``now`` plus clock skew."""
+    return t is not None and HUB_EPOCH <= t <= now + CLOCK_SKEW
+
+
 def at_or_below(model: HubModel, cursor: Cursor | None) -> bool:
-    """Whether ``model`` lies at or below the newest-first high-water mark of the last completed sweep."""
-    if cursor is None:
+    """Whether ``model`` lies at or below the newest-first high-water mark of the last completed sweep.
+
+    An undated repo proves nothing about how far the sweep has come, so a sweep never stops at one.
+    """
+    if cursor is None or model.created_at is None:
         return False
-    created = model.created_at or _EPOCH.replace(tzinfo=cursor.created_at.tzinfo)
-    return (created, model.repo_id) <= (cursor.created_at, cursor.repo_id)
+    return (model.created_at, model.repo_id) <= (cursor.created_at, cursor.repo_id)
+
+
+def usable_cursor(cursor: Cursor | None, now: datetime) -> Cursor | None:
+    """The stored cursor, or None when it is dated in the future (an incremental sweep would stop at the
+    future-dated repo, listed first, and never see a new one): the sweep then walks the whole listing once."""
+    return cursor if cursor is not None and cursor.created_at <= now + CLOCK_SKEW else None
+
+
+def newest_dated(items: Sequence[HubModel], now: datetime) -> HubModel | None:
+    """The first repo of a newest-first listing that may become the cursor: dated, and not in the future."""
+    return next((m for m in items if m.created_at is not None and m.created_at <= now + CLOCK_SKEW), None)
 
 
 def decide_page(
@@ -57,6 +76,7 @@ def decide_page(
     full: bool,
     seen: set[str],
     now: datetime,
+    problems: Mapping[str, str] | None = None,
 ) -> PageDecision:
     """Decide one page of a newest-first listing.
 
@@ -68,6 +88,7 @@ def decide_page(
         full: a reconcile pass: never stop early, and refresh every listed row's metadata and ``last_seen``.
         seen: repo ids already handled in this crawl (a merge is listed under each of its bases); updated.
         now: the crawl's timestamp.
+        problems: repo id -> why its metadata is unusable; such a repo is recorded ``skipped`` with that reason.
     """
     out = PageDecision()
     for item in items:
@@ -84,7 +105,8 @@ def decide_page(
             if full or known.model != item:
                 out.records.append(replace(known, model=item, last_seen=now))
             continue
-        status, reason = initial_status(item)
+        problem = (problems or {}).get(item.repo_id)
+        status, reason = (ModelStatus.SKIPPED, problem) if problem else initial_status(item)
         first_seen = known.first_seen if known is not None else now
         out.records.append(ModelRecord(item, status, reason, attempts=0, first_seen=first_seen, last_seen=now))
         (out.new if known is None or known.status == ModelStatus.REMOVED else out.updated).append(item.repo_id)
@@ -113,7 +135,8 @@ def full_pass_due(tracked: TrackedBase, now: datetime, every: timedelta) -> bool
 
 
 def advance_cursor(old: Cursor | None, newest: HubModel | None) -> Cursor | None:
-    """The high-water mark after a completed sweep whose first listed item was ``newest``."""
+    """The high-water mark after a completed sweep whose newest dated item was ``newest`` (see
+    :func:`newest_dated`)."""
     if newest is None or newest.created_at is None:
         return old
     return Cursor(newest.created_at, newest.repo_id)

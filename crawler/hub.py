@@ -1,29 +1,29 @@
 """The crawler's only HTTP: paged child listings through huggingface_hub's own session, politely.
 
-We page ``GET /api/models`` ourselves (with the client's session, headers, error mapping and ``ModelInfo``)
-instead of iterating ``HfApi.list_models`` because a crawl must (1) count and budget every request, pages
-included, (2) resume a listing at the page that failed instead of from the top, and (3) stop after the page
-where it meets known repos without the client prefetching more.
+We page ``GET /api/models`` ourselves (with the client's session, headers and error mapping) instead of
+iterating ``HfApi.list_models`` because a crawl must (1) count and budget every request, pages included,
+(2) resume a listing at the page that failed instead of from the top, and (3) stop after the page where it
+meets known repos without the client prefetching more. Items are read by ``wire.py``, not ``ModelInfo``, whose
+card model raises on hostile cards.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
 import structlog
-from huggingface_hub import ModelInfo
 from huggingface_hub.utils import build_hf_headers, get_session
 
 from hubdelta.crawler.politeness import Politeness, RequestBudget, retry_delay
+from hubdelta.crawler.wire import Unreadable, read_item
 from hubdelta.index.records import HubModel, Relation
-from hubdelta.kernel.errors import HubUnavailableError
+from hubdelta.kernel.errors import HubUnavailableError, UsageError
 from hubdelta.kernel.hub_errors import is_transport_failure, request_refused, retryable_status
 
 log = structlog.get_logger(__name__)
@@ -33,7 +33,6 @@ LIST_EXPAND = [
     "private", "cardData",
 ]  # fmt: skip
 PAGE_SIZE = 1000  # the Hub's largest page
-_SUMMARY_KEYS = ("model_name", "datasets", "language", "license")
 
 
 @dataclass
@@ -75,8 +74,10 @@ class HubLister:
         self._rng = rng or random.Random()
         self._session = session
 
-    def children(self, base: str, relation: Relation, page_size: int = PAGE_SIZE) -> Iterator[list[HubModel]]:
-        """Pages of the children of ``base`` with ``relation``, newest first; fetched only as consumed."""
+    def children(self, base: str, relation: Relation, page_size: int = PAGE_SIZE) -> Iterator[list[Any]]:
+        """Pages of the children of ``base`` with ``relation``, newest first, as the Hub's JSON items (read them
+        with :func:`hubdelta.crawler.wire.read_item`: one item's values must never end the page); fetched only as
+        consumed."""
         url: str | None = f"{self.endpoint}/api/models"
         params: Any = [
             ("filter", f"base_model:{relation.value}:{base}"),
@@ -86,8 +87,10 @@ class HubLister:
         while url is not None:
             response = self._get(url, params)
             items = response.json()
+            if not isinstance(items, list):  # not a listing at all: no repo in it to record
+                raise HubUnavailableError(str(response.url), attempts=1, last_error="the listing is not a JSON list")
             self.stats.pages += 1
-            yield [to_hub_model(item, relation) for item in items]
+            yield items
             url, params = response.links.get("next", {}).get("url"), None  # the next URL carries every param
 
     def _get(self, url: str, params: Any) -> httpx2.Response:
@@ -108,7 +111,9 @@ class HubLister:
                 error = f"HTTP {status}"
                 if not retryable_status(status):  # retrying will not help
                     raise request_refused(url, response)
-            except json.JSONDecodeError as e:  # a cut body
+            except RecursionError:  # a hostile card nested deeper than the parser goes: retrying will not help
+                raise HubUnavailableError(url, attempts=attempt, last_error="nested too deeply to parse") from None
+            except ValueError as e:  # a cut body (JSONDecodeError), or bytes that are not UTF-8
                 error = f"{type(e).__name__}: {e}"
             except Exception as e:
                 if not is_transport_failure(e):
@@ -132,57 +137,17 @@ class HubLister:
             self._sleep(seconds)
 
 
-def _bases_from_tags(tags: list[str]) -> tuple[str, ...]:
-    relations = {r.value for r in Relation}
-    bases = []
-    for tag in tags:
-        parts = tag.split(":", 2)
-        if len(parts) == 3 and parts[0] == "base_model" and parts[1] in relations and parts[2] not in bases:
-            bases.append(parts[2])
-    return tuple(bases)
+def to_hub_model(item: Any, relation: Relation) -> HubModel:
+    """One repo's JSON as a :class:`HubModel` (see :mod:`hubdelta.crawler.wire` for the rule of each field).
 
-
-def _summary(card: dict[str, Any]) -> str:
-    parts = []
-    for key in _SUMMARY_KEYS:
-        value = card.get(key)
-        if isinstance(value, list):
-            value = ", ".join(str(v) for v in value[:5])
-        if value:
-            parts.append(f"{key}: {value}")
-    return "; ".join(parts)[:200]
-
-
-def to_hub_model(item: dict[str, Any], relation: Relation) -> HubModel:
-    """One listing item as a :class:`HubModel`; ``ModelInfo`` is the one place wire names are mapped.
-
-    The card may be missing or malformed: lineage comes from the tags the Hub derived, not from the card.
+    Raises:
+        UsageError: the item has no usable repo id, or a value the record depends on is unusable.
     """
-    info = ModelInfo(**item)
-    tags = list(info.tags or [])
-    card = info.card_data.to_dict() if info.card_data is not None else {}
-    license_tag = next((t.split(":", 1)[1] for t in tags if t.startswith("license:")), None)
-    gated = info.gated if isinstance(info.gated, str) else None
-    return HubModel(
-        repo_id=info.id,
-        sha=info.sha,
-        relation=relation,
-        base_models=_bases_from_tags(tags),
-        created_at=_utc(info.created_at),
-        last_modified=_utc(info.last_modified),
-        tags=tuple(tags),
-        library=info.library_name,
-        pipeline_tag=info.pipeline_tag,
-        license=license_tag or (str(card["license"]) if card.get("license") else None),
-        downloads=info.downloads or 0,
-        likes=info.likes or 0,
-        gated=gated,
-        private=bool(info.private),
-        card_summary=_summary(card),
-    )
-
-
-def _utc(t: datetime | None) -> datetime | None:
-    from datetime import UTC
-
-    return None if t is None else (t if t.tzinfo else t.replace(tzinfo=UTC))
+    read = read_item(item, relation, None, datetime.now(UTC))
+    if isinstance(read, Unreadable):
+        raise UsageError("the Hub's answer", read.what, fix="check HF_ENDPOINT")
+    if read.problem:
+        raise UsageError(read.model.repo_id, read.problem, fix="ask the repo's owner to fix it, or skip this repo")
+    for note in read.notes:
+        log.warning("hub.metadata_repaired", repo=read.model.repo_id, note=note)
+    return read.model

@@ -121,15 +121,15 @@ def test_malformed_catalog_lines_name_file_line_and_fix(tmp_path: Path, line: st
     assert err.value.fix and "org/name" in err.value.fix
 
 
-def test_duplicate_ids_bad_card_and_missing_root(tmp_path: Path) -> None:
+def test_duplicate_ids_fail_a_bad_card_does_not_and_a_missing_root(tmp_path: Path) -> None:
     (tmp_path / "catalog.jsonl").write_text('{"id": "a/b"}\n{"id": "a/b"}\n')
     with pytest.raises(CatalogError, match="duplicate id"):
         Catalog(tmp_path)
     (tmp_path / "catalog.jsonl").unlink()
     (tmp_path / "a" / "b").mkdir(parents=True)
-    (tmp_path / "a" / "b" / "README.md").write_text("---\nx: [\n---\n")
-    with pytest.raises(CatalogError, match=r"README\.md"):
-        Catalog(tmp_path)
+    (tmp_path / "a" / "b" / "README.md").write_text("---\nx: [\nbase_model: c/d\n---\n")
+    repo = Catalog(tmp_path).current().repos["a/b"]  # served like the Hub does: listed, without cardData
+    assert repo.card == {} and repo.lineage is None and repo.card_text.startswith("---")
     with pytest.raises(DevhubError, match="does not exist"):
         Catalog(tmp_path / "missing")
 

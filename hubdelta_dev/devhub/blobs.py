@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,6 +101,21 @@ def entry_from_digests(path: str, size: int, sha1: str, sha256: str, source: Sou
     return FileEntry(path, size, git_blob_sha1(pointer), LfsInfo(sha256, size, len(pointer)), source)
 
 
+def inside(path: str | Path, real_folder: str) -> bool:
+    """Whether ``path``, every link followed, lies inside ``real_folder`` (a real path)."""
+    return os.path.realpath(path).startswith(real_folder.rstrip(os.sep) + os.sep)
+
+
+def escapes_repo(entry: FileEntry) -> bool:
+    """Whether a disk file now resolves outside its repo folder (the folder as linked into the root is allowed
+    to be a link; the file, or a folder on its way, turned into a link pointing out since the scan)."""
+    src = entry.source
+    if not isinstance(src, Path):
+        return False
+    folder = src.parents[entry.path.count("/")]  # <root>/<org>/<name>, whatever it links to
+    return not inside(src, os.path.realpath(folder))
+
+
 def hash_disk_file(path: str, disk: Path) -> FileEntry:
     """Hash a file on disk in one pass (git sha1 and sha256)."""
     size = disk.stat().st_size
@@ -174,17 +190,29 @@ def read_header(entry: FileEntry) -> bytes | None:
 
 
 def safetensors_parameters(header: bytes) -> dict[str, int]:
-    """Parameter counts per dtype from a safetensors header (empty when it is not valid JSON)."""
+    """Parameter counts per dtype from a safetensors header; empty when it is not a well-formed header.
+
+    The Hub reports no ``safetensors`` info for a header it cannot read (a NaN or negative dimension, a shape that
+    is not a list, a header that is not a JSON object), and so does devhub: it never answers 500 for one.
+    """
     try:
         meta = json.loads(header)
-    except ValueError:
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(meta, dict):
         return {}
     counts: dict[str, int] = {}
     for name, tensor in meta.items():
-        if name == "__metadata__" or not isinstance(tensor, dict):
+        if name == "__metadata__":
             continue
+        shape = tensor.get("shape") if isinstance(tensor, dict) else None
+        dtype = tensor.get("dtype") if isinstance(tensor, dict) else None
+        if not isinstance(shape, list) or not isinstance(dtype, str):
+            return {}
         n = 1
-        for dim in tensor.get("shape", []):
-            n *= int(dim)
-        counts[tensor.get("dtype", "?")] = counts.get(tensor.get("dtype", "?"), 0) + n
+        for dim in shape:
+            if type(dim) is not int or dim < 0:  # NaN, Infinity, 2.5, true, "3": not a dimension
+                return {}
+            n *= dim
+        counts[dtype] = counts.get(dtype, 0) + n
     return counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -127,17 +128,26 @@ def _subdirs(path: Path) -> list[Path]:
 
 
 def _walk_files(folder: Path) -> tuple[FileStat, ...]:
+    """The repo's regular files. A repo folder may itself be a link (pools publish repos so); inside it, a link
+    whose target lies outside the folder's real path is not a repo file (os.walk does not enter linked folders)."""
     out = []
+    real = os.path.realpath(folder)
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel_dir = os.path.relpath(dirpath, folder)
         for fn in filenames:
             if fn.startswith("."):
                 continue
+            path = os.path.join(dirpath, fn)
             try:
-                st = os.stat(os.path.join(dirpath, fn))
+                if os.path.islink(path) and not blobs.inside(path, real):
+                    log.warning("devhub.link_outside_repo", path=path)
+                    continue
+                st = os.stat(path)
             except FileNotFoundError:
-                continue  # removed while walking: the next check sees the final state
+                continue  # removed while walking (or a dangling link): the next check sees the final state
+            if not stat.S_ISREG(st.st_mode):
+                continue  # a FIFO or device: reading it would block or never end
             rel = fn if rel_dir == "." else f"{rel_dir.replace(os.sep, '/')}/{fn}"
             out.append((rel, st.st_size, st.st_mtime_ns))
     return tuple(sorted(out))
@@ -196,10 +206,13 @@ def build_virtual_record(entry: CatalogEntry) -> RepoRecord:
 
 
 def _read_card(disk: Path) -> tuple[dict[str, Any], str]:
+    text = disk.read_text(encoding="utf-8", errors="replace")
     try:
-        return cards.split_front_matter(disk.read_text(encoding="utf-8", errors="replace"))
-    except ValueError as e:
-        raise CatalogError(str(e), path=str(disk), fix="correct the YAML between the two '---' lines") from None
+        return cards.split_front_matter(text)
+    except (ValueError, RecursionError) as e:
+        # The Hub serves such a repo and lists it, without cardData (so without card-derived tags): so does devhub.
+        log.warning("devhub.card_invalid", path=str(disk), error=str(e)[:200])
+        return {}, text
 
 
 def _read_config(disk: Path) -> dict[str, Any] | None:
@@ -221,7 +234,8 @@ class Catalog:
 
     Raises:
         DevhubError: the root is missing or not a directory.
-        CatalogError: a malformed catalog line or model card (on the first scan).
+        CatalogError: a malformed catalog line (on the first scan); a card whose front matter is not YAML is
+            served without cardData, as the Hub does.
     """
 
     def __init__(self, root: Path, *, check_interval_s: float = 0.5) -> None:
@@ -260,7 +274,7 @@ class Catalog:
         """Rescan now, whatever the signature says.
 
         Raises:
-            CatalogError: the root holds a malformed entry or card (the previous snapshot stays served).
+            CatalogError: the root holds a malformed catalog entry (the previous snapshot stays served).
         """
         with self._lock:
             self._snapshot = self._scan(list_root(self.root), self._snapshot.generation + 1)

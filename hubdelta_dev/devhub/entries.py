@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hubdelta_dev.errors import CatalogError
 
 CATALOG_FILE = "catalog.jsonl"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 ENTRY_FIX = (
@@ -54,8 +55,8 @@ def parse_time_ms(value: str) -> int:
 
 def format_time_ms(ms: int) -> str:
     """Epoch milliseconds as the Hub writes them: ``2024-05-01T12:00:00.000Z``."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    # Not strftime: glibc's %Y writes year 1 as "1", which no Hub client parses; isoformat pads to 4 digits.
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _fail(where: str, message: str) -> CatalogError:

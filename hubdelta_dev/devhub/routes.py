@@ -238,7 +238,7 @@ def _content_type(path: str) -> str:
 def resolve(req: Request, repo: RepoRecord, snap: Snapshot) -> Response:
     """``HEAD``/``GET /{repo_id}/resolve/{rev}/{path}``: the bytes, served directly (no CDN redirect)."""
     entry = snap.files(repo).get(req.route.path)
-    if entry is None:
+    if entry is None or blobs.escapes_repo(entry):  # never a byte from outside the repo, like a missing file
         return error(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": repo.sha})
     headers = {
         "ETag": f'"{entry.etag}"',
