@@ -16,6 +16,7 @@ undoes it in ``finally``, as TransformerLens does with its hooks.
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,11 +29,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 
 from hubdelta.embedder.delta import left_pad, pool_positions, position_ids
 from hubdelta.embedder.difference import decoder_linears, recording, to_difference
+from hubdelta.embedder.local import base_info_from_folder, check_full_folder
 from hubdelta.embedder.lora import check_adapter as check_adapter  # re-exported: callers check before fetching
 from hubdelta.embedder.lora import lora_hooks, read_adapter, stack_factors
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
+from hubdelta.embedder.safety_records import BaseInfo
 from hubdelta.embedder.space import LayerSpec, Space
-from hubdelta.kernel.errors import EmbedError
+from hubdelta.kernel.errors import EmbedError, ModelRefused
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -98,16 +101,28 @@ def space_for(
 
 
 def load_causal_lm(model_dir: Path, dtype: torch.dtype, device: torch.device) -> PreTrainedModel:
-    """A local safetensors checkpoint, never remote code, in eval mode without gradients."""
-    model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
-        model_dir,
-        dtype=dtype,
-        device_map=device,
-        trust_remote_code=False,
-        use_safetensors=True,
-        local_files_only=True,
-    )
-    return model.eval().requires_grad_(False)
+    """A local safetensors checkpoint, never remote code, in eval mode without gradients.
+
+    The attention implementation is ours, never the config's: an untrusted ``attn_implementation`` could name a
+    kernel repo on the Hub (code) or a package that is not installed. sdpa is transformers' default; eager where
+    an architecture lacks it.
+    """
+    for attn in ("sdpa", "eager"):
+        try:
+            model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+                model_dir,
+                dtype=dtype,
+                device_map=device,
+                trust_remote_code=False,
+                use_safetensors=True,
+                local_files_only=True,
+                attn_implementation=attn,
+            )
+            return model.eval().requires_grad_(False)
+        except ValueError as e:
+            if attn != "sdpa" or "sdpa" not in str(e).lower():
+                raise
+    raise AssertionError("unreachable: eager either loads or raises")
 
 
 @contextmanager
@@ -240,6 +255,11 @@ class ResidentBase:
             raise EmbedError("the resident base was closed", item=self.space.id)
         return self._model
 
+    @functools.cached_property
+    def base_info(self) -> BaseInfo:
+        """The base's tensor names and shapes (its headers): what a full model must hold, shape for shape."""
+        return base_info_from_folder(self.base_dir, self.space.base_repo)
+
     def base_activations(self) -> torch.Tensor:
         """The base's pooled activations, one row per probe, as computed in fp32 when the base was loaded.
 
@@ -293,10 +313,18 @@ class ResidentBase:
         check_fits(
             text_config(Path(model_dir)), self.space, item=item or str(model_dir), base=self.config, batch=self.batch
         )
+        refusal = check_full_folder(Path(model_dir), self.base_info)
+        if refusal is not None:
+            raise ModelRefused(item or str(model_dir), refusal.reason, rule=refusal.rule, file=refusal.file)
         # fp32 on a CPU in every space: one model's P rows gain little from bf16, and its deltas would reach only
         # cosine ~0.99 to fp32 (the base's recorded inputs are for the base's weights, not this model's).
         dtype = torch.float32 if self.device.type == "cpu" else self.dtype
-        model = load_causal_lm(Path(model_dir), dtype, self.device)
+        try:
+            model = load_causal_lm(Path(model_dir), dtype, self.device)
+        except (RuntimeError, ValueError, OSError, KeyError, TypeError, ImportError) as e:
+            first = " ".join(str(e).split())[:160]  # transformers' own text runs to many lines
+            raise EmbedError(f"config.json and its weights do not load together ({type(e).__name__}: {first})",
+                             item=item or str(model_dir)) from e  # fmt: skip
         try:
             return probe_activations(model, self.batch, self.space)
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,8 @@ from hubdelta.embedder.scaleout import RayOptions, RayWorkers, embed_queued_ray
 from hubdelta.embedder.worker import embed_queued
 from hubdelta.index.door import open_writer
 from hubdelta.index.records import EMBEDDABLE, HubModel, ModelRecord, ModelStatus, Relation, check_repo_id
-from hubdelta.kernel.errors import HubdeltaError, ModelRefused, UsageError
+from hubdelta.index.store import Index
+from hubdelta.kernel.errors import EmbedError, HubdeltaError, ModelRefused, UsageError
 from hubdelta.kernel.settings import Settings
 
 
@@ -95,6 +96,45 @@ def embed_hub_model(settings: Settings, model: HubModel, *, command: str = "hubd
 
 
 @dataclass(frozen=True)
+class Retried:
+    """What ``hubdelta retry`` put back in the queue (its ``--json`` document)."""
+
+    requeued: list[dict[str, str]]  # {repo_id, status, reason}: each model as it was before
+    missed: list[str]  # repos named on the command line left as they were (unknown, or neither failed nor skipped)
+    dry_run: bool
+
+
+def retry_models(settings: Settings, repos: Sequence[str] = (), *, reason: str | None = None, skipped: bool = False,
+                 dry_run: bool = False, command: str = "hubdelta retry") -> Retried:  # fmt: skip
+    """Put failed models back in the queue, attempts reset, for the next ``hubdelta embed``.
+
+    Args:
+        repos: only these repo ids (default: every failed model).
+        reason: only models whose reason contains this text, ignoring case (e.g. ``HTTP 5``, ``network``).
+        skipped: skipped models too (gated ones, once ``HF_TOKEN`` may download them).
+        dry_run: change nothing; say what would be requeued (reads the index without the writer's lock).
+
+    Raises:
+        UsageError: a malformed repo id, or an empty ``reason``.
+    """
+    from hubdelta.index.door import open_reader
+    from hubdelta.index.selectors import by_ids, by_status
+
+    for repo in repos:
+        check_repo_id(repo)
+    if reason is not None and not reason.strip():
+        raise UsageError("--reason", "is empty", fix="give text the reasons contain, e.g. --reason 'HTTP 5'")
+    where = by_status(ModelStatus.FAILED, *([ModelStatus.SKIPPED] if skipped else []))
+    if repos:
+        where &= by_ids(repos)
+    with open_reader(settings) if dry_run else open_writer(settings, command) as index:
+        picked = index.models.requeue(where, reason=reason, dry_run=dry_run)
+    done = {r.repo_id for r in picked}
+    return Retried([{"repo_id": r.repo_id, "status": r.status.value, "reason": r.reason} for r in picked],
+                   [r for r in dict.fromkeys(repos) if r not in done], dry_run)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Added:
     repo_id: str
     space_id: str
@@ -152,7 +192,18 @@ def _local_record(path: Path, repo_id: str, base_id: str, plan: Plan) -> ModelRe
     return ModelRecord(model, ModelStatus.EMBEDDING, first_seen=now, last_seen=now)
 
 
-def add_local(settings: Settings, path: Path, base: str, *, name: str | None = None,
+def _check_free(index: Index, repo_id: str, replace: bool) -> None:
+    """Two folders both called ``checkpoint-500`` (or a --name of a Hub model) must not silently overwrite."""
+    taken = index.models.get([repo_id]).get(repo_id)
+    if taken is None or replace:
+        return
+    card = taken.model.card_summary or ""
+    what = card if card.startswith("local folder") else f"{taken.model.relation.value}, {taken.status.value}"
+    raise UsageError("--name", f"{repo_id} is already in the index ({what})",
+                     fix="pass --replace to replace its record and vector, or give another id with --name")  # fmt: skip
+
+
+def add_local(settings: Settings, path: Path, base: str, *, name: str | None = None, replace: bool = False,
               command: str = "hubdelta add") -> Added:  # fmt: skip
     """Embed a local model folder (adapter or full) against ``base`` and record it, with no Hub involved.
 
@@ -164,9 +215,10 @@ def add_local(settings: Settings, path: Path, base: str, *, name: str | None = N
         path: the model folder.
         base: the base it was trained from: a local checkpoint folder, or a repo id fetched from the Hub.
         name: its id in the index (default ``local/<folder name>``).
+        replace: replace the record and vector of a model already in the index under that id.
 
     Raises:
-        UsageError: ``path`` is not a folder, or a bad name or base.
+        UsageError: ``path`` is not a folder, a bad name or base, or the id is taken and ``replace`` is not set.
         ModelRefused: the folder breaks a safety rule.
         EmbedError: the model does not fit the base.
     """
@@ -174,19 +226,25 @@ def add_local(settings: Settings, path: Path, base: str, *, name: str | None = N
     from hubdelta.embedder.delta_path import Activations
     from hubdelta.embedder.ledger import SpaceLedger
     from hubdelta.embedder.run import ChunkOutput, Run
+    from hubdelta.embedder.vetting import refusal_of
 
     if not path.is_dir():
         raise UsageError(str(path), "is not a folder", fix="give the folder holding the model's files")
     repo_id = check_repo_id(name or f"local/{path.resolve().name}")
     opts = options(settings, limit=None, device=None, batch=None)
     with open_writer(settings, command) as index:
+        _check_free(index, repo_id, replace)
         ref = resolve_base(settings, base)
         verdict = _checked(settings, path, ref, repo_id)
         space = base_space(ref, opts)
         ledger = SpaceLedger(index, space, max_attempts=opts.max_attempts)
         with ResidentBase(ref.folder, space, device=opts.device) as rb:
-            ledger.base(lambda: rb.base_activations().numpy())
+            base_acts = ledger.base(lambda: rb.base_activations().numpy())
             acts = Activations(rb).folder(path, verdict.kind, repo_id)
+        problem = refusal_of(acts, base_acts, path)  # nothing is recorded for it, as for a refusal
+        if problem is not None:
+            raise EmbedError(problem, item=repo_id, fix="nothing to add: hubdelta stores only real deltas "
+                             "(docs/untrusted.md, Vectors)")  # fmt: skip
         record = _local_record(path, repo_id, ref.repo_id, verdict)
         Run().commit(ledger, [record], ChunkOutput({repo_id: (record.model.sha or "", acts)}))
         index.vectors.maintain_ann([space.id])

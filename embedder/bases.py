@@ -6,15 +6,21 @@ on its revision, hence on its space.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hubdelta.embedder.fetch import cache_bytes, mark_base, repo_cache_folder
+from hubdelta.embedder.hub_retry import retried
 from hubdelta.embedder.local import LOCAL_SHA, local_base_id
+from hubdelta.embedder.safety import check_disk, human_bytes, path_problem
+from hubdelta.embedder.safety_records import Limits, Refusal, Rule, refuse
 from hubdelta.index.records import check_repo_id
-from hubdelta.kernel.errors import HubdeltaError
+from hubdelta.kernel.errors import HubdeltaError, ModelRefused
 from hubdelta.kernel.hub_errors import hub_errors
+from hubdelta.kernel.hub_info import model_info
 from hubdelta.kernel.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,6 +28,65 @@ if TYPE_CHECKING:
     from hubdelta.embedder.space import Space
 
 BASE_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.model", "*.txt"]
+BASE_FIX = "a base gets the bounds of any downloaded model: [embed] disk_budget_gb, free disk (docs/untrusted.md)"
+
+
+def base_download_problem(files: Mapping[str, int], chosen: Sequence[str], limits: Limits) -> Refusal | None:
+    """Why the ``chosen`` files of a base's listing (path -> declared size) must not be downloaded, or None.
+
+    A base is as untrusted as any model when a card names it: the same name, file and total bounds apply.
+    """
+    for name in chosen:
+        problem = path_problem(name)
+        if problem:
+            return refuse(Rule.PATH, problem, name)
+        size = files[name]
+        if size < 0:
+            return refuse(Rule.SIZE, "the Hub gives no size for it", name)
+        if size > limits.max_file_bytes:
+            return refuse(Rule.SIZE, f"{human_bytes(size)}, over max_file_bytes {human_bytes(limits.max_file_bytes)}",
+                          name)  # fmt: skip
+    total = sum(files[n] for n in chosen)
+    if total > limits.max_total_bytes:
+        return refuse(Rule.SIZE, f"the download is {human_bytes(total)}, over max_total_bytes "
+                                 f"{human_bytes(limits.max_total_bytes)} ([embed] disk_budget_gb)")  # fmt: skip
+    return None
+
+
+def _missing_bytes(snapshot: Path, files: Mapping[str, int], chosen: Sequence[str]) -> int:
+    """Bytes of ``chosen`` not in the snapshot folder yet: a base cached by an earlier run needs no new space."""
+    return sum(files[n] for n in chosen if not (snapshot / n).is_file())
+
+
+def _checked_listing(settings: Settings, base: str, revision: str | None, patterns: Sequence[str]) -> str:
+    """The sha to download, after every bound, from one ``model_info(files_metadata=True)``: no weight byte
+    is requested before the sizes the Hub declares are checked against the limits and the free disk.
+
+    Raises:
+        ModelRefused: a file name, a size or the disk refuses the download (the disk only for now: retryable).
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import filter_repo_objects
+
+    api = HfApi(endpoint=settings.hf_endpoint, token=settings.hf_token or False)
+    info = retried(lambda: model_info(api, base, revision=revision, files_metadata=True, timeout=30),
+                   what=f"{base} listing")  # fmt: skip
+    sha = revision or info.sha
+    if sha is None:  # the Hub always sends one; a server that does not is not one we can pin a space to
+        raise HubdeltaError(f"{settings.hf_endpoint} gave no revision (sha) for {base}", fix="check HF_ENDPOINT")
+    files = {s.rfilename: s.size if s.size is not None else -1 for s in info.siblings or []}
+    chosen = sorted(filter_repo_objects(files, allow_patterns=list(patterns)))
+    limits = Limits.from_embed_settings(settings.embed)
+    cache = settings.cache_dir / "hub"
+    refusal = base_download_problem(files, chosen, limits)
+    if refusal is None:
+        cache.mkdir(parents=True, exist_ok=True)
+        need = _missing_bytes(repo_cache_folder(cache, base) / "snapshots" / sha, files, chosen)
+        refusal = check_disk(need, cache_bytes(cache), shutil.disk_usage(cache).free, limits) if need else None
+    if refusal is not None:
+        raise ModelRefused(base, f"base {base} not downloaded: {refusal.reason}", rule=refusal.rule, file=refusal.file,
+                           retryable=refusal.retryable, fix=BASE_FIX)  # fmt: skip
+    return sha
 
 
 def download_base(
@@ -29,17 +94,22 @@ def download_base(
 ) -> tuple[Path, str]:
     """A base repo's files at ``revision`` (default: its current one), in ``<cache>/hub``: (folder, sha).
 
-    Raises:
-        huggingface_hub's errors: the repo does not exist, is gated, or the Hub cannot be reached.
-    """
-    from huggingface_hub import HfApi, snapshot_download
+    Bounded like any model's download: the Hub's declared sizes are checked (per file, in all, against the disk
+    budget and the free disk) before any file is requested, and transient failures (5xx, 429, the network) are
+    retried with backoff. The repo's cache folder is marked as a base's, so a run never releases its weights.
 
-    token = settings.hf_token or False
-    sha = revision or HfApi(endpoint=settings.hf_endpoint, token=token).model_info(base, timeout=30).sha
-    if sha is None:  # the Hub always sends one; a server that does not is not one we can pin a space to
-        raise HubdeltaError(f"{settings.hf_endpoint} gave no revision (sha) for {base}", fix="check HF_ENDPOINT")
-    folder = snapshot_download(base, revision=sha, allow_patterns=list(patterns), cache_dir=settings.cache_dir / "hub",
-                               endpoint=settings.hf_endpoint, token=token)  # fmt: skip
+    Raises:
+        ModelRefused: the base breaks a bound (rule ``size``, ``path`` or ``disk``) before anything is downloaded.
+        huggingface_hub's errors: the repo does not exist, is gated, or the Hub cannot be reached (after retries).
+    """
+    from huggingface_hub import snapshot_download
+
+    sha = _checked_listing(settings, base, revision, patterns)
+    cache = settings.cache_dir / "hub"
+    mark_base(cache, base)
+    folder = retried(lambda: snapshot_download(base, revision=sha, allow_patterns=list(patterns), cache_dir=cache,
+                                               endpoint=settings.hf_endpoint, token=settings.hf_token or False),
+                     what=f"{base} snapshot")  # fmt: skip
     return Path(folder), sha
 
 

@@ -4,7 +4,9 @@ The order keeps every weight byte behind a decision: the file listing (``model_i
 the small JSON configs (``hf_hub_download``), then the safetensors headers (``parse_safetensors_file_metadata``:
 a ranged GET, no weights), then the disk budget, and only then ``snapshot_download`` with the plan's exact file
 names as the allow-list. The download is verified (sizes, exact header layout) before it is handed out, and
-:func:`release` deletes full-finetune weights once the vector is stored.
+:func:`release` deletes full-finetune weights once the vector is stored (never a base's: see ``BASE_MARK``).
+Each request that fails for a transient reason (5xx, 429, the network) is sent again with backoff
+(:mod:`~hubdelta.embedder.hub_retry`), so a flaky Hub does not fail a model.
 """
 
 from __future__ import annotations
@@ -16,14 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+import structlog
+from huggingface_hub import HfApi, ModelInfo, hf_hub_download, snapshot_download
 from huggingface_hub.errors import SafetensorsParsingError
+from huggingface_hub.utils import SafetensorsFileMetadata
 
-from hubdelta.embedder import safety
+from hubdelta.embedder import safety, safety_adapter
+from hubdelta.embedder.hub_retry import Backoff, retried
 from hubdelta.embedder.local import verify_folder
 from hubdelta.embedder.safety import BaseInfo, Limits, Plan, Refusal, RepoKind, Rule, Triage, refuse
 from hubdelta.kernel.errors import ModelRefused
 from hubdelta.kernel.hub_errors import classify_hub_error, http_status, model_hub_errors
+from hubdelta.kernel.hub_info import model_info
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class FetchedModel:
     bytes: int
     params: int | None  # None for opted-in pickle weights
     pickle: bool
+    base: bool = False  # the repo is the run's base itself: its files are never released
+    declared_base: str | None = None  # an adapter naming a mirror of the base (accepted: its shapes fit)
 
 
 def _parsing_reason(e: SafetensorsParsingError) -> str:
@@ -63,31 +73,43 @@ class _Hub:
     token: str | bool
     cache_dir: Path
     timeout_s: float
+    backoff: Backoff | None = None
 
     def listing(self) -> dict[str, int]:
-        info = self.api.model_info(self.repo_id, revision=self.sha, files_metadata=True, timeout=self.timeout_s)
+        def one() -> ModelInfo:
+            return model_info(self.api, self.repo_id, revision=self.sha, files_metadata=True, timeout=self.timeout_s)
+
+        info = retried(one, what=f"{self.repo_id} listing", backoff=self.backoff)
         # A size the listing does not give is -1, which triage refuses: sizes bound everything downstream.
         return {s.rfilename: s.size if s.size is not None else -1 for s in info.siblings or []}
 
     def download(self, name: str) -> Path:
-        return Path(
-            hf_hub_download(
-                self.repo_id,
-                name,
-                revision=self.sha,
-                cache_dir=self.cache_dir,
-                endpoint=self.endpoint,
-                token=self.token,
-                etag_timeout=self.timeout_s,
-            )
+        def one() -> str:
+            return hf_hub_download(self.repo_id, name, revision=self.sha, cache_dir=self.cache_dir,
+                                   endpoint=self.endpoint, token=self.token, etag_timeout=self.timeout_s)  # fmt: skip
+
+        return Path(retried(one, what=f"{self.repo_id}/{name}", backoff=self.backoff))
+
+    def snapshot(self, files: tuple[str, ...]) -> Path:
+        """The planned files at the pinned sha; ``files`` are exact names (SAFE_NAME keeps glob characters out)."""
+
+        def one() -> str:
+            return snapshot_download(self.repo_id, revision=self.sha, cache_dir=self.cache_dir,
+                                     allow_patterns=list(files), endpoint=self.endpoint, token=self.token,
+                                     etag_timeout=self.timeout_s)  # fmt: skip
+
+        return Path(retried(one, what=f"{self.repo_id} snapshot", backoff=self.backoff))
+
+    def _remote_header(self, name: str) -> SafetensorsFileMetadata:
+        return self.api.parse_safetensors_file_metadata(
+            self.repo_id, name, revision=self.sha, token=self.token, timeout=self.timeout_s
         )
 
     def header(self, name: str) -> dict[str, Any] | Refusal:
         """The remote safetensors header of ``name`` (a ranged GET of its first bytes), as a plain dict."""
         try:
-            meta = self.api.parse_safetensors_file_metadata(
-                self.repo_id, name, revision=self.sha, token=self.token, timeout=self.timeout_s
-            )
+            meta = retried(lambda: self._remote_header(name), what=f"{self.repo_id}/{name} header",
+                           backoff=self.backoff)  # fmt: skip
             header: dict[str, Any] = {
                 k: {"dtype": t.dtype, "shape": t.shape, "data_offsets": list(t.data_offsets)}
                 for k, t in meta.tensors.items()
@@ -127,7 +149,13 @@ def _configs(hub: _Hub, t: Triage, limits: Limits) -> dict[str, Any]:
     return configs
 
 
-def _plan(hub: _Hub, limits: Limits, base: BaseInfo) -> tuple[Plan, dict[str, int]]:
+def _declared_mirror(configs: dict[str, Any], base: BaseInfo) -> str | None:
+    """The base an accepted adapter names when that is not the tracked base's own id (a mirror of it)."""
+    name = safety_adapter.declared_base(configs.get(safety_adapter.CONFIG) or {})
+    return name if name is not None and name.lower() not in base.names() else None
+
+
+def _plan(hub: _Hub, limits: Limits, base: BaseInfo) -> tuple[Plan, dict[str, int], str | None]:
     """Every decision before the weights: listing, configs, headers. Raises ModelRefused at the first refusal."""
     files = hub.listing()
     t = safety.triage(files, limits)
@@ -149,7 +177,7 @@ def _plan(hub: _Hub, limits: Limits, base: BaseInfo) -> tuple[Plan, dict[str, in
     plan = safety.check_weights(t, weights, configs, headers, files, base, limits)
     if isinstance(plan, Refusal):
         _raise(hub.repo_id, plan)
-    return plan, files
+    return plan, files, _declared_mirror(configs, base) if plan.kind is RepoKind.ADAPTER else None
 
 
 def cache_bytes(cache_dir: Path) -> int:
@@ -182,6 +210,7 @@ def fetch(
     limits: Limits,
     base: BaseInfo,
     timeout_s: float = 30.0,
+    backoff: Backoff | None = None,
 ) -> FetchedModel:
     """Decide on a repo from its metadata, download only what the plan names, verify it.
 
@@ -194,6 +223,8 @@ def fetch(
         limits: the safety bounds.
         base: the tracked base this repo is embedded against.
         timeout_s: per-request timeout.
+        backoff: how a request that failed for a transient reason (5xx, 429, network) is sent again (default:
+            ``hub_retry.DEFAULT_BACKOFF``).
 
     Returns:
         The verified snapshot and which of its files may be loaded.
@@ -202,27 +233,20 @@ def fetch(
         ModelRefused: a safety rule refused the repo (``retryable`` only for the disk budget); the message is the
             one-line status reason.
         ModelUnavailable: the Hub or the network failed it (gated, not found, revision gone, file missing, HTTP
-            or transport errors); ``retryable`` says whether a later attempt can succeed.
+            or transport errors) after each request's retries (``backoff``); ``retryable`` says whether a later
+            attempt can succeed.
     """
     auth: str | bool = token or False
-    hub = _Hub(HfApi(endpoint=endpoint, token=auth), repo_id, sha, endpoint, auth, cache_dir, timeout_s)
+    hub = _Hub(HfApi(endpoint=endpoint, token=auth), repo_id, sha, endpoint, auth, cache_dir, timeout_s, backoff)
     with model_hub_errors(repo_id):
-        plan, files = _plan(hub, limits, base)
+        plan, files, declared = _plan(hub, limits, base)
         _check_disk(repo_id, plan, cache_dir, limits)
-        folder = Path(
-            snapshot_download(
-                repo_id,
-                revision=sha,
-                cache_dir=cache_dir,
-                allow_patterns=list(plan.files),  # exact names: SAFE_NAME keeps glob characters out of them
-                endpoint=endpoint,
-                token=auth,
-                etag_timeout=timeout_s,
-            )
-        )
-    fetched = FetchedModel(
-        repo_id, sha, plan.kind, folder, plan.files, plan.weights, plan.bytes, plan.params, plan.pickle
-    )
+        folder = hub.snapshot(plan.files)
+    is_base = repo_id.lower() in base.names()
+    fetched = FetchedModel(repo_id, sha, plan.kind, folder, plan.files, plan.weights, plan.bytes, plan.params,
+                           plan.pickle, is_base, declared)  # fmt: skip
+    if declared is not None:  # accepted on its shapes: say which name it gave, for whoever reads the log
+        log.info("fetch.mirror_base", repo=repo_id, declared_base=declared, base=base.repo_id)
     refusal = verify_folder(folder, plan, files, limits)
     if refusal:
         delete_weights(fetched)  # never leave bytes that failed verification where a loader could find them
@@ -249,9 +273,34 @@ def delete_weights(fetched: FetchedModel) -> int:
     return freed
 
 
+# In a repo's cache folder: its files serve as a base (download_base writes it). release() never deletes the files
+# of such a repo: a tracked base may itself be a finetune of another tracked base, fetched as that base's child.
+BASE_MARK = ".hubdelta-base"
+
+
+def repo_cache_folder(cache_dir: Path, repo_id: str) -> Path:
+    """``<cache>/models--owner--name``: huggingface_hub's folder of a model repo."""
+    return cache_dir / f"models--{repo_id.replace('/', '--')}"
+
+
+def mark_base(cache_dir: Path, repo_id: str) -> None:
+    """Record that ``repo_id``'s cached files are a base's, so :func:`release` keeps them."""
+    folder = repo_cache_folder(cache_dir, repo_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / BASE_MARK).touch()
+
+
+def is_base_download(fetched: FetchedModel) -> bool:
+    """Whether ``fetched``'s cache folder holds a base's files (the run's base, or any base downloaded here)."""
+    return fetched.base or (fetched.path.parent.parent / BASE_MARK).exists()
+
+
 def release(fetched: FetchedModel) -> int:
     """After embedding: delete a full finetune's weights from the cache (JSON and tokenizer files stay).
 
-    Adapters are kept: they are small, and a new space can reuse them. Returns the bytes freed.
+    Adapters are kept: they are small, and a new space can reuse them. A repo that is also a base (the run's base,
+    or one downloaded as a base into this cache) is kept whole. Returns the bytes freed.
     """
-    return delete_weights(fetched) if fetched.kind is RepoKind.FULL else 0
+    if fetched.kind is not RepoKind.FULL or is_base_download(fetched):
+        return 0
+    return delete_weights(fetched)

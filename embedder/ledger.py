@@ -21,6 +21,7 @@ from hubdelta.embedder.options import EmbedOptions
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.run import ChunkOutput, Outcome, RunCounts
 from hubdelta.embedder.space import Space
+from hubdelta.embedder.vetting import check_vector
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.index.selectors import by_ids, by_status
@@ -42,13 +43,29 @@ class EmbedSummary:
     stopped: bool = False  # should_stop ended the run early
     workers: int = 0  # Ray workers that took part (0: this process embedded)
     worker_deaths: int = 0  # Ray workers lost mid-run; their batches went to another worker
+    unchanged: int = 0  # no change from base: no vector, hidden from queries (status unchanged)
+    bases_failed: int = 0  # bases that could not be fetched, loaded or run, or a bad [embed] option
+    exit_code: int = 0  # the command's exit status: see run_exit_code
 
     @classmethod
     def of(cls, counts: RunCounts, *, spaces: Sequence[str], seconds: float, workers: int = 0,
            worker_deaths: int = 0) -> EmbedSummary:  # fmt: skip
         """The summary of a run that counted ``counts``."""
         return cls(counts.embedded, counts.reused, counts.failed, counts.skipped, counts.requeued, list(spaces),
-                   list(counts.failures), seconds, counts.stopped, workers, worker_deaths)  # fmt: skip
+                   list(counts.failures), seconds, counts.stopped, workers, worker_deaths, counts.unchanged,
+                   counts.bases_failed, run_exit_code(counts))  # fmt: skip
+
+
+def run_exit_code(counts: RunCounts) -> int:
+    """THE exit rule of an embed run: 1 when a base failed (unloadable, or a bad ``[embed]`` option), or when
+    models failed and none got a result (embedded, reused or found unchanged); else 0.
+
+    So a run that is all errors never ends in success, while one bad model among good ones is only reported.
+    """
+    if counts.bases_failed:
+        return 1
+    settled = counts.embedded + counts.reused + counts.unchanged
+    return 1 if (counts.failed or counts.requeued) and not settled else 0
 
 
 def select_queued(index: Index, opts: EmbedOptions, counts: RunCounts, *, only: Sequence[str] | None,
@@ -57,11 +74,13 @@ def select_queued(index: Index, opts: EmbedOptions, counts: RunCounts, *, only: 
     where = by_status(ModelStatus.QUEUED, ModelStatus.EMBEDDING)
     if only is not None:
         where &= by_ids(only)  # an empty list selects nothing
-    todo = plan.claimable(index.models.select(where).values())[: opts.limit]
+    todo, dead = plan.capped(plan.claimable(index.models.select(where).values())[: opts.limit], opts.max_attempts)
     groups, orphans = plan.group_by_base(todo, [*(t.base for t in index.tracked.all()), *extra_bases])
-    index.models.put([plan.failed(r, "none of its base models is tracked", transient=False, max_attempts=0)
-                      for r in orphans])  # fmt: skip
-    counts.failed += len(orphans)
+    gave_up = [plan.failed(r, "none of its base models is tracked", transient=False, max_attempts=0)
+               for r in orphans] + dead  # fmt: skip
+    index.models.put(gave_up)
+    counts.failed += len(gave_up)
+    counts.failures.extend((r.repo_id, r.reason) for r in dead)
     return groups
 
 
@@ -108,11 +127,22 @@ class SpaceLedger:
         assert self.row is not None, f"no base activations for {self.space.id}: call base() first"
         now = datetime.now(UTC)
         base = self.row.base_activations
-        vectors = [Embedding(k, sha, vector(a, base), now) for k, (sha, a) in out.arrays.items()]
+        failures, unchanged, vectors = dict(out.failures), {}, []
+        for k, (sha, a) in out.arrays.items():  # every vector is checked before the write: one NaN spoils it
+            v = vector(a, base)
+            verdict = check_vector(v, base)
+            if verdict.kind == "ok":
+                vectors.append(Embedding(k, sha, v, now))
+            elif verdict.kind == "unchanged":
+                unchanged[k] = verdict.reason
+            else:
+                failures[k] = Failure(verdict.reason)
         self.index.vectors.put(self.space.id, vectors)
+        stored = {e.repo_id for e in vectors}
         missing = Failure("the worker returned no activations for it", transient=True)
-        outcomes = [plan.embedded(r) if r.repo_id in out.arrays
-                    else plan.settle(r, out.failures.get(r.repo_id, missing), max_attempts=self.max_attempts)
+        outcomes = [plan.embedded(r) if r.repo_id in stored
+                    else r.with_status(ModelStatus.UNCHANGED, unchanged[r.repo_id]) if r.repo_id in unchanged
+                    else plan.settle(r, failures.get(r.repo_id, missing), max_attempts=self.max_attempts)
                     for r in claimed]  # fmt: skip
         self.index.models.put(outcomes)
         return [Outcome.of(r) for r in outcomes]

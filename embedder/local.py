@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hubdelta.embedder import safety
+from hubdelta.embedder import safety, safety_full
 from hubdelta.embedder.safety import BaseInfo, Limits, Plan, Refusal, Rule, refuse
 from hubdelta.embedder.safety_header import check_safetensors_header, header_shapes, parse_header_json
 from hubdelta.kernel.errors import ModelRefused
@@ -215,3 +215,21 @@ def base_info_from_folder(folder: Path, repo_id: str, *, aliases: Iterable[str] 
         weight_shapes=shapes,
         aliases=frozenset(aliases),
     )
+
+
+def check_full_folder(folder: Path, base: BaseInfo) -> Refusal | None:
+    """A downloaded full model's tensors against its base's (:func:`~hubdelta.embedder.safety_full.check_full_tensors`),
+    from the headers alone: checked just before loading, so no tensor is ever randomly initialised."""
+    limits = Limits()
+    cfg = read_json(folder / "config.json", "config.json", limits)
+    if isinstance(cfg, Refusal):
+        return cfg
+    headers: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        read = read_header(path, path.name, limits)
+        if isinstance(read, Refusal):
+            return read
+        headers[path.name] = read[0]
+    if not headers:
+        return None  # opted-in pickle weights: transformers' own load-time checks remain
+    return safety_full.check_full_tensors(tuple(headers), headers, cfg, base)

@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from hubdelta.embedder.safety_adapter import MAX_PATTERN, NESTED_QUANTIFIER
+from hubdelta.embedder.safety_adapter import MAX_PATTERN, NESTED_QUANTIFIER, alpha_problem
 from hubdelta.embedder.safety_header import quote
 from hubdelta.kernel.errors import EmbedError
 
@@ -39,6 +39,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"  # never adapter_model.bin: that w
 PEFT_PREFIX = "base_model.model."  # peft's saved names: this + the module's path in the CausalLM
 KINDS = {"lora_A.weight": "A", "lora_B.weight": "B"}
 ALL_LINEAR = "all-linear"
+MAX_FACTOR = 1e6  # trained LoRA factors are ~1e-3..1; beyond this their product overflows float32 activations
 # Options read or harmless at inference (dropout is off in eval; the *_config entries only feed their inits,
 # which are checked through init_lora_weights).
 KNOWN_OPTIONS = (
@@ -103,7 +104,7 @@ def check_adapter(item: str, adapter_dir: Path) -> LoraSpec:
     if not isinstance(raw, dict) or raw.get("peft_type") != "LORA":
         peft_type = raw.get("peft_type") if isinstance(raw, dict) else None
         raise EmbedError(f"peft_type {quote(peft_type)} is not LORA (resident-base embedding is LoRA-only)", item=item)
-    problem = _option_problem(raw)
+    problem = _option_problem(raw) or alpha_problem(raw)
     if problem:
         raise EmbedError(f"{ADAPTER_CONFIG}: {problem}", item=item)
     try:
@@ -221,6 +222,14 @@ def _pairs(item: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[to
             raise EmbedError(f"tensor {quote(name)} is not a LoRA A/B weight (DoRA, bias or saved module?)", item=item)
         if tensor.ndim != 2 or not tensor.is_floating_point():
             raise EmbedError(f"tensor {quote(name)} is {tensor.dtype} {list(tensor.shape)}, not a matrix", item=item)
+        if not bool(torch.isfinite(tensor).all()):
+            raise EmbedError(f"{ADAPTER_WEIGHTS}: tensor {quote(name)} has NaN/Inf values (rule: finite)", item=item)
+        if tensor.numel() and float(tensor.abs().max()) > MAX_FACTOR:
+            raise EmbedError(
+                f"{ADAPTER_WEIGHTS}: tensor {quote(name)} has values up to {float(tensor.abs().max()):.2g}"
+                f", over {MAX_FACTOR:g} (rule: finite; the delta would overflow float32)",
+                item=item,
+            )
         found.setdefault(name[len(PEFT_PREFIX) : -len(kind) - 1], {})[KINDS[kind]] = tensor
     incomplete = next((m for m, ab in found.items() if len(ab) != 2), None)
     if incomplete is not None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.kernel.errors import ModelRefused, ModelUnavailable, one_line
+from hubdelta.kernel.hub_errors import classify_hub_error
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
@@ -28,6 +29,22 @@ class Failure:
         return cls(one_line(e), transient=isinstance(e, ModelRefused | ModelUnavailable) and e.retryable)
 
 
+def base_failure(base: str, e: BaseException) -> Failure | None:
+    """What a base's own failure leaves on its queued models: a final failure when the Hub's answer about the
+    base is final (not found, gated, a bound it breaks), else None: they stay queued and the next run tries again
+    (the network, a 5xx after retries, a full disk, a base that would not load, a bad ``[embed]`` option).
+
+    A final answer is not retried model by model (each run would ask again for a base that is not there); once
+    the base is fixed, ``hubdelta retry --reason <base>`` re-queues its models.
+    """
+    if isinstance(e, ModelRefused):
+        return None if e.retryable else Failure(f"base {base}: {one_line(e)}")
+    found = classify_hub_error(e)
+    if found is None or found.retryable:
+        return None
+    return Failure(f"base {base}: {found.reason}", gated=found.code == "gated")
+
+
 def settle(record: ModelRecord, failure: Failure, *, max_attempts: int) -> ModelRecord:
     """The status a failure leaves on ``record``."""
     if failure.gated:
@@ -43,6 +60,19 @@ def claimable(records: Iterable[ModelRecord]) -> list[ModelRecord]:
     wanted = (ModelStatus.QUEUED, ModelStatus.EMBEDDING)
     picked = [r for r in records if r.status in wanted]
     return sorted(picked, key=lambda r: (r.first_seen or _OLDEST, r.repo_id))
+
+
+def capped(records: Sequence[ModelRecord], max_attempts: int) -> tuple[list[ModelRecord], list[ModelRecord]]:
+    """(the rows to claim, the rows that fail for good): a row still ``embedding`` after ``max_attempts`` claims
+    was being embedded by a run that died every time (killed, out of memory, a crash in native code), so a
+    model that kills its worker cannot crash-loop it. The cap holds however the run died: only a claim counts.
+    """
+    dead = [r for r in records if r.status == ModelStatus.EMBEDDING and r.attempts >= max_attempts]
+    why = ("the embed run ended {} times while embedding it (killed, out of memory or crashed); "
+           "not retried (hubdelta retry re-queues it)")  # fmt: skip
+    gave_up = [replace(r, status=ModelStatus.FAILED, reason=why.format(r.attempts)) for r in dead]
+    ids = {r.repo_id for r in dead}
+    return [r for r in records if r.repo_id not in ids], gave_up
 
 
 def group_by_base(

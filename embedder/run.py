@@ -35,8 +35,9 @@ from hubdelta.embedder.fetch import FetchedModel, fetch, release
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.safety import Limits
 from hubdelta.embedder.safety_records import BaseInfo, RepoKind
+from hubdelta.embedder.vetting import activations_problem
 from hubdelta.index.records import ModelRecord
-from hubdelta.kernel.errors import one_line
+from hubdelta.kernel.errors import ConfigError, one_line
 from hubdelta.kernel.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -50,7 +51,7 @@ class Outcome:
     """What became of one model in a run."""
 
     record: ModelRecord  # as written (an activation space) or as read (a family space)
-    outcome: str  # embedded, reused, skipped, queued (to be retried) or failed
+    outcome: str  # embedded, reused, skipped, unchanged, queued (to be retried) or failed
     reason: str = ""
 
     @classmethod
@@ -70,6 +71,8 @@ class RunCounts:
     requeued: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (repo id, or a base that failed, why)
     stopped: bool = False  # should_stop ended the run early
+    unchanged: int = 0  # no change from base (hubdelta.embedder.vetting): no vector, hidden from queries
+    bases_failed: int = 0  # bases that could not be fetched, loaded or run (or a bad [embed] option)
 
     def add(self, o: Outcome) -> None:
         """Count one model's outcome."""
@@ -81,6 +84,8 @@ class RunCounts:
             self.skipped += 1
         elif o.outcome == "queued":
             self.requeued += 1
+        elif o.outcome == "unchanged":
+            self.unchanged += 1
         else:
             self.failed += 1
             self.failures.append((o.record.repo_id, o.reason))
@@ -146,16 +151,38 @@ def compute_chunk(runner: Runner, items: Sequence[tuple[str, str]], fetch_one: F
                 arrays.update(runner.adapters({k: path}))
             except Exception as e:
                 out.failures[k] = Failure.of(e)
+    for k in list(arrays):
+        _vet(out, arrays, k, adapters[k])
     for k, f in fetched.items():
         if f.kind != RepoKind.ADAPTER:
             try:
                 arrays[k] = runner.model(f.path, k)
+                _vet(out, arrays, k, f.path)  # before release(): the reason names the weight file at fault
             except Exception as e:
                 out.failures[k] = Failure.of(e)
             finally:
                 release(f)
     out.arrays = {k: (fetched[k].sha, a) for k, a in arrays.items()}
     return out
+
+
+def _vet(out: ChunkOutput, arrays: dict[str, np.ndarray], key: str, folder: Path) -> None:
+    """Move ``key``'s activations to the failures when they are not finite (one NaN spoils a whole write)."""
+    problem = activations_problem(arrays[key], folder)
+    if problem is not None:
+        del arrays[key]
+        out.failures[key] = Failure(problem)
+
+
+def _commit_alone(ledger: Ledger, record: ModelRecord, out: ChunkOutput) -> list[Outcome]:
+    """Commit one model of a chunk whose write failed; if its own write fails too, it fails with the store's why."""
+    mine = ChunkOutput({k: v for k, v in out.arrays.items() if k == record.repo_id},
+                       {k: v for k, v in out.failures.items() if k == record.repo_id})  # fmt: skip
+    try:
+        return ledger.commit([record], mine)
+    except Exception as e:
+        why = Failure(f"its result could not be stored: {one_line(e)}")
+        return ledger.commit([record], ChunkOutput(failures={record.repo_id: why}))
 
 
 class Run:
@@ -201,13 +228,27 @@ class Run:
 
     def step(self, ledger: Ledger, chunk: Sequence[ModelRecord],
              compute: Callable[[Sequence[ModelRecord]], ChunkOutput]) -> None:  # fmt: skip
-        """Claim ``chunk``, compute it, commit it, count it."""
+        """Claim ``chunk``, compute it, commit it, count it. Claimed rows always end settled, never ``embedding``."""
         claimed = ledger.claim(chunk)
-        self.commit(ledger, claimed, compute(claimed))
+        try:
+            out = compute(claimed)
+        except Exception as e:  # compute_chunk contains each model's failure: this is the chunk's own
+            why = Failure(f"its chunk could not be computed: {one_line(e)}", transient=True)
+            out = ChunkOutput(failures={r.repo_id: why for r in claimed})
+        self.commit(ledger, claimed, out)
 
-    def commit(self, ledger: Ledger, claimed: Sequence[ModelRecord], out: ChunkOutput) -> None:
-        """Commit a computed chunk (vectors, then statuses) and count its outcomes."""
-        self.record(ledger.commit(claimed, out))
+    def commit(self, ledger: Ledger, claimed: Sequence[ModelRecord], out: ChunkOutput) -> list[Outcome]:
+        """Commit a computed chunk (vectors, then statuses), count its outcomes and return them.
+
+        A write the store refuses is retried model by model, so one model's bad row fails that model alone.
+        """
+        try:
+            outcomes = ledger.commit(claimed, out)
+        except Exception as e:
+            log.warning(f"{self.events}.commit_failed", **self.context, error=one_line(e), models=len(claimed))
+            outcomes = [o for r in claimed for o in _commit_alone(ledger, r, out)]
+        self.record(outcomes)
+        return outcomes
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         """Count, log and report outcomes already written."""
@@ -221,13 +262,24 @@ class Run:
     def base_failed(self, base: str, error: BaseException | str) -> None:
         """A base that could not be fetched, loaded or run: listed in the failures; its models are not counted."""
         why = error if isinstance(error, str) else one_line(error)
-        self.counts.failures.append((base, f"base not loaded: {why}"))
+        self.counts.bases_failed += 1
+        what = "not embedded" if isinstance(error, ConfigError) else "base not loaded"  # a setting, not the base
+        self.counts.failures.append((base, f"{what}: {why}"))
         log.warning(f"{self.events}.base_failed", **self.context, base=base, error=why)
 
     @contextmanager
-    def guard(self, base: str) -> Iterator[None]:
-        """Run one base's share: its failure (unreachable, refused, unloadable) is recorded and other bases go on."""
+    def guard(self, base: str, settle: Callable[[Failure], Sequence[Outcome]] | None = None) -> Iterator[None]:
+        """Run one base's share: its failure (unreachable, refused, unloadable) is recorded and other bases go on.
+
+        Args:
+            settle: given the failure a final answer about the base leaves on its models
+                (:func:`hubdelta.embedder.plan.base_failure`), writes it on those still queued; their outcomes are
+                counted. Without it (or for a passing failure) they stay queued for the next run.
+        """
         try:
             yield
         except Exception as e:
             self.base_failed(base, e)
+            final = plan.base_failure(base, e)
+            if final is not None and settle is not None:
+                self.record(settle(final))

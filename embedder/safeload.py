@@ -12,7 +12,6 @@ local_files_only=True`` on the verified snapshot folder.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,8 +95,8 @@ def _load_pickle(path: Path, limits: Limits) -> dict[str, torch.Tensor]:
         loaded: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except MemoryError:
         raise _error(refuse(Rule.PARAMS, "out of memory loading it", path.name), path) from None
-    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError) as e:
-        reason = f"torch.load(weights_only=True) refused it ({' '.join(str(e).split())[:160]})"
+    except Exception as e:  # a hostile pickle raises anything (KeyError: 'os.system' for a forbidden global)
+        reason = f"torch.load(weights_only=True) refused it ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
         raise _error(refuse(Rule.CORRUPT, reason, path.name), path) from e
     if not isinstance(loaded, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from hubdelta.embedder import safety_adapter
+from hubdelta.embedder import safety_adapter, safety_full
 from hubdelta.embedder.safety_header import check_safetensors_header, header_params, quote
 from hubdelta.embedder.safety_records import (
     BaseInfo,
@@ -213,7 +213,7 @@ def _check_full_config(cfg: dict[str, Any], base: BaseInfo, limits: Limits) -> R
     if declared > 2 * limits.max_params:
         msg = f"declares about {declared:.1e} parameters, over twice max_params {limits.max_params:.0e}"
         return refuse(Rule.PARAMS, msg, "config.json")
-    return None
+    return safety_full.check_declared_size(declared, base)  # relative to the base, not only absolute
 
 
 def weight_files(

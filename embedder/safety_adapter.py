@@ -8,6 +8,7 @@ load-time size-mismatch crash into a refusal with a reason.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from hubdelta.embedder.safety_records import BaseInfo, Limits, Refusal, Rule, re
 CONFIG = "adapter_config.json"
 PREFIX = "base_model.model."
 MAX_PATTERN = 300
+MAX_LORA_ALPHA = 1e6  # real configs use 1..1024; far beyond that, alpha/r times the factors overflows float32
 # A quantifier right after a group, e.g. (a+)+: the shape of catastrophic regex backtracking. peft runs
 # re.fullmatch(target_modules, name) over every module name, so a hostile pattern could hang a worker.
 NESTED_QUANTIFIER = re.compile(r"\)[*+{]")
@@ -31,15 +33,69 @@ def _rank_problem(value: Any, limits: Limits) -> str | None:
     return None
 
 
-def _base_problem(name: Any, base: BaseInfo) -> str | None:
-    """The base the adapter names, when it is a Hub id other than the tracked base (local paths pass)."""
-    if not isinstance(name, str) or not name.strip():
+# What re-publishers (unsloth, bitsandbytes and AWQ/GPTQ quantizers) append to a base's name for a copy of the
+# same weights. LoRA tensors on such a copy have the float base's shapes (peft keeps in/out features).
+MIRROR_SUFFIXES = ("-unsloth", "-bnb", "-4bit", "-8bit", "-awq", "-gptq", "-int4", "-int8", "-fp16", "-bf16")
+
+
+def _model_name(repo_id: str) -> str:
+    """The name part of a repo id, lowercased, with mirror suffixes stripped: ``unsloth/X-bnb-4bit`` → ``x``."""
+    name = repo_id.rsplit("/", 1)[-1].lower()
+    suffix = next((s for s in MIRROR_SUFFIXES if name.endswith(s) and len(name) > len(s)), None)
+    while suffix is not None:
+        name = name[: -len(suffix)]
+        suffix = next((s for s in MIRROR_SUFFIXES if name.endswith(s) and len(name) > len(s)), None)
+    return name
+
+
+def names_a_mirror(name: str, base: BaseInfo) -> bool:
+    """Whether ``name`` (another owner's repo id) looks like a re-published copy of the tracked base.
+
+    The name alone is only a claim: such an adapter is accepted when its tensors fit the base's shapes, which
+    :func:`check_adapter_tensors` checks (a base of the same name but other dimensions is still refused there).
+    """
+    return bool(base.weight_shapes) and _model_name(name) in {_model_name(n) for n in base.names()}
+
+
+def declared_base(cfg: Mapping[str, Any]) -> str | None:
+    """The Hub id ``base_model_name_or_path`` names, or None (absent, or a local path)."""
+    name = cfg.get("base_model_name_or_path")
+    if not isinstance(name, str):
         return None
     name = name.strip().rstrip("/")
-    looks_like_hub_id = re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
-    if looks_like_hub_id and name.lower() not in base.names():
-        return f"base_model_name_or_path {quote(name)} is not the tracked base {base.repo_id!r}"
+    return name if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) else None
+
+
+def _base_problem(cfg: Mapping[str, Any], base: BaseInfo) -> str | None:
+    """The base the adapter names, when it is a Hub id other than the tracked base or a mirror of it."""
+    name = declared_base(cfg)
+    if name is None or name.lower() in base.names() or names_a_mirror(name, base):
+        return None
+    return f"base_model_name_or_path {quote(name)} is not the tracked base {base.repo_id!r}"
+
+
+def _number_problem(key: str, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{key}={quote(value)} is not a number"
+    if not math.isfinite(value):
+        return f"{key} is not finite ({value})"
+    if abs(value) > MAX_LORA_ALPHA:
+        return f"{key}={value:.3g} is out of range (over {MAX_LORA_ALPHA:g}: the delta would overflow float32)"
     return None
+
+
+def alpha_problem(cfg: Mapping[str, Any]) -> str | None:
+    """Why ``lora_alpha`` or an ``alpha_pattern`` value cannot scale a LoRA (NaN, Inf, huge), or None.
+
+    JSON readers accept ``NaN`` and ``Infinity``; one such scale makes the adapter's delta NaN.
+    """
+    problem = _number_problem("lora_alpha", cfg["lora_alpha"]) if "lora_alpha" in cfg else None
+    pattern = cfg.get("alpha_pattern") or {}
+    if problem is None and not isinstance(pattern, dict):
+        return "alpha_pattern is not a map"
+    for key, value in pattern.items() if problem is None else ():
+        problem = problem or _number_problem(f"alpha_pattern[{quote(key)}]", value)
+    return problem
 
 
 def check_adapter_config(cfg: Mapping[str, Any], base: BaseInfo | None, limits: Limits) -> Refusal | None:
@@ -66,9 +122,12 @@ def check_adapter_config(cfg: Mapping[str, Any], base: BaseInfo | None, limits: 
             return refuse(Rule.RANK, problem, CONFIG)
     if cfg.get("layer_replication"):
         return refuse(Rule.UNSUPPORTED, "layer_replication changes the base's layers", CONFIG)
+    problem = alpha_problem(cfg)
+    if problem:
+        return refuse(Rule.CONFIG, problem, CONFIG)
     if base is None:
         return None
-    problem = _base_problem(cfg.get("base_model_name_or_path"), base)
+    problem = _base_problem(cfg, base)
     if problem:
         return refuse(Rule.BASE, problem, CONFIG)
     return _check_targets(cfg, base)

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
+from hubdelta.embedder import plan
 from hubdelta.embedder.activations import ResidentBase, space_for
 from hubdelta.embedder.bases import download_base
 from hubdelta.embedder.delta_path import embed_chunk
 from hubdelta.embedder.ledger import EmbedSummary, SpaceLedger, select_queued
 from hubdelta.embedder.local import base_info_from_folder
 from hubdelta.embedder.options import EmbedOptions
-from hubdelta.embedder.run import ChunkOutput, Progress, Run, revisions
+from hubdelta.embedder.plan import Failure
+from hubdelta.embedder.run import ChunkOutput, Outcome, Progress, Run, revisions
 from hubdelta.embedder.safety import Limits
-from hubdelta.index.records import ModelRecord
+from hubdelta.index.records import ModelRecord, ModelStatus
+from hubdelta.index.selectors import by_ids, by_status
 from hubdelta.index.store import Index
+from hubdelta.kernel.errors import ConfigError
 from hubdelta.kernel.settings import Settings
 
 
@@ -37,7 +42,8 @@ def embed_queued(
     """Embed the queued models of every tracked base (up to ``opts.limit``).
 
     Failures of one model (refused, broken, unreachable) become its status and reason; the run goes on. A base
-    that cannot be loaded leaves its models queued and is reported in ``failures``.
+    that cannot be loaded is reported in ``failures``; its models stay queued, unless the Hub's answer about the
+    base is final (not found, gated, over a bound: :func:`hubdelta.embedder.plan.base_failure`), which fails them.
 
     Args:
         only: embed only these repo ids (if queued), e.g. one model asked for by ``similar --embed``.
@@ -52,9 +58,19 @@ def embed_queued(
     for base, records in groups.items():
         if run.stopping():
             break
-        with run.guard(base):  # the base itself: unreachable, refused or unloadable; other bases go on
+        settle = partial(_settle_queued, index, records, max_attempts=opts.max_attempts)
+        with run.guard(base, settle):  # the base itself: unreachable, refused or unloadable; other bases go on
             _embed_base(run, index, settings, opts, base, records, spaces)
     return EmbedSummary.of(run.counts, spaces=spaces, seconds=round(time.perf_counter() - started, 2))
+
+
+def _settle_queued(index: Index, records: Sequence[ModelRecord], failure: Failure, *,
+                   max_attempts: int) -> list[Outcome]:  # fmt: skip
+    """Write a base's final failure on those of ``records`` still queued (none was claimed before it failed)."""
+    still = index.models.select(by_ids([r.repo_id for r in records]) & by_status(ModelStatus.QUEUED)).values()
+    settled = [plan.settle(r, failure, max_attempts=max_attempts) for r in still]
+    index.models.put(settled)
+    return [Outcome.of(r) for r in settled]
 
 
 def _embed_base(run: Run, index: Index, settings: Settings, opts: EmbedOptions, base: str,
@@ -62,7 +78,10 @@ def _embed_base(run: Run, index: Index, settings: Settings, opts: EmbedOptions, 
     """One base's share of the run: its space, the models already embedded there, then the rest in chunks."""
     base_dir, sha = download_base(settings, base)
     info = base_info_from_folder(base_dir, base)
-    space = space_for(base_dir, base, sha, layer=opts.layer, position=opts.position, dtype=opts.dtype)
+    try:
+        space = space_for(base_dir, base, sha, layer=opts.layer, position=opts.position, dtype=opts.dtype)
+    except ValueError as e:  # an [embed] option that does not fit this base: the run's error, no model's
+        raise ConfigError("[embed] layer/position/dtype", str(e), fix="fix it in hubdelta.toml") from e
     limits = Limits.from_embed_settings(settings.embed)
     with ResidentBase(base_dir, space, device=opts.device) as rb:
         ledger = SpaceLedger(index, space, max_attempts=opts.max_attempts)

@@ -6,6 +6,7 @@ Reads take a typed :class:`~hubdelta.index.selectors.Selector`, never SQL text; 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,6 +22,19 @@ from hubdelta.index.schema import (
 )
 from hubdelta.index.selectors import Filter, Selector, by_base, by_ids, compile_selector, hidden
 from hubdelta.index.tables import PutResult, Tables
+
+# The reason a queued model fails with when none of its bases is tracked: re-tracking the base re-queues it.
+NO_TRACKED_BASE = "none of its base models is tracked"
+
+
+def requeued(record: ModelRecord) -> ModelRecord:
+    """``record`` back in the queue as if new: status queued, no reason, attempts reset (pure)."""
+    return replace(record, status=ModelStatus.QUEUED, reason="", attempts=0)
+
+
+def reason_matches(record: ModelRecord, text: str | None) -> bool:
+    """Whether ``record``'s reason contains ``text``, ignoring case (every record when ``text`` is None)."""
+    return text is None or text.casefold() in record.reason.casefold()
 
 
 class ModelsStore:
@@ -86,6 +100,27 @@ class ModelsStore:
         for item in pc.value_counts(self._t.scan(MODELS, columns=["status"])["status"]).to_pylist():
             counts[ModelStatus(item["values"])] = item["counts"]
         return counts
+
+    def requeue(self, where: Selector, *, reason: str | None = None, dry_run: bool = False) -> list[ModelRecord]:
+        """Put the models ``where`` selects whose reason contains ``reason`` back in the queue, in one commit.
+
+        Their attempts restart from zero, so the embedder gives them ``[embed] max_attempts`` tries again.
+
+        Args:
+            where: which models (e.g. ``by_status(FAILED) & by_ids(...)``).
+            reason: only models whose reason contains this text, ignoring case; None: any reason.
+            dry_run: write nothing; return what would be requeued.
+
+        Returns:
+            The records as they were before, sorted by repo id.
+
+        Raises:
+            StoreError: the index is read-only (and ``dry_run`` is false).
+        """
+        picked = sorted((r for r in self.select(where).values() if reason_matches(r, reason)), key=lambda r: r.repo_id)
+        if not dry_run:
+            self.put([requeued(r) for r in picked])
+        return picked
 
     def put(self, records: Sequence[ModelRecord]) -> PutResult:
         """Insert or replace ``records`` by ``repo_id`` in ONE commit: readers see all of them or none.

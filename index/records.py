@@ -29,6 +29,7 @@ class ModelStatus(StrEnum):
     FAILED = "failed"  # the embedder gave up; see reason
     SKIPPED = "skipped"  # will not be embedded (gated, private, ...); see reason
     REMOVED = "removed"  # gone from the Hub; vectors kept but hidden from queries
+    UNCHANGED = "unchanged"  # embedded to a delta of ~0 (no change from base): no vector, hidden from queries
 
 
 def visible_to_queries(status: ModelStatus) -> bool:
@@ -38,8 +39,12 @@ def visible_to_queries(status: ModelStatus) -> bool:
     ``similar``, ``task``, ``report``, ``export`` and ``eval`` leave it out, and no query returns it as a
     neighbour; ``show`` still shows its record, saying it was removed. The stores apply this rule through
     :func:`hubdelta.index.selectors.visible` and ``index.vectors.visible`` / ``index.vectors.nearest``.
+
+    A model with no change from its base (``unchanged``: its delta's norm is ~0, see
+    :mod:`hubdelta.embedder.vetting`) is hidden the same way: it has no direction to compare by, so as a
+    neighbour it would only show noise with a real-looking score. ``show`` shows it with its status and reason.
     """
-    return status != ModelStatus.REMOVED
+    return status not in (ModelStatus.REMOVED, ModelStatus.UNCHANGED)
 
 
 VISIBLE_STATUSES = frozenset(s for s in ModelStatus if visible_to_queries(s))

@@ -15,6 +15,7 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, Remo
 
 from hubdelta.embedder import fetch as fetch_mod
 from hubdelta.embedder.fetch import FetchedModel, classify_hub_error, fetch, release
+from hubdelta.embedder.hub_retry import Backoff
 from hubdelta.embedder.local import base_info_from_folder, inspect_local
 from hubdelta.embedder.safeload import load_state_dict_safely, safe_adapter_config
 from hubdelta.embedder.safety import BaseInfo, Limits, Plan, Refusal, RepoKind, Rule
@@ -151,8 +152,11 @@ def test_server_errors_are_retryable(tmp_path: Path):
                 limits=Limits(),
                 base=base,
                 timeout_s=5,
+                backoff=Backoff(attempts=3, first_s=0.01),
             )
+        listings = [r for r in hub.request_records() if r.kind == "model_info"]
     assert info.value.code == "http" and info.value.retryable and "HTTP 5" in info.value.reason
+    assert len(listings) == 3  # sent again within the fetch, then left retryable for a later run
 
 
 def test_unknown_repo_is_unavailable(corpus: Corpus, tmp_path: Path):

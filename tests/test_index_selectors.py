@@ -60,10 +60,11 @@ def ids(*numbers: int) -> list[str]:
 # ---- the rule and the SQL ----------------------------------------------------------------------------------------
 
 
-def test_removed_is_the_only_status_hidden_from_queries() -> None:
+def test_removed_and_unchanged_are_the_only_statuses_hidden_from_queries() -> None:
     hidden_statuses, visible_statuses = HIDDEN_STATUSES, VISIBLE_STATUSES
-    assert hidden_statuses == {ModelStatus.REMOVED} and visible_statuses == set(ModelStatus) - hidden_statuses
-    assert [s for s in ModelStatus if not visible_to_queries(s)] == [ModelStatus.REMOVED]
+    hidden = {ModelStatus.REMOVED, ModelStatus.UNCHANGED}
+    assert hidden_statuses == hidden and visible_statuses == set(ModelStatus) - hidden_statuses
+    assert {s for s in ModelStatus if not visible_to_queries(s)} == hidden
 
 
 def test_selectors_compile_to_one_quoted_filter() -> None:
