@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from hubdelta.embedder.api import Retried
     from hubdelta.query.records import Similar
 
-__all__ = ["__version__", "similar"]
+__all__ = ["__version__", "retry", "similar"]
 
 
 def __getattr__(name: str) -> str:
@@ -47,3 +48,20 @@ def similar(
     settings = load_settings(home=Path(home) if home is not None else None)
     path = Path(vector) if vector is not None else None
     return query(settings, repo, vector=path, k=k, where=where, relation=relation, space=space)
+
+
+def retry(
+    *repos: str, reason: str | None = None, skipped: bool = False, dry_run: bool = False, home: str | Path | None = None
+) -> Retried:
+    """Put failed models (``repos``, or all) back in the queue, attempts reset, as ``hubdelta retry`` does.
+
+    ``reason`` keeps those whose reason contains it (any case); ``skipped`` takes skipped models too.
+
+    Raises:
+        hubdelta.kernel.errors.HubdeltaError: a malformed repo id, an empty reason, the index locked by a writer.
+    """
+    from hubdelta.embedder.api import retry_models
+    from hubdelta.kernel.settings import load_settings
+
+    settings = load_settings(home=Path(home) if home is not None else None)
+    return retry_models(settings, repos, reason=reason, skipped=skipped, dry_run=dry_run, command="hubdelta.retry()")

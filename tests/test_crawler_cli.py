@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
 import subprocess
 import sys
 import time
@@ -78,3 +81,37 @@ def test_a_second_writer_gets_the_holder_in_one_line(hub: DevhubServer, tmp_path
         holder.wait()
     time.sleep(0.1)
     assert cli(tmp_path, hub.url, "crawl").exit_code == 0
+
+
+def _read_terminal(master: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed its side
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_a_terminal_sees_the_crawl_progress_and_a_pipe_or_json_does_not(
+    hub: DevhubServer, tiny: TinyRoot, tmp_path: Path, processes: Processes
+) -> None:
+    assert cli(tmp_path, hub.url, "track", TINY_BASE, "--relations", "adapter,merge").exit_code == 0
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HUBDELTA_HOME": str(tmp_path), "TERM": "xterm", "COLUMNS": "200"}
+    command = [sys.executable, "-m", "hubdelta", "--log-json", "crawl", "--full"]
+    master, terminal = pty.openpty()
+    proc = processes.popen(command, env=env, stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    seen = _read_terminal(master)
+    assert proc.wait(timeout=120) == 0 and proc.stdout is not None
+    table = proc.stdout.read().decode()
+    status = re.compile(r"crawling " + re.escape(TINY_BASE) + r" \((adapter|merge)\): \d+ new, \d+ updated")
+    assert status.search(seen), seen
+    assert TINY_BASE in table and "crawling" not in table  # the status line is on stderr only
+    for extra in ([], ["--json"]):
+        piped = processes.run([*command, *extra], env=env, capture_output=True, text=True)
+        assert piped.returncode == 0 and "crawling" not in piped.stderr + piped.stdout, piped.stderr

@@ -191,6 +191,10 @@ def test_the_python_api_gives_what_the_cli_gives(zoo: tuple[Path, Zoo]) -> None:
         (["export", "--format", "npz", "--out", "v.npz"], "2 spaces"),
         (["export", "--format", "npz", "--out", "/nonexistent/dir/v.npz", "--space", SPACE], "does not exist"),
         (["export", "--out", "v.parquet", "--space", "nope-12345678"], "no space"),
+        (["export", "--out", "/proc/v.npz", "--space", SPACE], "cannot write there"),
+        (["export", "--out", "v.npz", "--format", "parquet", "--space", SPACE], "names npz, but --format is parquet"),
+        (["export", "--out", "v.dat", "--space", SPACE], "names no format"),
+        (["export", "--out", "v.dat", "--format", "csv", "--space", SPACE], "names no format"),
     ],
 )
 def test_errors_are_one_line(zoo: tuple[Path, Zoo], args: list[str], needle: str) -> None:
@@ -288,6 +292,40 @@ def test_export_writes_vectors_and_metadata(zoo: tuple[Path, Zoo], tmp_path: Pat
     assert table["repo_id"].to_pylist() == ids
     np.testing.assert_allclose(vectors, np.stack([data.vectors[i] for i in ids]), rtol=1e-6)
     assert table["license"].to_pylist() == [data.models[i].license for i in ids]
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("v.npz", "npz"), ("v.CSV", "csv"), ("v.parquet", "parquet")])
+def test_export_takes_the_format_from_the_suffix(zoo: tuple[Path, Zoo], tmp_path: Path, name: str, fmt: str) -> None:
+    home, _ = zoo
+    out = tmp_path / name
+    assert ok_json(home, "export", "--out", str(out), "--space", SPACE)["format"] == fmt
+    if fmt == "npz":
+        with np.load(out, allow_pickle=False) as npz:
+            assert "embeddings" in npz.files
+    elif fmt == "parquet":
+        assert pq.read_table(out).num_rows == 60
+    else:
+        assert out.read_text().startswith('"repo_id"')
+    plain = tmp_path / "vectors"  # no suffix: --format says it
+    assert ok_json(home, "export", "--out", str(plain), "--format", fmt, "--space", SPACE)["format"] == fmt
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "vectors"])  # nothing half-written left
+
+
+@pytest.mark.parametrize(
+    ("out", "fmt", "chosen"),
+    [("a.npz", None, "npz"), ("a.Parquet", None, "parquet"), ("a", "csv", "csv"), ("a.npz", "npz", "npz"),
+     ("a.npz", "csv", None), ("a.xlsx", None, None), ("a", None, None), ("a.tar.gz", "npz", None),
+     ("a.csv", "xlsx", None)],
+)  # fmt: skip
+def test_choose_format(out: str, fmt: str | None, chosen: str | None) -> None:
+    from hubdelta.kernel.errors import UsageError
+    from hubdelta.query.export import choose_format
+
+    if chosen is None:
+        with pytest.raises(UsageError):
+            choose_format(Path(out), fmt)
+    else:
+        assert choose_format(Path(out), fmt) == chosen
 
 
 # ---- --embed: a model from the Hub, embedded on the spot ----------------------------------------------------------

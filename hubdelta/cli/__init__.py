@@ -15,6 +15,7 @@ from hubdelta.cli import evaluate as evaluate_commands
 from hubdelta.cli import family as family_commands
 from hubdelta.cli import query as query_commands
 from hubdelta.cli import report as report_commands
+from hubdelta.cli import retry as retry_commands
 from hubdelta.cli import task as task_commands
 from hubdelta.cli._errors import HubdeltaGroup
 from hubdelta.cli._options import ConfigOpt, HomeOpt, optional_values
@@ -39,6 +40,7 @@ evaluate_commands.register(app)
 family_commands.register(app)
 query_commands.register(app)
 report_commands.register(app)
+retry_commands.register(app)
 task_commands.register(app)
 
 

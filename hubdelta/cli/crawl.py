@@ -8,10 +8,10 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from hubdelta.cli._options import JsonOpt, RepoIdArg
+from hubdelta.cli._tables import id_column, print_table
 
 RelationsOpt = Annotated[str, typer.Option("--relations", help="Comma-separated: adapter, finetune, merge, quantized.")]
 
@@ -53,8 +53,12 @@ def tracked_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     Example: hubdelta tracked --json
     """
     from hubdelta.crawler.api import list_tracked
+    from hubdelta.kernel.errors import IndexNotFoundError
 
-    bases = list_tracked(ctx.obj)
+    try:
+        bases = list_tracked(ctx.obj)
+    except IndexNotFoundError:  # a fresh home: nothing tracked, which is what the empty list below says
+        bases = []
     rows = [
         {
             "base": t.base,
@@ -71,13 +75,16 @@ def tracked_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         typer.echo(json.dumps({"tracked": rows}, indent=1))
         return
     if not rows:
-        typer.echo("no base model is tracked (hubdelta track <base>)")
+        typer.echo("no base model is tracked yet: start with hubdelta track <base>, then hubdelta crawl")
         return
-    table = Table("base", "relations", "last crawl", "last full sync")
+    table = Table()
+    id_column(table, "base", [t.base for t in bases])
+    for header in ("relations", "last crawl", "last full sync"):
+        table.add_column(header)
     for t in bases:
         relations = ",".join(r.value for r in t.relations)
         table.add_row(t.base, relations, _iso(t.last_crawl) or "never", _iso(t.last_full_sync) or "never")
-    Console().print(table)
+    print_table(table)
 
 
 def crawl_cmd(
@@ -88,13 +95,16 @@ def crawl_cmd(
     """Record new (and with --full, updated and removed) children of every tracked base.
 
     Incremental by default: each listing stops at the first repo already known at the same sha. A full pass
-    runs by itself every [crawl] full_every_days. Requests stay within [crawl] requests per window_s.
+    runs by itself every \\[crawl] full_every_days. Requests stay within \\[crawl] requests per window_s.
 
     Example: hubdelta crawl --json
     """
     from hubdelta.crawler.api import run_crawl
 
-    summary = run_crawl(ctx.obj, full=full, command=_command())
+    if as_json or not sys.stderr.isatty():  # a status line only for a person watching, never in a pipe or a log
+        summary = run_crawl(ctx.obj, full=full, command=_command())
+    else:
+        summary = _with_status_line(ctx.obj, full)
     totals = {k: summary.total(k) for k in ("new", "updated", "removed", "skipped")}
     doc: dict[str, Any] = {**totals, "requests": summary.requests, "retries": summary.retries,
                            "pages": summary.pages, "seconds": summary.seconds, "errors": summary.errors,
@@ -102,18 +112,37 @@ def crawl_cmd(
     if as_json:
         typer.echo(json.dumps(doc, indent=1))
     else:
-        table = Table("base", "pass", "new", "updated", "removed", "skipped", "pages")
+        table = Table()
+        id_column(table, "base", [b.base for b in summary.bases])
+        for header in ("pass", "new", "updated", "removed", "skipped", "pages"):
+            table.add_column(header)
         for b in summary.bases:
             kind = "full" if b.full else "incremental"
             table.add_row(
                 b.base, kind, *(str(getattr(b, k)) for k in ("new", "updated", "removed", "skipped", "pages"))
             )
-        Console().print(table)
+        print_table(table)
         typer.echo(f"{summary.requests} requests ({summary.retries} retried) in {summary.seconds:.1f} s")
         for error in summary.errors:
             typer.echo(f"error: {error}", err=True)
     if summary.errors:
         raise typer.Exit(1)
+
+
+def _with_status_line(settings: Any, full: bool) -> Any:
+    """The crawl, with one line on stderr saying which base and relation it lists and what it found so far."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from hubdelta.crawler.api import run_crawl
+
+    with Console(stderr=True).status("crawling: reading the tracked bases") as status:
+
+        def show(base: str, relation: Any, counts: Any) -> None:
+            status.update(f"crawling {escape(base)} ({relation.value}): {counts.new} new, {counts.updated} updated, "
+                          f"{counts.skipped} skipped, {counts.pages} pages")  # fmt: skip
+
+        return run_crawl(settings, full=full, command=_command(), progress=show)
 
 
 def _iso(t: Any) -> str | None:

@@ -9,7 +9,7 @@ import typer
 
 
 def daemon_cmd(ctx: typer.Context) -> None:
-    """Run crawl, embed, the nightly report and compaction on the [daemon] schedule until SIGTERM or Ctrl-C.
+    """Run crawl, embed, the nightly report and compaction on the \\[daemon] schedule until SIGTERM or Ctrl-C.
 
     Logs one JSON event per job and per model (with --log-json, or when not on a TTY). State and health:
     <home>/daemon.json, shown by hubdelta status.

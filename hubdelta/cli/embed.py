@@ -64,16 +64,18 @@ def embed_cmd(
     doc["failures"] = [{"repo_id": r, "reason": why} for r, why in summary.failures]
     if as_json:
         typer.echo(json.dumps(doc, indent=1))
-        return
+        raise typer.Exit(summary.exit_code)  # non-zero for a run of errors (EmbedSummary.exit_code)
     typer.echo(
         f"embedded {summary.embedded}, reused {summary.reused}, failed {summary.failed}, skipped {summary.skipped}, "
-        f"requeued {summary.requeued} in {summary.seconds:.1f} s (spaces: {', '.join(summary.spaces) or 'none'})"
+        f"requeued {summary.requeued}, unchanged {summary.unchanged} in {summary.seconds:.1f} s "
+        f"(spaces: {', '.join(summary.spaces) or 'none'})"
     )
     if summary.workers:
         lost = f", {summary.worker_deaths} lost and replaced" if summary.worker_deaths else ""
         typer.echo(f"on {summary.workers} Ray workers{lost}")
     for repo, why in summary.failures:
         typer.echo(f"  failed {repo}: {why}")
+    raise typer.Exit(summary.exit_code)
 
 
 def _with_progress(settings: Any, kwargs: dict[str, Any]) -> Any:
@@ -104,9 +106,14 @@ def add_cmd(
     name: Annotated[
         str | None, typer.Option("--name", help="Its id in the index (default: local/<folder name>).")
     ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace the model already in the index under that id.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed a local model folder and add it to the index (no Hub needed with a local --base).
+
+    An id already in the index (another folder of the same name, a Hub model) is refused unless --replace.
 
     Example: hubdelta add ./my-lora --base HuggingFaceTB/SmolLM2-135M-Instruct --name me/my-lora
     """
@@ -115,7 +122,7 @@ def add_cmd(
 
     keep_freed_memory()
 
-    added = add_local(ctx.obj, path, base, name=name, command=_command())
+    added = add_local(ctx.obj, path, base, name=name, replace=replace, command=_command())
     if as_json:
         typer.echo(json.dumps(asdict(added), indent=1))
     else:

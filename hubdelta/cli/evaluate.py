@@ -34,8 +34,11 @@ def eval_cmd(
 
     Example: hubdelta eval --labels pool/labels.csv --plot eval.png
     """
+    from hubdelta.cli._output import writable_file
     from hubdelta.evaluation.api import evaluate
 
+    if plot is not None:
+        writable_file(plot, "--plot")  # before the work, not in a traceback after it
     result = evaluate(ctx.obj, labels, space=space, plot=plot)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=1, allow_nan=False))

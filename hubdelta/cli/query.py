@@ -32,45 +32,43 @@ def _dump(doc: Any) -> None:
 
 
 def _neighbors_table(neighbors: list[Any], title: str) -> None:
-    """A table that fits the terminal: base, cluster and card columns only when they say something and fit."""
-    from rich.console import Console
+    """Neighbours in a table that fits the terminal: the repo id is never cut; base, cluster and card columns only
+    when they say something, and the least telling columns leave first on a narrow terminal or a pipe."""
+    from rich.console import Console, JustifyMethod
     from rich.table import Table
 
-    console = Console()
-    columns: list[tuple[str, Any, Any]] = [
-        ("#", "right", lambda n: str(n.rank)),
-        ("score", "right", lambda n: f"{n.score:.3f}"),
-        ("repo", "left", lambda n: n.repo_id),
-        ("relation", "left", lambda n: n.relation),
-        ("downloads", "right", lambda n: f"{n.downloads:,}"),
-        ("likes", "right", lambda n: str(n.likes)),
-        ("license", "left", lambda n: n.license or ""),
-    ]
+    from hubdelta.cli._tables import fit_columns, print_table
+
+    columns: dict[str, tuple[JustifyMethod, Any]] = {
+        "#": ("right", lambda n: str(n.rank)),
+        "score": ("right", lambda n: f"{n.score:.3f}"),
+        "repo": ("left", lambda n: n.repo_id),
+        "relation": ("left", lambda n: n.relation),
+        "downloads": ("right", lambda n: f"{n.downloads:,}"),
+        "likes": ("right", lambda n: str(n.likes)),
+        "license": ("left", lambda n: n.license or ""),
+    }
     if len({n.base for n in neighbors}) > 1:
-        columns.append(("base", "left", lambda n: n.base))
+        columns["base"] = ("left", lambda n: n.base)
     if any(n.cluster for n in neighbors):
-        columns.append(("cluster", "left", lambda n: n.cluster or ""))
-    columns.append(("card", "left", lambda n: n.card))
-
-    def width(name: str) -> int:
-        cells = [len(name), *(len(cell(n)) for n in neighbors for c, _, cell in columns if c == name)]
-        return max(cells) if name not in ("repo", "card") else 24
-
-    for optional in ("card", "license", "likes", "base", "cluster", "relation", "downloads"):
-        if sum(width(c) + 3 for c, _, _ in columns) + 1 <= console.width:
-            break
-        columns = [c for c in columns if c[0] != optional]  # the least telling column goes first
+        columns["cluster"] = ("left", lambda n: n.cluster or "")
+    columns["card"] = ("left", lambda n: n.card)
+    natural = {name: max([len(name), *(len(cell(n)) for n in neighbors)]) for name, (_, cell) in columns.items()}
+    widths = {**natural, "card": min(natural["card"], 24)}  # the card alone may be cut (…), so it asks little
+    width = Console().width
+    keep = fit_columns(widths, width, ("card", "license", "likes", "base", "cluster", "relation", "downloads"))
+    spare = width - sum(widths[c] + 3 for c in keep) - 1
     table = Table(title=title, title_justify="left")
-    spare = console.width - 1 - sum(width(c) + 3 for c, _, _ in columns)  # what the repo and card may grow into
-    for name, justify, _ in columns:
-        # Short columns keep their full width; the repo id (then the card) gives way on a narrow terminal.
-        grows = name in ("repo", "card")
-        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis", min_width=width(name),
-                         max_width=width(name) + max(0, spare) if grows else width(name))  # fmt: skip
-    rows = [[cell(n) for _, _, cell in columns] for n in neighbors]
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    for name in keep:
+        justify, _ = columns[name]
+        if name == "card":  # the card grows into what is left, up to its full length
+            table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=widths[name],
+                             max_width=max(widths[name], min(natural[name], widths[name] + spare)))  # fmt: skip
+        else:
+            table.add_column(name, justify=justify, no_wrap=True, overflow="fold", min_width=widths[name])
+    for n in neighbors:
+        table.add_row(*(columns[name][1](n) for name in keep))
+    print_table(table)
 
 
 def similar_cmd(
@@ -137,7 +135,8 @@ def _embed_first(settings: Any, repo: str, base: str | None) -> str:
 
             raise UsageError("--base", f"{repo} is a local folder: its base is needed",
                              fix="add --base REPO_OR_FOLDER")  # fmt: skip
-        return add_local(settings, path, base, command="hubdelta similar --embed").repo_id
+        # The folder asked about is embedded afresh, as before: its own earlier vector is what it replaces.
+        return add_local(settings, path, base, replace=True, command="hubdelta similar --embed").repo_id
     try:
         with open_reader(settings) as index:
             if index.vectors.of_repo(repo):
@@ -190,7 +189,10 @@ def show_cmd(ctx: typer.Context, repo: Annotated[str, typer.Argument(help="A rep
         f"  card       {m.card_summary or '-'}",
     ]
     lines += [f"  vector     {v.space_id} (|v| = {v.norm:.3f}, sha {(v.sha or '?')[:12]})" for v in shown.vectors]
-    if shown.hidden:
+    if shown.hidden and r.status == "unchanged":  # ModelStatus.UNCHANGED
+        lines.append("  UNCHANGED  no change from its base: no vector; hidden from similar, task, report, export "
+                     "and eval")  # fmt: skip
+    elif shown.hidden:
         lines.append("  REMOVED    gone from the Hub: hidden from similar, task, report, export and eval "
                      "(its record and vectors are kept)")  # fmt: skip
     typer.echo("\n".join(lines))
@@ -212,7 +214,6 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         _dump(asdict(s))
         return
-    from rich.console import Console
     from rich.table import Table
 
     counts = ", ".join(f"{k} {v:,}" for k, v in s.by_status.items() if v)
@@ -231,13 +232,18 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             err = f"; last error {j['last_error_at']:%Y-%m-%d %H:%M}: {j['last_error']}" if j["last_error"] else ""
             typer.echo(f"  {job_id:<11}{j['runs']} runs, last success {ok}{err}")
     if s.spaces:
-        table = Table("base", "vectors", "dim", "layer", "position", "dtype", "search")
-        table.add_column("space", no_wrap=True)  # last: the id is what a user copies into --space
+        from hubdelta.cli._tables import id_column, print_table
+
+        table = Table()
+        id_column(table, "base", [sp.base for sp in s.spaces])
+        for header in ("vectors", "dim", "layer", "position", "dtype", "search"):
+            table.add_column(header)
+        id_column(table, "space", [sp.space_id for sp in s.spaces])  # last: what a user copies into --space
         for sp in s.spaces:
             search = "exact" if sp.ann_index is None else f"{sp.ann_index} (+{sp.unindexed:,} unindexed)"
             table.add_row(sp.base, f"{sp.vectors:,}", str(sp.dim), sp.layer, sp.position, sp.dtype, search,
                           sp.space_id)  # fmt: skip
-        Console().print(table)
+        print_table(table)
 
 
 def _size(n: int | None) -> str:
@@ -254,7 +260,12 @@ def _size(n: int | None) -> str:
 def export_cmd(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="The file to write (replaced atomically).")],
-    fmt: Annotated[str, typer.Option("--format", help="parquet, npz or csv.")] = "parquet",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="parquet, npz or csv (default: the one --out's suffix names).", show_default=False
+        ),
+    ] = None,
     space: SpaceOpt = None,
     include_removed: Annotated[
         bool, typer.Option("--include-removed", help="Also export models removed from the Hub (status removed).")
@@ -265,7 +276,9 @@ def export_cmd(
 
     Models removed from the Hub are left out, as in every query, unless --include-removed is given.
 
-    Example: hubdelta export --format npz --out vectors.npz
+    The format is the one the file's suffix names (.parquet, .npz, .csv) unless --format says it.
+
+    Example: hubdelta export --out vectors.npz
     """
     from hubdelta.query.export import export
 
@@ -273,7 +286,9 @@ def export_cmd(
     if as_json:
         _dump(asdict(done))
     else:
-        typer.echo(f"wrote {done.rows:,} vectors of {done.dim} dims from {done.space_id} to {done.path} ({fmt})")
+        typer.echo(
+            f"wrote {done.rows:,} vectors of {done.dim} dims from {done.space_id} to {done.path} ({done.format})"
+        )
 
 
 def register(app: typer.Typer) -> None:

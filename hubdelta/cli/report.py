@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from hubdelta.cli._options import JsonOpt
+from hubdelta.cli._output import writable_folder
 
 
 def _command() -> str:
@@ -39,6 +40,8 @@ def report_cmd(
     from hubdelta.report.window import parse_duration
 
     window = parse_duration(since) if since is not None else None  # a bad value fails before any work
+    if out is not None:
+        writable_folder(out)
     from hubdelta.report.api import run_report
     from hubdelta.report.render import headline
 

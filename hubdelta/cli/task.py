@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from hubdelta.cli._options import JsonOpt, KOpt, RelationOpt, WhereOpt
+from hubdelta.cli._output import writable_file, write_atomically
 
 
 def task_cmd(
@@ -46,6 +47,10 @@ def task_cmd(
     from hubdelta.task.api import task_search
 
     keep_freed_memory()
+    if save_vector is not None:  # numpy.save's name: .npy appended when missing; checked before the training
+        if save_vector.suffix != ".npy":
+            save_vector = save_vector.with_name(save_vector.name + ".npy")
+        writable_file(save_vector, "--save-vector")
 
     def run(progress: Any) -> Any:
         return task_search(ctx.obj, examples, base, k=k, where=where, relation=relation, max_examples=max_examples,
@@ -58,7 +63,7 @@ def task_cmd(
     if save_vector is not None:
         import numpy as np
 
-        np.save(save_vector, result.vector)
+        write_atomically(save_vector, lambda f: np.save(f, result.vector), "--save-vector")
     if as_json:
         from hubdelta.cli.query import _dump
 

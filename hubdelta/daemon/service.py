@@ -6,6 +6,8 @@ gives it the jobs, each a library call, and the signals.
 SIGTERM or SIGINT: no new job starts; the running one stops at its next safe point (the embed worker between
 chunks: what it claimed is finished and committed, the rest stays queued), the lock is released as its
 ``with`` block ends, and the process exits 0, or 1 if the job overran ``stop_timeout_s``.
+
+One daemon a home: a second one is refused (:mod:`hubdelta.daemon.lock`) before it writes anything.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any
 
+from hubdelta.daemon.lock import DaemonLock
 from hubdelta.daemon.runner import Clock, Job, JobRunner, local_now
 from hubdelta.daemon.slots import parse_hhmm
 from hubdelta.kernel.settings import Settings
@@ -109,13 +112,25 @@ class Daemon:
         self.runner.stop()
 
     def run(self) -> int:
-        """Run until SIGTERM/SIGINT (or :meth:`stop`). Returns the exit code."""
+        """Run until SIGTERM/SIGINT (or :meth:`stop`). Returns the exit code.
+
+        Raises:
+            DaemonRunningError: another daemon runs on this home (refused before anything is written).
+        """
+        lock = DaemonLock(self.settings.home).acquire()
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             code = self.runner.serve()
+        except BaseException:
+            lock.release()
+            raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        if self._workers is not None and code == 0:  # an overrunning job still uses them: the exit ends them
-            self._workers.close()
+        if code == 0:
+            if self._workers is not None:
+                self._workers.close()
+            lock.release()
+        # else a job overran the stop timeout and still runs (and writes daemon.json when it ends): the caller
+        # exits at once, and the kernel releases the lock with the process, never before that job is gone.
         return code

@@ -101,7 +101,7 @@ class IndexNotFoundError(StoreError):
         super().__init__(
             "does not exist yet",
             uri=uri,
-            fix="run a write command such as `hubdelta crawl` first, or check index.uri",
+            fix="nothing is tracked yet: start with `hubdelta track <base>`, then `hubdelta crawl`; or check index.uri",
         )
 
 
@@ -208,3 +208,31 @@ class ModelUnavailable(HubdeltaError):
         self.reason = self.one_line()
         self.code = code
         self.retryable = retryable
+
+
+class OutputError(HubdeltaError):
+    """A file or folder a command was asked to write cannot be written there (read-only, missing, not a folder)."""
+
+    def __init__(self, path: str, reason: str, *, option: str = "--out") -> None:
+        super().__init__(f"{option} {path}: cannot write there ({reason})",
+                         fix=f"give {option} a path in a folder you can write to")  # fmt: skip
+        self.path = path
+        self.option = option
+
+
+class DaemonRunningError(HubdeltaError):
+    """Another ``hubdelta daemon`` holds this home's daemon lock; carries what it wrote about itself."""
+
+    def __init__(self, home: str, *, lock_path: str, pid: int | None, started_at: str | None,
+                 host: str | None = None) -> None:  # fmt: skip
+        who = f"pid {pid}" if pid is not None else "another process"
+        where = f" on {host}" if host else ""
+        since = f" since {started_at}" if started_at else ""
+        stop = f"kill {pid}" if pid is not None else f"the holder of {lock_path}"
+        fix = f"one daemon a home: keep that one, or stop it first ({stop}); or use another --home"
+        super().__init__(f"a daemon already runs on {home}: {who}{where}{since}", fix=fix)
+        self.home = home
+        self.lock_path = lock_path
+        self.pid = pid
+        self.started_at = started_at
+        self.host = host

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hubdelta.kernel.errors import ConfigError
 from hubdelta.kernel.recipe import Recipe
@@ -183,6 +184,33 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(path), f"not valid TOML ({e})", fix="correct or delete the file") from e
+    except UnicodeDecodeError as e:  # tomllib decodes the bytes itself and lets this through
+        raise ConfigError(str(path), f"not UTF-8 text (byte {e.start})", fix="save it as UTF-8") from e
+    except OSError as e:
+        raise ConfigError(str(path), f"cannot be read ({e.strerror})", fix="check the path and its permissions") from e
+
+
+def _check_home(home: Path, source: str) -> None:
+    """The state directory may be missing (commands create it) but never a file or other non-folder."""
+    if home.exists() and not home.is_dir():
+        raise ConfigError(source, f"{home} is not a folder", fix="point it to a folder (or a path to create)")
+
+
+def _endpoint(value: str, source: str) -> str:
+    """The Hub's base URL: http or https with a host, else every request would fail after all its retries."""
+    url = value.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(source, f"{value!r} is not an http(s) URL with a host",
+                          fix=f"e.g. {DEFAULT_ENDPOINT} or http://127.0.0.1:8000 (a devhub)")  # fmt: skip
+    return url
+
+
+def _endpoint_source(env: Mapping[str, str], hub: Mapping[str, Any]) -> tuple[str, str]:
+    if env.get("HF_ENDPOINT"):
+        return env["HF_ENDPOINT"], "HF_ENDPOINT"
+    value = hub.get("endpoint") or DEFAULT_ENDPOINT
+    return (value, "hub.endpoint") if isinstance(value, str) else (repr(value), "hub.endpoint")
 
 
 def load_settings(
@@ -204,8 +232,10 @@ def load_settings(
         ConfigError: a malformed config file or value.
     """
     env = os.environ if env is None else env
+    source = "--home" if home else "HUBDELTA_HOME" if env.get("HUBDELTA_HOME") else "home"
     home = home or Path(env.get("HUBDELTA_HOME") or Path.home() / ".hubdelta")
     home = home.expanduser()
+    _check_home(home, source)
     if config_file is None and (home / CONFIG_FILE).is_file():
         config_file = home / CONFIG_FILE
     if config_file is not None and not config_file.is_file():
@@ -225,7 +255,7 @@ def load_settings(
     hf_home = env.get("HF_HOME") or hub.get("hf_home")
     return Settings(
         home=home,
-        hf_endpoint=(env.get("HF_ENDPOINT") or hub.get("endpoint") or DEFAULT_ENDPOINT).rstrip("/"),
+        hf_endpoint=_endpoint(*_endpoint_source(env, hub)),
         hf_token=env.get("HF_TOKEN") or hub.get("token") or None,
         hf_home=Path(hf_home).expanduser() if hf_home else None,
         log_json=bool(log.get("json", False)) if log_json is None else log_json,

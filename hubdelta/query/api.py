@@ -83,7 +83,11 @@ class _Query:
 
 
 def removed_error(record: ModelRecord) -> HubdeltaError:
-    """The refusal to search with a model hidden from queries (removed from the Hub)."""
+    """The refusal to search with a model hidden from queries (removed from the Hub, or no change from its base)."""
+    if record.status == ModelStatus.UNCHANGED:
+        return HubdeltaError(f"{record.repo_id} has no change from its base ({record.reason}): it is hidden from "
+                             "queries", fix=f"hubdelta show {record.repo_id} shows its record; its nearest model "
+                             "is the base itself")  # fmt: skip
     seen = f" (last seen {record.last_seen:%Y-%m-%d})" if record.last_seen else ""
     return HubdeltaError(f"{record.repo_id} was removed from the Hub{seen}: it is hidden from queries",
                          fix=f"hubdelta show {record.repo_id} still shows its record; a full crawl brings it back "

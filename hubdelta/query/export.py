@@ -19,10 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 from hubdelta.index.door import open_reader
-from hubdelta.kernel.errors import UsageError
+from hubdelta.kernel.errors import OutputError, UsageError
 from hubdelta.kernel.settings import Settings
 
 FORMATS = ("parquet", "npz", "csv")
+SUFFIXES = {".parquet": "parquet", ".npz": "npz", ".csv": "csv"}
 META_COLUMNS = ("relation", "base_model", "status", "license", "downloads", "likes", "pipeline_tag")
 
 
@@ -72,27 +73,79 @@ WRITERS: dict[str, Callable[[Path, pa.Table, np.ndarray, list[str], list[str]], 
 }
 
 
+def choose_format(out: Path, fmt: str | None) -> str:
+    """The format to write: ``fmt`` (``--format``), else the one ``out``'s suffix names.
+
+    A suffix naming another format, or one naming none (``--out vectors.dat``), is refused: a file whose name
+    says npz but which holds parquet misleads whoever opens it. A name without a suffix takes ``fmt`` as given.
+
+    Raises:
+        UsageError: an unknown format, a mismatch, or no format to go by.
+    """
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError("--format", f"unknown format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
+    implied = SUFFIXES.get(out.suffix.lower())
+    if fmt is None and implied is None:
+        raise UsageError("--out", f"{out.name!r}: its suffix names no format",
+                         fix="end it in .parquet, .npz or .csv")  # fmt: skip
+    if fmt is not None and out.suffix and implied != fmt:
+        names = f"names {implied}" if implied else "names no format"
+        fix = f"name it {out.stem}.{fmt}" + (f", or pass --format {implied}" if implied else "")
+        raise UsageError("--out", f"{out.name!r} {names}, but --format is {fmt}", fix=fix)
+    return fmt or implied or ""
+
+
+def _temp_beside(out: Path) -> Path:
+    """An empty temporary file in ``out``'s folder (so the rename is atomic); made first, so a place that cannot
+    be written fails before the index is read."""
+    if not out.parent.is_dir():
+        raise UsageError("--out", f"folder {out.parent} does not exist", fix="create it, or write elsewhere")
+    if out.is_dir():
+        raise UsageError("--out", f"{out} is a folder", fix="give a file name, e.g. vectors.parquet")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:
+        raise OutputError(str(out), e.strerror or type(e).__name__) from None
+    os.close(fd)
+    return Path(tmp)
+
+
 def export(
-    settings: Settings, out: Path, *, fmt: str, space: str | None = None, include_removed: bool = False
+    settings: Settings, out: Path, *, fmt: str | None = None, space: str | None = None, include_removed: bool = False
 ) -> Exported:
     """Write ``space``'s vectors and metadata to ``out`` in ``fmt``.
 
     Args:
         settings: where the index is.
-        out: the file to write (replaced atomically).
-        fmt: ``parquet``, ``npz`` or ``csv``.
+        out: the file to write (replaced atomically: written beside it, then renamed).
+        fmt: ``parquet``, ``npz`` or ``csv``; None: the one ``out``'s suffix names.
         space: the space id (default: the only one).
         include_removed: also export models removed from the Hub (hidden from queries, so left out by default).
 
     Raises:
-        UsageError: unknown format, no or ambiguous space, or an output folder that does not exist.
+        UsageError: unknown format or one the name contradicts, no or ambiguous space, no such output folder.
+        OutputError: ``out`` cannot be written.
     """
-    if fmt not in FORMATS:
-        raise UsageError("--format", f"unknown format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
-    if not out.parent.is_dir():
-        raise UsageError("--out", f"folder {out.parent} does not exist", fix="create it, or write elsewhere")
-    if out.is_dir():
-        raise UsageError("--out", f"{out} is a folder", fix="give a file name, e.g. vectors." + fmt)
+    fmt = choose_format(out, fmt)
+    tmp = _temp_beside(out)
+    try:
+        space, dim, ids, shas, vectors, meta = _rows(settings, space, include_removed)
+        table = _table(ids, shas, vectors, meta)
+        try:
+            WRITERS[fmt](tmp, table, vectors, ids, [str(b) for b in meta["base_model"]])
+            os.replace(tmp, out)
+        except OSError as e:  # a full disk, a folder gone read-only while we wrote
+            raise OutputError(str(out), e.strerror or type(e).__name__) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return Exported(out, fmt, space, len(ids), dim)
+
+
+def _rows(
+    settings: Settings, space: str | None, include_removed: bool
+) -> tuple[str, int, list[str], list[str | None], np.ndarray, dict[str, list[object]]]:
+    """The space chosen, its dimension, and its rows: ids (sorted), shas, vectors and metadata columns."""
     with open_reader(settings) as index:
         spaces = index.vectors.spaces()
         if space is None:
@@ -107,25 +160,15 @@ def export(
     ids = sorted(embeddings)
     dim = spaces[space].dim
     vectors = np.stack([embeddings[i].vector for i in ids]).astype(np.float32) if ids else np.zeros((0, dim))
-    bases = [records[i].model.base_models[0] if i in records and records[i].model.base_models else "" for i in ids]
     meta: dict[str, list[object]] = {c: [] for c in META_COLUMNS}
-    for repo_id, base in zip(ids, bases, strict=True):
+    for repo_id in ids:
         r = records.get(repo_id)
         m = r.model if r is not None else None
         meta["relation"].append(m.relation.value if m else None)
-        meta["base_model"].append(base)
+        meta["base_model"].append(m.base_models[0] if m and m.base_models else "")
         meta["status"].append(r.status.value if r else None)
         meta["license"].append(m.license if m else None)
         meta["downloads"].append(m.downloads if m else None)
         meta["likes"].append(m.likes if m else None)
         meta["pipeline_tag"].append(m.pipeline_tag if m else None)
-    table = _table(ids, [embeddings[i].sha for i in ids], vectors, meta)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        WRITERS[fmt](Path(tmp), table, vectors, ids, bases)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Exported(out, fmt, space, len(ids), dim)
+    return space, dim, ids, [embeddings[i].sha for i in ids], vectors, meta
