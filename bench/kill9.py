@@ -1,0 +1,162 @@
+"""kill -9 at random points of crawl, embed, retry and the daemon, on the hostile devhub corpus (slow: minutes).
+
+For each phase, ``--trials`` times: copy a prepared home, start the command as a process, SIGKILL it after a random
+delay, check that the index opens, finish the work uninterrupted, and compare with one uninterrupted run: every
+repo in the same status, every embedded repo with exactly one vector (nothing lost, nothing doubled).
+
+    .venv/bin/python bench/kill9.py --trials 10 [--out /tmp/kill9]
+
+Prints one row a trial and exits 1 when any trial differs from the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubdelta.crawler.api import track
+from hubdelta.index.door import open_reader
+from hubdelta.kernel.settings import load_settings
+from hubdelta_dev.devhub.hostile import TRACKED, write_hostile_root
+from hubdelta_dev.devhub.server import DevhubServer
+
+REPO = Path(__file__).resolve().parents[1]
+DAEMON_TOML = "[daemon]\ncrawl_every_s = 5.0\nembed_every_s = 1.0\n"
+# phase -> (the home it starts from, the command killed, kill window in s, the commands that finish the work)
+PHASES: dict[str, tuple[str, tuple[str, ...], tuple[float, float], tuple[tuple[str, ...], ...]]] = {
+    "crawl": ("tracked", ("crawl",), (0.5, 4.0), (("crawl",), ("embed",))),
+    "embed": ("crawled", ("embed",), (4.0, 25.0), (("embed",),)),
+    "retry": ("embedded", ("retry",), (0.3, 2.0), (("retry",), ("embed",))),
+    "daemon": ("tracked", ("daemon",), (3.0, 30.0), (("crawl",), ("embed",))),
+}
+
+
+@dataclass
+class State:
+    statuses: dict[str, str]
+    vectors: dict[str, int]
+
+
+@dataclass
+class Trial:
+    phase: str
+    n: int
+    kill_at: float
+    killed: bool
+    opens: bool
+    lost: list[str]
+    doubled: list[str]
+    differ: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.opens and not (self.lost or self.doubled or self.differ)
+
+
+def hubdelta(home: Path, url: str, *args: str, timeout: float = 600) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env.update(HUBDELTA_HOME=str(home), HF_ENDPOINT=url, HF_HOME=str(home / "hf"), HF_HUB_DISABLE_TELEMETRY="1")
+    return subprocess.Popen([sys.executable, "-m", "hubdelta", "--log-json", *args], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=(home / "stderr.log").open("a"))  # fmt: skip
+
+
+def finish(home: Path, url: str, steps: tuple[tuple[str, ...], ...]) -> None:
+    for step in steps:
+        hubdelta(home, url, *step).wait(timeout=600)
+
+
+def read(home: Path, url: str) -> State:
+    with open_reader(load_settings({"HF_ENDPOINT": url}, home=home)) as index:
+        statuses = {k: r.status.value for k, r in index.models.get().items()}
+        vectors: dict[str, int] = {}
+        for space in index.vectors.spaces():
+            for repo in index.vectors.get(space):
+                vectors[repo] = vectors.get(repo, 0) + 1
+    return State(statuses, vectors)
+
+
+def prepare(work: Path, url: str) -> dict[str, Path]:
+    """Homes at the start of each phase: tracked, crawled, embedded (the last is the reference too)."""
+    homes = {name: work / name for name in ("tracked", "crawled", "embedded")}
+    settings = load_settings({"HF_ENDPOINT": url}, home=homes["tracked"])
+    homes["tracked"].mkdir(parents=True)
+    for base, check in TRACKED:
+        track(settings, base, check=check)
+    shutil.copytree(homes["tracked"], homes["crawled"])
+    finish(homes["crawled"], url, (("crawl",),))
+    shutil.copytree(homes["crawled"], homes["embedded"])
+    finish(homes["embedded"], url, (("embed",),))
+    return homes
+
+
+def trial(phase: str, n: int, homes: dict[str, Path], work: Path, url: str, ref: State, rng: random.Random) -> Trial:
+    start, command, (lo, hi), steps = PHASES[phase]
+    home = work / f"{phase}-{n}"
+    shutil.copytree(homes[start], home)
+    if phase == "daemon":
+        (home / "hubdelta.toml").write_text(DAEMON_TOML)
+    proc, kill_at = hubdelta(home, url, *command), rng.uniform(lo, hi)
+    deadline = time.monotonic() + kill_at
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    try:
+        read(home, url)
+        opens = True
+    except Exception:
+        opens = False
+    finish(home, url, steps)
+    got = read(home, url)
+    lost = sorted(k for k, v in ref.vectors.items() if got.vectors.get(k, 0) < v)
+    doubled = sorted(k for k, v in got.vectors.items() if v > ref.vectors.get(k, 0))
+    differ = sorted(k for k in ref.statuses.keys() | got.statuses.keys() if ref.statuses.get(k) != got.statuses.get(k))
+    shutil.rmtree(home, ignore_errors=True)
+    return Trial(phase, n, kill_at, killed, opens, lost, doubled, differ)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--seed", type=int, default=9)
+    parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temp dir, removed)")
+    args = parser.parse_args(argv)
+    work = args.out or Path(tempfile.mkdtemp(prefix="kill9-"))
+    write_hostile_root(work / "hub")
+    rng, rows = random.Random(args.seed), []
+    show: Callable[[Trial], str] = lambda t: (  # noqa: E731
+        f"{t.phase:<7} {t.n:>3} {t.kill_at:>7.1f} {'yes' if t.killed else 'no':>6} {'yes' if t.opens else 'NO':>5} "
+        f"{len(t.lost):>4} {len(t.doubled):>7} {len(t.differ):>6}  {'ok' if t.ok else 'DIFFERS ' + ','.join(t.differ)}"
+    )
+    with DevhubServer(work / "hub") as hub:
+        homes = prepare(work, hub.url)
+        ref = read(homes["embedded"], hub.url)
+        print(f"reference: {len(ref.statuses)} models, {sum(ref.vectors.values())} vectors")
+        print(f"{'phase':<7} {'n':>3} {'kill_s':>7} {'killed':>6} {'opens':>5} {'lost':>4} {'doubled':>7} "
+              f"{'differ':>6}  outcome")  # fmt: skip
+        for phase in args.phases.split(","):
+            for n in range(args.trials):
+                rows.append(trial(phase, n, homes, work, hub.url, ref, rng))
+                print(show(rows[-1]), flush=True)
+    if args.out is None:
+        shutil.rmtree(work, ignore_errors=True)
+    bad = [t for t in rows if not t.ok]
+    print(f"{len(rows) - len(bad)}/{len(rows)} trials ok; {sum(t.killed for t in rows)} killed mid-run")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
