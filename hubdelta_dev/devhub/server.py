@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -70,6 +71,13 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._conns_lock:
             self._conns.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (killed, timed out) is the client's business, as on the Hub: no
+        traceback on devhub's stderr; anything else is still printed."""
+        if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         """Close every open keep-alive connection, so clients never reuse one into a stopped server."""
