@@ -12,11 +12,12 @@ reaches its point, then sleeps until killed:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,8 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from hubdelta.embedder.safety_records import BaseInfo
 from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
 from hubdelta.kernel.settings import Settings, load_settings
+from hubdelta_dev.devhub import badrepos
+from hubdelta_dev.devhub.badrepos import BASE_ID, base_shapes, lora_shapes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_devhub_test_token"  # the one token the test servers accept
@@ -321,3 +325,36 @@ def _child(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _child(sys.argv[1:])
+
+
+# --- listings for the safety rules (a tiny llama base, as devhub's bad-repo corpus writes it) ---------------
+
+SAFETY_BASE = BaseInfo(BASE_ID, "llama", 16, {**base_shapes(), "lm_head.weight": (64, 16)})  # tied head, as from disk
+LORA_CFG = json.loads(badrepos.adapter_config())
+FULL_CFG = json.loads(badrepos.full_config())
+
+
+def safetensors_header(shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, Any], int]:
+    """A valid header for ``shapes`` (F32, contiguous) and the size of the file holding it."""
+    header: dict[str, Any] = {}
+    pos = 0
+    for name, shape in shapes.items():
+        n = 4
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [pos, pos + n]}
+        pos += n
+    return header, 8 + len(json.dumps(header)) + pos
+
+
+def adapter_files(cfg: dict[str, Any] | None = None, shapes: Mapping[str, tuple[int, ...]] | None = None) -> tuple:
+    header, size = safetensors_header(lora_shapes(4) if shapes is None else shapes)
+    files = {"adapter_config.json": 300, "adapter_model.safetensors": size, "README.md": 10}
+    configs = {"adapter_config.json": {**LORA_CFG, **(cfg or {})}}
+    return files, configs, {"adapter_model.safetensors": header}
+
+
+def full_files(cfg: dict[str, Any] | None = None, extra: dict[str, int] | None = None) -> tuple:
+    header, size = safetensors_header(base_shapes())
+    files = {"config.json": 500, "model.safetensors": size, "tokenizer.json": 2000, **(extra or {})}
+    return files, {"config.json": {**FULL_CFG, **(cfg or {})}}, {"model.safetensors": header}

@@ -13,7 +13,7 @@ from hubdelta.embedder.safety_adapter import names_a_mirror
 from hubdelta_dev.devhub import badrepos
 from hubdelta_dev.devhub.badrepos import BASE_ID, lora_shapes, write_bad_repos
 from hubdelta_dev.devhub.server import DevhubServer
-from tests.test_embedder_safety import BASE, _adapter
+from tests.helpers import SAFETY_BASE, adapter_files
 
 
 @pytest.mark.parametrize(
@@ -27,8 +27,8 @@ from tests.test_embedder_safety import BASE, _adapter
     ],
 )
 def test_a_mirror_name_is_accepted_when_the_shapes_fit(declared: str, expected: tuple[Rule, str] | None) -> None:
-    files, configs, headers = _adapter({"base_model_name_or_path": declared})
-    verdict = check_repo(files, configs, headers, BASE, Limits())
+    files, configs, headers = adapter_files({"base_model_name_or_path": declared})
+    verdict = check_repo(files, configs, headers, SAFETY_BASE, Limits())
     if expected is None:
         assert isinstance(verdict, Plan), verdict
     else:
@@ -38,13 +38,14 @@ def test_a_mirror_name_is_accepted_when_the_shapes_fit(declared: str, expected: 
 def test_a_mirror_name_with_other_shapes_is_still_refused() -> None:
     """The name is only a claim: a "mirror" whose tensors do not fit the tracked base is another base."""
     shapes = lora_shapes(4, hidden=32)
-    files, configs, headers = _adapter({"base_model_name_or_path": "unsloth/tiny-base"}, shapes)
-    verdict = check_repo(files, configs, headers, BASE, Limits())
+    files, configs, headers = adapter_files({"base_model_name_or_path": "unsloth/tiny-base"}, shapes)
+    verdict = check_repo(files, configs, headers, SAFETY_BASE, Limits())
     assert isinstance(verdict, Refusal) and verdict.rule is Rule.BASE and "where the base needs" in verdict.reason
 
 
 def test_nothing_known_of_the_base_means_no_mirror() -> None:
-    assert names_a_mirror("unsloth/tiny-base", BASE) and not names_a_mirror("unsloth/tiny-base", BaseInfo(BASE_ID))
+    assert names_a_mirror("unsloth/tiny-base", SAFETY_BASE)
+    assert not names_a_mirror("unsloth/tiny-base", BaseInfo(BASE_ID))
 
 
 def test_fetch_accepts_a_mirror_adapter_and_records_the_declared_name(tmp_path: Path) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -21,8 +19,8 @@ from hubdelta.embedder.safety import (
 )
 from hubdelta.embedder.safety_header import check_safetensors_header
 from hubdelta.kernel.settings import EmbedSettings
-from hubdelta_dev.devhub import badrepos
-from hubdelta_dev.devhub.badrepos import BASE_ID, base_shapes, lora_shapes
+from hubdelta_dev.devhub.badrepos import BASE_ID
+from tests.helpers import FULL_CFG, LORA_CFG, SAFETY_BASE, adapter_files, full_files
 
 # --- the pure rules -------------------------------------------------------------------------------------------
 
@@ -98,75 +96,44 @@ def test_path_problems(name: str, expected: str | None):
     assert problem is None if expected is None else expected in (problem or "")
 
 
-BASE = BaseInfo(BASE_ID, "llama", 16, {**base_shapes(), "lm_head.weight": (64, 16)})  # tied head, as from disk
-LORA_CFG = json.loads(badrepos.adapter_config())
-FULL_CFG = json.loads(badrepos.full_config())
-
-
-def _header(shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, Any], int]:
-    """A valid header for ``shapes`` (F32, contiguous) and the size of the file holding it."""
-    header: dict[str, Any] = {}
-    pos = 0
-    for name, shape in shapes.items():
-        n = 4
-        for d in shape:
-            n *= d
-        header[name] = _t("F32", list(shape), pos, pos + n)
-        pos += n
-    return header, 8 + len(json.dumps(header)) + pos
-
-
-def _adapter(cfg: dict[str, Any] | None = None, shapes: Mapping[str, tuple[int, ...]] | None = None) -> tuple:
-    header, size = _header(lora_shapes(4) if shapes is None else shapes)
-    files = {"adapter_config.json": 300, "adapter_model.safetensors": size, "README.md": 10}
-    configs = {"adapter_config.json": {**LORA_CFG, **(cfg or {})}}
-    return files, configs, {"adapter_model.safetensors": header}
-
-
-def _full(cfg: dict[str, Any] | None = None, extra: dict[str, int] | None = None) -> tuple:
-    header, size = _header(base_shapes())
-    files = {"config.json": 500, "model.safetensors": size, "tokenizer.json": 2000, **(extra or {})}
-    return files, {"config.json": {**FULL_CFG, **(cfg or {})}}, {"model.safetensors": header}
-
-
 REPOS = [
     # (files, configs, headers) -> Plan files, or a refusal (rule, reason substring)
-    (_adapter(), ("adapter_config.json", "adapter_model.safetensors")),
-    (_adapter({"target_modules": "all-linear"}), ("adapter_config.json", "adapter_model.safetensors")),
-    (_adapter({"target_modules": r"model\.layers\.\d+\.self_attn\.(q|v)_proj"}), ("adapter_config.json",)),
-    (_adapter({"target_modules": "(q|v)_nope"}), (Rule.TARGET, "matches no module of the base")),
-    (_adapter({"target_modules": "(unclosed"}), (Rule.CONFIG, "not a valid regex")),
-    (_adapter({"target_modules": "x" * 400}), (Rule.CONFIG, "too long")),
-    (_adapter({"target_modules": 7}), (Rule.CONFIG, "target_modules is not a list")),
-    (_adapter({"modules_to_save": ["score"]}), (Rule.TARGET, "module to save 'score' does not exist")),
-    (_adapter({"modules_to_save": ["lm_head"]}), ("adapter_config.json",)),  # tied head: BaseInfo knows it
-    (_adapter({"rank_pattern": {"q_proj": 1024}}), (Rule.RANK, "r=1024 exceeds max_adapter_rank 256")),
-    (_adapter({"r": 0}), (Rule.RANK, "r=0 is not a positive integer")),
-    (_adapter({"r": "8"}), (Rule.RANK, "is not a positive integer")),
-    (_adapter({"r": 8}), (Rule.CORRUPT, "has rank 4 but adapter_config.json says r=8")),
-    (_adapter({"layer_replication": [[0, 2], [0, 2]]}), (Rule.UNSUPPORTED, "layer_replication")),
-    (_adapter({"base_model_name_or_path": "/home/me/checkpoints/base"}), ("adapter_config.json",)),  # a local path
-    (_adapter({"base_model_name_or_path": "Hostile/Tiny-Base"}), ("adapter_config.json",)),  # ids are case-blind
-    (_adapter({"base_model_name_or_path": "org/other"}), (Rule.BASE, "'org/other' is not the tracked base")),
-    (_adapter({"fan_in_fan_out": True}), (Rule.BASE, "where the base needs")),
-    (_adapter(shapes={"model.layers.0.self_attn.q_proj.lora_A.weight": (4, 16)}), (Rule.TARGET, "not a peft")),
-    (_adapter(shapes={"base_model.model.lm_head.weight": (64, 16)}), ("adapter_config.json",)),  # modules_to_save
-    (_adapter(shapes={"base_model.model.lm_head.weight": (64, 32)}), (Rule.BASE, "is [64, 32] where the base")),
-    (_adapter(shapes={"base_model.model.model.norm.lora_A.weight": (4, 16)}), (Rule.TARGET, "not a linear")),
-    (_adapter(shapes={}), (Rule.NO_WEIGHTS, "holds no tensors")),
-    (_full(), ("config.json", "model.safetensors", "tokenizer.json")),
-    (_full({"hidden_size": 32}), (Rule.BASE, "hidden_size 32 differs from the base's 16")),
-    (_full({"hidden_size": "16"}), (Rule.CONFIG, "hidden_size = '16' is not a positive 32-bit integer")),
-    (_full({"auto_map": {"AutoConfig": "x.Y"}}), (Rule.CUSTOM_CODE, "config.json: auto_map asks for custom code")),
-    (_full(extra={"../../x.json": 5}), (Rule.PATH, "../../x.json: file name with '..'")),
-    (_full(extra={"big.bin": -1}), (Rule.SIZE, "the listing gives no size")),
+    (adapter_files(), ("adapter_config.json", "adapter_model.safetensors")),
+    (adapter_files({"target_modules": "all-linear"}), ("adapter_config.json", "adapter_model.safetensors")),
+    (adapter_files({"target_modules": r"model\.layers\.\d+\.self_attn\.(q|v)_proj"}), ("adapter_config.json",)),
+    (adapter_files({"target_modules": "(q|v)_nope"}), (Rule.TARGET, "matches no module of the base")),
+    (adapter_files({"target_modules": "(unclosed"}), (Rule.CONFIG, "not a valid regex")),
+    (adapter_files({"target_modules": "x" * 400}), (Rule.CONFIG, "too long")),
+    (adapter_files({"target_modules": 7}), (Rule.CONFIG, "target_modules is not a list")),
+    (adapter_files({"modules_to_save": ["score"]}), (Rule.TARGET, "module to save 'score' does not exist")),
+    (adapter_files({"modules_to_save": ["lm_head"]}), ("adapter_config.json",)),  # tied head: BaseInfo knows it
+    (adapter_files({"rank_pattern": {"q_proj": 1024}}), (Rule.RANK, "r=1024 exceeds max_adapter_rank 256")),
+    (adapter_files({"r": 0}), (Rule.RANK, "r=0 is not a positive integer")),
+    (adapter_files({"r": "8"}), (Rule.RANK, "is not a positive integer")),
+    (adapter_files({"r": 8}), (Rule.CORRUPT, "has rank 4 but adapter_config.json says r=8")),
+    (adapter_files({"layer_replication": [[0, 2], [0, 2]]}), (Rule.UNSUPPORTED, "layer_replication")),
+    (adapter_files({"base_model_name_or_path": "/home/me/checkpoints/base"}), ("adapter_config.json",)),  # a local path
+    (adapter_files({"base_model_name_or_path": "Hostile/Tiny-Base"}), ("adapter_config.json",)),  # ids are case-blind
+    (adapter_files({"base_model_name_or_path": "org/other"}), (Rule.BASE, "'org/other' is not the tracked base")),
+    (adapter_files({"fan_in_fan_out": True}), (Rule.BASE, "where the base needs")),
+    (adapter_files(shapes={"model.layers.0.self_attn.q_proj.lora_A.weight": (4, 16)}), (Rule.TARGET, "not a peft")),
+    (adapter_files(shapes={"base_model.model.lm_head.weight": (64, 16)}), ("adapter_config.json",)),  # modules_to_save
+    (adapter_files(shapes={"base_model.model.lm_head.weight": (64, 32)}), (Rule.BASE, "is [64, 32] where the base")),
+    (adapter_files(shapes={"base_model.model.model.norm.lora_A.weight": (4, 16)}), (Rule.TARGET, "not a linear")),
+    (adapter_files(shapes={}), (Rule.NO_WEIGHTS, "holds no tensors")),
+    (full_files(), ("config.json", "model.safetensors", "tokenizer.json")),
+    (full_files({"hidden_size": 32}), (Rule.BASE, "hidden_size 32 differs from the base's 16")),
+    (full_files({"hidden_size": "16"}), (Rule.CONFIG, "hidden_size = '16' is not a positive 32-bit integer")),
+    (full_files({"auto_map": {"AutoConfig": "x.Y"}}), (Rule.CUSTOM_CODE, "config.json: auto_map asks for custom code")),
+    (full_files(extra={"../../x.json": 5}), (Rule.PATH, "../../x.json: file name with '..'")),
+    (full_files(extra={"big.bin": -1}), (Rule.SIZE, "the listing gives no size")),
 ]
 
 
 @pytest.mark.parametrize(("repo", "expected"), REPOS)
 def test_check_repo_rules(repo: tuple, expected: tuple):
     files, configs, headers = repo
-    verdict = check_repo(files, configs, headers, BASE, Limits())
+    verdict = check_repo(files, configs, headers, SAFETY_BASE, Limits())
     if isinstance(expected[0], Rule):
         assert isinstance(verdict, Refusal), verdict
         assert verdict.rule is expected[0] and expected[1] in verdict.reason, verdict.reason
@@ -189,8 +156,8 @@ def test_check_repo_rules(repo: tuple, expected: tuple):
     ],
 )
 def test_limits_bound_full_models(limits: Limits, expected: tuple | None):
-    files, configs, headers = _full()
-    verdict = check_repo(files, configs, headers, BASE, limits)
+    files, configs, headers = full_files()
+    verdict = check_repo(files, configs, headers, SAFETY_BASE, limits)
     if expected is None:
         assert (
             isinstance(verdict, Plan)
