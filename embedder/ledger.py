@@ -140,7 +140,7 @@ class SpaceLedger:
         self.index.vectors.put(self.space.id, vectors)
         stored = {e.repo_id for e in vectors}
         missing = Failure("the worker returned no activations for it", transient=True)
-        outcomes = [plan.embedded(r) if r.repo_id in stored
+        outcomes = [plan.embedded(r, out.notes.get(r.repo_id, "")) if r.repo_id in stored
                     else r.with_status(ModelStatus.UNCHANGED, unchanged[r.repo_id]) if r.repo_id in unchanged
                     else plan.settle(r, failures.get(r.repo_id, missing), max_attempts=self.max_attempts)
                     for r in claimed]  # fmt: skip

@@ -105,8 +105,9 @@ def claim(records: Sequence[ModelRecord]) -> list[ModelRecord]:
     return [replace(r, status=ModelStatus.EMBEDDING, reason="", attempts=r.attempts + 1) for r in records]
 
 
-def embedded(record: ModelRecord) -> ModelRecord:
-    return replace(record, status=ModelStatus.EMBEDDED, reason="")
+def embedded(record: ModelRecord, note: str = "") -> ModelRecord:
+    """Embedded; ``note`` is kept as its reason (e.g. the mirror of the base its config names)."""
+    return replace(record, status=ModelStatus.EMBEDDED, reason=note)
 
 
 def failed(record: ModelRecord, reason: str, *, transient: bool, max_attempts: int) -> ModelRecord:

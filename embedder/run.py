@@ -98,6 +98,7 @@ class ChunkOutput:
     # repo -> (sha, its array on the base: (P, C) activations, or a meaning profile)
     arrays: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
     failures: dict[str, Failure] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # repo -> a line its embedded record keeps as its reason
 
 
 class Runner(Protocol):
@@ -163,7 +164,13 @@ def compute_chunk(runner: Runner, items: Sequence[tuple[str, str]], fetch_one: F
             finally:
                 release(f)
     out.arrays = {k: (fetched[k].sha, a) for k, a in arrays.items()}
+    out.notes = {k: mirror_note(f.declared_base) for k, f in fetched.items() if f.declared_base and k in arrays}
     return out
+
+
+def mirror_note(declared: str) -> str:
+    """What an embedded adapter that names a mirror of the tracked base keeps on its record (``show`` prints it)."""
+    return f"adapter_config.json names {declared}, a mirror of the tracked base (its shapes fit)"
 
 
 def _vet(out: ChunkOutput, arrays: dict[str, np.ndarray], key: str, folder: Path) -> None:
@@ -177,7 +184,8 @@ def _vet(out: ChunkOutput, arrays: dict[str, np.ndarray], key: str, folder: Path
 def _commit_alone(ledger: Ledger, record: ModelRecord, out: ChunkOutput) -> list[Outcome]:
     """Commit one model of a chunk whose write failed; if its own write fails too, it fails with the store's why."""
     mine = ChunkOutput({k: v for k, v in out.arrays.items() if k == record.repo_id},
-                       {k: v for k, v in out.failures.items() if k == record.repo_id})  # fmt: skip
+                       {k: v for k, v in out.failures.items() if k == record.repo_id},
+                       {k: v for k, v in out.notes.items() if k == record.repo_id})  # fmt: skip
     try:
         return ledger.commit([record], mine)
     except Exception as e:

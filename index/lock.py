@@ -13,11 +13,12 @@ import fcntl
 import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from hubdelta.kernel.errors import IndexLockedError
 
@@ -51,31 +52,37 @@ def read_holder(path: Path) -> LockHolder:
     )
 
 
-class WriteLock:
-    """An exclusive, non-blocking, process-lifetime lock on ``<lock_dir>/index.lock``.
+def holder_info(command: str, **extra: str) -> dict[str, Any]:
+    """What a holder writes into its lock file: who it is, for the error the next one gets."""
+    return {"pid": os.getpid(), "command": command, "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": socket.gethostname(), **extra}  # fmt: skip
 
-    Usable as a context manager. Two ``WriteLock`` objects in one process also exclude each other: ``flock``
-    locks belong to open file descriptions, and each ``acquire`` opens the file anew.
+
+class FileLock:
+    """An exclusive, non-blocking, process-lifetime ``flock`` on ``path`` that records who holds it.
+
+    Two ``FileLock`` objects in one process also exclude each other: ``flock`` locks belong to open file
+    descriptions, and each acquire opens the file anew. A context manager; subclasses say what a busy lock raises.
     """
 
-    def __init__(self, lock_dir: Path, *, command: str, uri: str) -> None:
-        self.path = Path(lock_dir) / LOCK_FILE
-        self.command = command
-        self.uri = uri
+    def __init__(self, path: Path, info: Callable[[], dict[str, Any]]) -> None:
+        self.path = path
+        self.info = info
         self._fd: int | None = None
 
     @property
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> WriteLock:
-        """Take the lock and record who holds it.
+    def try_acquire(self) -> LockHolder | None:
+        """Take the lock and write ``info()`` into its file: None; or, when another process holds it, what that
+        holder wrote (the lock is not taken).
 
         Raises:
-            IndexLockedError: another writer holds it; names its pid, command and start time.
+            OSError: the lock file cannot be created or opened.
         """
         if self._fd is not None:
-            return self
+            return None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # No O_TRUNC: until flock succeeds the file still describes the current holder.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -83,32 +90,17 @@ class WriteLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            h = read_holder(self.path)
-            raise IndexLockedError(
-                self.uri,
-                lock_path=str(self.path),
-                pid=h.pid,
-                command=h.command,
-                started_at=h.started_at,
-                host=h.host,
-            ) from None
+            return read_holder(self.path)
         except BaseException:
             os.close(fd)
             raise
-        info = {
-            "pid": os.getpid(),
-            "command": self.command,
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "host": socket.gethostname(),
-            "uri": self.uri,
-        }
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        os.pwrite(fd, json.dumps(self.info()).encode(), 0)
         self._fd = fd
-        return self
+        return None
 
     def release(self) -> None:
-        """Give the lock back. The file stays: deleting it would let two writers lock two different inodes."""
+        """Give the lock back. The file stays: deleting it would let two holders lock two different inodes."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
@@ -117,10 +109,36 @@ class WriteLock:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
-    def __enter__(self) -> WriteLock:
+    def acquire(self) -> Self:
+        """Take the lock (subclasses raise their own error when another holds it)."""
+        self.try_acquire()
+        return self
+
+    def __enter__(self) -> Self:
         return self.acquire()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+class WriteLock(FileLock):
+    """The index's single-writer lock on ``<lock_dir>/index.lock``."""
+
+    def __init__(self, lock_dir: Path, *, command: str, uri: str) -> None:
+        super().__init__(Path(lock_dir) / LOCK_FILE, lambda: holder_info(command, uri=uri))
+        self.command = command
+        self.uri = uri
+
+    def acquire(self) -> Self:
+        """Take the lock and record who holds it.
+
+        Raises:
+            IndexLockedError: another writer holds it; names its pid, command and start time.
+        """
+        h = self.try_acquire()
+        if h is not None:
+            raise IndexLockedError(self.uri, lock_path=str(self.path), pid=h.pid, command=h.command,
+                                   started_at=h.started_at, host=h.host)  # fmt: skip
+        return self
