@@ -32,11 +32,13 @@ from hubdelta_dev.devhub.server import DevhubServer
 
 REPO = Path(__file__).resolve().parents[1]
 DAEMON_TOML = "[daemon]\ncrawl_every_s = 5.0\nembed_every_s = 1.0\n"
-# phase -> (the home it starts from, the command killed, kill window in s, the commands that finish the work)
+# phase -> (the home it starts from, the command killed, kill window, the commands that finish the work). The
+# window is a fraction of the command's own uninterrupted run, timed in prepare() (the daemon never ends: seconds),
+# so a kill lands mid-run on any machine (a rerun is often quicker than the timed one: the window ends early).
 PHASES: dict[str, tuple[str, tuple[str, ...], tuple[float, float], tuple[tuple[str, ...], ...]]] = {
-    "crawl": ("tracked", ("crawl",), (0.5, 4.0), (("crawl",), ("embed",))),
-    "embed": ("crawled", ("embed",), (4.0, 25.0), (("embed",),)),
-    "retry": ("embedded", ("retry",), (0.3, 2.0), (("retry",), ("embed",))),
+    "crawl": ("tracked", ("crawl",), (0.35, 0.85), (("crawl",), ("embed",))),
+    "embed": ("crawled", ("embed",), (0.35, 0.85), (("embed",),)),
+    "retry": ("embedded", ("retry",), (0.35, 0.85), (("retry",), ("embed",))),
     "daemon": ("tracked", ("daemon",), (3.0, 30.0), (("crawl",), ("embed",))),
 }
 
@@ -70,9 +72,12 @@ def hubdelta(home: Path, url: str, *args: str, timeout: float = 600) -> subproce
                             stdout=subprocess.DEVNULL, stderr=(home / "stderr.log").open("a"))  # fmt: skip
 
 
-def finish(home: Path, url: str, steps: tuple[tuple[str, ...], ...]) -> None:
+def finish(home: Path, url: str, steps: tuple[tuple[str, ...], ...]) -> float:
+    """Run ``steps`` one after the other; the seconds they took."""
+    started = time.monotonic()
     for step in steps:
         hubdelta(home, url, *step).wait(timeout=600)
+    return time.monotonic() - started
 
 
 def read(home: Path, url: str) -> State:
@@ -85,22 +90,28 @@ def read(home: Path, url: str) -> State:
     return State(statuses, vectors)
 
 
-def prepare(work: Path, url: str) -> dict[str, Path]:
-    """Homes at the start of each phase: tracked, crawled, embedded (the last is the reference too)."""
+def prepare(work: Path, url: str) -> tuple[dict[str, Path], dict[str, float]]:
+    """Homes at the start of each phase: tracked, crawled, embedded (the last is the reference too); and how long
+    crawl, embed and retry take uninterrupted from them."""
     homes = {name: work / name for name in ("tracked", "crawled", "embedded")}
     settings = load_settings({"HF_ENDPOINT": url}, home=homes["tracked"])
     homes["tracked"].mkdir(parents=True)
     for base, check in TRACKED:
         track(settings, base, check=check)
     shutil.copytree(homes["tracked"], homes["crawled"])
-    finish(homes["crawled"], url, (("crawl",),))
+    seconds = {"crawl": finish(homes["crawled"], url, (("crawl",),))}
     shutil.copytree(homes["crawled"], homes["embedded"])
-    finish(homes["embedded"], url, (("embed",),))
-    return homes
+    seconds["embed"] = finish(homes["embedded"], url, (("embed",),))
+    shutil.copytree(homes["embedded"], work / "retried")
+    seconds["retry"] = finish(work / "retried", url, (("retry",),))
+    return homes, seconds
 
 
-def trial(phase: str, n: int, homes: dict[str, Path], work: Path, url: str, ref: State, rng: random.Random) -> Trial:
+def trial(phase: str, n: int, homes: dict[str, Path], work: Path, url: str, ref: State, rng: random.Random,
+          seconds: dict[str, float]) -> Trial:  # fmt: skip
     start, command, (lo, hi), steps = PHASES[phase]
+    if phase in seconds:
+        lo, hi = lo * seconds[phase], hi * seconds[phase]
     home = work / f"{phase}-{n}"
     shutil.copytree(homes[start], home)
     if phase == "daemon":
@@ -142,19 +153,25 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(t.lost):>4} {len(t.doubled):>7} {len(t.differ):>6}  {'ok' if t.ok else 'DIFFERS ' + ','.join(t.differ)}"
     )
     with DevhubServer(work / "hub") as hub:
-        homes = prepare(work, hub.url)
+        homes, seconds = prepare(work, hub.url)
         ref = read(homes["embedded"], hub.url)
-        print(f"reference: {len(ref.statuses)} models, {sum(ref.vectors.values())} vectors")
+        print(
+            f"reference: {len(ref.statuses)} models, {sum(ref.vectors.values())} vectors; uninterrupted: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+        )
         print(f"{'phase':<7} {'n':>3} {'kill_s':>7} {'killed':>6} {'opens':>5} {'lost':>4} {'doubled':>7} "
               f"{'differ':>6}  outcome")  # fmt: skip
         for phase in args.phases.split(","):
             for n in range(args.trials):
-                rows.append(trial(phase, n, homes, work, hub.url, ref, rng))
+                rows.append(trial(phase, n, homes, work, hub.url, ref, rng, seconds))
                 print(show(rows[-1]), flush=True)
     if args.out is None:
         shutil.rmtree(work, ignore_errors=True)
     bad = [t for t in rows if not t.ok]
     print(f"{len(rows) - len(bad)}/{len(rows)} trials ok; {sum(t.killed for t in rows)} killed mid-run")
+    for phase in args.phases.split(","):
+        mine = [t for t in rows if t.phase == phase]
+        print(f"  {phase}: {sum(t.ok for t in mine)}/{len(mine)} ok, {sum(t.killed for t in mine)} killed mid-run")
     return 1 if bad else 0
 
 
