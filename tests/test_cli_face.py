@@ -36,6 +36,8 @@ def cli(home: Path, *args: str, env: dict[str, str] | None = None):
         ({"HF_ENDPOINT": ""}, '[hub]\nendpoint = "localhost:8000"\n', "hub.endpoint"),
         ({}, b"[crawl]\nrequests = 10\n# caf\xe9\n", "not UTF-8"),
         ({}, "[crawl\n", "not valid TOML"),
+        ({}, "hub = 5\n", "hub: is int, not a table"),
+        ({}, 'crawl = "fast"\n', "crawl: is str, not a table"),
     ],
 )
 def test_bad_settings_are_one_line_errors_at_once(tmp_path: Path, env: dict[str, str], toml: str | bytes,

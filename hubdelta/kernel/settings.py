@@ -88,8 +88,16 @@ _CHOICES = {
 }
 
 
-def _section(name: str, cls: type[Any], data: Mapping[str, Any]) -> Any:
+def _table(name: str, value: Any) -> Mapping[str, Any]:
+    """A section of hubdelta.toml, which must be a table (``hub = 5`` is not one)."""
+    if not isinstance(value, dict):
+        raise ConfigError(name, f"is {type(value).__name__}, not a table", fix=f"write it as [{name}], its keys below")
+    return value
+
+
+def _section(name: str, cls: type[Any], data: Any) -> Any:
     """Build a settings dataclass from a toml table, refusing unknown keys and wrong types."""
+    data = _table(name, data)
     fields = {f.name: f for f in cls.__dataclass_fields__.values()}
     for key, value in data.items():
         if key not in fields:
@@ -241,14 +249,14 @@ def load_settings(
     if config_file is not None and not config_file.is_file():
         raise ConfigError("--config", f"{config_file} does not exist", fix="give the path of a hubdelta.toml")
     data = _read_toml(config_file) if config_file else {}
-    hub = data.pop("hub", {})
+    hub = _table("hub", data.pop("hub", {}))
     crawl = _section("crawl", CrawlSettings, data.pop("crawl", {}))
     embed = _section("embed", EmbedSettings, data.pop("embed", {}))
     daemon = _section("daemon", DaemonSettings, data.pop("daemon", {}))
     family = _section("family", FamilySettings, data.pop("family", {}))
     ray = _section("ray", RaySettings, data.pop("ray", {}))
     _check_recipe(family.recipe)
-    log = data.pop("log", {})
+    log = _table("log", data.pop("log", {}))
     level = str(log.get("level", env.get("HUBDELTA_LOG_LEVEL", "info"))).lower()
     if level not in {"debug", "info", "warning", "error"}:
         raise ConfigError("log.level", f"unknown level {level!r}", fix="use debug, info, warning or error")
