@@ -32,7 +32,7 @@ INT64_MAX = 2**63 - 1  # the models table's downloads / likes columns
 MAX_TAGS = 1000
 MAX_TAG_CHARS = 256
 MAX_NAME_CHARS = 200  # library, pipeline tag, license, gated
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _SUMMARY_KEYS = ("model_name", "datasets", "language", "license")
 _GATED = ("auto", "manual")
@@ -71,7 +71,7 @@ def read_item(item: Any, relation: Relation, base: str | None, now: datetime) ->
     if not isinstance(item, Mapping):
         return Unreadable(f"a listing item that is a JSON {type(item).__name__}, not an object")
     repo_id = item.get("id")
-    if not isinstance(repo_id, str) or len(repo_id) > 200 or not _REPO_ID.match(repo_id):
+    if not isinstance(repo_id, str) or len(repo_id) > 200 or not _REPO_ID.fullmatch(repo_id):
         return Unreadable(f"a listing item whose id {text(repr(repo_id))[:80]} is not a Hub repo id")
     notes: list[str] = []
     try:

@@ -74,13 +74,11 @@ def select_queued(index: Index, opts: EmbedOptions, counts: RunCounts, *, only: 
     where = by_status(ModelStatus.QUEUED, ModelStatus.EMBEDDING)
     if only is not None:
         where &= by_ids(only)  # an empty list selects nothing
-    todo, dead = plan.capped(plan.claimable(index.models.select(where).values())[: opts.limit], opts.max_attempts)
+    todo = plan.claimable(index.models.select(where).values())[: opts.limit]
     groups, orphans = plan.group_by_base(todo, [*(t.base for t in index.tracked.all()), *extra_bases])
-    gave_up = [plan.failed(r, "none of its base models is tracked", transient=False, max_attempts=0)
-               for r in orphans] + dead  # fmt: skip
-    index.models.put(gave_up)
-    counts.failed += len(gave_up)
-    counts.failures.extend((r.repo_id, r.reason) for r in dead)
+    index.models.put([plan.failed(r, "none of its base models is tracked", transient=False, max_attempts=0)
+                      for r in orphans])  # fmt: skip
+    counts.failed += len(orphans)
     return groups
 
 
@@ -106,12 +104,19 @@ class SpaceLedger:
         return self.row.base_activations
 
     def reuse(self, records: Sequence[ModelRecord]) -> tuple[list[Outcome], list[ModelRecord]]:
-        """Mark models whose vector is already stored at their sha (a killed run's work): (their outcomes, the rest)."""
+        """Settle what needs no compute: (their outcomes, the rest to claim).
+
+        Models whose vector is already stored at their sha (a killed run's work) are embedded; then a row a dead
+        run left ``embedding`` after ``max_attempts`` claims fails (:func:`hubdelta.embedder.plan.capped`), so a
+        model that kills its worker cannot crash-loop it — and one whose vector was stored before the kill is
+        never failed by the cap.
+        """
         stored = self.index.vectors.get(self.space.id, [r.repo_id for r in records])
         done = [plan.embedded(r) for r in records if r.repo_id in stored and stored[r.repo_id].sha == r.model.sha]
-        self.index.models.put(done)
         ids = {r.repo_id for r in done}
-        return [Outcome(r, "reused") for r in done], [r for r in records if r.repo_id not in ids]
+        rest, dead = plan.capped([r for r in records if r.repo_id not in ids], self.max_attempts)
+        self.index.models.put(done + dead)
+        return [Outcome(r, "reused") for r in done] + [Outcome.of(r) for r in dead], rest
 
     def claim(self, records: Sequence[ModelRecord]) -> list[ModelRecord]:
         """Mark ``records`` as being embedded, counting the attempt."""

@@ -29,6 +29,9 @@ class Failure:
         return cls(one_line(e), transient=isinstance(e, ModelRefused | ModelUnavailable) and e.retryable)
 
 
+FINAL_BASE_RULES = frozenset({"size", "path"})  # refusals of a base's download that no retry will lift
+
+
 def base_failure(base: str, e: BaseException) -> Failure | None:
     """What a base's own failure leaves on its queued models: a final failure when the Hub's answer about the
     base is final (not found, gated, a bound it breaks), else None: they stay queued and the next run tries again
@@ -37,8 +40,8 @@ def base_failure(base: str, e: BaseException) -> Failure | None:
     A final answer is not retried model by model (each run would ask again for a base that is not there); once
     the base is fixed, ``hubdelta retry --reason <base>`` re-queues its models.
     """
-    if isinstance(e, ModelRefused):
-        return None if e.retryable else Failure(f"base {base}: {one_line(e)}")
+    if isinstance(e, ModelRefused):  # a bound the base's declared files break; its own broken files may be mended
+        return Failure(f"base {base}: {one_line(e)}") if e.rule in FINAL_BASE_RULES and not e.retryable else None
     found = classify_hub_error(e)
     if found is None or found.retryable:
         return None
@@ -68,8 +71,8 @@ def capped(records: Sequence[ModelRecord], max_attempts: int) -> tuple[list[Mode
     model that kills its worker cannot crash-loop it. The cap holds however the run died: only a claim counts.
     """
     dead = [r for r in records if r.status == ModelStatus.EMBEDDING and r.attempts >= max_attempts]
-    why = ("the embed run ended {} times while embedding it (killed, out of memory or crashed); "
-           "not retried (hubdelta retry re-queues it)")  # fmt: skip
+    why = ("claimed {} times, and the run that held it ended each time before it was settled (killed, out of "
+           "memory or crashed); not retried (hubdelta retry re-queues it)")  # fmt: skip
     gave_up = [replace(r, status=ModelStatus.FAILED, reason=why.format(r.attempts)) for r in dead]
     ids = {r.repo_id for r in dead}
     return [r for r in records if r.repo_id not in ids], gave_up

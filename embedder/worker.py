@@ -66,8 +66,10 @@ def embed_queued(
 
 def _settle_queued(index: Index, records: Sequence[ModelRecord], failure: Failure, *,
                    max_attempts: int) -> list[Outcome]:  # fmt: skip
-    """Write a base's final failure on those of ``records`` still queued (none was claimed before it failed)."""
-    still = index.models.select(by_ids([r.repo_id for r in records]) & by_status(ModelStatus.QUEUED)).values()
+    """Write a base's final failure on those of ``records`` still waiting: queued, or left ``embedding`` by a dead
+    run (a base fails before anything of this run is claimed)."""
+    waiting = by_status(ModelStatus.QUEUED, ModelStatus.EMBEDDING)
+    still = index.models.select(by_ids([r.repo_id for r in records]) & waiting).values()
     settled = [plan.settle(r, failure, max_attempts=max_attempts) for r in still]
     index.models.put(settled)
     return [Outcome.of(r) for r in settled]

@@ -94,8 +94,13 @@ class FileLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(self.info()).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(self.info()).encode(), 0)
+        except BaseException:  # a lock nobody can name would block every later holder of this file
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self._fd = fd
         return None
 
@@ -110,8 +115,14 @@ class FileLock:
         os.close(fd)
 
     def acquire(self) -> Self:
-        """Take the lock (subclasses raise their own error when another holds it)."""
-        self.try_acquire()
+        """Take the lock; subclasses raise their own error (with the fix) when another process holds it.
+
+        Raises:
+            BlockingIOError: another process holds it.
+        """
+        holder = self.try_acquire()
+        if holder is not None:
+            raise BlockingIOError(f"{self.path} is held by pid {holder.pid}")
         return self
 
     def __enter__(self) -> Self:

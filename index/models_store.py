@@ -11,7 +11,7 @@ from dataclasses import replace
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hubdelta.index.records import ModelRecord, ModelStatus, TrackedBase
+from hubdelta.index.records import EMBEDDABLE, ModelRecord, ModelStatus, TrackedBase
 from hubdelta.index.schema import (
     MODELS,
     TRACKED,
@@ -28,8 +28,15 @@ NO_TRACKED_BASE = "none of its base models is tracked"
 
 
 def requeued(record: ModelRecord) -> ModelRecord:
-    """``record`` back in the queue as if new: status queued, no reason, attempts reset (pure)."""
-    return replace(record, status=ModelStatus.QUEUED, reason="", attempts=0)
+    """``record`` back in the queue as if new: status queued, no reason, attempts reset (pure).
+
+    What would never be queued when new stays out: a relation the embedder does not take (a gated quantized child
+    is skipped, not discovered) goes back to ``discovered``; a repo with no revision keeps its status.
+    """
+    if record.model.sha is None:
+        return record
+    status = ModelStatus.QUEUED if record.model.relation in EMBEDDABLE else ModelStatus.DISCOVERED
+    return replace(record, status=status, reason="", attempts=0)
 
 
 def reason_matches(record: ModelRecord, text: str | None) -> bool:
@@ -117,7 +124,9 @@ class ModelsStore:
         Raises:
             StoreError: the index is read-only (and ``dry_run`` is false).
         """
-        picked = sorted((r for r in self.select(where).values() if reason_matches(r, reason)), key=lambda r: r.repo_id)
+        rows = self.select(where).values()  # a repo with no revision cannot be fetched: it is never requeued
+        picked = sorted((r for r in rows if reason_matches(r, reason) and r.model.sha is not None),
+                        key=lambda r: r.repo_id)  # fmt: skip
         if not dry_run:
             self.put([requeued(r) for r in picked])
         return picked

@@ -30,7 +30,9 @@ if ((fast)); then
 fi
 build_pool=(.venv/bin/hubdelta --log-console devhub build-pool --out "$HUBDELTA_TEST_CACHE/pool-out"
     --cache "$HUBDELTA_TEST_CACHE/pool")
-if ((${#pytest_args[@]})); then # chosen tests: the pool first (outside pytest's per-test timeout), then them
+if ((${#pytest_args[@]})); then # chosen tests: the checks, the pool (outside pytest's per-test timeout), then them
+    .venv/bin/mypy
+    .venv/bin/lint-imports --no-cache
     "${build_pool[@]}"
     exec "${pytest[@]}" "${pytest_args[@]}"
 fi
@@ -40,9 +42,9 @@ fi
 # schedules they start; tests that must not run side by side share a file: tests/conftest.py). Every step runs;
 # any failure fails the run.
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 "${build_pool[@]}" >"$log" 2>&1 &
 build=$!
+trap 'kill "$build" 2>/dev/null; rm -f "$log"' EXIT # Ctrl-C or a failure never leaves the training running
 failed=()
 .venv/bin/mypy || failed+=(mypy)
 .venv/bin/lint-imports --no-cache || failed+=(lint-imports) # the layers (docs/architecture.md)

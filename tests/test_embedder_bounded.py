@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx2
@@ -21,7 +21,7 @@ from hubdelta.embedder.hub_retry import Backoff, retried, worth_retrying
 from hubdelta.embedder.local import base_info_from_folder
 from hubdelta.embedder.plan import base_failure
 from hubdelta.embedder.safety import Limits, RepoKind, Rule
-from hubdelta.index.door import open_reader
+from hubdelta.index.door import open_reader, open_writer
 from hubdelta.index.records import ModelStatus
 from hubdelta.kernel.errors import HubdeltaError, ModelRefused
 from hubdelta_dev.devhub import badrepos
@@ -211,6 +211,9 @@ def test_a_final_answer_about_a_base_fails_its_models_until_retried(
     for base in (HUGE_BASE, NO_SUCH_BASE):
         track(settings, base, check=False)
     run_crawl(settings)
+    with open_writer(settings, "test") as index:  # a run killed mid-chunk left it embedding
+        row = index.models.get([ORPHAN])[ORPHAN]
+        index.models.put([replace(row, status=ModelStatus.EMBEDDING, attempts=1)])
     summary = run_embed(settings)
     assert summary.exit_code == 1 and summary.bases_failed == 2, summary
     with open_reader(settings) as index:
@@ -231,6 +234,7 @@ def test_a_final_answer_about_a_base_fails_its_models_until_retried(
     [
         (ModelRefused("b/x", "too big", rule=Rule.SIZE, file="model.safetensors", retryable=False), "base b/x: "),
         (ModelRefused("b/x", "disk full soon", rule=Rule.DISK, retryable=True), None),
+        (ModelRefused("b/x", "config.json: not JSON", rule=Rule.CONFIG, file="config.json"), None),  # may be mended
         (RuntimeError("the weights would not load"), None),
         (httpx2.ConnectError("refused"), None),
     ],

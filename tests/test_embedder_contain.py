@@ -245,9 +245,19 @@ def test_rows_left_embedding_by_dead_runs_fail_at_the_attempt_cap(devhub_root) -
         index.models.put([replace_attempts(r, 3 if k == "good/lora-a" else 1) for k, r in dead.items()])
     summary = run_embed(settings, batch=16)
     got = statuses(settings)
-    assert got["good/lora-a"][0] == "failed" and "ended 3 times while embedding it" in got["good/lora-a"][1]
+    assert got["good/lora-a"][0] == "failed" and "claimed 3 times, and the run that held it" in got["good/lora-a"][1]
     assert got["good/lora-b"] == ("embedded", "") and got["good/full"] == ("embedded", "")
     assert (summary.embedded, summary.failed) == (2, 1)
+
+
+def test_a_row_at_the_cap_whose_vector_was_stored_before_the_kill_is_reused(devhub_root) -> None:
+    settings = devhub_root(GOOD)
+    run_embed(settings, batch=16)
+    with open_writer(settings, "test") as index:  # the third claim was killed after its vector, before its status
+        row = index.models.get(["good/lora-a"])["good/lora-a"]
+        index.models.put([replace_attempts(row, 3)])
+    summary = run_embed(settings, batch=16)
+    assert statuses(settings)["good/lora-a"] == ("embedded", "") and (summary.reused, summary.failed) == (1, 0)
 
 
 def replace_attempts(record: Any, attempts: int) -> Any:

@@ -13,7 +13,7 @@ from hubdelta.cli import app
 from hubdelta.crawler.api import track
 from hubdelta.embedder.api import run_embed
 from hubdelta.index.door import open_reader, open_writer
-from hubdelta.index.records import ModelRecord, ModelStatus
+from hubdelta.index.records import ModelRecord, ModelStatus, Relation
 from hubdelta.kernel.settings import Settings
 from tests.helpers import one_line_error, record, settings_for
 
@@ -125,3 +125,16 @@ def test_the_python_api_retries_as_the_command_does(home: Path) -> None:
     done = hubdelta.retry("user2/model-2", reason="NETWORK", home=home)
     assert [r["repo_id"] for r in done.requeued] == ["user2/model-2"] and not done.missed
     assert _rows(settings_for(home, NOWHERE))["user2/model-2"] == ("queued", "", 0)
+
+
+def test_retry_queues_only_what_a_new_repo_would_queue(tmp_path: Path) -> None:
+    """A gated quantized child (skipped, not discovered) goes back to discovered; a repo with no revision (skipped
+    by the crawler) stays as it is: neither can be embedded."""
+    settings = settings_for(tmp_path / "home", NOWHERE)
+    quantized = replace(record(10, status=ModelStatus.SKIPPED, relation=Relation.QUANTIZED), reason="gated repo")
+    no_sha = replace(record(11, status=ModelStatus.SKIPPED, sha=None), reason="listing metadata: no sha")
+    _put(settings, [quantized, no_sha])
+    code, out = _retry(tmp_path / "home", "--skipped", "--json")
+    assert code == 0 and [r["repo_id"] for r in json.loads(out)["requeued"]] == [quantized.repo_id]
+    rows = _rows(settings)
+    assert rows[quantized.repo_id] == ("discovered", "", 0) and rows[no_sha.repo_id][0] == "skipped"

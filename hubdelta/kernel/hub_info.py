@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from hubdelta.kernel.errors import HubdeltaError
+
 if TYPE_CHECKING:
     from huggingface_hub import HfApi, ModelInfo
 
@@ -26,7 +28,7 @@ def model_info(
 
     Raises:
         huggingface_hub's errors, as ``HfApi.model_info`` (not found, gated, HTTP and network failures);
-        ValueError: the answer is not a JSON object.
+        HubdeltaError: the answer is not a JSON object (not a Hub, or a broken one).
     """
     from huggingface_hub import ModelInfo
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
@@ -37,9 +39,12 @@ def model_info(
     params = {"blobs": True} if files_metadata else {}
     r = get_session().get(path, headers=build_hf_headers(token=api.token), timeout=timeout, params=params)
     hf_raise_for_status(r)
-    data: Any = r.json()
+    try:
+        data: Any = r.json()
+    except ValueError:
+        data = None
     if not isinstance(data, dict):
-        raise ValueError(f"{repo_id}: the model info at {path} is not a JSON object")
+        raise HubdeltaError(f"{path} answered with no JSON object for {repo_id}", fix="check HF_ENDPOINT")
     try:
         return ModelInfo(**data)
     except Exception:  # the client cannot read the card or a field of it: the files are still what they are
