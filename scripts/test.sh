@@ -44,7 +44,7 @@ fi
 log=$(mktemp)
 "${build_pool[@]}" >"$log" 2>&1 &
 build=$!
-trap 'kill "$build" 2>/dev/null; rm -f "$log"' EXIT # Ctrl-C or a failure never leaves the training running
+trap 'kill "$build" 2>/dev/null || true; rm -f "$log"' EXIT # Ctrl-C or a failure never leaves the training running
 failed=()
 .venv/bin/mypy || failed+=(mypy)
 .venv/bin/lint-imports --no-cache || failed+=(lint-imports) # the layers (docs/architecture.md)
