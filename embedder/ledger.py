@@ -21,7 +21,7 @@ from hubdelta.embedder.options import EmbedOptions
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.run import ChunkOutput, Outcome, RunCounts
 from hubdelta.embedder.space import Space
-from hubdelta.embedder.vetting import check_vector
+from hubdelta.embedder.vetting import base_scale, check_vector
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.index.selectors import by_ids, by_status
@@ -133,9 +133,10 @@ class SpaceLedger:
         now = datetime.now(UTC)
         base = self.row.base_activations
         failures, unchanged, vectors = dict(out.failures), {}, []
+        scale = base_scale(base)
         for k, (sha, a) in out.arrays.items():  # every vector is checked before the write: one NaN spoils it
             v = vector(a, base)
-            verdict = check_vector(v, base)
+            verdict = check_vector(v, scale)
             if verdict.kind == "ok":
                 vectors.append(Embedding(k, sha, v, now))
             elif verdict.kind == "unchanged":

@@ -44,11 +44,12 @@ def base_scale(base_activations: np.ndarray) -> float:
     return float(np.linalg.norm(base_activations.astype(np.float64), axis=-1).mean())
 
 
-def check_vector(vector: np.ndarray, base_activations: np.ndarray) -> Verdict:
-    """The verdict on one delta vector ``(C,)`` of a space whose stored base activations are ``(P, C)``."""
+def check_vector(vector: np.ndarray, scale: float) -> Verdict:
+    """The verdict on one delta vector ``(C,)`` of a space whose base activations have :func:`base_scale` ``scale``
+    (computed once per space, not once per vector)."""
     if not np.isfinite(vector).all():
         return Verdict("bad", "delta is not finite (its activations overflowed float32)")
-    norm, scale = float(np.linalg.norm(vector.astype(np.float64))), base_scale(base_activations)
+    norm = float(np.linalg.norm(vector.astype(np.float64)))
     if norm == 0.0:
         return Verdict("unchanged", "no change from base: the delta's norm is 0")
     if scale > 0 and norm < UNCHANGED_REL_NORM * scale:
@@ -98,6 +99,6 @@ def refusal_of(activations: np.ndarray, base_activations: np.ndarray, folder: Pa
 
     problem = activations_problem(activations, folder)
     if problem is None:
-        verdict = check_vector(vector(activations, base_activations), base_activations)
+        verdict = check_vector(vector(activations, base_activations), base_scale(base_activations))
         problem = verdict.reason if verdict.kind != "ok" else None
     return problem
