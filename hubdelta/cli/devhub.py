@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hubdelta.cli._options import HostOpt, PortOpt, RootOpt, SeedOpt
+
+if TYPE_CHECKING:  # the dev tools are imported lazily, only when a devhub command runs
+    from hubdelta_dev.devhub.faults import FaultConfig
 
 devhub_app = typer.Typer(
     help="A local Hub-compatible server (devhub) and the data it serves.\n\n"
@@ -61,7 +64,20 @@ RateOpt = Annotated[
 ]
 WindowOpt = Annotated[float, typer.Option("--rate-window", help="Fixed rate-limit window in seconds.")]
 ErrorRateOpt = Annotated[float, typer.Option("--error-rate", help="Fraction of requests answered 500/502/503.")]
-LatencyOpt = Annotated[int, typer.Option("--latency-ms", help="Latency added to every request.")]
+LatencyOpt = Annotated[
+    float,
+    typer.Option("--latency-ms", help="Shaping: ms added to every request, a WAN round trip (Hub-like: 100)."),
+]
+BandwidthOpt = Annotated[
+    str,
+    typer.Option(
+        "--bandwidth",
+        help="Shaping: body bytes/s per connection: 50000000, 50MB, 500KB, 1GB; 0 is unlimited (Hub-like: 50MB).",
+    ),
+]
+FaultLatencyOpt = Annotated[
+    int, typer.Option("--fault-latency-ms", help="Latency added to requests matching --fault-path (a fault).")
+]
 HangRateOpt = Annotated[float, typer.Option("--hang-rate", help="Fraction left unanswered for --hang-s.")]
 HangOpt = Annotated[float, typer.Option("--hang-s", help="How long a hung request waits before closing.")]
 TruncateOpt = Annotated[
@@ -79,6 +95,14 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _shaped(faults: FaultConfig) -> str:
+    """The shaping in effect, for the startup line (a slowed server should never be mistaken for a slow one)."""
+    parts = [f"+{faults.shape_latency_ms:g} ms per request"] if faults.shape_latency_ms else []
+    if faults.shape_bandwidth:
+        parts.append(f"{faults.shape_bandwidth:,} B/s per connection")
+    return f" (shaped: {', '.join(parts)})" if parts else ""
+
+
 @devhub_app.command("serve")
 def serve_cmd(
     root: RootOpt,
@@ -88,7 +112,9 @@ def serve_cmd(
     rate_limit: RateOpt = None,
     rate_window: WindowOpt = 300.0,
     error_rate: ErrorRateOpt = 0.0,
-    latency_ms: LatencyOpt = 0,
+    latency_ms: LatencyOpt = 0.0,
+    bandwidth: BandwidthOpt = "0",
+    fault_latency_ms: FaultLatencyOpt = 0,
     hang_rate: HangRateOpt = 0.0,
     hang_s: HangOpt = 30.0,
     truncate_rate: TruncateOpt = 0.0,
@@ -103,12 +129,15 @@ def serve_cmd(
     """
     from hubdelta_dev.devhub.faults import FaultConfig
     from hubdelta_dev.devhub.server import DevhubServer
+    from hubdelta_dev.devhub.shaping import parse_bandwidth
 
     faults = FaultConfig(
         rate_limit=rate_limit,
         rate_window_s=rate_window,
         error_rate=error_rate,
-        latency_ms=latency_ms,
+        latency_ms=fault_latency_ms,
+        shape_latency_ms=latency_ms,
+        shape_bandwidth=parse_bandwidth(bandwidth, flag="--bandwidth"),
         hang_rate=hang_rate,
         hang_s=hang_s,
         truncate_rate=truncate_rate,
@@ -124,7 +153,7 @@ def serve_cmd(
         request_log=request_log,
         page_size=page_size,
     )
-    typer.echo(f"devhub serving {len(server.snapshot.repos)} repos from {root} at {server.url}")
+    typer.echo(f"devhub serving {len(server.snapshot.repos)} repos from {root} at {server.url}{_shaped(faults)}")
     typer.echo(f"export HF_ENDPOINT={server.url}")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
     try:

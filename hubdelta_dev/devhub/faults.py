@@ -19,20 +19,24 @@ from hubdelta_dev.errors import DevhubError
 
 ERROR_STATUSES = (500, 502, 503)
 FAULT_FIX = "rates are fractions in [0, 1] whose sum is <= 1; quota >= 1; window, latency and hang >= 0"
+SHAPE_FIX = "shape_latency_ms (--latency-ms) is ms, shape_bandwidth (--bandwidth) bytes/s; 0 turns either off"
 
 
 @dataclass(frozen=True)
 class FaultConfig:
     """What to inject. The defaults inject nothing.
 
-    Rate limits apply to every non-control request; the random faults only to paths matching ``path_regex``.
+    Rate limits and shaping (``shape_*``, see :mod:`hubdelta_dev.devhub.shaping`) apply to every non-control
+    request; the random faults and ``latency_ms`` only to paths matching ``path_regex``.
     """
 
     rate_limit: int | None = None  # requests per window per bucket ("api", "resolvers") and client
     rate_window_s: float = 300.0  # the Hub's window is 5 minutes
     resolver_rate_limit: int | None = None  # quota of the "resolvers" bucket (default: rate_limit)
     error_rate: float = 0.0  # fraction answered 500/502/503
-    latency_ms: int = 0  # added to every faultable request
+    latency_ms: int = 0  # a fault: added to requests in path_regex scope, logged as fault "latency"
+    shape_latency_ms: float = 0.0  # shaping: added to every non-control request (a WAN round trip), not logged
+    shape_bandwidth: int = 0  # shaping: bytes/s per response body (so per connection); 0 is unlimited
     hang_rate: float = 0.0  # fraction that get no answer for hang_s seconds, then a closed connection
     hang_s: float = 30.0
     truncate_rate: float = 0.0  # fraction whose body is cut in half after a full Content-Length
@@ -71,6 +75,11 @@ def validate(config: FaultConfig) -> FaultConfig:
             raise DevhubError(f"{name} must be >= 1, got {quota}", fix=FAULT_FIX)
     if config.rate_window_s <= 0 or config.latency_ms < 0 or config.hang_s < 0:
         raise DevhubError("rate_window_s must be > 0; latency_ms and hang_s >= 0", fix=FAULT_FIX)
+    for name in ("shape_latency_ms", "shape_bandwidth"):
+        value = getattr(config, name)
+        # JSON and keyword changes are not type-checked by dataclasses.replace; a bool would pass as 0 or 1.
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+            raise DevhubError(f"{name} must be a finite number >= 0, got {value!r}", fix=SHAPE_FIX)
     if config.path_regex is not None:
         try:
             re.compile(config.path_regex)

@@ -1,8 +1,9 @@
 """devhub's HTTP server: stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive.
 
 Each request: control endpoints (``/_devhub/*``) go straight to :mod:`hubdelta_dev.devhub.control`; every
-other request is counted and maybe faulted by the :class:`FaultInjector`, answered by
-:mod:`hubdelta_dev.devhub.routes` from the current catalog snapshot, and recorded in the :class:`RequestLog`.
+other request is delayed and its body paced by :mod:`hubdelta_dev.devhub.shaping`, counted and maybe faulted by
+the :class:`FaultInjector`, answered by :mod:`hubdelta_dev.devhub.routes` from the current catalog snapshot, and
+recorded in the :class:`RequestLog`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from hubdelta_dev.devhub import control, routes
+from hubdelta_dev.devhub import control, routes, shaping
 from hubdelta_dev.devhub.catalog import Catalog, Snapshot
 from hubdelta_dev.devhub.faults import Decision, FaultConfig, FaultInjector, updated
 from hubdelta_dev.devhub.reqlog import RequestLog, RequestRecord, summarize
@@ -55,6 +56,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a hanging fault must never block shutdown
+    # The stdlib default backlog (5) drops connections in a burst of parallel downloads; the client then waits
+    # out a SYN retransmit (~1 s), which would swamp the shaped latency being measured.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], app: DevhubServer) -> None:
         self.app = app
@@ -219,6 +223,8 @@ class DevhubServer:
             resp = control.handle(self, method, split.path, parse_qs(split.query, keep_blank_values=True), body)
             self._send(h, method, resp, truncate=False)
             return
+        shape = self.injector.config  # one config for the whole request, even if it is changed meanwhile
+        shaping.delay(shape.shape_latency_ms)
         route = routes.parse_route(split.path)
         token = _bearer(h.headers.get("Authorization"))
         decision = self.injector.decide(split.path, route.bucket, token or h.client_address[0], time.monotonic())
@@ -242,7 +248,7 @@ class DevhubServer:
         planned = 0 if method == "HEAD" else resp.length // 2 if truncate else resp.length
         # Recorded before sending: once the client holds the response, the log already shows it.
         record(resp.status, planned, fault)
-        self._send(h, method, resp, truncate)
+        self._send(h, method, resp, truncate, rate=shape.shape_bandwidth)
 
     def _answer(
         self, h: _Handler, method: str, query: str, route: routes.Route, token: str | None, decision: Decision
@@ -272,8 +278,9 @@ class DevhubServer:
         resp.headers.update(decision.headers)
         return resp
 
-    def _send(self, h: _Handler, method: str, resp: routes.Response, truncate: bool) -> int:
-        """Write the response; with ``truncate``, only half the body, then close. Returns body bytes sent."""
+    def _send(self, h: _Handler, method: str, resp: routes.Response, truncate: bool, *, rate: float = 0) -> int:
+        """Write the response; with ``truncate``, only half the body, then close; a ``rate`` > 0 paces the body
+        to that many bytes/s. Returns body bytes sent."""
         # A client that hangs up mid-body is not an error here; the log keeps the planned byte count.
         sent = 0
         try:
@@ -286,7 +293,7 @@ class DevhubServer:
                 return 0
             limit = resp.length // 2 if truncate else resp.length
             chunks = [resp.body] if isinstance(resp.body, bytes) else resp.body.chunks()
-            for chunk in chunks:
+            for chunk in shaping.paced(chunks, rate):
                 part = chunk[: limit - sent]
                 h.wfile.write(part)
                 sent += len(part)
