@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hubdelta.embedder.fetch import cache_bytes, mark_base, repo_cache_folder
+from hubdelta.embedder.disk import cache_bytes
+from hubdelta.embedder.fetch import mark_base, repo_cache_folder
 from hubdelta.embedder.hub_retry import retried
 from hubdelta.embedder.local import LOCAL_SHA, local_base_id
 from hubdelta.embedder.safety import check_disk, human_bytes, path_problem

@@ -46,14 +46,15 @@ class EmbedSummary:
     unchanged: int = 0  # no change from base: no vector, hidden from queries (status unchanged)
     bases_failed: int = 0  # bases that could not be fetched, loaded or run, or a bad [embed] option
     exit_code: int = 0  # the command's exit status: see run_exit_code
+    timings: dict[str, float] = field(default_factory=dict)  # where the seconds went (embedder.pipeline.Timings)
 
     @classmethod
     def of(cls, counts: RunCounts, *, spaces: Sequence[str], seconds: float, workers: int = 0,
-           worker_deaths: int = 0) -> EmbedSummary:  # fmt: skip
+           worker_deaths: int = 0, timings: dict[str, float] | None = None) -> EmbedSummary:  # fmt: skip
         """The summary of a run that counted ``counts``."""
         return cls(counts.embedded, counts.reused, counts.failed, counts.skipped, counts.requeued, list(spaces),
                    list(counts.failures), seconds, counts.stopped, workers, worker_deaths, counts.unchanged,
-                   counts.bases_failed, run_exit_code(counts))  # fmt: skip
+                   counts.bases_failed, run_exit_code(counts), dict(timings or {}))  # fmt: skip
 
 
 def run_exit_code(counts: RunCounts) -> int:

@@ -20,6 +20,10 @@ class EmbedOptions:
     position: str = "last"
     limit: int | None = None
     max_attempts: int = 3
+    download_workers: int = 8  # see [embed] in hubdelta.kernel.settings
+    prefetch: int = 4
+    commit_every: int = 64
+    commit_interval_s: float = 30.0
 
 
 def resolve_device(device: str) -> str:
@@ -64,4 +68,8 @@ def options(settings: Settings, *, limit: int | None, device: str | None, batch:
         position=e.position,
         limit=limit,
         max_attempts=e.max_attempts,
+        download_workers=e.download_workers,
+        prefetch=e.prefetch,
+        commit_every=e.commit_every,
+        commit_interval_s=e.commit_interval_s,
     )

@@ -31,6 +31,7 @@ import numpy as np
 import structlog
 
 from hubdelta.embedder import plan
+from hubdelta.embedder.disk import disk_ledger
 from hubdelta.embedder.fetch import FetchedModel, fetch, release
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.safety import Limits
@@ -100,6 +101,16 @@ class ChunkOutput:
     failures: dict[str, Failure] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)  # repo -> a line its embedded record keeps as its reason
 
+    @classmethod
+    def merged(cls, outputs: Iterable[ChunkOutput]) -> ChunkOutput:
+        """Several chunks' outputs as one (their models are distinct), to be committed together."""
+        out = cls()
+        for o in outputs:
+            out.arrays.update(o.arrays)
+            out.failures.update(o.failures)
+            out.notes.update(o.notes)
+        return out
+
 
 class Runner(Protocol):
     """Runs downloaded models on a resident base: adapters several per forward, full models one at a time."""
@@ -118,7 +129,9 @@ class Ledger(Protocol):
 
 
 def fetcher(settings: Settings, limits: Limits, base: BaseInfo) -> Fetch:
-    """Fetch a model repo at a revision, safely, against ``base`` (see :func:`~hubdelta.embedder.fetch.fetch`)."""
+    """Fetch a model repo at a revision, safely, against ``base`` (see :func:`~hubdelta.embedder.fetch.fetch`).
+    The cache's disk use is walked afresh at the first download (another process may have changed it)."""
+    disk_ledger(settings.cache_dir / "hub").rescan()
     return functools.partial(fetch, endpoint=settings.hf_endpoint, token=settings.hf_token,
                              cache_dir=settings.cache_dir / "hub", limits=limits, base=base)  # fmt: skip
 
@@ -129,19 +142,27 @@ def revisions(records: Iterable[ModelRecord]) -> list[tuple[str, str]]:
 
 
 def compute_chunk(runner: Runner, items: Sequence[tuple[str, str]], fetch_one: Fetch) -> ChunkOutput:
-    """Fetch ``items`` (repo id, revision) and run them on ``runner``'s base. Touches no index: a Ray worker runs it.
+    """Fetch ``items`` (repo id, revision) one after another and run them on ``runner``'s base (a Ray worker's
+    chunk: it touches no index). ``hubdelta embed`` fetches ahead instead (:mod:`~hubdelta.embedder.pipeline`)."""
+    fetched: dict[str, FetchedModel] = {}
+    failures: dict[str, Failure] = {}
+    for repo_id, sha in items:
+        try:
+            fetched[repo_id] = fetch_one(repo_id, sha)
+        except Exception as e:
+            failures[repo_id] = Failure.of(e)
+    return run_fetched(runner, fetched, failures)
+
+
+def run_fetched(runner: Runner, fetched: Mapping[str, FetchedModel],
+                failures: Mapping[str, Failure] | None = None) -> ChunkOutput:  # fmt: skip
+    """Run downloaded models on ``runner``'s base; ``failures`` are the chunk's models that could not be fetched.
 
     A bad model never stops the chunk: its exception becomes its :class:`Failure`. One bad adapter spoils a
     batched forward, so after a failed batch the adapters run one at a time to find it. Full models run one at a
     time, and their downloaded weights are deleted after.
     """
-    out = ChunkOutput()
-    fetched: dict[str, FetchedModel] = {}
-    for repo_id, sha in items:
-        try:
-            fetched[repo_id] = fetch_one(repo_id, sha)
-        except Exception as e:
-            out.failures[repo_id] = Failure.of(e)
+    out = ChunkOutput(failures=dict(failures or {}))
     adapters = {k: f.path for k, f in fetched.items() if f.kind == RepoKind.ADAPTER}
     arrays: dict[str, np.ndarray] = {}
     try:

@@ -15,12 +15,13 @@ from functools import partial
 from hubdelta.embedder import plan
 from hubdelta.embedder.activations import ResidentBase, space_for
 from hubdelta.embedder.bases import download_base
-from hubdelta.embedder.delta_path import embed_chunk
+from hubdelta.embedder.delta_path import Activations
 from hubdelta.embedder.ledger import EmbedSummary, SpaceLedger, select_queued
 from hubdelta.embedder.local import base_info_from_folder
 from hubdelta.embedder.options import EmbedOptions
+from hubdelta.embedder.pipeline import Flow, Pipeline, Timings
 from hubdelta.embedder.plan import Failure
-from hubdelta.embedder.run import ChunkOutput, Outcome, Progress, Run, revisions
+from hubdelta.embedder.run import Outcome, Progress, Run, fetcher
 from hubdelta.embedder.safety import Limits
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.index.selectors import by_ids, by_status
@@ -52,7 +53,7 @@ def embed_queued(
             queued.
     """
     started = time.perf_counter()
-    run = Run(progress=progress, should_stop=should_stop)
+    run, timings = Run(progress=progress, should_stop=should_stop), Timings()
     groups = select_queued(index, opts, run.counts, only=only, extra_bases=extra_bases)
     spaces: list[str] = []
     for base, records in groups.items():
@@ -60,8 +61,9 @@ def embed_queued(
             break
         settle = partial(_settle_queued, index, records, max_attempts=opts.max_attempts)
         with run.guard(base, settle):  # the base itself: unreachable, refused or unloadable; other bases go on
-            _embed_base(run, index, settings, opts, base, records, spaces)
-    return EmbedSummary.of(run.counts, spaces=spaces, seconds=round(time.perf_counter() - started, 2))
+            _embed_base(run, index, settings, opts, base, records, spaces, timings)
+    return EmbedSummary.of(run.counts, spaces=spaces, seconds=round(time.perf_counter() - started, 2),
+                           timings=timings.to_dict())  # fmt: skip
 
 
 def _settle_queued(index: Index, records: Sequence[ModelRecord], failure: Failure, *,
@@ -76,23 +78,26 @@ def _settle_queued(index: Index, records: Sequence[ModelRecord], failure: Failur
 
 
 def _embed_base(run: Run, index: Index, settings: Settings, opts: EmbedOptions, base: str,
-                records: Sequence[ModelRecord], spaces: list[str]) -> None:  # fmt: skip
-    """One base's share of the run: its space, the models already embedded there, then the rest in chunks."""
-    base_dir, sha = download_base(settings, base)
-    info = base_info_from_folder(base_dir, base)
+                records: Sequence[ModelRecord], spaces: list[str], timings: Timings) -> None:  # fmt: skip
+    """One base's share of the run: its space, the models already embedded there, then the rest, pipelined: their
+    downloads start before the base is loaded (:mod:`~hubdelta.embedder.pipeline`)."""
+    with timings.timed("base_s"):
+        base_dir, sha = download_base(settings, base)
+        info = base_info_from_folder(base_dir, base)
     try:
         space = space_for(base_dir, base, sha, layer=opts.layer, position=opts.position, dtype=opts.dtype)
     except ValueError as e:  # an [embed] option that does not fit this base: the run's error, no model's
         raise ConfigError("[embed] layer/position/dtype", str(e), fix="fix it in hubdelta.toml") from e
-    limits = Limits.from_embed_settings(settings.embed)
-    with ResidentBase(base_dir, space, device=opts.device) as rb:
-        ledger = SpaceLedger(index, space, max_attempts=opts.max_attempts)
-        ledger.base(lambda: rb.base_activations().numpy())
-        spaces.append(space.id)
-        reused, todo = ledger.reuse(records)
-        run.record(reused)
-
-        def compute(claimed: Sequence[ModelRecord]) -> ChunkOutput:
-            return embed_chunk(rb, revisions(claimed), settings=settings, limits=limits, info=info)
-
-        run.chunks(ledger, todo, opts.batch, compute)
+    ledger = SpaceLedger(index, space, max_attempts=opts.max_attempts)
+    reused, todo = ledger.reuse(records)
+    run.record(reused)
+    flow = Flow(opts.batch, opts.download_workers, opts.prefetch, opts.commit_every, opts.commit_interval_s)
+    with Pipeline(run, ledger, flow, timings) as pipeline:
+        pipeline.start(todo, fetcher(settings, Limits.from_embed_settings(settings.embed), info))
+        with timings.timed("base_s"):
+            rb = ResidentBase(base_dir, space, device=opts.device)
+        with rb:
+            with timings.timed("base_s"):
+                ledger.base(lambda: rb.base_activations().numpy())
+            spaces.append(space.id)
+            pipeline.go(Activations(rb))

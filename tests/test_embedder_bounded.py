@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -200,6 +201,40 @@ def test_retried_waits_doubling_and_gives_up_after_the_attempts() -> None:
     with pytest.raises(RepositoryNotFoundError):
         retried(missing, what="x", sleep=waits.append)
     assert len(calls) == 1  # a final answer is not asked again
+
+
+def test_after_a_429_every_thread_waits_for_the_window_to_reset(hub: Hub) -> None:
+    """devhub's API quota of 3 a 2-second window, 4 threads asking 3 times each: a thread that meets the spent
+    window closes the gate for the reset the RateLimit header names, and no thread asks again before it."""
+    from huggingface_hub import HfApi
+
+    from hubdelta.kernel.hub_info import model_info
+
+    hub.server.set_faults(rate_limit=3, rate_window_s=2)
+    api = HfApi(endpoint=hub.server.url)
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            for _ in range(3):
+                retried(lambda: model_info(api, GOOD_LORA), what="x", backoff=Backoff(6, 0.05, 0.05))
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    records = [r for r in hub.server.request_records() if r.kind == "model_info"]
+    limited = [r for r in records if r.status == 429]
+    # 6 tries 0.05 s apart cannot outlast a 2 s window: without the gate's wait, threads would give up
+    assert not errors and sum(r.status == 200 for r in records) == 12
+    assert 1 <= len(limited) <= 4 * 5  # at most one a thread for each of the ~4 windows spent (not one a retry)
+    for r in limited:  # nobody asked during the rest of a spent window
+        assert r.retry_after is not None
+        early = [x for x in records if r.t < x.t < r.t + r.retry_after and x.status == 429]
+        assert len(early) <= 3, early  # only requests already in flight when the gate closed
 
 
 def test_a_final_answer_about_a_base_fails_its_models_until_retried(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -122,11 +124,14 @@ def test_a_file_gone_mid_fetch_is_unavailable(corpus: Corpus, tmp_path: Path, mo
     shard = corpus.root / repo / badrepos.SHARDS[1]
     saved = shard.read_bytes()
 
-    def vanish(*args: object) -> None:
+    download = fetch_mod._download
+
+    def vanish(*args: Any) -> Path:
         shard.unlink()
         corpus.hub.reload()
+        return download(*args)
 
-    monkeypatch.setattr(fetch_mod, "_check_disk", vanish)
+    monkeypatch.setattr(fetch_mod, "_download", vanish)
     try:
         with pytest.raises(ModelUnavailable) as info:
             _fetch(corpus, repo, tmp_path / "cache")
@@ -333,3 +338,31 @@ def test_hub_errors_are_classified(error: Exception, expected: tuple[str, bool] 
     found = classify_hub_error(error)
     assert (found[:2] if found else None) == expected
     assert found is None or "\n" not in found[2]
+
+
+def test_downloads_in_flight_count_against_the_disk_budget(corpus: Corpus, tmp_path: Path) -> None:
+    """Two downloads that fit the budget alone but not together, at the same time (the pipelined run's threads):
+    the one checked second is refused, although the first one's bytes are not in the cache yet."""
+    full, sharded = f"{badrepos.ORG}/good-full", f"{badrepos.ORG}/good-sharded"
+    sizes = {r: _fetch(corpus, r, tmp_path / "sizes").bytes for r in (full, sharded)}
+    limits = Limits(disk_budget_bytes=sum(sizes.values()) - 1)
+    cache, results = tmp_path / "cache", {}
+
+    def one(repo_id: str) -> None:
+        try:
+            results[repo_id] = _fetch(corpus, repo_id, cache, limits)
+        except ModelRefused as e:
+            results[repo_id] = e
+
+    corpus.hub.set_faults(FaultConfig(shape_bandwidth=10_000))  # ~2.7 s a download: the two overlap
+    try:
+        threads = [threading.Thread(target=one, args=(r,)) for r in (full, sharded)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        corpus.hub.set_faults(FaultConfig())
+    refused = [e for e in results.values() if isinstance(e, ModelRefused)]
+    assert len(results) == 2 and len(refused) == 1, results
+    assert refused[0].rule == Rule.DISK and refused[0].retryable and "disk budget" in refused[0].reason

@@ -79,6 +79,9 @@ def test_every_pool_model_is_embedded_once_into_one_space(embedded_pool, manifes
     assert set(vectors) == {r.repo_id for r in manifest.repos} and rows == len(vectors)
     assert all(vectors[k].sha == models[k].model.sha for k in vectors)
     assert all(np.isfinite(v.vector).all() and np.linalg.norm(v.vector) > 0 for v in vectors.values())
+    t = first.timings  # where the seconds went: forwards, waiting for downloads, commits, the base
+    assert set(t) == {"compute_s", "wait_s", "commit_s", "base_s"} and t["compute_s"] > 0 and t["base_s"] > 0
+    assert t["compute_s"] + t["wait_s"] + t["commit_s"] + t["base_s"] <= first.seconds
 
 
 def test_rerunning_embeds_nothing_and_a_requeued_model_reuses_its_vector(embedded_pool) -> None:
@@ -100,7 +103,9 @@ def test_kill_9_during_embedding_then_rerun_embeds_every_model_exactly_once(
     embedded_pool, tmp_path: Path, processes: Processes
 ) -> None:
     _, first, hub = embedded_pool
-    settings = settings_for(tmp_path / "home", hub.url)
+    # small commit groups and two downloads ahead: kills land between groups, and a rerun has suspects to claim
+    toml = "[embed]\ncommit_every = 4\nprefetch = 1\ndownload_workers = 2\n"
+    settings = settings_for(tmp_path / "home", hub.url, toml)
     track(settings, BASE_REPO_ID)
     run_crawl(settings)
     env = {**os.environ, "HUBDELTA_HOME": str(settings.home), "HF_ENDPOINT": hub.url}

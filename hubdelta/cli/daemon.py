@@ -16,8 +16,11 @@ def daemon_cmd(ctx: typer.Context) -> None:
 
     Example: hubdelta --log-json daemon
     """
+    from huggingface_hub.utils import disable_progress_bars
+
     from hubdelta.daemon.service import Daemon
 
+    disable_progress_bars()  # per-file bars of parallel downloads are noise in a service's log
     code = Daemon(ctx.obj).run()
     if code:  # a job overran stop_timeout_s and its thread would hold the exit: leave now, as a kill -9 would
         sys.stdout.flush()

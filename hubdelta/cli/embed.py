@@ -46,9 +46,12 @@ def embed_cmd(
 
     Example: hubdelta embed --limit 100 --batch 8      or, on a Ray cluster: hubdelta embed --ray head:6379
     """
+    from huggingface_hub.utils import disable_progress_bars
+
     from hubdelta.embedder.api import ray_options, run_embed
     from hubdelta.embedder.runtime import keep_freed_memory
 
+    disable_progress_bars()  # several downloads run at once: their per-file bars would garble ours (and logs)
     settings = ctx.obj
     on_ray = ray is not None or workers is not None or settings.ray.enabled
     kwargs: dict[str, Any] = dict(limit=limit, device=device, batch=batch, command=_command())

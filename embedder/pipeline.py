@@ -1,0 +1,243 @@
+"""``hubdelta embed``'s pipelined run: downloads ahead of the compute, results written in few commits.
+
+The compute on a resident base is fast (a SmolLM2 adapter costs ~0.2 s on a 2-core CPU, milliseconds on a GPU);
+everything around it used to run one after another: a chunk's files fetched one repo at a time, then its forward,
+then three index commits, then the next chunk. Here three things overlap:
+
+- **downloads** run on a bounded pool of threads (``[embed] download_workers``) at most ``[embed] prefetch``
+  chunks ahead of the compute (:class:`Prefetcher`), so disk, memory and the Hub's load stay bounded. They never
+  touch the index, so they never hold the writer lock's commits up, and a kill leaves only cached files behind;
+- **the compute** takes each chunk as soon as its files are there;
+- **commits** are grouped: fresh models are claimed ``[embed] commit_every`` at a time in one commit, and the
+  computed results (vectors first, then statuses) are written when that many are waiting or
+  ``[embed] commit_interval_s`` has passed, instead of three commits a chunk.
+
+Crash safety is the ledger's, unchanged in kind: a claim counts an attempt before any of its models is computed;
+vectors are written before statuses, so a kill between them leaves vectors the next run reuses. A kill loses at
+most the results not yet written (bounded by ``commit_every`` and ``commit_interval_s``), never a written one, and
+nothing is embedded twice. Rows a dead run left ``embedding`` without a vector are *suspects* (one of them may be
+what killed the run): they are claimed and written a chunk at a time, so the attempt cap
+(:func:`hubdelta.embedder.plan.capped`) blames no more models than it did before commits were grouped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hubdelta.embedder import plan
+from hubdelta.embedder.fetch import FetchedModel
+from hubdelta.embedder.plan import Failure
+from hubdelta.embedder.run import ChunkOutput, Fetch, Ledger, Run, Runner, revisions, run_fetched
+from hubdelta.index.records import ModelRecord, ModelStatus
+from hubdelta.kernel.errors import one_line
+
+
+@dataclass(frozen=True)
+class Flow:
+    """How a pipelined run overlaps its stages (``[embed]`` in hubdelta.toml)."""
+
+    batch: int = 8  # models per forward
+    download_workers: int = 8
+    prefetch: int = 4  # chunks
+    commit_every: int = 64  # models
+    commit_interval_s: float = 30.0
+
+
+@dataclass
+class Timings:
+    """Where a run's seconds went (its ``--json`` summary's ``timings``)."""
+
+    compute_s: float = 0.0  # forwards on the resident base (files read and checked included)
+    wait_s: float = 0.0  # the compute waiting for downloads
+    commit_s: float = 0.0  # index writes: claims, vectors, statuses
+    spans: dict[str, float] = field(default_factory=dict)  # other named spans (e.g. base_s)
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            if name in ("compute_s", "wait_s", "commit_s"):
+                setattr(self, name, getattr(self, name) + spent)
+            else:
+                self.spans[name] = self.spans.get(name, 0.0) + spent
+
+    def to_dict(self) -> dict[str, float]:
+        found = {"compute_s": self.compute_s, "wait_s": self.wait_s, "commit_s": self.commit_s, **self.spans}
+        return {k: round(v, 3) for k, v in found.items()}
+
+
+class Prefetcher:
+    """Downloads ``items`` in order on ``workers`` threads, at most ``ahead`` items past what was taken.
+
+    Each item's download is :data:`Fetch`'s; its exception becomes the item's :class:`Failure`.
+    """
+
+    def __init__(self, fetch_one: Fetch, items: Sequence[tuple[str, str]], *, workers: int, ahead: int) -> None:
+        self._fetch, self._items, self._ahead = fetch_one, list(items), max(1, ahead)
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="hubdelta-fetch", initializer=_yielding)
+        self._futures: dict[str, Future[FetchedModel]] = {}
+        self._submitted = self._taken = 0
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._submitted < len(self._items) and self._submitted < self._taken + self._ahead:
+            repo_id, sha = self._items[self._submitted]
+            self._futures[repo_id] = self._pool.submit(self._fetch, repo_id, sha)
+            self._submitted += 1
+
+    def take(self, items: Sequence[tuple[str, str]]) -> tuple[dict[str, FetchedModel], dict[str, Failure]]:
+        """The downloads of ``items`` (the next ones in order), waiting for them; (fetched, failures)."""
+        fetched: dict[str, FetchedModel] = {}
+        failures: dict[str, Failure] = {}
+        for repo_id, _ in items:
+            self._taken += 1
+            self._fill()  # before waiting: the next downloads start while this one finishes
+            future = self._futures.pop(repo_id)
+            try:
+                fetched[repo_id] = future.result()
+            except Exception as e:
+                failures[repo_id] = Failure.of(e)
+        return fetched, failures
+
+    def close(self) -> None:
+        """Cancel downloads not started; wait for those running (a thread never outlives its run)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+DOWNLOAD_NICE = 10  # how much lower a download thread's CPU priority is than the compute's (Linux)
+
+
+def _yielding() -> None:
+    """Lower this download thread's CPU priority: its work (HTTP, copies, checks) then takes the cores when the
+    compute leaves them idle instead of preempting the compute's threads, whose parallel regions all wait for the
+    slowest thread. Downloads run far enough ahead that they can wait. Linux only (a thread's own nice value)."""
+    if sys.platform.startswith("linux"):
+        with suppress(OSError):
+            me = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, me, min(19, os.getpriority(os.PRIO_PROCESS, me) + DOWNLOAD_NICE))
+
+
+@dataclass
+class _Writes:
+    """Results computed but not yet written, and when the last write was."""
+
+    claimed: list[ModelRecord] = field(default_factory=list)
+    outputs: list[ChunkOutput] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
+
+
+class ClaimLedger(Ledger, Protocol):
+    """A ledger whose claims can be given back (:meth:`~hubdelta.embedder.ledger.SpaceLedger.restore`)."""
+
+    def restore(self, records: Sequence[ModelRecord]) -> None: ...
+
+
+class Pipeline:
+    """One base's share of a pipelined run: claim in groups, compute as files arrive, write in groups.
+
+    Use: ``with Pipeline(...) as p: p.start(records, fetch_one)``, load the base (downloads run meanwhile), then
+    ``p.go(runner)``. Leaving the ``with`` stops the downloads, whatever happened.
+
+    Args:
+        run: the run whose outcomes are counted.
+        ledger: where claims and results go (the space's :class:`~hubdelta.embedder.ledger.SpaceLedger`).
+        flow: how the stages overlap.
+        timings: where the seconds are added.
+    """
+
+    def __init__(self, run: Run, ledger: ClaimLedger, flow: Flow, timings: Timings) -> None:
+        self.run, self.ledger, self.flow, self.timings = run, ledger, flow, timings
+        self._writes = _Writes()
+        self._claimed: dict[str, ModelRecord] = {}  # claimed, not yet computed
+        self._read: dict[str, ModelRecord] = {}  # as read, to give a claim back
+        self._chunks: list[tuple[list[ModelRecord], bool]] = []
+        self._prefetch: Prefetcher | None = None
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._prefetch is not None:
+            self._prefetch.close()
+
+    def start(self, records: Sequence[ModelRecord], fetch_one: Fetch) -> None:
+        """Order the work (suspects first, a chunk each) and start its downloads."""
+        suspects = [r for r in records if r.status == ModelStatus.EMBEDDING]
+        fresh = [r for r in records if r.status != ModelStatus.EMBEDDING]
+        self._chunks = [(c, True) for c in plan.chunks(suspects, self.flow.batch)]
+        self._chunks += [(c, False) for c in plan.chunks(fresh, self.flow.batch)]
+        self._read = {r.repo_id: r for r in records}
+        items = [item for chunk, _ in self._chunks for item in revisions(chunk)]
+        self._prefetch = Prefetcher(fetch_one, items, workers=self.flow.download_workers,
+                                    ahead=self.flow.prefetch * self.flow.batch)  # fmt: skip
+
+    def go(self, runner: Runner) -> None:
+        """Compute every chunk in order, until done or the run is asked to stop. Rows always end settled or back
+        in the queue: claimed rows not yet computed when it stops or fails are given back unspent."""
+        assert self._prefetch is not None, "start() first"
+        try:
+            for i, (chunk, suspect) in enumerate(self._chunks):
+                if self.run.stopping():
+                    return
+                if chunk[0].repo_id not in self._claimed:
+                    self._claim(i)
+                self._compute(runner, self._prefetch, [self._claimed.pop(r.repo_id) for r in chunk])
+                if suspect or self._due():
+                    self._write()
+        finally:
+            self._prefetch.close()
+            self._write()
+            self._unclaim()
+
+    def _claim(self, i: int) -> None:
+        """Claim chunk ``i`` alone (suspects), or whole fresh chunks from ``i`` on until ``commit_every`` models."""
+        group = list(self._chunks[i][0])
+        if not self._chunks[i][1]:
+            for chunk, _ in self._chunks[i + 1 :]:
+                if len(group) + len(chunk) > max(self.flow.commit_every, self.flow.batch):
+                    break
+                group += chunk
+        with self.timings.timed("commit_s"):
+            claimed = self.ledger.claim(group)
+        self._claimed.update({r.repo_id: r for r in claimed})
+
+    def _compute(self, runner: Runner, prefetch: Prefetcher, claimed: Sequence[ModelRecord]) -> None:
+        with self.timings.timed("wait_s"):
+            fetched, failures = prefetch.take(revisions(claimed))
+        with self.timings.timed("compute_s"):
+            try:
+                out = run_fetched(runner, fetched, failures)
+            except Exception as e:  # run_fetched contains each model's failure: this is the chunk's own
+                why = Failure(f"its chunk could not be computed: {one_line(e)}", transient=True)
+                out = ChunkOutput(failures={r.repo_id: why for r in claimed})
+        self._writes.claimed.extend(claimed)
+        self._writes.outputs.append(out)
+
+    def _due(self) -> bool:
+        waiting = len(self._writes.claimed)
+        late = time.monotonic() - self._writes.since >= self.flow.commit_interval_s
+        return waiting >= self.flow.commit_every or (waiting > 0 and late)
+
+    def _write(self) -> None:
+        """Write what was computed: its vectors, then its statuses (:meth:`Run.commit`)."""
+        writes, self._writes = self._writes, _Writes()
+        if writes.claimed:
+            with self.timings.timed("commit_s"):
+                self.run.commit(self.ledger, writes.claimed, ChunkOutput.merged(writes.outputs))
+
+    def _unclaim(self) -> None:
+        """Claimed rows never computed go back as they were read: no attempt was spent on them."""
+        if self._claimed:
+            self.ledger.restore([self._read[k] for k in self._claimed])
+            self._claimed.clear()
