@@ -136,3 +136,38 @@ def embeddings_from_table(table: pa.Table) -> dict[str, Embedding]:
     ids, shas = table["repo_id"].to_pylist(), table["sha"].to_pylist()
     when = datetimes(table["embedded_at"])
     return {ids[i]: Embedding(ids[i], shas[i], vectors[i], when[i]) for i in range(n)}
+
+
+@dataclass(frozen=True)
+class VectorMatrix:
+    """A space's vectors as one matrix, rows in repo-id order: what a report reads at Hub scale.
+
+    One float32 array and two lists instead of an :class:`Embedding` per row: 1M rows of 576 floats are 2.3 GB
+    either way, but a million small objects (and a stacked copy of their vectors) are not needed to cluster.
+    """
+
+    repo_ids: list[str]  # sorted
+    vectors: np.ndarray  # (N, C) float32, row i is repo_ids[i]'s
+    embedded_at: list[datetime | None]
+
+
+def permute_rows(matrix: np.ndarray, order: Sequence[int]) -> None:
+    """Reorder ``matrix``'s rows in place so that new row ``i`` is old row ``order[i]`` (a permutation).
+
+    Follows each cycle of the permutation with one spare row, so sorting 2.3 GB of vectors does not need a
+    second 2.3 GB copy (``matrix[order]`` would).
+    """
+    done = np.zeros(len(order), dtype=bool)
+    for start in range(len(order)):
+        if done[start] or order[start] == start:
+            continue
+        spare = matrix[start].copy()
+        i = start
+        while True:
+            done[i] = True
+            j = order[i]
+            if j == start:
+                matrix[i] = spare
+                break
+            matrix[i] = matrix[j]
+            i = j

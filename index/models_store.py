@@ -5,8 +5,9 @@ Reads take a typed :class:`~hubdelta.index.selectors.Selector`, never SQL text; 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,6 +18,7 @@ from hubdelta.index.schema import (
     TRACKED,
     models_from_table,
     models_to_table,
+    python_values,
     tracked_from_table,
     tracked_to_table,
 )
@@ -85,6 +87,16 @@ class ModelsStore:
         rows = self._t.scan(MODELS, self._filter(where), columns=["repo_id"])
         ids: list[str] = rows["repo_id"].to_pylist()
         return ids
+
+    def column_batches(self, columns: Sequence[str], batch_size: int = 65_536) -> Iterator[dict[str, list[Any]]]:
+        """Every model's ``columns`` as Python values (datetimes in UTC, lists as tuples), one batch at a time.
+
+        For reads over every model at Hub scale (the report): no :class:`ModelRecord` per row, and no more than
+        one batch converted at once. Each batch is ``{column: values}``, all lists of one length.
+        """
+        reader = self._t.read(lambda: self._t.table(MODELS).search().select(list(columns)).to_batches(batch_size))
+        for batch in reader:
+            yield {name: python_values(batch[name]) for name in columns}
 
     def count(self, where: Selector | None = None) -> int:
         """Number of models ``where`` selects (all when None)."""

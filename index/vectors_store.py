@@ -10,6 +10,7 @@ bookkeeping, ``show``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from functools import partial
 
 import numpy as np
@@ -19,12 +20,15 @@ from hubdelta.index.embeddings import (
     SPACES,
     Embedding,
     SpaceRow,
+    VectorMatrix,
     embeddings_from_table,
     embeddings_to_table,
+    permute_rows,
     spaces_from_table,
     spaces_to_table,
 )
 from hubdelta.index.models_store import ModelsStore
+from hubdelta.index.schema import datetimes
 from hubdelta.index.selectors import id_filter
 from hubdelta.index.tables import PutResult, Tables
 from hubdelta.kernel.errors import StoreError
@@ -95,6 +99,36 @@ class VectorsStore:
         found = self.get(space_id, repo_ids)
         gone = self._models.hidden_ids(None if repo_ids is None else found)
         return {k: e for k, e in found.items() if k not in gone} if gone else found
+
+    def visible_matrix(self, space_id: str, batch_size: int = 65_536) -> VectorMatrix:
+        """The visible vectors of ``space_id`` (as :meth:`visible` selects them) as one matrix sorted by repo id.
+
+        Read batch by batch into one preallocated float32 array and sorted in place: the memory is the matrix
+        plus one batch, where :meth:`visible` at 1M rows would hold a million objects and their stacked copy.
+        """
+        table = self._t.emb(space_id)
+        dim = 0 if table is None else table.schema.field("vector").type.list_size
+        if table is None:
+            return VectorMatrix([], np.zeros((0, dim), np.float32), [])
+        gone = self._models.hidden_ids()
+        matrix = np.empty((self._t.count(table.name), dim), np.float32)
+        ids: list[str] = []
+        when: list[datetime | None] = []
+        columns = ["repo_id", "vector", "embedded_at"]
+        reader = self._t.read(lambda: table.search().select(columns).to_batches(batch_size))
+        for batch in reader:
+            keep = [i for i, r in enumerate(batch["repo_id"].to_pylist()) if r not in gone]
+            rows = batch.take(keep) if len(keep) < batch.num_rows else batch
+            if len(ids) + rows.num_rows > len(matrix):  # a writer added rows since the count
+                matrix = np.resize(matrix, (len(ids) + rows.num_rows, dim))
+            flat = rows["vector"].flatten().to_numpy(zero_copy_only=False)
+            matrix[len(ids) : len(ids) + rows.num_rows] = flat.reshape(rows.num_rows, dim)
+            ids += rows["repo_id"].to_pylist()
+            when += datetimes(rows["embedded_at"])
+        matrix = matrix[: len(ids)]
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        permute_rows(matrix, order)
+        return VectorMatrix([ids[i] for i in order], matrix, [when[i] for i in order])
 
     def count(self, space_id: str) -> int:
         """Vectors stored in ``space_id``, hidden ones included (0 for an unknown space)."""

@@ -96,7 +96,9 @@ def summary(report: Report) -> dict[str, object]:
         "clusters": len(report.clusters),
         "changes": {k.value: len(report.changes_of(k)) for k in ChangeKind},
         "failures": sum(f.count for f in report.failures),
-        "spaces": {s.space_id: {"vectors": s.vectors, "clustered": s.clustered} for s in report.spaces},
+        "spaces": {
+            s.space_id: {"vectors": s.vectors, "clustered": s.clustered, "method": s.method} for s in report.spaces
+        },
         "next_cluster": report.next_cluster,
         "previous_id": report.previous_id,
         "files": [Path(p).name for p in report.files],

@@ -7,32 +7,37 @@ function of that space's vectors, records and the previous report's clusters.
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import structlog
 
 from hubdelta.index.embeddings import SpaceRow
-from hubdelta.index.records import ModelRecord, ModelStatus
+from hubdelta.index.records import ModelRecord
 from hubdelta.index.reports import StoredCluster, StoredReport
 from hubdelta.index.store import Index
 from hubdelta.query.records import Neighbor
 from hubdelta.report import cluster as clustering
 from hubdelta.report import match, naming, neighbours, window
-from hubdelta.report.map import project_2d
+from hubdelta.report.facts import ModelFact, ModelFacts, facts_of, read_facts
+from hubdelta.report.map import SCATTER_MAX, project_2d
 from hubdelta.report.records import (
     Cluster,
     ClusterChange,
-    FailureCount,
+    MapLayer,
     MapPoint,
     NewModel,
     Report,
     SpaceMap,
     SpaceSummary,
 )
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,10 @@ class SpaceInput:
     vectors: np.ndarray  # (N, C)
     embedded_at: list[datetime | None]
     records: Mapping[str, ModelRecord]  # may lack some repo ids (a vector added without a models row)
+    # What a report needs of every model (default: from ``records``); a Hub-scale report reads only this and
+    # fills in the records of the neighbours it lists afterwards (``with_records``).
+    facts: ModelFacts | None = None
+    normalised: bool = False  # ``vectors`` are unit rows already (float32 normalised in place at Hub scale)
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class SpaceResult:
     new_models: list[NewModel]
     next_number: int
     map: SpaceMap
+    seconds: dict[str, float] = field(default_factory=dict, compare=False)  # where the time went, for the log
 
 
 def analyse_space(
@@ -79,45 +89,80 @@ def analyse_space(
     params: ReportParams,
 ) -> SpaceResult:
     """Cluster one space, match its clusters to the previous report's, name them, and find its new models."""
+    clock = _Clock()
     ids = data.repo_ids
-    unit = clustering.normalise(data.vectors) if ids else np.zeros((0, 0))
-    labels = clustering.cluster_labels(data.vectors, params.clustering) if ids else np.zeros(0, np.int64)
+    facts = (data.facts or facts_of(data.records)).models
+    unit = data.vectors if data.normalised else clustering.normalise(data.vectors) if ids else np.zeros((0, 0))
+    labels, method = clustering.cluster_unit(unit, params.clustering) if ids else (np.zeros(0, np.int64), "")
+    clock.lap("cluster")
     groups = clustering.groups(ids, labels)
     before = {c.id: frozenset(c.members) for c in previous}
     matches = match.match([frozenset(g) for g in groups], before, params.jaccard_min)
     cluster_ids, next_number = match.cluster_ids(matches, next_number)
-    names = _names(data, groups, cluster_ids)
-    row = {r: i for i, r in enumerate(ids)}
+    names = _names(data, facts, groups, cluster_ids)
+    clock.lap("name")
     clusters = [
-        Cluster(cid, data.space_id, g, names[cid], clustering.centroid(unit[[row[m] for m in g]]))
-        for cid, g in zip(cluster_ids, groups, strict=True)
+        Cluster(cid, data.space_id, g, names[cid], clustering.centroid(unit[np.flatnonzero(labels == i)]))
+        for i, (cid, g) in enumerate(zip(cluster_ids, groups, strict=True))
     ]
     changes = match.changes(data.space_id, [(c.id, frozenset(c.members)) for c in clusters], before, matches)
     label_of = {m: c.id for c in clusters for m in c.members}
-    new_rows = [i for i, r in enumerate(ids) if _new(data, i, since, previously_clustered)]
-    new_models = _new_models(data, unit, new_rows, label_of, params.neighbours)
+    new_rows = [i for i, r in enumerate(ids) if _new(data, facts, i, since, previously_clustered)]
+    new_models = _new_models(data, facts, unit, new_rows, label_of, params.neighbours)
+    clock.lap("neighbours")
+    space_map = _map(data, unit, labels, cluster_ids, names, new_rows)
+    clock.lap("map")
+    summary = SpaceSummary(data.space_id, data.base, len(ids), len(label_of), method)
+    return SpaceResult(summary, clusters, changes, new_models, next_number, space_map, clock.laps)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
+def _map(
+    data: SpaceInput,
+    unit: np.ndarray,
+    labels: np.ndarray,
+    cluster_ids: list[str],
+    names: dict[str, str],
+    new_rows: list[int],
+) -> SpaceMap:
+    """The space's map: arrays always, a ``MapPoint`` per model too while the space is small."""
+    ids = data.repo_ids
     xy = project_2d(unit) if ids else np.zeros((0, 2))
-    fresh = set(new_rows)
-    points = tuple(
-        MapPoint(r, float(xy[i, 0]), float(xy[i, 1]), label_of.get(r), i in fresh) for i, r in enumerate(ids)
-    )
-    title = f"{data.space_id} ({data.base}): {len(ids)} models, {len(clusters)} clusters"
-    space_map = SpaceMap(data.space_id, title, points, names)
-    summary = SpaceSummary(data.space_id, data.base, len(ids), len(label_of))
-    return SpaceResult(summary, clusters, changes, new_models, next_number, space_map)
+    fresh = np.zeros(len(ids), dtype=bool)
+    fresh[new_rows] = True
+    layer = MapLayer(xy, labels, tuple(cluster_ids), fresh)
+    title = f"{data.space_id} ({data.base}): {len(ids)} models, {len(cluster_ids)} clusters"
+    if len(ids) > SCATTER_MAX:
+        return SpaceMap(data.space_id, title, (), names, layer)
+    of = [cluster_ids[k] if k >= 0 else None for k in labels.tolist()]
+    points = tuple(MapPoint(r, float(xy[i, 0]), float(xy[i, 1]), of[i], bool(fresh[i])) for i, r in enumerate(ids))
+    return SpaceMap(data.space_id, title, points, names, layer)
 
 
-def _names(data: SpaceInput, groups: list[tuple[str, ...]], cluster_ids: list[str]) -> dict[str, str]:
+def _names(
+    data: SpaceInput, facts: Mapping[str, ModelFact], groups: list[tuple[str, ...]], cluster_ids: list[str]
+) -> dict[str, str]:
     """Readable names by cluster id; a cluster without one, or sharing one, gets its id added."""
     # Only the bases models are embedded against (a family space has several): a merge's base_models list the
     # finetunes it merges after its base, and those names are telling.
-    firsts = {r.model.base_models[0] for r in data.records.values() if r.model.base_models}
+    known = [facts[r] for r in data.repo_ids if r in facts]
+    firsts = {f.first_base for f in known if f.first_base}
     ignore = naming.base_words([data.base, *sorted(firsts)])
     tokens = {}
     for repo_id in data.repo_ids:
-        record = data.records.get(repo_id)
-        tags, card = (record.model.tags, record.model.card_summary) if record else ((), "")
-        tokens[repo_id] = naming.model_tokens(repo_id, tags, card, ignore)
+        found = facts.get(repo_id)
+        own = found.tokens if found else naming.model_tokens(repo_id, (), "")
+        tokens[repo_id] = own - ignore if not own.isdisjoint(ignore) else own
     raw = naming.cluster_names(groups, tokens)
     counts = Counter(raw)
     return {
@@ -126,31 +171,38 @@ def _names(data: SpaceInput, groups: list[tuple[str, ...]], cluster_ids: list[st
     }
 
 
-def _new(data: SpaceInput, row: int, since: datetime, previously_clustered: frozenset[str]) -> bool:
+def _new(
+    data: SpaceInput, facts: Mapping[str, ModelFact], row: int, since: datetime, previously_clustered: frozenset[str]
+) -> bool:
     repo_id = data.repo_ids[row]
-    record = data.records.get(repo_id)
-    first_seen = record.first_seen if record else None
+    found = facts.get(repo_id)
+    first_seen = found.first_seen if found else None
     return window.is_new(repo_id, embedded_at=data.embedded_at[row], first_seen=first_seen, since=since,
                   previously_clustered=previously_clustered)  # fmt: skip
 
 
 def _new_models(
-    data: SpaceInput, unit: np.ndarray, new_rows: list[int], label_of: Mapping[str, str], k: int
+    data: SpaceInput,
+    facts: Mapping[str, ModelFact],
+    unit: np.ndarray,
+    new_rows: list[int],
+    label_of: Mapping[str, str],
+    k: int,
 ) -> list[NewModel]:
-    fresh = set(new_rows)
-    established = [i for i in range(len(data.repo_ids)) if i not in fresh]
-    found = neighbours.nearest(unit, new_rows, established, k)
+    established = np.ones(len(data.repo_ids), dtype=bool)
+    established[new_rows] = False
+    found = neighbours.nearest(unit, new_rows, np.flatnonzero(established), k)
     out = []
     for row, near in zip(new_rows, found, strict=True):
         repo_id = data.repo_ids[row]
-        record = data.records.get(repo_id)
+        fact = facts.get(repo_id)
         out.append(
             NewModel(
                 repo_id=repo_id,
                 space_id=data.space_id,
-                relation=record.model.relation.value if record else "unknown",
-                created_at=record.model.created_at if record else None,
-                first_seen=record.first_seen if record else None,
+                relation=fact.relation if fact else "unknown",
+                created_at=fact.created_at if fact else None,
+                first_seen=fact.first_seen if fact else None,
                 embedded_at=data.embedded_at[row],
                 neighbors=tuple(
                     Neighbor.of(
@@ -168,13 +220,13 @@ def _new_models(
     return out
 
 
-def failure_counts(records: Sequence[ModelRecord]) -> list[FailureCount]:
-    """Failed and skipped models by (status, reason), most frequent first."""
-    counts = Counter(
-        (r.status, r.reason or "(no reason)") for r in records if r.status in (ModelStatus.FAILED, ModelStatus.SKIPPED)
-    )
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return [FailureCount(status, reason, n) for (status, reason), n in ranked]
+def with_records(models: Sequence[NewModel], records: Mapping[str, ModelRecord]) -> list[NewModel]:
+    """``models`` with each neighbour's details from ``records`` (neighbours without a record stay bare)."""
+    out = []
+    for m in models:
+        near = (Neighbor.of(n.rank, n.score, records.get(n.repo_id), n.repo_id, n.cluster) for n in m.neighbors)
+        out.append(replace(m, neighbors=tuple(near)))
+    return out
 
 
 def next_numbers(previous: StoredReport | None) -> dict[str, int]:
@@ -191,16 +243,21 @@ def next_numbers(previous: StoredReport | None) -> dict[str, int]:
     return derived
 
 
-def space_input(index: Index, space_id: str, space: SpaceRow, records: Mapping[str, ModelRecord]) -> SpaceInput:
-    """One space's visible vectors, sorted by repo id, with their records."""
+def space_input(
+    index: Index, space_id: str, space: SpaceRow, facts: ModelFacts, params: ReportParams | None = None
+) -> SpaceInput:
+    """One space's visible vectors, sorted by repo id, with every model's facts (no records).
+
+    A space larger than ``exact_max`` rows is normalised in place to float32 unit rows: the float64 copy that
+    small spaces get would be 4.6 GB at 1M x 576.
+    """
     # Removed models keep their vectors but are hidden from queries, and from reports.
-    embeddings = index.vectors.visible(space_id)
-    ids = sorted(embeddings)
-    vectors = np.stack([embeddings[r].vector for r in ids]) if ids else np.zeros((0, space.dim), np.float32)
+    matrix = index.vectors.visible_matrix(space_id)
+    large = len(matrix.repo_ids) > (params or ReportParams()).clustering.exact_max
+    vectors = clustering.normalise_in_place(matrix.vectors) if large else matrix.vectors
     family = space.params.get("family")
     base = f"family {family}" if family else str(space.params.get("base_repo", ""))
-    when = [embeddings[r].embedded_at for r in ids]
-    return SpaceInput(space_id, base, ids, vectors, when, {r: records[r] for r in ids if r in records})
+    return SpaceInput(space_id, base, matrix.repo_ids, vectors, matrix.embedded_at, {}, facts, normalised=large)
 
 
 def build_report(
@@ -226,21 +283,21 @@ def build_report(
         The report, with each space's map data and without files (:mod:`hubdelta.report.render` writes them).
     """
     params = params or ReportParams()
-    records = index.models.get()
+    facts = read_facts(index)
     previous_clusters = previous.clusters if previous else {}
     clustered_before = frozenset(m for cs in previous_clusters.values() for c in cs for m in c.members)
     numbers = next_numbers(previous)
     results = []
     for space_id, space in sorted(index.vectors.spaces().items()):
-        data = space_input(index, space_id, space, records)
-        result = analyse_space(
-            data,
-            since=since,
-            previous=previous_clusters.get(space_id, ()),
-            next_number=numbers.get(space_id, 1),
-            previously_clustered=clustered_before,
-            params=params,
-        )
+        data = space_input(index, space_id, space, facts, params)
+        result = analyse_space(data, since=since, previous=previous_clusters.get(space_id, ()),
+                               next_number=numbers.get(space_id, 1), previously_clustered=clustered_before,
+                               params=params)  # fmt: skip
+        del data  # the space's vectors: the next space's may be as large
+        listed = {n.repo_id for m in result.new_models for n in m.neighbors}
+        result = replace(result, new_models=with_records(result.new_models, index.models.get(listed)))
+        log.info("report space", space=space_id, vectors=result.summary.vectors, method=result.summary.method,
+                 clusters=len(result.clusters), new=len(result.new_models), **result.seconds)  # fmt: skip
         results.append(result)
     return Report(
         report_id=report_id or window.report_id(now, ()),
@@ -250,7 +307,7 @@ def build_report(
         new_models=tuple(m for r in results for m in r.new_models),
         clusters=tuple(c for r in results for c in r.clusters),
         changes=tuple(c for r in results for c in r.changes),
-        failures=tuple(failure_counts(list(records.values()))),
+        failures=tuple(facts.failures),
         previous_id=previous.report_id if previous else None,
         params=params.to_dict(),
         next_cluster={r.summary.space_id: r.next_number for r in results},

@@ -21,16 +21,28 @@ Why these choices:
 
 The result does not depend on row order: callers pass rows sorted by repo id, and labels are renumbered by
 each cluster's first row.
+
+**Above ``exact_max`` live vectors** (20,000) exact HDBSCAN is too slow (it grows as about n^2.2: 52 s at
+30,000 vectors, ~12 min at 100,000, more than a day at 1M): such a space is clustered by HDBSCAN on seeded
+samples with every other vector assigned to its nearest sampled member's cluster
+(:mod:`hubdelta.report.cluster_scale`, which says why and how), on float32 unit vectors and a PCA fitted block
+by block (:mod:`hubdelta.report.pca`). Spaces up to ``exact_max`` are clustered exactly as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from hubdelta.kernel.errors import MissingDependencyError
+from hubdelta.report import cluster_scale, pca
+from hubdelta.report.blocks import rows_per_block
+
+EXACT = "hdbscan"
+SAMPLED = "sampled-hdbscan"
 
 
 @dataclass(frozen=True)
@@ -41,9 +53,21 @@ class ClusterParams:
     min_samples: int = 2
     selection: str = "eom"  # sklearn's cluster_selection_method: eom | leaf
     max_dims: int = 50
+    # Above exact_max live vectors: sampled rounds (hubdelta/report/cluster_scale.py; docs/report.md has the
+    # measurements behind each value).
+    exact_max: int = 20_000  # exact HDBSCAN takes ~15-25 s here at 20,000 vectors
+    sample_size: int = 20_000  # vectors HDBSCAN sees per round
+    sample_seed: int = 0
+    reach_factor: float = 1.5  # a cluster reaches 1.5 x its members' 90th-percentile nearest-member distance
+    looseness: float = 2.0  # clusters looser than 2 x the first round's median reach are scattered outliers
+    max_rounds: int = 4
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "method": f"{EXACT} up to exact_max live vectors, {SAMPLED} above"}
+
+    def method(self, live: int) -> str:
+        """How a space of ``live`` non-zero vectors is clustered: ``EXACT`` or ``SAMPLED``."""
+        return EXACT if live <= self.exact_max else SAMPLED
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -51,6 +75,24 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     x = np.asarray(vectors, np.float64)  # (N, C)
     norms = np.linalg.norm(x, axis=1, keepdims=True)  # (N, 1)
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def normalise_in_place(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` (float32, the caller's to overwrite) scaled to unit rows block by block; zero rows stay zero.
+
+    For large spaces: :func:`normalise` would make a float64 copy, 4.6 GB at 1M x 576.
+    """
+    step = rows_per_block(vectors.shape[1] * 16)
+    for start in range(0, len(vectors), step):
+        block = vectors[start : start + step]  # a view: written in place
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))[:, None]
+        np.divide(block, norms, out=block, where=norms > 0)
+    return vectors
+
+
+def row_norms(unit: np.ndarray) -> np.ndarray:
+    """``(N,)`` row lengths without an ``(N, C)`` temporary (``np.linalg.norm`` makes one)."""
+    return np.sqrt(np.einsum("ij,ij->i", unit, unit, dtype=np.float64))
 
 
 def reduce(unit: np.ndarray, max_dims: int) -> np.ndarray:
@@ -79,34 +121,63 @@ def cluster_labels(vectors: np.ndarray, params: ClusterParams | None = None) -> 
     Raises:
         MissingDependencyError: scikit-learn is not installed (the ``report`` extra).
     """
+    return cluster_unit(normalise(vectors), params)[0]
+
+
+def cluster_unit(unit: np.ndarray, params: ClusterParams | None = None) -> tuple[np.ndarray, str]:
+    """Labels of unit rows (as :func:`cluster_labels`) and the method used (``EXACT`` or ``SAMPLED``).
+
+    Up to ``exact_max`` live rows this is exact HDBSCAN on float64 (the same labels whatever ``unit``'s dtype
+    was); above, sampled rounds on ``unit`` as given (float32 at Hub scale), never copying it whole.
+
+    Raises:
+        MissingDependencyError: scikit-learn is not installed (the ``report`` extra).
+    """
+    params = params or ClusterParams()
+    hdbscan = _hdbscan(params)
+    labels = np.full(len(unit), -1, dtype=np.int64)
+    live = np.flatnonzero(row_norms(unit) > 0)
+    method = params.method(len(live))
+    if len(live) < max(params.min_cluster_size, params.min_samples, 2):
+        return labels, method
+    if method == EXACT:
+        labels[live] = hdbscan(reduce(np.asarray(unit[live], np.float64), params.max_dims))
+        return renumber(labels), method
+    mean, axes = pca.principal_axes(unit, params.max_dims, rows=live)
+    points = pca.project(unit, mean, axes, rows=live)  # (L, D) float32: 200 MB at 1M
+    labels[live] = cluster_scale.sampled_labels(points, hdbscan, exact_max=params.exact_max,
+                                                sample_size=params.sample_size, seed=params.sample_seed,
+                                                reach_factor=params.reach_factor, looseness=params.looseness,
+                                                max_rounds=params.max_rounds)  # fmt: skip
+    return renumber(labels), method
+
+
+def _hdbscan(params: ClusterParams) -> Callable[[np.ndarray], np.ndarray]:
+    """HDBSCAN with ``params`` as a function of the points.
+
+    Raises:
+        MissingDependencyError: scikit-learn is not installed.
+    """
     try:
         from sklearn.cluster import HDBSCAN
     except ImportError as e:
         raise MissingDependencyError("scikit-learn", extra="report") from e
-    params = params or ClusterParams()
-    unit = normalise(vectors)
-    labels = np.full(len(unit), -1, dtype=np.int64)
-    live = np.flatnonzero(np.linalg.norm(unit, axis=1) > 0)
-    if len(live) < max(params.min_cluster_size, params.min_samples, 2):
-        return labels
-    points = reduce(unit[live], params.max_dims)
-    found = HDBSCAN(
-        min_cluster_size=params.min_cluster_size,
-        min_samples=params.min_samples,
-        cluster_selection_method=params.selection,
-        copy=True,
-    ).fit_predict(points)
-    labels[live] = found
-    return renumber(labels)
+
+    def fit(points: np.ndarray) -> np.ndarray:
+        model = HDBSCAN(min_cluster_size=params.min_cluster_size, min_samples=params.min_samples,
+                        cluster_selection_method=params.selection, copy=True)  # fmt: skip
+        return np.asarray(model.fit_predict(points), dtype=np.int64)
+
+    return fit
 
 
 def renumber(labels: np.ndarray) -> np.ndarray:
     """Labels renumbered 0, 1, ... in order of each cluster's first row; -1 stays -1."""
-    order: dict[int, int] = {}
-    for label in labels.tolist():
-        if label >= 0 and label not in order:
-            order[label] = len(order)
-    return np.array([order.get(label, -1) for label in labels.tolist()], dtype=np.int64)
+    found, first = np.unique(labels, return_index=True)
+    keep = found >= 0
+    number = np.full(int(found.max(initial=-1)) + 2, -1, dtype=np.int64)  # index label + 1; -1 -> slot 0
+    number[found[keep] + 1] = np.argsort(np.argsort(first[keep], kind="stable"), kind="stable")
+    return number[np.asarray(labels, dtype=np.int64) + 1]
 
 
 def groups(repo_ids: list[str], labels: np.ndarray) -> list[tuple[str, ...]]:

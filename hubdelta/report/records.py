@@ -89,6 +89,7 @@ class SpaceSummary:
     base: str
     vectors: int
     clustered: int  # vectors in some cluster; the rest are noise
+    method: str = "hdbscan"  # hdbscan (exact) or sampled-hdbscan (above ClusterParams.exact_max live vectors)
 
     @property
     def noise(self) -> int:
@@ -107,13 +108,47 @@ class MapPoint:
 
 
 @dataclass(frozen=True)
+class MapLayer:
+    """A space's map as arrays: what is drawn (a ``MapPoint`` per model would be a million objects at Hub scale)."""
+
+    xy: np.ndarray  # (N, 2) coordinates
+    cluster: np.ndarray  # (N,) int index into cluster_ids; -1: noise
+    cluster_ids: tuple[str, ...]
+    new: np.ndarray  # (N,) bool
+
+    @classmethod
+    def of_points(cls, points: tuple[MapPoint, ...]) -> MapLayer:
+        ids = tuple(sorted({p.cluster_id for p in points if p.cluster_id is not None}))
+        index = {c: i for i, c in enumerate(ids)}
+        return cls(
+            xy=np.array([(p.x, p.y) for p in points], dtype=np.float64).reshape(-1, 2),
+            cluster=np.array([-1 if p.cluster_id is None else index[p.cluster_id] for p in points], np.int64),
+            cluster_ids=ids,
+            new=np.array([p.new for p in points], dtype=bool),
+        )
+
+
+@dataclass(frozen=True)
 class SpaceMap:
-    """Everything a space's map shows: 2-D coordinates (PCA of the normalised vectors) and cluster names."""
+    """Everything a space's map shows: 2-D coordinates (PCA of the normalised vectors) and cluster names.
+
+    Small spaces list ``points``; a report's maps always carry ``layer`` (the same, as arrays), and a large
+    space's only that.
+    """
 
     space_id: str
     title: str
     points: tuple[MapPoint, ...]
     names: dict[str, str]  # cluster id -> name
+    layer: MapLayer | None = field(default=None, compare=False, repr=False)
+
+    def arrays(self) -> MapLayer:
+        """The map as arrays, from ``layer`` or else from ``points``."""
+        return self.layer if self.layer is not None else MapLayer.of_points(self.points)
+
+    @property
+    def size(self) -> int:
+        return len(self.layer.xy) if self.layer is not None else len(self.points)
 
 
 @dataclass(frozen=True)
@@ -155,7 +190,13 @@ class Report:
             "out_dir": None if self.out_dir is None else str(self.out_dir),
             "files": [str(p) for p in self.files],
             "spaces": [
-                {"space_id": s.space_id, "base": s.base, "vectors": s.vectors, "clustered": s.clustered}
+                {
+                    "space_id": s.space_id,
+                    "base": s.base,
+                    "vectors": s.vectors,
+                    "clustered": s.clustered,
+                    "method": s.method,
+                }
                 for s in self.spaces
             ],
             "new_models": [

@@ -61,7 +61,7 @@ def render(report: Report, out_dir: Path) -> tuple[Path, ...]:
     out_dir.mkdir(parents=True, exist_ok=True)
     maps = []
     for space_map in report.maps:
-        if space_map.points:
+        if space_map.size:
             maps.append(_atomic(out_dir / map_name(space_map.space_id), partial(draw_map, space_map)))
     md = _atomic(out_dir / "report.md", lambda p: p.write_text(markdown(report), encoding="utf-8"))
     images = {p.name: p.read_bytes() for p in maps}
@@ -191,7 +191,7 @@ def markdown(report: Report) -> str:
         lines.append("No failed or skipped models.")
     lines += ["", "## Maps", ""]
     for space_map in report.maps:
-        if space_map.points:
+        if space_map.size:
             lines += [f"![map of {space_map.space_id}]({map_name(space_map.space_id)})", ""]
     return "\n".join(lines).rstrip() + "\n"
 
