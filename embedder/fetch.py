@@ -247,7 +247,7 @@ def fetch(
         log.info("fetch.mirror_base", repo=repo_id, declared_base=declared, base=base.repo_id)
     refusal = verify_folder(folder, plan, files, limits)
     if refusal:
-        delete_weights(fetched)  # never leave bytes that failed verification where a loader could find them
+        disk_ledger(cache_dir).freed(delete_weights(fetched))  # no bytes that failed verification stay loadable
         _raise(repo_id, refusal)
     return fetched
 

@@ -56,6 +56,11 @@ class HubGate:
         with self._lock:
             self._until = max(self._until, self._clock() + seconds)
 
+    def reset(self) -> None:
+        """Open the gate (a test's 429s must not hold the next test)."""
+        with self._lock:
+            self._until = 0.0
+
     def delay(self) -> float:
         """Seconds until the gate opens (0 when open)."""
         with self._lock:
@@ -70,6 +75,9 @@ def rate_limit_reset(e: BaseException) -> float | None:
     """Seconds the Hub asks to wait after a 429 (its spent window's reset + 1, or ``Retry-After``); else None."""
     from huggingface_hub.utils import parse_ratelimit_headers
 
+    # hf_hub_download re-raises a refused HEAD as LocalEntryNotFoundError "from" the 429: look down the chain
+    chain = [e, e.__cause__, e.__context__, getattr(e.__cause__, "__cause__", None)]
+    e = next((c for c in chain if c is not None and http_status(c) == 429), e)
     if http_status(e) != 429:
         return None
     headers = getattr(getattr(e, "response", None), "headers", None) or {}

@@ -248,6 +248,7 @@ def _check_values(item: str, tensors: Mapping[str, torch.Tensor]) -> None:
                 f", over {MAX_FACTOR:g} (rule: finite; the delta would overflow float32)",
                 item=item,
             )
+    raise EmbedError(f"{ADAPTER_WEIGHTS}: values out of bounds (rule: finite)", item=item)  # a rounding edge
 
 
 def _targeted_linears(item: str, spec: LoraSpec, model: nn.Module) -> dict[str, nn.Linear]:

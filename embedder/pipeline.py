@@ -110,9 +110,19 @@ class Prefetcher:
                 failures[repo_id] = Failure.of(e)
         return fetched, failures
 
+    def ready(self, items: Sequence[tuple[str, str]]) -> bool:
+        """Whether the downloads of ``items`` (submitted) have all ended."""
+        return all(k in self._futures and self._futures[k].done() for k, _ in items)
+
+    def cancel(self) -> None:
+        """Start no more downloads (those running go on)."""
+        self._items = self._items[: self._submitted]
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def close(self) -> None:
         """Cancel downloads not started; wait for those running (a thread never outlives its run)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.cancel()
+        self._pool.shutdown(wait=True)
 
 
 DOWNLOAD_NICE = 10  # how much lower a download thread's CPU priority is than the compute's (Linux)
@@ -186,19 +196,25 @@ class Pipeline:
         """Compute every chunk in order, until done or the run is asked to stop. Rows always end settled or back
         in the queue: claimed rows not yet computed when it stops or fails are given back unspent."""
         assert self._prefetch is not None, "start() first"
+        self._writes = _Writes()  # the write interval counts from here, not from before the base loaded
         try:
             for i, (chunk, suspect) in enumerate(self._chunks):
                 if self.run.stopping():
                     return
                 if chunk[0].repo_id not in self._claimed:
                     self._claim(i)
-                self._compute(runner, self._prefetch, [self._claimed.pop(r.repo_id) for r in chunk])
+                self._compute(runner, self._prefetch, chunk)
                 if suspect or self._due():
                     self._write()
         finally:
-            self._prefetch.close()
-            self._write()
-            self._unclaim()
+            # Results first, then the claims back, then the wait for downloads still running (a multi-GB one
+            # must not hold a daemon's stop past its timeout with computed results unwritten).
+            self._prefetch.cancel()
+            try:
+                self._write()
+            finally:
+                self._unclaim()
+                self._prefetch.close()
 
     def _claim(self, i: int) -> None:
         """Claim chunk ``i`` alone (suspects), or whole fresh chunks from ``i`` on until ``commit_every`` models."""
@@ -212,7 +228,11 @@ class Pipeline:
             claimed = self.ledger.claim(group)
         self._claimed.update({r.repo_id: r for r in claimed})
 
-    def _compute(self, runner: Runner, prefetch: Prefetcher, claimed: Sequence[ModelRecord]) -> None:
+    def _compute(self, runner: Runner, prefetch: Prefetcher, chunk: Sequence[ModelRecord]) -> None:
+        """Compute ``chunk`` (claimed) and keep its results for the next write; its claims stay held until then."""
+        claimed = [self._claimed[r.repo_id] for r in chunk]
+        if self._writes.claimed and self._late() and not prefetch.ready(revisions(claimed)):
+            self._write()  # about to wait for downloads: what is computed is not left unwritten meanwhile
         with self.timings.timed("wait_s"):
             fetched, failures = prefetch.take(revisions(claimed))
         with self.timings.timed("compute_s"):
@@ -223,11 +243,15 @@ class Pipeline:
                 out = ChunkOutput(failures={r.repo_id: why for r in claimed})
         self._writes.claimed.extend(claimed)
         self._writes.outputs.append(out)
+        for r in chunk:  # only now: an interruption before this leaves them claimed, so they are given back
+            del self._claimed[r.repo_id]
+
+    def _late(self) -> bool:
+        return time.monotonic() - self._writes.since >= self.flow.commit_interval_s
 
     def _due(self) -> bool:
         waiting = len(self._writes.claimed)
-        late = time.monotonic() - self._writes.since >= self.flow.commit_interval_s
-        return waiting >= self.flow.commit_every or (waiting > 0 and late)
+        return waiting >= self.flow.commit_every or (waiting > 0 and self._late())
 
     def _write(self) -> None:
         """Write what was computed: its vectors, then its statuses (:meth:`Run.commit`)."""

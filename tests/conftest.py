@@ -127,6 +127,17 @@ def _isolated_hub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _open_hub_gate() -> Iterator[None]:
+    """The process-wide rate-limit gate (hubdelta.embedder.hub_retry.GATE) starts open: one test's 429s must not
+    hold the next test's requests."""
+    from hubdelta.embedder.hub_retry import GATE
+
+    GATE.reset()
+    yield
+    GATE.reset()
+
+
+@pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """Undo ``configure_logging`` after CLI tests: it binds structlog and stdlib handlers to captured streams
     that are closed when the test ends, and server threads of later tests would log into them."""

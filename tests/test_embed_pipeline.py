@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,7 +117,7 @@ def test_prefetch_keeps_a_bounded_window_ahead_and_turns_errors_into_failures() 
     assert failures["o/m5"].transient and "503" in failures["o/m5"].reason
     rest, _ = prefetch.take(items[6:])
     prefetch.close()
-    assert list(rest) == [k for k, _ in items[6:]] and most <= 3  # the pool's size bounds the threads
+    assert list(rest) == [k for k, _ in items[6:]] and most >= 2  # downloads ran side by side
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert nice == {min(19, mine + DOWNLOAD_NICE)}  # downloads yield the cores to the compute
 
@@ -220,3 +221,54 @@ def test_the_disk_ledger_walks_once_then_counts(tmp_path: Path, monkeypatch: pyt
     assert ledger.reserve(1500, limits) is None and walks == [1]  # one walk so far
     ledger.settle(1500, stored=False)  # failed halfway: what reached the disk is unknown, walk again
     assert ledger.reserve(900, limits) is None and walks == [1, 1]
+
+
+def test_an_interrupted_run_writes_what_it_computed_and_gives_every_other_claim_back(index: Index) -> None:
+    todo = records(0, 8, base="acme/base")
+    ledger = ledger_for(index, todo)
+
+    class Interrupted(Runner):
+        def adapters(self, folders: Mapping[str, Path]) -> dict[str, np.ndarray]:
+            if self.ran:
+                raise KeyboardInterrupt  # mid-chunk: neither computed nor failed
+            return super().adapters(folders)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(ledger, todo, Flow(batch=2, commit_every=8, commit_interval_s=3600), Interrupted())
+    rows = index.models.get([r.repo_id for r in todo])
+    assert {rows[r.repo_id].status for r in todo[:2]} == {ModelStatus.EMBEDDED}
+    assert {(rows[r.repo_id].status, rows[r.repo_id].attempts) for r in todo[2:]} == {(ModelStatus.QUEUED, 0)}
+
+
+def test_a_stop_writes_results_before_waiting_for_a_slow_download(index: Index) -> None:
+    todo = records(0, 6, base="acme/base")
+    ledger_for(index, todo)  # the rows and the space's base activations
+    gate, events = threading.Event(), list[str]()
+
+    def fetch_one(repo_id: str, sha: str) -> FetchedModel:
+        if repo_id != todo[0].repo_id and repo_id != todo[1].repo_id:
+            gate.wait(30)  # a multi-GB download over a WAN
+        return fetched(repo_id, sha)
+
+    class Spy(SpyLedger):
+        def commit(self, claimed: Sequence[ModelRecord], out: Any) -> Any:
+            events.append("written")
+            return super().commit(claimed, out)
+
+    spy = Spy(index, SPACE, max_attempts=3)
+    spy.claims = []
+    runner = Runner()
+    run = Run(should_stop=lambda: len(runner.ran) >= 1)
+
+    def end_download() -> None:
+        events.append("download ended")
+        gate.set()
+
+    threading.Timer(1.0, end_download).start()
+    with Pipeline(run, spy, Flow(batch=2, commit_every=6, commit_interval_s=3600, download_workers=2),
+                  Timings()) as pipeline:  # fmt: skip
+        pipeline.start(todo, fetch_one)
+        pipeline.go(runner)
+    assert events == ["written", "download ended"]  # the stop did not wait for the download to write
+    rows = index.models.get([r.repo_id for r in todo])
+    assert {(rows[r.repo_id].status, rows[r.repo_id].attempts) for r in todo[2:]} == {(ModelStatus.QUEUED, 0)}
