@@ -34,31 +34,20 @@ from typing import Protocol
 
 from hubdelta.embedder import plan
 from hubdelta.embedder.fetch import FetchedModel
+from hubdelta.embedder.options import EmbedOptions
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.run import ChunkOutput, Fetch, Ledger, Run, Runner, revisions, run_fetched
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.kernel.errors import one_line
 
 
-@dataclass(frozen=True)
-class Flow:
-    """How a pipelined run overlaps its stages (``[embed]`` in hubdelta.toml)."""
-
-    batch: int = 8  # models per forward
-    download_workers: int = 8
-    prefetch: int = 4  # chunks
-    commit_every: int = 64  # models
-    commit_interval_s: float = 30.0
-
-
 @dataclass
 class Timings:
-    """Where a run's seconds went (its ``--json`` summary's ``timings``)."""
+    """Where a run's seconds went (its ``--json`` summary's ``timings``): ``compute_s`` (forwards on the resident
+    base, files read and checked included), ``wait_s`` (the compute waiting for downloads), ``commit_s`` (index
+    writes: claims, vectors, statuses), ``base_s`` (the base's download check, load and activations)."""
 
-    compute_s: float = 0.0  # forwards on the resident base (files read and checked included)
-    wait_s: float = 0.0  # the compute waiting for downloads
-    commit_s: float = 0.0  # index writes: claims, vectors, statuses
-    spans: dict[str, float] = field(default_factory=dict)  # other named spans (e.g. base_s)
+    spans: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("compute_s", "wait_s", "commit_s"), 0.0))
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -66,15 +55,10 @@ class Timings:
         try:
             yield
         finally:
-            spent = time.perf_counter() - started
-            if name in ("compute_s", "wait_s", "commit_s"):
-                setattr(self, name, getattr(self, name) + spent)
-            else:
-                self.spans[name] = self.spans.get(name, 0.0) + spent
+            self.spans[name] = self.spans.get(name, 0.0) + time.perf_counter() - started
 
     def to_dict(self) -> dict[str, float]:
-        found = {"compute_s": self.compute_s, "wait_s": self.wait_s, "commit_s": self.commit_s, **self.spans}
-        return {k: round(v, 3) for k, v in found.items()}
+        return {k: round(v, 3) for k, v in self.spans.items()}
 
 
 class Prefetcher:
@@ -162,11 +146,12 @@ class Pipeline:
     Args:
         run: the run whose outcomes are counted.
         ledger: where claims and results go (the space's :class:`~hubdelta.embedder.ledger.SpaceLedger`).
-        flow: how the stages overlap.
+        flow: how the stages overlap (``batch``, ``download_workers``, ``prefetch``, ``commit_every``,
+            ``commit_interval_s``).
         timings: where the seconds are added.
     """
 
-    def __init__(self, run: Run, ledger: ClaimLedger, flow: Flow, timings: Timings) -> None:
+    def __init__(self, run: Run, ledger: ClaimLedger, flow: EmbedOptions, timings: Timings) -> None:
         self.run, self.ledger, self.flow, self.timings = run, ledger, flow, timings
         self._writes = _Writes()
         self._claimed: dict[str, ModelRecord] = {}  # claimed, not yet computed

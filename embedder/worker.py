@@ -19,7 +19,7 @@ from hubdelta.embedder.delta_path import Activations
 from hubdelta.embedder.ledger import EmbedSummary, SpaceLedger, select_queued
 from hubdelta.embedder.local import base_info_from_folder
 from hubdelta.embedder.options import EmbedOptions
-from hubdelta.embedder.pipeline import Flow, Pipeline, Timings
+from hubdelta.embedder.pipeline import Pipeline, Timings
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.run import Outcome, Progress, Run, fetcher
 from hubdelta.embedder.safety import Limits
@@ -91,8 +91,7 @@ def _embed_base(run: Run, index: Index, settings: Settings, opts: EmbedOptions, 
     ledger = SpaceLedger(index, space, max_attempts=opts.max_attempts)
     reused, todo = ledger.reuse(records)
     run.record(reused)
-    flow = Flow(opts.batch, opts.download_workers, opts.prefetch, opts.commit_every, opts.commit_interval_s)
-    with Pipeline(run, ledger, flow, timings) as pipeline:
+    with Pipeline(run, ledger, opts, timings) as pipeline:
         pipeline.start(todo, fetcher(settings, Limits.from_embed_settings(settings.embed), info))
         with timings.timed("base_s"):
             rb = ResidentBase(base_dir, space, device=opts.device)

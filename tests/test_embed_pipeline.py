@@ -21,7 +21,8 @@ import pytest
 
 from hubdelta.embedder.fetch import FetchedModel
 from hubdelta.embedder.ledger import SpaceLedger
-from hubdelta.embedder.pipeline import DOWNLOAD_NICE, Flow, Pipeline, Prefetcher, Timings
+from hubdelta.embedder.options import EmbedOptions
+from hubdelta.embedder.pipeline import DOWNLOAD_NICE, Pipeline, Prefetcher, Timings
 from hubdelta.embedder.run import Run
 from hubdelta.embedder.safety_records import RepoKind
 from hubdelta.embedder.space import Space
@@ -81,7 +82,7 @@ def ledger_for(index: Index, todo: Sequence[ModelRecord]) -> SpyLedger:
     return ledger
 
 
-def run_pipeline(ledger: SpaceLedger, todo: Sequence[ModelRecord], flow: Flow, runner: Runner | None = None,
+def run_pipeline(ledger: SpaceLedger, todo: Sequence[ModelRecord], flow: EmbedOptions, runner: Runner | None = None,
                  run: Run | None = None) -> Run:  # fmt: skip
     run = run or Run()
     with Pipeline(run, ledger, flow, Timings()) as pipeline:
@@ -127,7 +128,7 @@ def test_a_run_claims_and_writes_in_groups_and_embeds_each_model_once(index: Ind
     ledger = ledger_for(index, todo)
     before = {t: versions(index, t) for t in ("models", f"emb_{SPACE.id}")}
     runner = Runner()
-    run = run_pipeline(ledger, todo, Flow(batch=4, commit_every=8, commit_interval_s=3600), runner)
+    run = run_pipeline(ledger, todo, EmbedOptions(batch=4, commit_every=8, commit_interval_s=3600), runner)
     assert run.counts.embedded == 21 and [len(c) for c in runner.ran] == [4, 4, 4, 4, 4, 1]
     assert ledger.claims == [8, 8, 5]  # whole chunks, about commit_every models a claim
     added = {t: versions(index, t) - before[t] for t in before}
@@ -142,7 +143,7 @@ def test_results_are_written_when_commit_interval_passes(index: Index) -> None:
     todo = records(0, 8, base="acme/base")
     ledger = ledger_for(index, todo)
     before = versions(index, f"emb_{SPACE.id}")
-    run_pipeline(ledger, todo, Flow(batch=2, commit_every=64, commit_interval_s=1e-9))
+    run_pipeline(ledger, todo, EmbedOptions(batch=2, commit_every=64, commit_interval_s=1e-9))
     assert ledger.claims == [8] and versions(index, f"emb_{SPACE.id}") - before == 4  # one write a chunk
 
 
@@ -151,7 +152,7 @@ def test_a_stop_writes_what_was_computed_and_gives_the_other_claims_back(index: 
     ledger = ledger_for(index, todo)
     runner = Runner()
     run = Run(should_stop=lambda: len(runner.ran) >= 2)
-    run_pipeline(ledger, todo, Flow(batch=3, commit_every=12, commit_interval_s=3600), runner, run)
+    run_pipeline(ledger, todo, EmbedOptions(batch=3, commit_every=12, commit_interval_s=3600), runner, run)
     rows = index.models.get([r.repo_id for r in todo])
     done = [r for r in todo[:6]]
     assert run.counts.embedded == 6 and run.counts.stopped
@@ -167,7 +168,7 @@ def test_rows_a_dead_run_left_embedding_are_claimed_and_written_a_chunk_at_a_tim
     ledger = ledger_for(index, suspects + fresh)
     before = versions(index, f"emb_{SPACE.id}")
     runner = Runner()
-    run = run_pipeline(ledger, suspects + fresh, Flow(batch=2, commit_every=64, commit_interval_s=3600), runner)
+    run = run_pipeline(ledger, suspects + fresh, EmbedOptions(batch=2, commit_every=64, commit_interval_s=3600), runner)
     assert run.counts.embedded == 14
     assert ledger.claims == [2, 2, 2, 8]  # a suspect chunk's claim blames no more models than a chunk
     assert versions(index, f"emb_{SPACE.id}") - before == 3 + 1  # each suspect chunk written before the next
@@ -186,7 +187,7 @@ def test_a_failed_download_fails_its_model_alone(index: Index) -> None:
         return fetched(repo_id, sha)
 
     run = Run()
-    with Pipeline(run, ledger, Flow(batch=5), Timings()) as pipeline:
+    with Pipeline(run, ledger, EmbedOptions(batch=5), Timings()) as pipeline:
         pipeline.start(todo, fetch_one)
         pipeline.go(Runner())
     rows = index.models.get([r.repo_id for r in todo])
@@ -234,7 +235,7 @@ def test_an_interrupted_run_writes_what_it_computed_and_gives_every_other_claim_
             return super().adapters(folders)
 
     with pytest.raises(KeyboardInterrupt):
-        run_pipeline(ledger, todo, Flow(batch=2, commit_every=8, commit_interval_s=3600), Interrupted())
+        run_pipeline(ledger, todo, EmbedOptions(batch=2, commit_every=8, commit_interval_s=3600), Interrupted())
     rows = index.models.get([r.repo_id for r in todo])
     assert {rows[r.repo_id].status for r in todo[:2]} == {ModelStatus.EMBEDDED}
     assert {(rows[r.repo_id].status, rows[r.repo_id].attempts) for r in todo[2:]} == {(ModelStatus.QUEUED, 0)}
@@ -265,7 +266,7 @@ def test_a_stop_writes_results_before_waiting_for_a_slow_download(index: Index) 
         gate.set()
 
     threading.Timer(1.0, end_download).start()
-    with Pipeline(run, spy, Flow(batch=2, commit_every=6, commit_interval_s=3600, download_workers=2),
+    with Pipeline(run, spy, EmbedOptions(batch=2, commit_every=6, commit_interval_s=3600, download_workers=2),
                   Timings()) as pipeline:  # fmt: skip
         pipeline.start(todo, fetch_one)
         pipeline.go(runner)
