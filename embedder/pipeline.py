@@ -216,10 +216,11 @@ class Pipeline:
     def _compute(self, runner: Runner, prefetch: Prefetcher, chunk: Sequence[ModelRecord]) -> None:
         """Compute ``chunk`` (claimed) and keep its results for the next write; its claims stay held until then."""
         claimed = [self._claimed[r.repo_id] for r in chunk]
-        if self._writes.claimed and self._late() and not prefetch.ready(revisions(claimed)):
+        items = revisions(claimed)
+        if self._writes.claimed and self._late() and not prefetch.ready(items):
             self._write()  # about to wait for downloads: what is computed is not left unwritten meanwhile
         with self.timings.timed("wait_s"):
-            fetched, failures = prefetch.take(revisions(claimed))
+            fetched, failures = prefetch.take(items)
         with self.timings.timed("compute_s"):
             try:
                 out = run_fetched(runner, fetched, failures)
