@@ -1,8 +1,9 @@
 """hubdelta.index: the only code that touches LanceDB (see docs/architecture.md).
 
 Open it through :mod:`hubdelta.index.door`; read and write through its per-table stores (``index.models``,
-``index.tracked``, ``index.vectors``, ``index.families``, ``index.reports``, ``index.maintenance``), selecting
-models with :mod:`hubdelta.index.selectors`; pass and receive the typed records of :mod:`hubdelta.index.records`.
+``index.tracked``, ``index.vectors``, ``index.families``, ``index.reports``, ``index.layouts``,
+``index.maintenance``), selecting models with :mod:`hubdelta.index.selectors`; pass and receive the typed records
+of :mod:`hubdelta.index.records`.
 """
 
 from hubdelta.index.compaction import CompactionPolicy, TableStats

@@ -19,6 +19,7 @@ from lancedb import DBConnection
 
 from hubdelta.index.embeddings import SPACES, SPACES_SCHEMA
 from hubdelta.index.families import FAMILY_SCHEMAS
+from hubdelta.index.layouts import LAYOUT_SCHEMAS
 from hubdelta.index.reports import REPORTS, REPORTS_SCHEMA
 from hubdelta.index.schema import META, META_SCHEMA, MODELS, SCHEMAS, TRACKED
 from hubdelta.kernel.errors import IndexSchemaError
@@ -78,7 +79,19 @@ def m004_create_families(db: DBConnection) -> None:
         db.create_table(name, schema=schema, exist_ok=True)
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_create_tables, m002_create_spaces, m003_create_reports, m004_create_families)
+def m005_create_layouts(db: DBConnection) -> None:
+    """layouts and layout_meta: each space's 2-D map, computed when its vectors change (``hubdelta serve``)."""
+    for name, schema in LAYOUT_SCHEMAS.items():
+        db.create_table(name, schema=schema, exist_ok=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    m001_create_tables,
+    m002_create_spaces,
+    m003_create_reports,
+    m004_create_families,
+    m005_create_layouts,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

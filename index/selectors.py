@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from hubdelta.index.records import HIDDEN_STATUSES, VISIBLE_STATUSES, ModelStatus, Relation
 from hubdelta.index.schema import sql_string
@@ -81,8 +82,15 @@ class Selector:
     bases: frozenset[str] = frozenset()  # each must be among the model's base_models
     spaces: frozenset[str] = frozenset()  # the model has a vector in each
     where: tuple[str, ...] = field(default=())  # the user's own filters (``--where``), each Lance SQL
+    # Structured filters (the web service's: no SQL text from a client): compiled here with quoted values.
+    licenses: frozenset[str] | None = None  # license values; None: any
+    tags: frozenset[str] = frozenset()  # each must be among the model's tags
+    min_downloads: int = 0
+    min_likes: int = 0
+    created_after: datetime | None = None
 
     def __and__(self, other: Selector) -> Selector:
+        after = [t for t in (self.created_after, other.created_after) if t is not None]
         return Selector(
             statuses=_meet(self.statuses, other.statuses),
             ids=_meet(self.ids, other.ids),
@@ -90,6 +98,11 @@ class Selector:
             bases=self.bases | other.bases,
             spaces=self.spaces | other.spaces,
             where=self.where + tuple(w for w in other.where if w not in self.where),
+            licenses=_meet(self.licenses, other.licenses),
+            tags=self.tags | other.tags,
+            min_downloads=max(self.min_downloads, other.min_downloads),
+            min_likes=max(self.min_likes, other.min_likes),
+            created_after=max(after) if after else None,
         )
 
 
@@ -116,6 +129,40 @@ def by_space(space_id: str) -> Selector:
 def by_relation(*relations: Relation) -> Selector:
     """Models related to their base in any of these ways (adapter, finetune, merge, quantized)."""
     return Selector(relations=frozenset(Relation(r).value for r in relations))
+
+
+def by_metadata(
+    *,
+    licenses: Iterable[str] | None = None,
+    tags: Iterable[str] = (),
+    min_downloads: int = 0,
+    min_likes: int = 0,
+    created_after: datetime | None = None,
+) -> Selector:
+    """Models by their Hub metadata: a license among ``licenses``, every one of ``tags``, at least so many
+    downloads and likes, created after a time. Values are data, never SQL: the index quotes them."""
+    return Selector(
+        licenses=None if licenses is None else frozenset(licenses),
+        tags=frozenset(tags),
+        min_downloads=int(min_downloads),
+        min_likes=int(min_likes),
+        created_after=created_after,
+    )
+
+
+def _metadata_parts(selector: Selector) -> list[str]:
+    parts = []
+    if selector.licenses is not None:
+        parts.append(in_list("license", sorted(selector.licenses)))
+    parts += [f"array_has(tags, {sql_string(t)})" for t in sorted(selector.tags)]
+    if selector.min_downloads > 0:
+        parts.append(f"downloads >= {int(selector.min_downloads)}")
+    if selector.min_likes > 0:
+        parts.append(f"likes >= {int(selector.min_likes)}")
+    if selector.created_after is not None:
+        when = selector.created_after.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        parts.append(f"created_at > arrow_cast({sql_string(when)}, 'Timestamp(Microsecond, Some(\"UTC\"))')")
+    return parts
 
 
 def user_filter(where: str) -> Selector:
@@ -163,7 +210,8 @@ def compile_selector(selector: Selector, ids_in_space: Callable[[str], Iterable[
     ids = selector.ids
     for space in sorted(selector.spaces):
         ids = _meet(ids, frozenset(ids_in_space(space)))
-    if (ids is not None and not ids) or selector.statuses == frozenset() or selector.relations == frozenset():
+    nothing = frozenset[str]()
+    if (ids is not None and not ids) or nothing in (selector.statuses, selector.relations, selector.licenses):
         return Filter(empty=True)
     parts = []
     if selector.statuses is not None:
@@ -171,6 +219,7 @@ def compile_selector(selector: Selector, ids_in_space: Callable[[str], Iterable[
     if selector.relations is not None:
         parts.append(in_list("relation", sorted(selector.relations)))
     parts += [f"array_has(base_models, {sql_string(b)})" for b in sorted(selector.bases)]
+    parts += _metadata_parts(selector)
     parts += [f"({w})" for w in selector.where]
     where = " AND ".join(parts) or None
     return Filter(where=where) if ids is None else id_filter(ids, where=where)

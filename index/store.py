@@ -12,6 +12,7 @@ daemon) sees each new commit on its next read.
 - ``index.vectors`` (:class:`~hubdelta.index.vectors_store.VectorsStore`): spaces, vectors, nearest, ANN upkeep;
 - ``index.families`` (:class:`~hubdelta.index.families_store.FamiliesStore`);
 - ``index.reports`` (:class:`~hubdelta.index.reports_store.ReportsStore`);
+- ``index.layouts`` (:class:`~hubdelta.index.layouts_store.LayoutsStore`): each space's map layout;
 - ``index.maintenance`` (:class:`~hubdelta.index.maintenance.Maintenance`): stats and compaction.
 """
 
@@ -28,6 +29,7 @@ import lancedb
 from hubdelta.index import ann, migrations
 from hubdelta.index.compaction import CompactionPolicy
 from hubdelta.index.families_store import FamiliesStore
+from hubdelta.index.layouts_store import LayoutsStore
 from hubdelta.index.location import local_path, storage_errors
 from hubdelta.index.lock import WriteLock
 from hubdelta.index.maintenance import Maintenance
@@ -64,6 +66,7 @@ class Index:
         self.vectors = VectorsStore(self._tables, self.models, self.ann)
         self.families = FamiliesStore(self._tables)
         self.reports = ReportsStore(self._tables)
+        self.layouts = LayoutsStore(self._tables)
         self.maintenance = Maintenance(self._tables)
         self.applied_migrations: list[str] = []  # what open() migrated, for logs
 

@@ -21,6 +21,7 @@ from hubdelta.index import migrations
 from hubdelta.index.compaction import CompactionPolicy, TableStats, compact_table, due, table_stats
 from hubdelta.index.embeddings import EMB_PREFIX, SPACES, emb_schema, emb_table_name
 from hubdelta.index.families import FAMILY_SCHEMAS
+from hubdelta.index.layouts import LAYOUT_SCHEMAS
 from hubdelta.index.reports import REPORTS
 from hubdelta.index.schema import SCHEMAS, sql_string
 from hubdelta.index.selectors import Filter
@@ -51,7 +52,7 @@ class Tables:
         self.db = db
         self.writer = writer
         self.closed = False
-        fixed = (*SCHEMAS, SPACES, REPORTS, *FAMILY_SCHEMAS)
+        fixed = (*SCHEMAS, SPACES, REPORTS, *FAMILY_SCHEMAS, *LAYOUT_SCHEMAS)
         self._open: dict[str, Table] = {name: db.open_table(name) for name in fixed}
 
     # ---- access ----
@@ -175,6 +176,26 @@ class Tables:
     def insert_new(self, name: str, key: str, data: pa.Table) -> None:
         """Insert the rows whose ``key`` is not stored yet (stored ones are kept as they are), in one commit."""
         self.writable(name).merge_insert(key).when_not_matched_insert_all().execute(data)
+        self.after_write(name)
+
+    def append(self, name: str, data: pa.Table) -> None:
+        """Add rows to table ``name`` as they are (no key, no merge) in one commit; an empty table writes nothing.
+
+        Raises:
+            StoreError: the index is read-only.
+        """
+        table = self.writable(name)
+        if data.num_rows:
+            table.add(data)
+            self.after_write(name)
+
+    def delete_where(self, name: str, where: str) -> None:
+        """Delete the rows of table ``name`` that pass ``where`` (a Lance filter written in index/), one commit.
+
+        Raises:
+            StoreError: the index is read-only.
+        """
+        self.writable(name).delete(where)
         self.after_write(name)
 
     def delete_key(self, name: str, column: str, value: str) -> bool:

@@ -9,11 +9,14 @@ bookkeeping, ``show``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import partial
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from hubdelta.index import ann
 from hubdelta.index.embeddings import (
@@ -129,6 +132,21 @@ class VectorsStore:
         order = sorted(range(len(ids)), key=ids.__getitem__)
         permute_rows(matrix, order)
         return VectorMatrix([ids[i] for i in order], matrix, [when[i] for i in order])
+
+    def fingerprint(self, space_id: str) -> str:
+        """A short string that changes whenever ``space_id``'s visible vectors change, read cheaply.
+
+        The number of vectors, the latest ``embedded_at`` (every write stamps its time: a new vector or a new
+        revision's moves it) and a digest of the hidden models (a removal hides a vector without writing one).
+        Not the table's version, which compaction and ANN upkeep also move. "" for an unknown space.
+        """
+        table = self._t.emb(space_id)
+        if table is None:
+            return ""
+        times = self._t.scan(table.name, columns=["embedded_at"])["embedded_at"]
+        latest = pc.max(times).cast(pa.int64()).as_py() if len(times) else None
+        hidden = hashlib.sha256("\n".join(sorted(self._models.hidden_ids())).encode()).hexdigest()[:12]
+        return f"n={len(times)} t={latest} hidden={hidden}"
 
     def count(self, space_id: str) -> int:
         """Vectors stored in ``space_id``, hidden ones included (0 for an unknown space)."""

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The offline demo: build the finetune pool, serve it from devhub, browse it with the real Hub client, then
 # track its base, crawl its children into the index, embed them and ask what behaves alike.
-# DEMO_SERVE=0 stops after the tour instead of serving until Ctrl-C.
+# It ends by serving the index's web pages (search, model pages, the map) beside devhub until Ctrl-C;
+# DEMO_SERVE=0 stops after the tour instead. DEMO_PORT (8765): devhub; DEMO_WEB_PORT (8000): the pages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HUBDELTA_HOME=${HUBDELTA_HOME:-$PWD/demo-home}
 port=${DEMO_PORT:-8765}
+web_port=${DEMO_WEB_PORT:-8000}
 hd=.venv/bin/hubdelta
 $hd devhub build-pool --out "$HUBDELTA_HOME/pool"
 $hd devhub serve --root "$HUBDELTA_HOME/pool/hub" --port "$port" &
@@ -30,7 +32,13 @@ $hd export --format npz --out "$HUBDELTA_HOME/vectors.npz"
 $hd report --since 30d
 # Which models are good at my task? 20 examples in, a few-shot LoRA trained (~1 minute) and searched with.
 $hd task "$HUBDELTA_HOME/pool/heldout/math.jsonl" --base HuggingFaceTB/SmolLM2-135M-Instruct -k 5
+# The map of the space, stored in the index (embed and report runs refresh it; this says what it holds).
+$hd layout
 if [ "${DEMO_SERVE:-1}" = "1" ]; then
-  echo "devhub is serving the pool at http://127.0.0.1:$port (export HF_ENDPOINT=http://127.0.0.1:$port); Ctrl-C stops it."
-  wait $server
+  $hd serve --port "$web_port" &
+  web=$!
+  trap 'kill $server $web 2>/dev/null || true' EXIT
+  echo "devhub is serving the pool at http://127.0.0.1:$port (export HF_ENDPOINT=http://127.0.0.1:$port)."
+  echo "Open http://127.0.0.1:$web_port in a browser: search, model pages, the map. Ctrl-C stops both."
+  wait $server $web
 fi

@@ -37,8 +37,9 @@ from tests.helpers import (
 # The fixtures that need the trained finetune pool (built once per session; a cold build trains for ~10 minutes).
 POOL_FIXTURES = frozenset({"pool", "family_pool", "pool_hub", "manifest", "pool_index"})
 # The fixtures that start processes: ``processes`` (what a test starts itself: the CLI, the daemon, the index's
-# child writer, Chromium, a Python that checks its imports), ``s3`` (moto_server) and ``ray_cluster`` (Ray).
-E2E_FIXTURES = frozenset({"processes", "s3", "ray_cluster"})
+# child writer, Chromium, a Python that checks its imports), ``s3`` (moto_server), ``ray_cluster`` (Ray) and
+# ``served`` (``hubdelta serve`` over a built index, shared by a test module).
+E2E_FIXTURES = frozenset({"processes", "s3", "ray_cluster", "served"})
 # A pool test's timeout unless it has its own: the session's pool fixtures (linking the pool; crawling, embedding
 # and reporting it for ``pool_index``; exporting Gemma-3 and training its adapters for ``family_pool`` when the
 # cache lacks them) are charged to whichever pool test runs first, so no single test's own time bounds it.
@@ -310,3 +311,19 @@ def pool_index(pool: Path, pool_hub: DevhubServer, tmp_path_factory: pytest.Temp
     assert summary.failed == 0 and len(summary.spaces) == 1, summary
     run_report(settings)
     return PoolIndex(home, settings, pool_hub.url, pool)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path, dict[str, str | None]]]:
+    """``hubdelta serve`` over a built index (tests/web_helpers.py), shared by one test module: read it only.
+    Yields the server, the home and the index's repo -> planted domain."""
+    from tests.helpers import Processes
+    from tests.web_helpers import build_web_index, start_serve
+
+    home = tmp_path_factory.mktemp("served")
+    names = build_web_index(home)
+    started = Processes()
+    try:
+        yield start_serve(started, home), home, names
+    finally:
+        started.close()

@@ -13,9 +13,11 @@ from hubdelta.cli import daemon as daemon_commands
 from hubdelta.cli import embed as embed_commands
 from hubdelta.cli import evaluate as evaluate_commands
 from hubdelta.cli import family as family_commands
+from hubdelta.cli import layout as layout_commands
 from hubdelta.cli import query as query_commands
 from hubdelta.cli import report as report_commands
 from hubdelta.cli import retry as retry_commands
+from hubdelta.cli import serve as serve_commands
 from hubdelta.cli import task as task_commands
 from hubdelta.cli._errors import HubdeltaGroup
 from hubdelta.cli._options import ConfigOpt, HomeOpt, optional_values
@@ -38,9 +40,11 @@ daemon_commands.register(app)
 embed_commands.register(app)
 evaluate_commands.register(app)
 family_commands.register(app)
+layout_commands.register(app)
 query_commands.register(app)
 report_commands.register(app)
 retry_commands.register(app)
+serve_commands.register(app)
 task_commands.register(app)
 
 

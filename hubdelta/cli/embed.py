@@ -48,7 +48,7 @@ def embed_cmd(
     """
     from huggingface_hub.utils import disable_progress_bars
 
-    from hubdelta.embedder.api import ray_options, run_embed
+    from hubdelta.embedder.api import ray_options
     from hubdelta.embedder.runtime import keep_freed_memory
 
     disable_progress_bars()  # several downloads run at once: their per-file bars would garble ours (and logs)
@@ -60,9 +60,7 @@ def embed_cmd(
     else:
         keep_freed_memory()  # this process embeds
     quiet = as_json or not sys.stderr.isatty()
-    # Ray prints its cluster's error messages (a worker died, ...) to stdout: they belong with the logs.
-    with contextlib.redirect_stdout(sys.stderr) if on_ray else contextlib.nullcontext():
-        summary = run_embed(settings, **kwargs) if quiet else _with_progress(settings, kwargs)
+    summary = _run(settings, kwargs, quiet=quiet, on_ray=on_ray)
     doc: dict[str, Any] = asdict(summary)
     doc["failures"] = [{"repo_id": r, "reason": why} for r, why in summary.failures]
     if as_json:
@@ -79,6 +77,19 @@ def embed_cmd(
     for repo, why in summary.failures:
         typer.echo(f"  failed {repo}: {why}")
     raise typer.Exit(summary.exit_code)
+
+
+def _run(settings: Any, kwargs: dict[str, Any], *, quiet: bool, on_ray: bool) -> Any:
+    """The embed run, then the map layouts of the spaces it wrote to (a layout failure is logged, not raised)."""
+    from hubdelta.embedder.api import run_embed
+    from hubdelta.report.layout import refresh_after_writes
+
+    # Ray prints its cluster's error messages (a worker died, ...) to stdout: they belong with the logs.
+    with contextlib.redirect_stdout(sys.stderr) if on_ray else contextlib.nullcontext():
+        summary = run_embed(settings, **kwargs) if quiet else _with_progress(settings, kwargs)
+    if summary.embedded:
+        refresh_after_writes(settings, kwargs["command"])
+    return summary
 
 
 def _with_progress(settings: Any, kwargs: dict[str, Any]) -> Any:

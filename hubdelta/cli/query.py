@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,16 +16,10 @@ SpaceOpt = Annotated[
 ]
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON: {type(value).__name__}")
-
-
 def _dump(doc: Any) -> None:
-    typer.echo(json.dumps(doc, indent=1, default=_default))
+    from hubdelta.query.serialize import dumps
+
+    typer.echo(dumps(doc))
 
 
 def _neighbors_table(neighbors: list[Any], title: str) -> None:
@@ -102,7 +93,7 @@ def similar_cmd(
         repo = _embed_first(settings, repo, base)
     result = similar(settings, repo, vector=vector, k=k, where=where, relation=relation, space=space)
     if as_json:
-        _dump(result.to_dict())
+        _dump(result)
         _done()
         return
     title = f"nearest to {result.query} in space {result.space_id}" + (f", where {where}" if where else "")
@@ -163,20 +154,10 @@ def show_cmd(ctx: typer.Context, repo: Annotated[str, typer.Argument(help="A rep
 
     shown = show(ctx.obj, repo, k=k)
     r, m = shown.record, shown.record.model
-    doc = {
-        **asdict(m),
-        "relation": m.relation.value,
-        "status": r.status.value,
-        "reason": r.reason,
-        "attempts": r.attempts,
-        "first_seen": r.first_seen,
-        "last_seen": r.last_seen,
-        "vectors": [asdict(v) for v in shown.vectors],
-        "neighbors": [asdict(n) for n in shown.neighbors],
-        "hidden": shown.hidden,
-    }
     if as_json:
-        _dump(doc)
+        from hubdelta.query.serialize import shown_doc
+
+        _dump(shown_doc(shown))
         _done()
         return
     lines = [
@@ -212,7 +193,7 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     s = status(ctx.obj, daemon=daemon_health(ctx.obj.home))
     _done()  # nothing below writes: the table is only printed
     if as_json:
-        _dump(asdict(s))
+        _dump(s)
         return
     from rich.table import Table
 
@@ -284,7 +265,7 @@ def export_cmd(
 
     done = export(ctx.obj, out, fmt=fmt, space=space, include_removed=include_removed)
     if as_json:
-        _dump(asdict(done))
+        _dump(done)
     else:
         typer.echo(
             f"wrote {done.rows:,} vectors of {done.dim} dims from {done.space_id} to {done.path} ({done.format})"

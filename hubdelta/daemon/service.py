@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hubdelta.daemon.lock import DaemonLock
 from hubdelta.daemon.runner import Clock, Job, JobRunner, local_now
 from hubdelta.daemon.slots import parse_hhmm
+from hubdelta.daemon.web_child import WebChild
 from hubdelta.kernel.settings import Settings
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class Daemon:
         limit = self.settings.daemon.embed_limit
         s = run_embed(self.settings, limit=limit, command=f"{COMMAND}: embed", should_stop=self.stopping.is_set,
                       workers=self._ray_workers())  # fmt: skip
-        out = {"embedded": s.embedded, "failed": s.failed, "reused": s.reused, "stopped": s.stopped}
+        out: dict[str, Any] = {"embedded": s.embedded, "failed": s.failed, "reused": s.reused, "stopped": s.stopped}
         if s.workers:
             out |= {"workers": s.workers, "worker_deaths": s.worker_deaths}
         if not s.stopped and s.embedded + s.failed < limit:  # families fill from what their bases' spaces hold
@@ -79,7 +80,16 @@ class Daemon:
             if families:
                 out["family_embedded"] = sum(f.embedded for f in families)
                 out["stopped"] = out["stopped"] or any(f.stopped for f in families)
+        if out["embedded"] or out.get("family_embedded"):
+            out["layouts"] = self._layouts()
         return out
+
+    def _layouts(self) -> dict[str, int] | str:
+        """Refresh the maps after an embed job wrote vectors: points per space recomputed, or "failed" (logged)."""
+        from hubdelta.report.layout import refresh_after_writes
+
+        done = refresh_after_writes(self.settings, f"{COMMAND}: embed", should_stop=self.stopping.is_set)
+        return "failed" if done is None else done.computed
 
     def _ray_workers(self) -> RayWorkers | None:
         """With ``[ray] enabled``, the daemon's Ray workers: started at the first embed job and kept, so their
@@ -119,12 +129,17 @@ class Daemon:
         """
         lock = DaemonLock(self.settings.home).acquire()
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        web = WebChild(self.settings) if self.settings.serve.enabled else None
+        if web is not None:
+            web.start()
         try:
             code = self.runner.serve()
         except BaseException:
             lock.release()
             raise
         finally:
+            if web is not None:
+                web.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if code == 0:

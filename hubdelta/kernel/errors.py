@@ -50,6 +50,11 @@ class UsageError(HubdeltaError):
         self.argument = argument
 
 
+class NotFoundError(UsageError):
+    """The thing asked for (a repo, a space, a report) is not in the index: a usage error that a web client
+    sees as 404."""
+
+
 class EmbedError(HubdeltaError):
     """A model cannot be embedded in a space (wrong architecture or size, unsupported adapter, missing files)."""
 

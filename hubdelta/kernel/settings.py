@@ -84,6 +84,21 @@ class DaemonSettings:
     stop_timeout_s: float = 120.0  # SIGTERM: the running job gets this long to finish its current chunk
 
 
+@dataclass(frozen=True)
+class ServeSettings:
+    """``[serve]`` in hubdelta.toml: the web service (``hubdelta serve``; the daemon serves too when enabled)."""
+
+    enabled: bool = False  # the daemon also serves the pages and the API
+    host: str = "127.0.0.1"  # any other address requires a token
+    port: int = 8000
+    token_file: str = ""  # a file holding the access token (required off loopback)
+    base_url: str = ""  # where the pages are reachable: the nightly report links to them when set
+    rate_per_s: float = 50.0  # requests a second per client address, sustained
+    burst: int = 200  # requests a client may make at once before the rate applies
+    max_body_bytes: int = 1_000_000  # the largest request body (a posted vector)
+    trusted_proxy: str = ""  # a reverse proxy's address: its X-Forwarded-For/-Proto name the client and scheme
+
+
 _ZERO_OK = {"family.seed", "ray.workers"}  # numbers where 0 is meaningful (a seed; "automatic")
 _CHOICES = {
     "embed.device": ("auto", "cpu", "cuda"),
@@ -134,6 +149,8 @@ class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     family: FamilySettings = field(default_factory=FamilySettings)
     ray: RaySettings = field(default_factory=RaySettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    config_file: Path | None = None  # the hubdelta.toml read, if any (the daemon's child processes read it too)
     extra: Mapping[str, Any] = field(default_factory=dict)  # unknown toml sections, for later stages
 
     def _index_table(self) -> Mapping[str, Any]:
@@ -259,6 +276,7 @@ def load_settings(
     daemon = _section("daemon", DaemonSettings, data.pop("daemon", {}))
     family = _section("family", FamilySettings, data.pop("family", {}))
     ray = _section("ray", RaySettings, data.pop("ray", {}))
+    serve = _section("serve", ServeSettings, data.pop("serve", {}))
     _check_recipe(family.recipe)
     log = _table("log", data.pop("log", {}))
     level = str(log.get("level", env.get("HUBDELTA_LOG_LEVEL", "info"))).lower()
@@ -277,5 +295,7 @@ def load_settings(
         daemon=daemon,
         family=family,
         ray=ray,
+        serve=serve,
+        config_file=config_file,
         extra=data,
     )

@@ -6,6 +6,7 @@ or embed. Nothing here imports torch or transformers (``--embed`` does, and only
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from hubdelta.index.door import open_reader
 from hubdelta.index.records import ModelRecord, ModelStatus, Relation, visible_to_queries
 from hubdelta.index.selectors import IN_LIST_MAX, Selector, by_ids, visible
 from hubdelta.index.store import Index
-from hubdelta.kernel.errors import HubdeltaError, StoreError, UsageError
+from hubdelta.kernel.errors import HubdeltaError, NotFoundError, StoreError, UsageError
 from hubdelta.kernel.settings import Settings
 from hubdelta.query.choose import WHERE_FIX, choose_space, close_ids, first_fetch, model_filter, next_fetch
 from hubdelta.query.records import Neighbor, Similar, VectorInfo
@@ -61,15 +62,24 @@ def load_vector(path: Path) -> np.ndarray:
         raise UsageError(str(path), "no such file", fix="give a .npy file written by numpy.save") from None
     except (OSError, ValueError) as e:
         raise UsageError(str(path), f"not a .npy array ({str(e)[:80]})", fix="write it with numpy.save") from e
+    return check_vector(array, str(path))
+
+
+def check_vector(array: object, label: str) -> np.ndarray:
+    """``array`` as one finite, non-zero float32 vector (a 1 x C row is accepted).
+
+    Raises:
+        UsageError: not numeric, not one vector, not finite, or all zeros.
+    """
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
-        raise UsageError(str(path), "does not hold a numeric array", fix="write one vector with numpy.save")
+        raise UsageError(label, "does not hold a numeric array", fix="write one vector with numpy.save")
     vector = array.reshape(-1) if array.ndim == 2 and array.shape[0] == 1 else array
     if vector.ndim != 1 or vector.size == 0:
-        raise UsageError(str(path), f"holds an array of shape {array.shape}, not one vector",
+        raise UsageError(label, f"holds an array of shape {array.shape}, not one vector",
                          fix="save a single vector, shape (C,)")  # fmt: skip
     vector = vector.astype(np.float32)
     if not np.isfinite(vector).all() or not vector.any():
-        raise UsageError(str(path), "the vector is all zeros or not finite", fix="save a real delta vector")
+        raise UsageError(label, "the vector is all zeros or not finite", fix="save a real delta vector")
     return vector
 
 
@@ -103,7 +113,7 @@ def _repo_query(index: Index, settings: Settings, repo: str, space: str | None) 
         if record is None:
             close = close_ids(repo, index.models.ids(visible()))
             hint = f"; close: {', '.join(close)}" if close else ""
-            raise UsageError(repo, f"not in the index{hint}",
+            raise NotFoundError(repo, f"not in the index{hint}",
                              fix="track its base and crawl, or pass --embed to embed it now")  # fmt: skip
         why = f" ({record.reason})" if record.reason else ""
         raise HubdeltaError(f"{repo} is not embedded yet: status {record.status.value}{why}",
@@ -119,8 +129,9 @@ def _repo_query(index: Index, settings: Settings, repo: str, space: str | None) 
     return _Query(repo, vector, chosen, frozenset([repo]), others)
 
 
-def _vector_query(index: Index, path: Path, space: str | None) -> _Query:
-    vector = load_vector(path)
+def _vector_query(index: Index, given: Path | np.ndarray, space: str | None) -> _Query:
+    path = "posted" if isinstance(given, np.ndarray) else given  # a web client's vector has no file name
+    vector = check_vector(given, "vector") if isinstance(given, np.ndarray) else load_vector(given)
     fitting = {s: r.params for s, r in index.vectors.spaces().items() if r.dim == vector.size}
     if space is None and len(fitting) > 1:
         raise UsageError("--space", f"{len(fitting)} spaces have dimension {vector.size}",
@@ -130,17 +141,37 @@ def _vector_query(index: Index, path: Path, space: str | None) -> _Query:
     if space is not None and space not in fitting:
         known = index.vectors.spaces()
         why = f"has dimension {known[space].dim}, the vector {vector.size}" if space in known else "does not exist"
-        raise UsageError("--space", f"space {space!r} {why}", fix=f"use one of: {', '.join(fitting) or 'none'}")
+        raise NotFoundError("--space", f"space {space!r} {why}", fix=f"use one of: {', '.join(fitting) or 'none'}")
     chosen = space or next(iter(fitting))
     return _Query(f"vector:{path}", vector, chosen, frozenset(), [])
 
 
+_NAMES: dict[tuple[str, str], dict[str, dict[str, str]]] = {}  # (index uri, report id) -> space -> repo -> name
+_NAMES_LOCK = threading.Lock()
+
+
 def cluster_names(index: Index, space_id: str) -> dict[str, str]:
-    """repo id -> the name of its cluster in ``space_id`` in the latest report (empty before the first)."""
-    report = index.reports.latest()
-    if report is None:
+    """repo id -> the name of its cluster in ``space_id`` in the latest report (empty before the first).
+
+    Kept per report for the process's life (the last two): a report is never changed once stored, and at a
+    million models reading its member lists costs seconds, which a long-lived reader (the web service) must not
+    pay per query.
+    """
+    report_id = index.reports.latest_id()
+    if report_id is None:
         return {}
-    return {m: c.name for c in report.clusters.get(space_id, ()) for m in c.members}
+    key = (index.uri, report_id)
+    with _NAMES_LOCK:
+        names = _NAMES.get(key)
+    if names is None:
+        report = index.reports.get(report_id)
+        clusters = {} if report is None else report.clusters
+        names = {s: {m: c.name for c in cs for m in c.members} for s, cs in clusters.items()}
+        with _NAMES_LOCK:
+            while len(_NAMES) >= 2:
+                _NAMES.pop(next(iter(_NAMES)))
+            _NAMES[key] = names
+    return names.get(space_id, {})
 
 
 def nearest_filtered(
@@ -192,22 +223,25 @@ def similar(
     settings: Settings,
     repo: str | None = None,
     *,
-    vector: Path | None = None,
+    vector: Path | np.ndarray | None = None,
     k: int = 10,
     where: str | None = None,
     relation: str | None = None,
     space: str | None = None,
+    filters: Selector | None = None,
 ) -> Similar:
     """The models nearest to ``repo`` (or to a saved vector) by cosine, within one space.
 
     Args:
         settings: where the index is, and the ``[embed]`` settings that pick a default space.
         repo: a repo id in the index, with a vector.
-        vector: a ``.npy`` file of one vector instead of ``repo``.
+        vector: a ``.npy`` file of one vector (or the vector itself) instead of ``repo``.
         k: how many neighbours.
         where: a SQL filter over the models table (``license = 'mit' AND downloads > 100``).
         relation: only adapters, finetunes, merges (or quantized).
         space: the space id (default: the repo's space that matches the current settings, else its newest).
+        filters: structured metadata filters (:func:`hubdelta.index.selectors.by_metadata`): the web
+            service's, which never passes SQL text.
 
     Raises:
         UsageError: bad arguments, an unknown repo (with close ids), a bad filter or vector file.
@@ -220,6 +254,8 @@ def similar(
     if k < 1:
         raise UsageError("-k", f"{k} is not a positive count", fix="use e.g. -k 10")
     chosen = model_filter(where, check_relation(relation))
+    if filters is not None:
+        chosen = filters if chosen is None else chosen & filters
     with open_reader(settings) as index:
         if repo is not None:
             query = _repo_query(index, settings, repo, space)
@@ -260,7 +296,7 @@ def show(settings: Settings, repo: str, *, k: int = 5) -> Shown:
         if record is None:
             close = close_ids(repo, index.models.ids())
             hint = f"; close: {', '.join(close)}" if close else ""
-            raise UsageError(repo, f"not in the index{hint}", fix="check the spelling, or hubdelta crawl")
+            raise NotFoundError(repo, f"not in the index{hint}", fix="check the spelling, or hubdelta crawl")
         vectors = index.vectors.of_repo(repo)
         infos = [VectorInfo(s, e.sha, e.embedded_at, float(np.linalg.norm(e.vector))) for s, e in vectors.items()]
     hidden = not visible_to_queries(record.status)

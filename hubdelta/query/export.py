@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from hubdelta.index.door import open_reader
-from hubdelta.kernel.errors import OutputError, UsageError
+from hubdelta.kernel.errors import NotFoundError, OutputError, UsageError
 from hubdelta.kernel.settings import Settings
 
 FORMATS = ("parquet", "npz", "csv")
@@ -154,7 +154,7 @@ def _rows(
                 raise UsageError("--space", f"the index has {len(spaces)} spaces", fix=f"choose one of: {listed}")
             space = next(iter(spaces))
         elif space not in spaces:
-            raise UsageError("--space", f"no space {space!r}", fix=f"use one of: {', '.join(spaces) or 'none'}")
+            raise NotFoundError("--space", f"no space {space!r}", fix=f"use one of: {', '.join(spaces) or 'none'}")
         embeddings = index.vectors.get(space) if include_removed else index.vectors.visible(space)
         records = index.models.get(list(embeddings))
     ids = sorted(embeddings)

@@ -9,6 +9,7 @@ from typing import Any
 from hubdelta.index.door import open_reader
 from hubdelta.index.location import local_path
 from hubdelta.index.records import ModelStatus
+from hubdelta.index.store import Index
 from hubdelta.kernel.settings import Settings
 from hubdelta.query.records import SpaceStatus, Status
 
@@ -29,6 +30,29 @@ def _layer(value: object) -> str:
     return "final" if value is None else str(value)
 
 
+def space_statuses(index: Index) -> list[SpaceStatus]:
+    """Every space of the index: its base, dimension, vector count and how it is searched."""
+    spaces = []
+    for space_id, row in index.vectors.spaces().items():
+        ann = index.vectors.ann_status(space_id)
+        p = row.params
+        spaces.append(
+            SpaceStatus(
+                space_id=space_id,
+                base=f"family {p['family']}" if p.get("family") else str(p.get("base_repo", "")),
+                dim=row.dim,
+                vectors=index.vectors.count(space_id),
+                layer=_layer(p.get("layer")),
+                position=str(p.get("position", "")),
+                dtype=str(p.get("dtype", "")),
+                ann_index=None if ann is None else ann.index_type,
+                unindexed=0 if ann is None or ann.index_type is None else ann.unindexed_rows,
+                method=str(p.get("method", "activations")) + (f" ({p['recipe']})" if p.get("recipe") else ""),
+            )
+        )
+    return spaces
+
+
 def status(settings: Settings, *, daemon: dict[str, Any] | None) -> Status:
     """Counts by status and space, queue length, last crawl, disk use; ``daemon`` is the daemon's health as the
     face read it (:func:`hubdelta.daemon.state.daemon_health`: the read side does not import the daemon).
@@ -40,24 +64,7 @@ def status(settings: Settings, *, daemon: dict[str, Any] | None) -> Status:
         counts = index.models.count_by_status()
         tracked = index.tracked.all()
         report = index.reports.latest()
-        spaces = []
-        for space_id, row in index.vectors.spaces().items():
-            ann = index.vectors.ann_status(space_id)
-            p = row.params
-            spaces.append(
-                SpaceStatus(
-                    space_id=space_id,
-                    base=f"family {p['family']}" if p.get("family") else str(p.get("base_repo", "")),
-                    dim=row.dim,
-                    vectors=index.vectors.count(space_id),
-                    layer=_layer(p.get("layer")),
-                    position=str(p.get("position", "")),
-                    dtype=str(p.get("dtype", "")),
-                    ann_index=None if ann is None else ann.index_type,
-                    unindexed=0 if ann is None or ann.index_type is None else ann.unindexed_rows,
-                    method=str(p.get("method", "activations")) + (f" ({p['recipe']})" if p.get("recipe") else ""),
-                )
-            )
+        spaces = space_statuses(index)
     crawls = [t.last_crawl for t in tracked if t.last_crawl is not None]
     uri = settings.index_uri
     folder = local_path(uri)

@@ -12,6 +12,7 @@ from hubdelta.index.store import Index
 from hubdelta.kernel.settings import Settings
 from hubdelta.report import window
 from hubdelta.report.build import ReportParams, build_report
+from hubdelta.report.layout import refresh_after_writes
 from hubdelta.report.records import ChangeKind, Report
 from hubdelta.report.render import render
 
@@ -58,9 +59,12 @@ def run_report(
         folder = out or reports_dir(settings) / report.report_id
         # Files first, then the row: a run killed in between leaves files the next report simply does not
         # compare against, never a stored report whose files are missing.
-        files = render(report, folder)
+        files = render(report, folder, settings.serve.base_url)
         report = replace(report, out_dir=folder, files=files)
         _store(index, report)
+        # The maps of `hubdelta serve` show the new clusters: recomputed under the lock held (never failing the
+        # report, which is stored).
+        refresh_after_writes(settings, command, index=index)
     return report
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from urllib.parse import quote
 
 from hubdelta.report.map import draw_map
 from hubdelta.report.match import id_order
@@ -49,7 +50,7 @@ def map_name(space_id: str) -> str:
     return f"map-{space_id}.png"
 
 
-def render(report: Report, out_dir: Path) -> tuple[Path, ...]:
+def render(report: Report, out_dir: Path, base_url: str = "") -> tuple[Path, ...]:
     """Write the report's files into ``out_dir`` (created if missing); each file appears whole or not at all.
 
     Returns:
@@ -65,7 +66,7 @@ def render(report: Report, out_dir: Path) -> tuple[Path, ...]:
             maps.append(_atomic(out_dir / map_name(space_map.space_id), partial(draw_map, space_map)))
     md = _atomic(out_dir / "report.md", lambda p: p.write_text(markdown(report), encoding="utf-8"))
     images = {p.name: p.read_bytes() for p in maps}
-    page = _atomic(out_dir / "report.html", lambda p: p.write_text(to_html(report, images), encoding="utf-8"))
+    page = _atomic(out_dir / "report.html", lambda p: p.write_text(to_html(report, images, base_url), encoding="utf-8"))
     return (md, page, *maps)
 
 
@@ -217,6 +218,23 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+class _Links:
+    """Links into the live pages (``[serve] base_url``): a model's page, a cluster on its space's map; plain text
+    when no base URL is set."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url.rstrip("/")
+
+    def _a(self, path: str, inner: str) -> str:
+        return f'<a href="{_e(self.base + path)}">{inner}</a>' if self.base else inner
+
+    def model(self, repo_id: str) -> str:
+        return self._a(f"/models/{quote(repo_id)}", f"<code>{_e(repo_id)}</code>")
+
+    def cluster(self, space_id: str, name: str) -> str:
+        return self._a(f"/spaces/{quote(space_id)}?cluster={quote(name, safe='')}", f"<b>{_e(name)}</b>")
+
+
 def _table(head: list[str], rows: list[list[str]], numeric: frozenset[int] = frozenset()) -> str:
     """An HTML table; cells are already-escaped HTML."""
     th = "".join(f"<th>{_e(h)}</th>" for h in head)
@@ -229,17 +247,20 @@ def _table(head: list[str], rows: list[list[str]], numeric: frozenset[int] = fro
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _codes(items: Iterable[str]) -> str:
+def _codes(items: Iterable[str], links: _Links) -> str:
     shown, more = _shown(items)
-    return ", ".join(f"<code>{_e(m)}</code>" for m in shown) + (f" and {more} more" if more else "")
+    return ", ".join(links.model(m) for m in shown) + (f" and {more} more" if more else "")
 
 
 def _kind(kind: ChangeKind) -> str:
     return f'<span class="kind {kind.value}">{kind.value}</span>'
 
 
-def to_html(report: Report, images: dict[str, bytes]) -> str:
-    """The report as one self-contained HTML page; ``images`` maps a map's file name to its PNG bytes."""
+def to_html(report: Report, images: dict[str, bytes], base_url: str = "") -> str:
+    """The report as one self-contained HTML page; ``images`` maps a map's file name to its PNG bytes; with a
+    ``base_url`` (the web service's), models and clusters link to their live pages."""
+    links = _Links(base_url)
+    live = f' <a href="{_e(links.base)}/reports/{quote(report.report_id)}">Live pages</a>.' if links.base else ""
     previous = f"previous report {report.previous_id}" if report.previous_id else "first report"
     parts = [
         "<!DOCTYPE html>",
@@ -248,12 +269,12 @@ def to_html(report: Report, images: dict[str, bytes]) -> str:
         f"<title>hubdelta report {_e(report.report_id)}</title><style>{CSS}</style></head><body>",
         f"<h1>hubdelta report {_e(report.report_id)}</h1>",
         f'<p class="meta">Created {_e(when(report.created_at))}; new since {_e(when(report.since))} '
-        f"({_e(previous)}).</p>",
+        f"({_e(previous)}).{live}</p>",
         f'<p class="summary">{_e(headline(report))}.</p>',
-        _html_new_models(report),
-        _html_new_clusters(report),
+        _html_new_models(report, links),
+        _html_new_clusters(report, links),
         _html_moved(report),
-        _html_clusters(report),
+        _html_clusters(report, links),
         _html_failures(report),
         _html_maps(report, images),
         "</body></html>",
@@ -261,21 +282,21 @@ def to_html(report: Report, images: dict[str, bytes]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _html_new_models(report: Report) -> str:
+def _html_new_models(report: Report, links: _Links) -> str:
     out = f"<h2>New models ({len(report.new_models)})</h2>"
     if not report.new_models:
         return out + '<p class="empty">No new models.</p>'
     rows = []
     for m in report.new_models[:NEW_SHOWN]:
-        near = "<br>".join(f"<code>{_e(n.repo_id)}</code> {n.score:.3f}" + (f" ({_e(n.cluster)})" if n.cluster
+        near = "<br>".join(f"{links.model(n.repo_id)} {n.score:.3f}" + (f" ({_e(n.cluster)})" if n.cluster
                            else "") for n in m.neighbors[:NEIGHBOURS_SHOWN])  # fmt: skip
-        rows.append([f"<code>{_e(m.repo_id)}</code>", _e(m.relation), _e(m.space_id),
+        rows.append([links.model(m.repo_id), _e(m.relation), _e(m.space_id),
                      _e(_cluster_label(report, m.cluster_id, m.space_id)), near or "—"])  # fmt: skip
     more = f"<p>{_e(_more_new(report))}</p>" if len(report.new_models) > NEW_SHOWN else ""
     return out + _table(["model", "relation", "space", "cluster", "nearest established neighbours"], rows) + more
 
 
-def _html_new_clusters(report: Report) -> str:
+def _html_new_clusters(report: Report, links: _Links) -> str:
     new = report.changes_of(ChangeKind.NEW)
     out = f"<h2>New clusters ({len(new)})</h2>"
     if not new:
@@ -284,7 +305,8 @@ def _html_new_clusters(report: Report) -> str:
     for change in new:
         c = report.cluster(change.cluster_id or "", change.space_id)
         assert c is not None
-        rows.append([_e(c.id), f"<b>{_e(c.name)}</b>", _e(c.space_id), str(c.size), _codes(c.members)])
+        rows.append([_e(c.id), links.cluster(c.space_id, c.name), _e(c.space_id), str(c.size),
+                     _codes(c.members, links)])  # fmt: skip
     return out + _table(["id", "name", "space", "size", "members"], rows, frozenset({3}))
 
 
@@ -301,7 +323,7 @@ def _html_moved(report: Report) -> str:
     return out + _table(["cluster", "space", "change", "detail"], rows)
 
 
-def _html_clusters(report: Report) -> str:
+def _html_clusters(report: Report, links: _Links) -> str:
     out = ["<h2>Clusters</h2>"]
     for space in report.spaces:
         clusters = _space_clusters(report, space.space_id)
@@ -310,8 +332,8 @@ def _html_clusters(report: Report) -> str:
         rows = []
         for c in clusters:
             change = _change_of(report, c)
-            rows.append([_e(c.id), f"<b>{_e(c.name)}</b>", str(c.size), _kind(change.kind) if change else "",
-                         _codes(c.members)])  # fmt: skip
+            rows.append([_e(c.id), links.cluster(space.space_id, c.name), str(c.size),
+                         _kind(change.kind) if change else "", _codes(c.members, links)])  # fmt: skip
         if rows:
             out.append(_table(["id", "name", "size", "change", "members"], rows, frozenset({2})))
     return "\n".join(out)

@@ -1,0 +1,1 @@
+"""The web service: pages, the interactive map and the JSON API over the index (``hubdelta serve``)."""

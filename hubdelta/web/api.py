@@ -1,0 +1,152 @@
+"""``/api``: the index as JSON, read-only. Every answer goes through the CLI's serializer
+(:mod:`hubdelta.query.serialize`), so ``--json`` and the API give the same fields."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
+
+from hubdelta.daemon.state import daemon_health
+from hubdelta.index.door import open_reader
+from hubdelta.kernel.errors import NotFoundError
+from hubdelta.kernel.settings import Settings
+from hubdelta.query.api import show, similar
+from hubdelta.query.export import export
+from hubdelta.query.serialize import plain, shown_doc
+from hubdelta.query.status import space_statuses, status
+from hubdelta.web import maps
+from hubdelta.web.names import Completer
+from hubdelta.web.params import K_MAX, TEXT_MAX, Filters, VectorQuery, check_repo_id, filters_query
+
+router = APIRouter(prefix="/api")
+Text = Annotated[str, Query(max_length=TEXT_MAX)]
+K = Annotated[int, Query(ge=1, le=K_MAX, description="how many neighbours")]
+POINTS = r"^\d{1,9}(,\d{1,9}){0,99}$"  # up to 100 point numbers
+EXPORT_TYPES = {"parquet": "application/vnd.apache.parquet", "npz": "application/octet-stream", "csv": "text/csv"}
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(settings_of)]
+
+
+@router.get("/status", summary="The index at a glance (hubdelta status --json)")
+def api_status(settings: SettingsDep) -> Any:
+    return plain(status(settings, daemon=daemon_health(settings.home)))
+
+
+@router.get("/spaces", summary="Every space: base, dimension, vectors")
+def api_spaces(settings: SettingsDep) -> Any:
+    with open_reader(settings) as index:
+        return {"spaces": plain(space_statuses(index))}
+
+
+@router.get("/models/{repo_id:path}", summary="A model's record, vectors and neighbours (hubdelta show --json)")
+def api_model(repo_id: str, settings: SettingsDep, k: Annotated[int, Query(ge=1, le=K_MAX)] = 10) -> Any:
+    return shown_doc(show(settings, check_repo_id(repo_id), k=k))
+
+
+@router.get("/similar", summary="The models nearest to a repo (hubdelta similar --json)")
+def api_similar(settings: SettingsDep, repo: Text, filters: Annotated[Filters, Depends(filters_query)],
+                space: Text | None = None, k: K = 10) -> Any:  # fmt: skip
+    found = similar(settings, check_repo_id(repo), k=k, space=space, filters=filters.selector(),
+                    relation=filters.relation.value if filters.relation else None)  # fmt: skip
+    return {**plain(found), "filters": filters.described()}
+
+
+@router.post("/similar", summary="The models nearest to a posted vector")
+def api_similar_vector(settings: SettingsDep, body: VectorQuery) -> Any:
+    found = similar(settings, vector=body.array(), k=body.k, space=body.space, filters=body.selector(),
+                    relation=body.relation.value if body.relation else None)  # fmt: skip
+    return {**plain(found), "filters": body.described()}
+
+
+@router.get("/complete", summary="Repo ids containing the text, for a search box")
+def api_complete(request: Request, q: Text, limit: Annotated[int, Query(ge=1, le=50)] = 10) -> Any:
+    completer: Completer = request.app.state.completer
+    return {"repo_ids": completer.complete(q, limit)}
+
+
+@router.get("/reports", summary="Every report, newest first")
+def api_reports(settings: SettingsDep) -> Any:
+    with open_reader(settings) as index:
+        return {"reports": plain(index.reports.heads())}
+
+
+@router.get("/reports/{report_id}", summary="One report: its clusters by space and its summary")
+def api_report(report_id: str, settings: SettingsDep) -> Any:
+    with open_reader(settings) as index:
+        report = index.reports.get(report_id)
+    if report is None:
+        raise NotFoundError("report", f"no report {report_id[:TEXT_MAX]!r}", fix="see /api/reports")
+    doc = plain(report)
+    doc.pop("files", None)  # a path on the server's disk: not the client's business
+    return doc
+
+
+@router.get("/clusters", summary="The latest report's clusters of a space")
+def api_clusters(settings: SettingsDep, space: Text) -> Any:
+    with open_reader(settings) as index:
+        if space not in index.vectors.spaces():
+            raise NotFoundError("space", f"no space {space!r}", fix="see /api/spaces")
+        report = index.reports.latest()
+    clusters = [] if report is None else report.clusters.get(space, ())
+    return {"space_id": space, "report_id": report and report.report_id, "clusters": plain(clusters)}
+
+
+@router.get("/spaces/{space_id}/export", summary="A space's vectors and metadata as a file (hubdelta export)")
+def api_export(space_id: str, settings: SettingsDep,
+               format: Annotated[str, Query(pattern="^(parquet|npz|csv)$")] = "parquet") -> Any:  # fmt: skip
+    folder = Path(tempfile.mkdtemp(prefix="hubdelta-export-"))
+    out = folder / f"{space_id}.{format}"
+    try:
+        done = export(settings, out, fmt=format, space=space_id)
+    except BaseException:
+        _remove(folder)
+        raise
+    return FileResponse(done.path, media_type=EXPORT_TYPES[format], filename=out.name,
+                        background=BackgroundTask(_remove, folder))  # fmt: skip
+
+
+def _remove(folder: Path) -> None:
+    for f in folder.iterdir():
+        f.unlink(missing_ok=True)
+    folder.rmdir()
+
+
+def _layout(request: Request, space_id: str) -> maps.PackedLayout:
+    cache: maps.LayoutCache = request.app.state.layouts
+    with open_reader(request.app.state.settings) as index:
+        return cache.get(index, space_id)
+
+
+@router.get("/spaces/{space_id}/layout", summary="The map's description: points, clusters, bounds")
+def api_layout(request: Request, space_id: str) -> Any:
+    return _layout(request, space_id).meta
+
+
+@router.get("/spaces/{space_id}/layout.bin", summary="The map's points, packed (see docs/web.md)")
+def api_layout_bin(request: Request, space_id: str) -> Response:
+    packed = _layout(request, space_id)
+    return Response(packed.payload, media_type="application/octet-stream",
+                    headers={"x-layout-version": packed.version, "cache-control": "no-cache"})  # fmt: skip
+
+
+@router.get("/spaces/{space_id}/points", summary="Repo ids of map points, by number")
+def api_points(request: Request, space_id: str, i: Annotated[str, Query(max_length=1100, pattern=POINTS)]) -> Any:
+    wanted = [int(x) for x in i.split(",")][:100]
+    return {"points": maps.points(_layout(request, space_id), wanted)}
+
+
+@router.get("/spaces/{space_id}/find", summary="Map points whose repo id contains the text")
+def api_find(request: Request, space_id: str, q: Text,
+             limit: Annotated[int, Query(ge=1, le=maps.FIND_MAX)] = 1000) -> Any:  # fmt: skip
+    return {"indices": maps.find(_layout(request, space_id), q, limit)}

@@ -1,0 +1,111 @@
+"""The map's data as the browser takes it: a space's stored layout (``index.layouts``), packed once per layout
+version into one binary payload, and the lookups hover and search need. Nothing is computed per request: the
+layout is computed when vectors change and stored in the index; this only caches its bytes."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hubdelta.index.store import Index
+from hubdelta.kernel.errors import NotFoundError
+
+FIND_MAX = 100_000  # highlighted points a search returns
+
+
+@dataclass(frozen=True)
+class PackedLayout:
+    version: str
+    meta: dict[str, Any]
+    payload: bytes  # float32 x[n], float32 y[n], int32 cluster[n], uint8 new[n]; little-endian
+    repo_ids: list[str]
+    lower_ids: list[str]
+    cluster: np.ndarray
+    cluster_names: list[str]
+    new: np.ndarray
+    positions: dict[str, int]
+
+
+def pack(layout: Any) -> PackedLayout:
+    """A stored ``Layout`` as the browser's payload and the server's lookups."""
+    xy = np.ascontiguousarray(layout.xy, dtype="<f4")
+    cluster = np.ascontiguousarray(layout.cluster, dtype="<i4")
+    new = np.ascontiguousarray(layout.new, dtype=np.uint8)
+    payload = xy[:, 0].tobytes() + xy[:, 1].tobytes() + cluster.tobytes() + new.tobytes()
+    sizes = Counter(cluster.tolist())
+    n = len(layout.repo_ids)
+    bounds = [float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()), float(xy[:, 1].max())] if n else []
+    meta = {
+        "space_id": layout.space_id,
+        "n": n,
+        "version": layout.version,
+        "computed_at": layout.computed_at.isoformat() if layout.computed_at else None,
+        "report_id": layout.report_id,
+        "clusters": [
+            {"index": i, "name": name, "size": sizes.get(i, 0)} for i, name in enumerate(layout.cluster_names)
+        ],
+        "new": int(new.sum()),
+        "bounds": bounds,
+    }
+    ids = list(layout.repo_ids)
+    return PackedLayout(layout.version, meta, payload, ids, [r.lower() for r in ids], cluster,
+                        list(layout.cluster_names), new.astype(bool), {r: i for i, r in enumerate(ids)})  # fmt: skip
+
+
+class LayoutCache:
+    """Packed layouts by space, replaced when the index holds a newer version (checked on each request)."""
+
+    def __init__(self) -> None:
+        self._packed: dict[str, PackedLayout] = {}
+        self._lock = threading.Lock()
+
+    def get(self, index: Index, space_id: str) -> PackedLayout:
+        """The space's packed layout.
+
+        Raises:
+            NotFoundError: the space has no stored layout (none computed yet, or no such space).
+        """
+        version = index.layouts.versions().get(space_id)
+        if version is None:
+            spaces = index.vectors.spaces()
+            what = "has no map yet" if space_id in spaces else "does not exist"
+            fix = "run hubdelta layout (embed and report runs refresh it)" if space_id in spaces else "see /api/spaces"
+            raise NotFoundError("space", f"space {space_id!r} {what}", fix=fix)
+        with self._lock:
+            cached = self._packed.get(space_id)
+        if cached is not None and cached.version == version:
+            return cached
+        layout = index.layouts.get(space_id)
+        if layout is None:  # replaced between the two reads: the next request sees the new one
+            raise NotFoundError("space", f"space {space_id!r}'s map is being replaced", fix="retry in a moment")
+        packed = pack(layout)
+        with self._lock:
+            self._packed[space_id] = packed
+        return packed
+
+
+def points(packed: PackedLayout, wanted: list[int]) -> list[dict[str, Any]]:
+    """Repo id, cluster name and newness of the points numbered ``wanted`` (unknown numbers left out)."""
+    out = []
+    for i in wanted:
+        if 0 <= i < len(packed.repo_ids):
+            c = int(packed.cluster[i])
+            name = packed.cluster_names[c] if 0 <= c < len(packed.cluster_names) else None
+            out.append({"i": i, "repo_id": packed.repo_ids[i], "cluster": name, "new": bool(packed.new[i])})
+    return out
+
+
+def find(packed: PackedLayout, text: str, limit: int) -> list[int]:
+    """Points whose repo id contains ``text`` (case-insensitive), in layout order."""
+    needle = text.lower()
+    found = []
+    for i, rid in enumerate(packed.lower_ids):
+        if needle in rid:
+            found.append(i)
+            if len(found) >= limit:
+                break
+    return found

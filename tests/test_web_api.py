@@ -1,0 +1,267 @@
+"""``hubdelta serve``'s JSON API over a real index, through a real server process (uvicorn on a free port).
+
+Every route and its errors; the CLI's ``--json`` and the API give the same document; filters arrive as
+structured values and SQL-looking ones are plain data; new vectors are seen without a restart; the guard's
+headers, body and rate limits, and the token asked for off loopback.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from hubdelta.cli import app
+from hubdelta.index.door import open_reader, open_writer
+from hubdelta.index.embeddings import Embedding
+from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
+from tests.helpers import REPORT_BASE, REPORT_SPACE, Processes, settings_for
+from tests.web_helpers import XSS_REPO, Server, get_json, request, start_serve
+
+runner = CliRunner()
+Served = tuple[Server, Path, dict[str, str | None]]
+MATH = "hubdelta-pool/smollm2-lora-math-1"
+
+
+def cli_json(home: Path, *args: str) -> Any:
+    result = runner.invoke(app, ["--home", str(home), *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def error(server: Server, path: str, status: int, **kwargs: Any) -> dict[str, str]:
+    code, headers, body = request(server.url + path, **kwargs)
+    assert code == status, f"{path}: {code} {body[:300]!r}"
+    assert headers["content-type"].startswith("application/json")
+    doc = json.loads(body)
+    assert set(doc) == {"error", "fix"} and doc["error"], doc
+    return doc
+
+
+# ---- the same answers as the CLI ----------------------------------------------------------------------------
+
+
+def test_similar_show_and_spaces_are_the_cli_documents(served: Served) -> None:
+    server, home, names = served
+    api = get_json(server, f"/api/similar?repo={MATH}&k=5")
+    cli = cli_json(home, "similar", MATH, "-k", "5")
+    assert {k: v for k, v in api.items() if k != "filters"} == cli and api["filters"] == {}
+    assert [names.get(n["repo_id"]) for n in api["neighbors"][:3]] == ["math"] * 3
+    assert get_json(server, f"/api/models/{MATH}?k=5") == cli_json(home, "show", MATH, "-k", "5")
+    spaces = get_json(server, "/api/spaces")["spaces"]
+    assert [s["space_id"] for s in spaces] == [REPORT_SPACE] and spaces[0]["vectors"] == len(names)
+    status = get_json(server, "/api/status")
+    assert status["models"] == len(names) + 2 and status["by_status"]["failed"] == 1 and status["queue"] == 1
+
+
+def test_a_neighbours_cluster_comes_from_the_latest_report(served: Served) -> None:
+    server, _, names = served
+    doc = get_json(server, "/api/similar?repo=hubdelta-pool/smollm2-lora-chemistry-1&k=3")
+    assert [names[n["repo_id"]] for n in doc["neighbors"]] == ["chemistry"] * 3
+    assert {n["cluster"] for n in doc["neighbors"]} == {"chemistry"}
+
+
+# ---- filters: structured, never SQL ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "keep"),
+    [
+        ("license=mit", lambda n: n["license"] == "mit"),
+        ("min_downloads=500", lambda n: n["downloads"] >= 500),
+        ("relation=adapter&tag=lora&tag=peft", lambda n: n["relation"] == "adapter"),
+    ],
+)
+def test_filters_select_what_they_say(served: Served, query: str, keep: Any) -> None:
+    server, _, _ = served
+    doc = get_json(server, f"/api/similar?repo={MATH}&k=30&{query}")
+    assert doc["neighbors"] and all(keep(n) for n in doc["neighbors"]), doc
+    assert doc["filters"]
+
+
+def test_created_after_filters_by_time(served: Served) -> None:
+    server, _, _ = served
+    everything = get_json(server, f"/api/similar?repo={MATH}&k=50")["neighbors"]
+    assert get_json(server, f"/api/similar?repo={MATH}&k=50&created_after=2000-01-01")["neighbors"] == everything
+    assert get_json(server, f"/api/similar?repo={MATH}&k=50&created_after=2999-01-01")["neighbors"] == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "license=mit%27%20OR%20%271%27%3D%271",  # mit' OR '1'='1
+        "tag=x%27)%20OR%20true%20OR%20(%27",  # x') OR true OR ('
+        "license=%27%3B%20DROP%20TABLE%20models%3B%20--",  # '; DROP TABLE models; --
+    ],
+)
+def test_sql_looking_filter_values_are_plain_data(served: Served, query: str) -> None:
+    server, _, names = served
+    assert get_json(server, f"/api/similar?repo={MATH}&k=10&{query}")["neighbors"] == []
+    assert len(get_json(server, f"/api/similar?repo={MATH}&k=50")["neighbors"]) == len(names) - 1  # nothing dropped
+
+
+def test_a_posted_vector_finds_the_same_neighbours_as_its_repo(served: Served) -> None:
+    server, home, _ = served
+    with open_reader(settings_for(home, "http://127.0.0.1:9")) as index:
+        vector = index.vectors.of_repo(MATH)[REPORT_SPACE].vector
+    body = json.dumps({"vector": vector.tolist(), "k": 6, "tag": ["lora"]}).encode()
+    code, _, raw = request(server.url + "/api/similar", data=body, headers={"content-type": "application/json"})
+    assert code == 200, raw
+    doc = json.loads(raw)
+    by_repo = get_json(server, f"/api/similar?repo={MATH}&k=5&tag=lora")
+    assert doc["query"] == "vector:posted" and doc["neighbors"][0]["repo_id"] == MATH
+    assert [n["repo_id"] for n in doc["neighbors"][1:]] == [n["repo_id"] for n in by_repo["neighbors"]]
+
+
+# ---- errors: JSON with a fix, the right status ----------------------------------------------------------------
+
+
+def test_errors_are_json_with_a_fix_and_the_right_status(served: Served) -> None:
+    server, _, _ = served
+    assert "not in the index" in error(server, "/api/similar?repo=nobody/nothing", 404)["error"]
+    assert "not in the index" in error(server, "/api/models/nobody/nothing", 404)["error"]
+    assert "not embedded yet" in error(server, "/api/similar?repo=x/waiting", 409)["error"]
+    assert "k" in error(server, f"/api/similar?repo={MATH}&k=0", 400)["error"]
+    assert "k" in error(server, f"/api/similar?repo={MATH}&k=100000", 400)["error"]
+    assert "not a repo id" in error(server, "/api/similar?repo=a%20b%3Cscript%3E", 400)["error"]
+    assert "relation" in error(server, f"/api/similar?repo={MATH}&relation=cousin", 400)["error"]
+    assert "min_downloads" in error(server, f"/api/similar?repo={MATH}&min_downloads=-1", 400)["error"]
+    assert "no vector in space" in error(server, f"/api/similar?repo={MATH}&space=nope", 400)["error"]
+    error(server, "/api/reports/nope", 404)
+    error(server, "/api/clusters?space=nope", 404)
+    error(server, "/api/spaces/nope/layout", 404)
+    error(server, "/api/spaces/nope/export?format=csv", 404)
+    error(server, f"/api/spaces/{REPORT_SPACE}/export?format=pickle", 400)
+    error(server, "/api/no-such-route", 404)
+    json_headers = {"content-type": "application/json"}
+    error(server, "/api/similar", 400, data=b"{not json", headers=json_headers)
+    error(server, "/api/similar", 400, data=json.dumps({"vector": [0.0] * 32}).encode(), headers=json_headers)
+    error(server, "/api/similar", 400, data=json.dumps({"vector": [1.0] * 7}).encode(), headers=json_headers)
+    error(server, "/api/similar", 400, data=json.dumps({"vector": [1.0], "where": "1=1"}).encode(),
+          headers=json_headers)  # fmt: skip
+    error(server, "/api/similar", 413, data=b"[" + b"1.0," * 400_000 + b"1.0]", headers=json_headers)
+    error(server, "/api/status", 405, data=b"{}", headers=json_headers)
+
+
+# ---- the other routes -----------------------------------------------------------------------------------------
+
+
+def test_complete_reports_clusters_and_export(served: Served) -> None:
+    server, _, names = served
+    assert get_json(server, "/api/complete?q=HUBDELTA-pool/smollm2-lora-leg&limit=3")["repo_ids"] == [
+        f"hubdelta-pool/smollm2-lora-legal-{i}" for i in (1, 2, 3)
+    ]
+    assert get_json(server, "/api/complete?q=card-x")["repo_ids"] == [XSS_REPO]
+    reports = get_json(server, "/api/reports")["reports"]
+    assert len(reports) == 2 and reports[0]["created_at"] > reports[1]["created_at"]
+    latest = get_json(server, f"/api/reports/{reports[0]['report_id']}")
+    assert {c["name"] for c in latest["clusters"][REPORT_SPACE]} >= {"math", "code", "legal", "chemistry"}
+    assert "files" not in latest  # a path on the server: not sent
+    clusters = get_json(server, f"/api/clusters?space={REPORT_SPACE}")
+    assert clusters["report_id"] == reports[0]["report_id"]
+    chemistry = next(c for c in clusters["clusters"] if c["name"] == "chemistry")
+    assert sorted(chemistry["members"]) == sorted(r for r, d in names.items() if d == "chemistry")
+    code, headers, body = server.get(f"/api/spaces/{REPORT_SPACE}/export?format=parquet")
+    assert code == 200 and "attachment" in headers["content-disposition"]
+    table = pq.read_table(io.BytesIO(body))
+    assert sorted(table["repo_id"].to_pylist()) == sorted(names)
+
+
+def test_openapi_describes_every_route(served: Served) -> None:
+    server, _, _ = served
+    paths = set(get_json(server, "/api/openapi.json")["paths"])
+    assert {"/api/similar", "/api/models/{repo_id}", "/api/status", "/api/spaces", "/api/complete", "/api/reports",
+            "/api/reports/{report_id}", "/api/clusters", "/api/spaces/{space_id}/export",
+            "/api/spaces/{space_id}/layout", "/api/spaces/{space_id}/layout.bin"} <= paths  # fmt: skip
+
+
+def test_the_map_layout_matches_the_index(served: Served) -> None:
+    server, _, names = served
+    meta = get_json(server, f"/api/spaces/{REPORT_SPACE}/layout")
+    n = meta["n"]
+    assert n == len(names) and {c["name"] for c in meta["clusters"]} >= {"math", "code", "legal", "chemistry"}
+    code, headers, payload = server.get(f"/api/spaces/{REPORT_SPACE}/layout.bin")
+    assert code == 200 and len(payload) == n * 13 and headers["x-layout-version"] == meta["version"]
+    cluster = np.frombuffer(payload, dtype="<i4", count=n, offset=8 * n)
+    found = get_json(server, f"/api/spaces/{REPORT_SPACE}/find?q=chemistry")["indices"]
+    assert len(found) == 4
+    points = get_json(server, f"/api/spaces/{REPORT_SPACE}/points?i={','.join(map(str, found))}")["points"]
+    assert {p["repo_id"] for p in points} == {r for r, d in names.items() if d == "chemistry"}
+    assert {meta["clusters"][cluster[i]]["name"] for i in found} == {"chemistry"} == {p["cluster"] for p in points}
+    error(server, f"/api/spaces/{REPORT_SPACE}/points?i=1;DROP", 400)
+
+
+# ---- the guard -------------------------------------------------------------------------------------------------
+
+
+def test_every_answer_carries_the_security_headers(served: Served) -> None:
+    server, _, _ = served
+    for path in ("/api/status", "/api/nope", f"/models/{MATH}", "/static/style.css", "/nope"):
+        _, headers, _ = server.get(path, headers={"accept": "text/html"})
+        csp = headers.get("content-security-policy", "")
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp, path
+        assert headers.get("x-content-type-options") == "nosniff", path
+
+
+def test_new_vectors_are_seen_without_a_restart(served: Served) -> None:
+    server, home, _ = served
+    settings = settings_for(home, "http://127.0.0.1:9")
+    with open_reader(settings) as index:
+        vector = index.vectors.of_repo(MATH)[REPORT_SPACE].vector
+    fresh = HubModel("late/arrival", "a" * 40, Relation.ADAPTER, (REPORT_BASE,), created_at=datetime.now(UTC))
+    with open_writer(settings, "test") as index:
+        index.models.put([ModelRecord(fresh, ModelStatus.EMBEDDED)])
+        index.vectors.put(REPORT_SPACE, [Embedding(fresh.repo_id, fresh.sha, vector * 2, datetime.now(UTC))])
+    try:
+        assert get_json(server, f"/api/similar?repo={MATH}&k=1")["neighbors"][0]["repo_id"] == "late/arrival"
+    finally:
+        with open_writer(settings, "test") as index:
+            index.models.put([ModelRecord(fresh, ModelStatus.REMOVED)])  # hidden again for the other tests
+    assert get_json(server, f"/api/similar?repo={MATH}&k=1")["neighbors"][0]["repo_id"] != "late/arrival"
+
+
+def test_rate_limit_answers_429_with_retry_after(served: Served, processes: Processes, tmp_path: Path) -> None:
+    _, home, _ = served
+    limited = tmp_path / "limited"
+    limited.mkdir()
+    (limited / "hubdelta.toml").write_text(f'[index]\nuri = "{home / "index"}"\n[serve]\nrate_per_s = 0.5\nburst = 4\n')
+    server = start_serve(processes, limited)  # its readiness probe is the first of the 4
+    codes = [server.get("/api/spaces")[0] for _ in range(5)]
+    assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429], codes
+    code, headers, body = server.get("/api/spaces")
+    assert code == 429 and int(headers["retry-after"]) >= 1 and json.loads(body)["fix"]
+
+
+def test_a_token_is_required_off_loopback(served: Served, processes: Processes, tmp_path: Path) -> None:
+    _, home, _ = served
+    result = runner.invoke(app, ["--home", str(home), "serve", "--host", "0.0.0.0"])
+    assert result.exit_code != 0 and "token" in result.output and "Traceback" not in result.output
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    result = runner.invoke(app, ["--home", str(home), "serve", "--host", "0.0.0.0", "--token-file", str(short)])
+    assert result.exit_code != 0 and "16+" in result.output
+    token_file = tmp_path / "token"
+    token = "t0ken-" + "x" * 26
+    token_file.write_text(token + "\n")
+    server = start_serve(processes, home, "--host", "0.0.0.0", "--token-file", str(token_file))
+    server.url = server.url.replace("0.0.0.0", "127.0.0.1")
+    assert error(server, "/api/status", 401)["fix"].startswith("send Authorization")
+    error(server, "/api/status", 401, headers={"authorization": f"Bearer {token}x"})
+    assert request(server.url + "/api/status", headers={"authorization": f"Bearer {token}"})[0] == 200
+    code, headers, _ = server.get(f"/models/{MATH}")
+    assert code == 303 and headers["location"].startswith("/login?next=")
+    login = f"token={token}&next=/api/status".encode()
+    code, headers, _ = request(server.url + "/login", data=login, method="POST")
+    assert code == 303 and headers["location"] == "/api/status"
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict") and token not in cookie
+    assert request(server.url + "/api/status", headers={"cookie": cookie.split(";")[0]})[0] == 200
+    code, headers, _ = request(server.url + "/login", data=b"token=wrong&next=//evil.example/", method="POST")
+    assert code == 303 and headers["location"].startswith("/login?failed=1") and "evil" not in headers["location"]
