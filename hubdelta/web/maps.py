@@ -5,12 +5,12 @@ layout is computed when vectors change and stored in the index; this only caches
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from hubdelta.index.layouts import Layout
 from hubdelta.index.store import Index
 from hubdelta.kernel.errors import NotFoundError
 
@@ -27,33 +27,24 @@ class PackedLayout:
     cluster: np.ndarray
     cluster_names: list[str]
     new: np.ndarray
-    positions: dict[str, int]
 
 
-def pack(layout: Any) -> PackedLayout:
-    """A stored ``Layout`` as the browser's payload and the server's lookups."""
-    xy = np.ascontiguousarray(layout.xy, dtype="<f4")
-    cluster = np.ascontiguousarray(layout.cluster, dtype="<i4")
-    new = np.ascontiguousarray(layout.new, dtype=np.uint8)
-    payload = xy[:, 0].tobytes() + xy[:, 1].tobytes() + cluster.tobytes() + new.tobytes()
-    sizes = Counter(cluster.tolist())
-    n = len(layout.repo_ids)
-    bounds = [float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()), float(xy[:, 1].max())] if n else []
+def pack(layout: Layout) -> PackedLayout:
+    """A stored layout as the browser's payload and the server's lookups."""
+    sizes = layout.cluster_sizes()
     meta = {
         "space_id": layout.space_id,
-        "n": n,
+        "n": layout.n,
         "version": layout.version,
-        "computed_at": layout.computed_at.isoformat() if layout.computed_at else None,
+        "computed_at": layout.computed_at.isoformat(),
         "report_id": layout.report_id,
-        "clusters": [
-            {"index": i, "name": name, "size": sizes.get(i, 0)} for i, name in enumerate(layout.cluster_names)
-        ],
-        "new": int(new.sum()),
-        "bounds": bounds,
+        "clusters": [{"index": i, "name": c, "size": sizes[i]} for i, c in enumerate(layout.cluster_names)],
+        "new": int(layout.new.sum()),
+        "bounds": list(layout.bounds()),
     }
     ids = list(layout.repo_ids)
-    return PackedLayout(layout.version, meta, payload, ids, [r.lower() for r in ids], cluster,
-                        list(layout.cluster_names), new.astype(bool), {r: i for i, r in enumerate(ids)})  # fmt: skip
+    return PackedLayout(layout.version, meta, layout.packed(), ids, [r.lower() for r in ids], layout.cluster,
+                        list(layout.cluster_names), layout.new.astype(bool))  # fmt: skip
 
 
 class LayoutCache:
