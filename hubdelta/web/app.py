@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
@@ -70,12 +70,10 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
 
 
 def _pages(app: FastAPI) -> None:
-    try:
-        from hubdelta.web import pages
-    except ImportError:  # the pages are optional only while they are being built
-        return
+    from hubdelta.web import pages  # here, not at the top: pages uses this module's error mapping
+
     app.include_router(pages.router)
-    app.state.error_page = getattr(pages, "error_page", None)
+    app.state.error_page = pages.error_page
 
 
 def _errors(app: FastAPI) -> None:
@@ -103,22 +101,10 @@ def _errors(app: FastAPI) -> None:
 
 
 def _login(app: FastAPI, token: str | None) -> None:
-    @app.get("/login", include_in_schema=False)
-    def login_form(next: str = "/", failed: int = 0) -> Response:
-        from html import escape
-
-        note = "<p class=error>That token is not the right one.</p>" if failed else ""
-        page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>hubdelta: log in</title>"
-                f"<link rel=stylesheet href=/static/style.css></head><body><main class=login><h1>hubdelta</h1>"
-                f"{note}<form method=post action=/login><input type=hidden name=next value=\"{escape(_local(next))}\">"
-                f"<label>Access token <input type=password name=token autocomplete=current-password required>"
-                f"</label><button type=submit>Log in</button></form></main></body></html>")  # fmt: skip
-        return HTMLResponse(page)
-
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        given, target = form.get("token", [""])[0], _local(form.get("next", ["/"])[0])
+        given, target = form.get("token", [""])[0], local_target(form.get("next", ["/"])[0])
         if token is None:
             return RedirectResponse(target, status_code=303)
         if not hmac.compare_digest(given.encode(), token.encode()):
@@ -129,6 +115,6 @@ def _login(app: FastAPI, token: str | None) -> None:
         return done
 
 
-def _local(target: str) -> str:
+def local_target(target: str) -> str:
     """A redirect target on this site only (``/path``), never another host (``//evil``, ``https://...``)."""
     return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"

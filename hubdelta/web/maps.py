@@ -4,6 +4,7 @@ layout is computed when vectors change and stored in the index; this only caches
 
 from __future__ import annotations
 
+import bisect
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,12 @@ class LayoutCache:
         with self._lock:
             self._packed[space_id] = packed
         return packed
+
+
+def position_of(packed: PackedLayout, repo_id: str) -> int | None:
+    """The point number of ``repo_id`` on the map, or None (a stored layout's rows are in repo-id order)."""
+    i = bisect.bisect_left(packed.repo_ids, repo_id)
+    return i if i < len(packed.repo_ids) and packed.repo_ids[i] == repo_id else None
 
 
 def points(packed: PackedLayout, wanted: list[int]) -> list[dict[str, Any]]:

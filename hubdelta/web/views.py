@@ -1,0 +1,179 @@
+"""What each page shows, gathered from the query library the CLI uses (``show``, ``similar``, ``status``) and the
+read-only index: plain data for the templates, no HTML here.
+
+Every function raises the library's own errors (``NotFoundError``, ``UsageError``, ``HubdeltaError``): the pages
+turn them into a page with the message and the fix. Model-derived strings pass through untouched: escaping is
+the templates' job (autoescape), and only there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hubdelta.index.door import open_reader
+from hubdelta.index.records import Relation
+from hubdelta.index.selectors import by_metadata
+from hubdelta.kernel.errors import NotFoundError, UsageError
+from hubdelta.kernel.settings import Settings
+from hubdelta.query.api import Shown, check_relation, show, similar
+from hubdelta.query.records import Neighbor
+from hubdelta.query.status import status
+from hubdelta.web.maps import LayoutCache, position_of
+
+NEIGHBOURS = 10
+# The files a report folder holds (hubdelta.report.render): only these are served, by name, never a path.
+REPORT_FILE = re.compile(r"^(report\.md|report\.html|map-[A-Za-z0-9._-]+\.png)$")
+
+
+@dataclass(frozen=True)
+class NeighbourFilters:
+    """The model page's neighbour filter form, as GET parameters: structured values, never SQL."""
+
+    relation: str | None = None
+    license: str | None = None
+    min_downloads: int = 0
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> NeighbourFilters:
+        """The filters of a query string (empty fields mean "any").
+
+        Raises:
+            UsageError: an unknown relation, or min downloads that is not a whole number >= 0.
+        """
+        relation = check_relation(params.get("relation", "").strip() or None)
+        license_ = params.get("license", "").strip() or None
+        raw = params.get("min_downloads", "").strip() or "0"
+        if not raw.isdigit() or len(raw) > 12:
+            raise UsageError("min_downloads", f"{raw[:40]!r} is not a whole number >= 0", fix="e.g. min_downloads=100")
+        return cls(relation, license_, int(raw))
+
+    @property
+    def active(self) -> bool:
+        return self.relation is not None or self.license is not None or self.min_downloads > 0
+
+
+@dataclass(frozen=True)
+class ModelPage:
+    shown: Shown
+    neighbors: list[Neighbor]
+    filters: NeighbourFilters
+    space_id: str | None  # the space the neighbours were searched in
+    cluster: tuple[str, str] | None  # (space id, cluster name) in the latest report
+    relations: list[str]
+
+    @property
+    def tags(self) -> list[str]:
+        """The Hub tags, less ``base_model:`` ones (the base is shown on its own)."""
+        return [t for t in self.shown.record.model.tags if not t.startswith("base_model:")]
+
+
+def _cluster_of(
+    settings: Settings, layouts: LayoutCache, repo: str, spaces: list[str], prefer: str | None
+) -> tuple[str, str] | None:
+    """The model's cluster on its map (the latest report's, as the map colours it), in ``prefer``'s space first.
+
+    Read from the map's cached layout rather than the report row: the row carries every cluster's member list
+    (megabytes at Hub scale), the cache holds the layout once per version, and the page's cluster link opens
+    that very map."""
+    with open_reader(settings) as index:
+        for space_id in sorted(spaces, key=lambda s: s != prefer):
+            try:
+                packed = layouts.get(index, space_id)
+            except NotFoundError:  # no map of this space yet
+                continue
+            i = position_of(packed, repo)
+            if i is not None and packed.cluster[i] >= 0:
+                return space_id, packed.cluster_names[int(packed.cluster[i])]
+    return None
+
+
+def model_page(settings: Settings, layouts: LayoutCache, repo: str, params: Mapping[str, str]) -> ModelPage:
+    """The model page: its record (``show``), its top neighbours under the filters (``similar``), its cluster
+    (from ``layouts``, the app's cache of the maps).
+
+    Raises:
+        NotFoundError: the repo is not in the index (with close ids).
+        UsageError: a malformed filter.
+    """
+    filters = NeighbourFilters.parse(params)
+    shown = show(settings, repo, k=1)  # the record and vectors; the neighbours are asked for below, filtered
+    neighbors: list[Neighbor] = []
+    space_id = None
+    if shown.vectors and not shown.hidden:
+        selector = None
+        if filters.license is not None or filters.min_downloads:
+            licenses = None if filters.license is None else [filters.license]
+            selector = by_metadata(licenses=licenses, min_downloads=filters.min_downloads)
+        answer = similar(settings, repo, k=NEIGHBOURS, relation=filters.relation, filters=selector)
+        neighbors, space_id = answer.neighbors, answer.space_id
+    cluster = _cluster_of(settings, layouts, repo, [v.space_id for v in shown.vectors], space_id)
+    return ModelPage(shown, neighbors, filters, space_id, cluster, [r.value for r in Relation])
+
+
+def spaces(settings: Settings) -> dict[str, Any]:
+    """The spaces with their counts (``status``), and which have a map."""
+    answer = status(settings, daemon=None)
+    with open_reader(settings) as index:
+        heads = index.layouts.heads()
+    return {"status": answer, "spaces": answer.spaces, "maps": {s: h.n for s, h in heads.items()}}
+
+
+def space(settings: Settings, space_id: str) -> dict[str, Any]:
+    """The map page's frame (the points themselves come from ``/api/spaces/<id>/layout``).
+
+    Raises:
+        NotFoundError: no such space.
+    """
+    with open_reader(settings) as index:
+        known = index.vectors.spaces()
+        if space_id not in known:
+            raise NotFoundError(space_id, "no such space", fix=f"use one of: {', '.join(known) or 'none yet'}")
+        head = index.layouts.heads().get(space_id)
+        count = index.vectors.count(space_id)
+    params = known[space_id].params
+    base = f"family {params['family']}" if params.get("family") else str(params.get("base_repo", ""))
+    return {"space_id": space_id, "base": base, "vectors": count, "head": head}
+
+
+def reports(settings: Settings) -> list[dict[str, Any]]:
+    """Every report, newest first, without member lists."""
+    with open_reader(settings) as index:
+        return index.reports.heads()
+
+
+def report(settings: Settings, report_id: str) -> dict[str, Any]:
+    """One report: its clusters by space, its summary, and the files it wrote that can be opened.
+
+    Raises:
+        NotFoundError: no such report.
+    """
+    with open_reader(settings) as index:
+        stored = index.reports.get(report_id)
+    if stored is None:
+        raise NotFoundError(report_id, "no such report", fix="pick one from /reports")
+    names = [str(n) for n in stored.summary.get("files", []) if REPORT_FILE.match(str(n))]
+    files = [n for n in names if (Path(stored.files) / n).is_file()]
+    spaces = {s: sorted(cs, key=lambda c: (-len(c.members), c.name)) for s, cs in sorted(stored.clusters.items())}
+    return {"report": stored, "spaces": spaces, "files": files}
+
+
+def report_file(settings: Settings, report_id: str, name: str) -> Path:
+    """A file of a report's folder, by its bare name (``report.html``, ``map-<space>.png``, ...).
+
+    Raises:
+        NotFoundError: no such report, a name that is not one of its files, or a file gone from disk.
+    """
+    if not REPORT_FILE.match(name):
+        raise NotFoundError(name, "not a report file", fix="open the files listed on the report's page")
+    with open_reader(settings) as index:
+        stored = index.reports.get(report_id)
+    if stored is None:
+        raise NotFoundError(report_id, "no such report", fix="pick one from /reports")
+    path = Path(stored.files) / name
+    if not path.is_file():
+        raise NotFoundError(name, f"is not in {stored.files}", fix="the report's files were moved or cleaned up")
+    return path
