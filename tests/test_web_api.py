@@ -231,7 +231,8 @@ def test_rate_limit_answers_429_with_retry_after(served: Served, processes: Proc
     _, home, _ = served
     limited = tmp_path / "limited"
     limited.mkdir()
-    (limited / "hubdelta.toml").write_text(f'[index]\nuri = "{home / "index"}"\n[serve]\nrate_per_s = 0.01\nburst = 4\n')
+    toml = f'[index]\nuri = "{home / "index"}"\n[serve]\nrate_per_s = 0.01\nburst = 4\n'
+    (limited / "hubdelta.toml").write_text(toml)
     server = start_serve(processes, limited)  # its readiness probe is the first of the 4
     codes = [server.get("/api/spaces")[0] for _ in range(5)]
     assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429], codes
