@@ -105,6 +105,7 @@ def crawl(
         reconcile = full or full_pass_due(tracked, now(), full_every)
         summary.bases.append(_crawl_base(index, lister, tracked, full=reconcile, now=now(), progress=progress))
     index.maintenance.maybe_compact()
+    index.maintenance.key_indexes()
     summary.requests, summary.retries = lister.stats.requests, lister.stats.retries
     summary.pages, summary.seconds = lister.stats.pages, round(time.perf_counter() - started, 2)
     return summary

@@ -63,6 +63,7 @@ def run_embed(
                     workers = stack.enter_context(RayWorkers(settings, opts, ray or RayOptions()))
                 summary = embed_queued_ray(index, settings, opts, workers, progress, should_stop=should_stop)
         index.vectors.maintain_ann(summary.spaces)  # an ANN index once a space outgrows exact search
+        index.maintenance.key_indexes()  # and lookups by repo id that do not scan, once a table is large
         return summary
 
 

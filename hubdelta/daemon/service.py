@@ -113,7 +113,8 @@ class Daemon:
         from hubdelta.index.door import open_writer
 
         with open_writer(self.settings, f"{COMMAND}: compact") as index:
-            return {"compacted": index.maintenance.maybe_compact(), "ann": index.vectors.maintain_ann()}
+            return {"compacted": index.maintenance.maybe_compact(), "ann": index.vectors.maintain_ann(),
+                    "key_indexes": index.maintenance.key_indexes()}  # fmt: skip
 
     # ---- running them ----
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hubdelta.index.door import open_reader
+from hubdelta.index.door import SharedReader, reading
 from hubdelta.index.records import ModelRecord, ModelStatus, Relation, visible_to_queries
 from hubdelta.index.selectors import IN_LIST_MAX, Selector, by_ids, visible
 from hubdelta.index.store import Index
@@ -229,6 +229,7 @@ def similar(
     relation: str | None = None,
     space: str | None = None,
     filters: Selector | None = None,
+    reader: SharedReader | None = None,
 ) -> Similar:
     """The models nearest to ``repo`` (or to a saved vector) by cosine, within one space.
 
@@ -242,6 +243,7 @@ def similar(
         space: the space id (default: the repo's space that matches the current settings, else its newest).
         filters: structured metadata filters (:func:`hubdelta.index.selectors.by_metadata`): the web
             service's, which never passes SQL text.
+        reader: a long-lived process's open index (default: one opened for this query).
 
     Raises:
         UsageError: bad arguments, an unknown repo (with close ids), a bad filter or vector file.
@@ -256,7 +258,7 @@ def similar(
     chosen = model_filter(where, check_relation(relation))
     if filters is not None:
         chosen = filters if chosen is None else chosen & filters
-    with open_reader(settings) as index:
+    with reading(settings, reader) as index:
         if repo is not None:
             query = _repo_query(index, settings, repo, space)
         else:
@@ -282,7 +284,7 @@ class Shown:
     hidden: bool = False  # removed from the Hub: hidden from queries (no neighbours are looked up)
 
 
-def show(settings: Settings, repo: str, *, k: int = 5) -> Shown:
+def show(settings: Settings, repo: str, *, k: int = 5, reader: SharedReader | None = None) -> Shown:
     """A model's stored record, where it has vectors, and its ``k`` nearest models.
 
     A model removed from the Hub is still shown, marked ``hidden``, without neighbours: removed models are
@@ -291,7 +293,7 @@ def show(settings: Settings, repo: str, *, k: int = 5) -> Shown:
     Raises:
         UsageError: the repo is not in the index (with close ids).
     """
-    with open_reader(settings) as index:
+    with reading(settings, reader) as index:
         record = index.models.get([repo]).get(repo)
         if record is None:
             close = close_ids(repo, index.models.ids())
@@ -302,5 +304,5 @@ def show(settings: Settings, repo: str, *, k: int = 5) -> Shown:
     hidden = not visible_to_queries(record.status)
     neighbors: list[Neighbor] = []
     if vectors and not hidden:
-        neighbors = similar(settings, repo, k=k).neighbors
+        neighbors = similar(settings, repo, k=k, reader=reader).neighbors
     return Shown(record, infos, neighbors, hidden)

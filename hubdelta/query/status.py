@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hubdelta.index.door import open_reader
+from hubdelta.index.door import SharedReader, reading
 from hubdelta.index.location import local_path
 from hubdelta.index.records import ModelStatus
 from hubdelta.index.store import Index
@@ -53,14 +53,14 @@ def space_statuses(index: Index) -> list[SpaceStatus]:
     return spaces
 
 
-def status(settings: Settings, *, daemon: dict[str, Any] | None) -> Status:
+def status(settings: Settings, *, daemon: dict[str, Any] | None, reader: SharedReader | None = None) -> Status:
     """Counts by status and space, queue length, last crawl, disk use; ``daemon`` is the daemon's health as the
     face read it (:func:`hubdelta.daemon.state.daemon_health`: the read side does not import the daemon).
 
     Raises:
         IndexNotFoundError: no index yet (the fix says how to create one).
     """
-    with open_reader(settings) as index:
+    with reading(settings, reader) as index:
         counts = index.models.count_by_status()
         tracked = index.tracked.all()
         report = index.reports.latest()

@@ -12,16 +12,14 @@ from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
 
 from hubdelta.daemon.state import daemon_health
-from hubdelta.index.door import open_reader
 from hubdelta.kernel.errors import NotFoundError
-from hubdelta.kernel.settings import Settings
 from hubdelta.query.api import show, similar
 from hubdelta.query.export import export
 from hubdelta.query.serialize import plain, shown_doc
 from hubdelta.query.status import space_statuses, status
 from hubdelta.web import maps
-from hubdelta.web.names import Completer
 from hubdelta.web.params import K_MAX, TEXT_MAX, Filters, VectorQuery, check_repo_id, filters_query
+from hubdelta.web.site import Site
 
 router = APIRouter(prefix="/api")
 Text = Annotated[str, Query(max_length=TEXT_MAX)]
@@ -30,60 +28,59 @@ POINTS = r"^\d{1,9}(,\d{1,9}){0,99}$"  # up to 100 point numbers
 EXPORT_TYPES = {"parquet": "application/vnd.apache.parquet", "npz": "application/octet-stream", "csv": "text/csv"}
 
 
-def settings_of(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def site_of(request: Request) -> Site:
+    site: Site = request.app.state.site
+    return site
 
 
-SettingsDep = Annotated[Settings, Depends(settings_of)]
+SiteDep = Annotated[Site, Depends(site_of)]
 
 
 @router.get("/status", summary="The index at a glance (hubdelta status --json)")
-def api_status(settings: SettingsDep) -> Any:
-    return plain(status(settings, daemon=daemon_health(settings.home)))
+def api_status(site: SiteDep) -> Any:
+    return plain(status(site.settings, daemon=daemon_health(site.settings.home), reader=site.reader))
 
 
 @router.get("/spaces", summary="Every space: base, dimension, vectors")
-def api_spaces(settings: SettingsDep) -> Any:
-    with open_reader(settings) as index:
+def api_spaces(site: SiteDep) -> Any:
+    with site.reading() as index:
         return {"spaces": plain(space_statuses(index))}
 
 
 @router.get("/models/{repo_id:path}", summary="A model's record, vectors and neighbours (hubdelta show --json)")
-def api_model(repo_id: str, settings: SettingsDep, k: Annotated[int, Query(ge=1, le=K_MAX)] = 10) -> Any:
-    return shown_doc(show(settings, check_repo_id(repo_id), k=k))
+def api_model(repo_id: str, site: SiteDep, k: Annotated[int, Query(ge=1, le=K_MAX)] = 10) -> Any:
+    return shown_doc(show(site.settings, check_repo_id(repo_id), k=k, reader=site.reader))
 
 
 @router.get("/similar", summary="The models nearest to a repo (hubdelta similar --json)")
-def api_similar(settings: SettingsDep, repo: Text, filters: Annotated[Filters, Depends(filters_query)],
+def api_similar(site: SiteDep, repo: Text, filters: Annotated[Filters, Depends(filters_query)],
                 space: Text | None = None, k: K = 10) -> Any:  # fmt: skip
-    found = similar(settings, check_repo_id(repo), k=k, space=space, filters=filters.selector(),
-                    relation=filters.relation.value if filters.relation else None)  # fmt: skip
+    found = similar(site.settings, check_repo_id(repo), k=k, space=space, filters=filters.selector(),
+                    relation=filters.relation.value if filters.relation else None, reader=site.reader)  # fmt: skip
     return {**plain(found), "filters": filters.described()}
 
 
 @router.post("/similar", summary="The models nearest to a posted vector")
-def api_similar_vector(settings: SettingsDep, body: VectorQuery) -> Any:
-    found = similar(settings, vector=body.array(), k=body.k, space=body.space, filters=body.selector(),
-                    relation=body.relation.value if body.relation else None)  # fmt: skip
+def api_similar_vector(site: SiteDep, body: VectorQuery) -> Any:
+    found = similar(site.settings, vector=body.array(), k=body.k, space=body.space, filters=body.selector(),
+                    relation=body.relation.value if body.relation else None, reader=site.reader)  # fmt: skip
     return {**plain(found), "filters": body.described()}
 
 
 @router.get("/complete", summary="Repo ids containing the text, for a search box")
-def api_complete(request: Request, q: Text, limit: Annotated[int, Query(ge=1, le=50)] = 10) -> Any:
-    completer: Completer = request.app.state.completer
-    return {"repo_ids": completer.complete(q, limit)}
+def api_complete(site: SiteDep, q: Text, limit: Annotated[int, Query(ge=1, le=50)] = 10) -> Any:
+    return {"repo_ids": site.completer.complete(q, limit)}
 
 
 @router.get("/reports", summary="Every report, newest first")
-def api_reports(settings: SettingsDep) -> Any:
-    with open_reader(settings) as index:
+def api_reports(site: SiteDep) -> Any:
+    with site.reading() as index:
         return {"reports": plain(index.reports.heads())}
 
 
 @router.get("/reports/{report_id}", summary="One report: its clusters by space and its summary")
-def api_report(report_id: str, settings: SettingsDep) -> Any:
-    with open_reader(settings) as index:
+def api_report(report_id: str, site: SiteDep) -> Any:
+    with site.reading() as index:
         report = index.reports.get(report_id)
     if report is None:
         raise NotFoundError("report", f"no report {report_id[:TEXT_MAX]!r}", fix="see /api/reports")
@@ -93,8 +90,8 @@ def api_report(report_id: str, settings: SettingsDep) -> Any:
 
 
 @router.get("/clusters", summary="The latest report's clusters of a space")
-def api_clusters(settings: SettingsDep, space: Text) -> Any:
-    with open_reader(settings) as index:
+def api_clusters(site: SiteDep, space: Text) -> Any:
+    with site.reading() as index:
         if space not in index.vectors.spaces():
             raise NotFoundError("space", f"no space {space!r}", fix="see /api/spaces")
         report = index.reports.latest()
@@ -103,12 +100,12 @@ def api_clusters(settings: SettingsDep, space: Text) -> Any:
 
 
 @router.get("/spaces/{space_id}/export", summary="A space's vectors and metadata as a file (hubdelta export)")
-def api_export(space_id: str, settings: SettingsDep,
+def api_export(space_id: str, site: SiteDep,
                format: Annotated[str, Query(pattern="^(parquet|npz|csv)$")] = "parquet") -> Any:  # fmt: skip
     folder = Path(tempfile.mkdtemp(prefix="hubdelta-export-"))
     out = folder / f"{space_id}.{format}"
     try:
-        done = export(settings, out, fmt=format, space=space_id)
+        done = export(site.settings, out, fmt=format, space=space_id)
     except BaseException:
         _remove(folder)
         raise
@@ -123,9 +120,9 @@ def _remove(folder: Path) -> None:
 
 
 def _layout(request: Request, space_id: str) -> maps.PackedLayout:
-    cache: maps.LayoutCache = request.app.state.layouts
-    with open_reader(request.app.state.settings) as index:
-        return cache.get(index, space_id)
+    site = site_of(request)
+    with site.reading() as index:
+        return site.layouts.get(index, space_id)
 
 
 @router.get("/spaces/{space_id}/layout", summary="The map's description: points, clusters, bounds")

@@ -8,6 +8,8 @@ waits for a crawl or an embed run. torch is never imported here.
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -22,8 +24,7 @@ from hubdelta.kernel.errors import HubdeltaError, IndexNotFoundError, NotFoundEr
 from hubdelta.kernel.settings import Settings
 from hubdelta.kernel.version import hubdelta_version
 from hubdelta.web import api, security
-from hubdelta.web.maps import LayoutCache
-from hubdelta.web.names import Completer
+from hubdelta.web.site import Site
 
 STATIC = Path(__file__).parent / "static"
 
@@ -50,13 +51,18 @@ def _wants_json(request: Request) -> bool:
 
 def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
     """The application over ``settings``' index; ``token``: every request must carry it (off loopback)."""
+    site = Site.of(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        site.reader.close()
+
     app = FastAPI(title="hubdelta", version=hubdelta_version(), docs_url="/api/docs", redoc_url=None,
+                  lifespan=lifespan,
                   openapi_url="/api/openapi.json",
                   description="Finetunes, adapters and merges navigable by behaviour: read-only.")  # fmt: skip
-    app.state.settings = settings
-    app.state.layouts = LayoutCache()
-    app.state.completer = Completer(settings)
-    app.state.token = token
+    app.state.site = site
     app.include_router(api.router)
     _pages(app)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")

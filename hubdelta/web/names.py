@@ -6,7 +6,7 @@ import bisect
 import threading
 import time
 
-from hubdelta.index.door import open_reader
+from hubdelta.index.door import SharedReader, reading
 from hubdelta.index.selectors import visible
 from hubdelta.kernel.settings import Settings
 
@@ -14,8 +14,8 @@ REFRESH_S = 60.0  # a new model appears in completion within a minute; the index
 
 
 class Completer:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, reader: SharedReader | None = None) -> None:
+        self.settings, self.reader = settings, reader
         self._ids: list[str] = []  # sorted by lower case
         self._lower: list[str] = []
         self._read_at = -REFRESH_S
@@ -24,7 +24,7 @@ class Completer:
     def _fresh(self) -> tuple[list[str], list[str]]:
         with self._lock:
             if time.monotonic() - self._read_at >= REFRESH_S:
-                with open_reader(self.settings) as index:
+                with reading(self.settings, self.reader) as index:
                     ids = sorted(index.models.ids(visible()), key=str.lower)
                 self._ids, self._lower = ids, [r.lower() for r in ids]
                 self._read_at = time.monotonic()

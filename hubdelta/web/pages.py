@@ -20,9 +20,9 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from hubdelta.kernel.errors import HubdeltaError
-from hubdelta.kernel.settings import Settings
 from hubdelta.web import views
 from hubdelta.web.app import error_body, local_target, status_of
+from hubdelta.web.site import Site
 
 router = APIRouter(include_in_schema=False)  # the OpenAPI description is the JSON API's
 
@@ -47,9 +47,9 @@ def _root(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def _site(request: Request) -> Site:
+    site: Site = request.app.state.site
+    return site
 
 
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
@@ -83,14 +83,15 @@ def page(request: Request, name: str, build: Callable[[], dict[str, Any]]) -> HT
 def home(request: Request) -> HTMLResponse:
     from hubdelta.query.status import status
 
-    return page(request, "home.html", lambda: {"status": status(_settings(request), daemon=None)})
+    site = _site(request)
+    return page(request, "home.html", lambda: {"status": status(site.settings, daemon=None, reader=site.reader)})
 
 
 @router.get("/search", response_model=None)
 def search(request: Request, q: str = Query("", max_length=200)) -> Response:
     """Repo ids containing ``q`` (the search box without JavaScript); an exact id goes straight to its page."""
     try:
-        matches = request.app.state.completer.complete(q, SEARCH_LIMIT) if q.strip() else []
+        matches = _site(request).completer.complete(q, SEARCH_LIMIT) if q.strip() else []
     except HubdeltaError as e:
         return library_error(request, e)
     if q.strip() in matches:
@@ -101,37 +102,36 @@ def search(request: Request, q: str = Query("", max_length=200)) -> Response:
 @router.get("/models/{repo_id:path}", response_class=HTMLResponse)
 def model(request: Request, repo_id: str) -> HTMLResponse:
     params = dict(request.query_params)
-    layouts = request.app.state.layouts
-    return page(request, "model.html", lambda: {"m": views.model_page(_settings(request), layouts, repo_id, params)})
+    return page(request, "model.html", lambda: {"m": views.model_page(_site(request), repo_id, params)})
 
 
 @router.get("/spaces", response_class=HTMLResponse)
 def spaces(request: Request) -> HTMLResponse:
-    return page(request, "spaces.html", lambda: views.spaces(_settings(request)))
+    return page(request, "spaces.html", lambda: views.spaces(_site(request)))
 
 
 @router.get("/spaces/{space_id}", response_class=HTMLResponse)
 def space_map(request: Request, space_id: str, focus: str = "", cluster: str = "") -> HTMLResponse:
     """The interactive map (static/map.js draws it from /api/spaces/<id>/layout and layout.bin)."""
     return page(request, "space.html",
-                lambda: {**views.space(_settings(request), space_id), "focus": focus, "cluster": cluster})  # fmt: skip
+                lambda: {**views.space(_site(request), space_id), "focus": focus, "cluster": cluster})  # fmt: skip
 
 
 @router.get("/reports", response_class=HTMLResponse)
 def reports(request: Request) -> HTMLResponse:
-    return page(request, "reports.html", lambda: {"reports": views.reports(_settings(request))})
+    return page(request, "reports.html", lambda: {"reports": views.reports(_site(request))})
 
 
 @router.get("/reports/{report_id}", response_class=HTMLResponse)
 def report(request: Request, report_id: str) -> HTMLResponse:
-    return page(request, "report.html", lambda: views.report(_settings(request), report_id))
+    return page(request, "report.html", lambda: views.report(_site(request), report_id))
 
 
 @router.get("/reports/{report_id}/files/{name}", response_model=None)
 def report_file(request: Request, report_id: str, name: str) -> Response:
     """One of a report's own files (report.html, report.md, map-<space>.png), by bare name."""
     try:
-        path = views.report_file(_settings(request), report_id, name)
+        path = views.report_file(_site(request), report_id, name)
     except HubdeltaError as e:
         return library_error(request, e)
     if name.endswith(".html"):

@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubdelta.index.door import open_reader
 from hubdelta.index.records import Relation
 from hubdelta.index.selectors import by_metadata
 from hubdelta.kernel.errors import NotFoundError, UsageError
-from hubdelta.kernel.settings import Settings
 from hubdelta.query.api import Shown, check_relation, show, similar
 from hubdelta.query.records import Neighbor
 from hubdelta.query.status import status
-from hubdelta.web.maps import LayoutCache, position_of
+from hubdelta.web.maps import position_of
+from hubdelta.web.site import Site
 
 NEIGHBOURS = 10
 # The files a report folder holds (hubdelta.report.render): only these are served, by name, never a path.
@@ -71,18 +70,16 @@ class ModelPage:
         return [t for t in self.shown.record.model.tags if not t.startswith("base_model:")]
 
 
-def _cluster_of(
-    settings: Settings, layouts: LayoutCache, repo: str, spaces: list[str], prefer: str | None
-) -> tuple[str, str] | None:
+def _cluster_of(site: Site, repo: str, spaces: list[str], prefer: str | None) -> tuple[str, str] | None:
     """The model's cluster on its map (the latest report's, as the map colours it), in ``prefer``'s space first.
 
     Read from the map's cached layout rather than the report row: the row carries every cluster's member list
     (megabytes at Hub scale), the cache holds the layout once per version, and the page's cluster link opens
     that very map."""
-    with open_reader(settings) as index:
+    with site.reading() as index:
         for space_id in sorted(spaces, key=lambda s: s != prefer):
             try:
-                packed = layouts.get(index, space_id)
+                packed = site.layouts.get(index, space_id)
             except NotFoundError:  # no map of this space yet
                 continue
             i = position_of(packed, repo)
@@ -91,16 +88,18 @@ def _cluster_of(
     return None
 
 
-def model_page(settings: Settings, layouts: LayoutCache, repo: str, params: Mapping[str, str]) -> ModelPage:
+def model_page(site: Site, repo: str, params: Mapping[str, str]) -> ModelPage:
     """The model page: its record (``show``), its top neighbours under the filters (``similar``), its cluster
-    (from ``layouts``, the app's cache of the maps).
+    (from the site's cache of the maps).
 
     Raises:
         NotFoundError: the repo is not in the index (with close ids).
         UsageError: a malformed filter.
     """
     filters = NeighbourFilters.parse(params)
-    shown = show(settings, repo, k=1)  # the record and vectors; the neighbours are asked for below, filtered
+    shown = show(
+        site.settings, repo, k=1, reader=site.reader
+    )  # the record and vectors; the neighbours are asked for below, filtered
     neighbors: list[Neighbor] = []
     space_id = None
     if shown.vectors and not shown.hidden:
@@ -108,27 +107,29 @@ def model_page(settings: Settings, layouts: LayoutCache, repo: str, params: Mapp
         if filters.license is not None or filters.min_downloads:
             licenses = None if filters.license is None else [filters.license]
             selector = by_metadata(licenses=licenses, min_downloads=filters.min_downloads)
-        answer = similar(settings, repo, k=NEIGHBOURS, relation=filters.relation, filters=selector)
+        answer = similar(
+            site.settings, repo, k=NEIGHBOURS, relation=filters.relation, filters=selector, reader=site.reader
+        )
         neighbors, space_id = answer.neighbors, answer.space_id
-    cluster = _cluster_of(settings, layouts, repo, [v.space_id for v in shown.vectors], space_id)
+    cluster = _cluster_of(site, repo, [v.space_id for v in shown.vectors], space_id)
     return ModelPage(shown, neighbors, filters, space_id, cluster, [r.value for r in Relation])
 
 
-def spaces(settings: Settings) -> dict[str, Any]:
+def spaces(site: Site) -> dict[str, Any]:
     """The spaces with their counts (``status``), and which have a map."""
-    answer = status(settings, daemon=None)
-    with open_reader(settings) as index:
+    answer = status(site.settings, daemon=None, reader=site.reader)
+    with site.reading() as index:
         heads = index.layouts.heads()
     return {"status": answer, "spaces": answer.spaces, "maps": {s: h.n for s, h in heads.items()}}
 
 
-def space(settings: Settings, space_id: str) -> dict[str, Any]:
+def space(site: Site, space_id: str) -> dict[str, Any]:
     """The map page's frame (the points themselves come from ``/api/spaces/<id>/layout``).
 
     Raises:
         NotFoundError: no such space.
     """
-    with open_reader(settings) as index:
+    with site.reading() as index:
         known = index.vectors.spaces()
         if space_id not in known:
             raise NotFoundError(space_id, "no such space", fix=f"use one of: {', '.join(known) or 'none yet'}")
@@ -139,19 +140,19 @@ def space(settings: Settings, space_id: str) -> dict[str, Any]:
     return {"space_id": space_id, "base": base, "vectors": count, "head": head}
 
 
-def reports(settings: Settings) -> list[dict[str, Any]]:
+def reports(site: Site) -> list[dict[str, Any]]:
     """Every report, newest first, without member lists."""
-    with open_reader(settings) as index:
+    with site.reading() as index:
         return index.reports.heads()
 
 
-def report(settings: Settings, report_id: str) -> dict[str, Any]:
+def report(site: Site, report_id: str) -> dict[str, Any]:
     """One report: its clusters by space, its summary, and the files it wrote that can be opened.
 
     Raises:
         NotFoundError: no such report.
     """
-    with open_reader(settings) as index:
+    with site.reading() as index:
         stored = index.reports.get(report_id)
     if stored is None:
         raise NotFoundError(report_id, "no such report", fix="pick one from /reports")
@@ -161,7 +162,7 @@ def report(settings: Settings, report_id: str) -> dict[str, Any]:
     return {"report": stored, "spaces": spaces, "files": files}
 
 
-def report_file(settings: Settings, report_id: str, name: str) -> Path:
+def report_file(site: Site, report_id: str, name: str) -> Path:
     """A file of a report's folder, by its bare name (``report.html``, ``map-<space>.png``, ...).
 
     Raises:
@@ -169,7 +170,7 @@ def report_file(settings: Settings, report_id: str, name: str) -> Path:
     """
     if not REPORT_FILE.match(name):
         raise NotFoundError(name, "not a report file", fix="open the files listed on the report's page")
-    with open_reader(settings) as index:
+    with site.reading() as index:
         stored = index.reports.get(report_id)
     if stored is None:
         raise NotFoundError(report_id, "no such report", fix="pick one from /reports")
