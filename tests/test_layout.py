@@ -297,3 +297,13 @@ def test_an_embed_run_that_embedded_refreshes_the_layouts_and_never_fails_for_th
     assert result.exit_code == 0 and json.loads(result.stdout)["embedded"] == 1  # the run's result stands
     with open_reader(settings) as index:
         assert index.vectors.count(A) == 32 and index.layouts.heads()[A].n == 31  # the layout is stale, logged
+
+
+def test_the_daemon_refreshes_maps_after_embed_jobs_at_most_every_layout_every_s(settings: Settings) -> None:
+    daemon = Daemon(settings)
+    assert settings.daemon.layout_every_s == 600
+    first = daemon._layouts()
+    assert isinstance(first, dict) and first  # computed now
+    assert daemon._layouts() == "later"  # the next embed job, seconds later: not again
+    daemon._layouts_at -= settings.daemon.layout_every_s
+    assert daemon._layouts() == {}  # due again: checked, and nothing had changed

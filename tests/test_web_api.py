@@ -7,6 +7,7 @@ headers, body and rate limits, and the token asked for off loopback.
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from hubdelta.index.door import open_reader, open_writer
 from hubdelta.index.embeddings import Embedding
 from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
 from tests.helpers import REPORT_BASE, REPORT_SPACE, Processes, settings_for
-from tests.web_helpers import XSS_REPO, Server, get_json, request, start_serve
+from tests.web_helpers import XSS_REPO, Server, build_web_index, get_json, request, start_serve
 
 runner = CliRunner()
 Served = tuple[Server, Path, dict[str, str | None]]
@@ -41,7 +42,7 @@ def error(server: Server, path: str, status: int, **kwargs: Any) -> dict[str, st
     assert code == status, f"{path}: {code} {body[:300]!r}"
     assert headers["content-type"].startswith("application/json")
     doc = json.loads(body)
-    assert set(doc) == {"error", "fix"} and doc["error"], doc
+    assert set(doc) == {"error", "fix"} and doc["error"] and doc["fix"], doc
     return doc
 
 
@@ -76,7 +77,7 @@ def test_a_neighbours_cluster_comes_from_the_latest_report(served: Served) -> No
     [
         ("license=mit", lambda n: n["license"] == "mit"),
         ("min_downloads=500", lambda n: n["downloads"] >= 500),
-        ("relation=adapter&tag=lora&tag=peft", lambda n: n["relation"] == "adapter"),
+        ("relation=adapter&tag=full&tag=peft", lambda n: n["repo_id"] in {"someone/odd-merge", XSS_REPO}),
     ],
 )
 def test_filters_select_what_they_say(served: Served, query: str, keep: Any) -> None:
@@ -84,6 +85,13 @@ def test_filters_select_what_they_say(served: Served, query: str, keep: Any) -> 
     doc = get_json(server, f"/api/similar?repo={MATH}&k=30&{query}")
     assert doc["neighbors"] and all(keep(n) for n in doc["neighbors"]), doc
     assert doc["filters"]
+
+
+def test_an_impossible_filter_selects_nothing_and_no_filter_selects_everything(served: Served) -> None:
+    server, _, names = served
+    assert len(get_json(server, f"/api/similar?repo={MATH}&k=50&tag=peft")["neighbors"]) == len(names) - 1
+    assert get_json(server, f"/api/similar?repo={MATH}&k=50&min_likes=1")["neighbors"] == []  # nobody has a like
+    assert get_json(server, f"/api/similar?repo={MATH}&k=50&tag=lora&tag=full")["neighbors"] == []  # every tag
 
 
 def test_created_after_filters_by_time(served: Served) -> None:
@@ -130,7 +138,7 @@ def test_errors_are_json_with_a_fix_and_the_right_status(served: Served) -> None
     assert "not embedded yet" in error(server, "/api/similar?repo=x/waiting", 409)["error"]
     assert "k" in error(server, f"/api/similar?repo={MATH}&k=0", 400)["error"]
     assert "k" in error(server, f"/api/similar?repo={MATH}&k=100000", 400)["error"]
-    assert "not a repo id" in error(server, "/api/similar?repo=a%20b%3Cscript%3E", 400)["error"]
+    assert "not a Hub repo id" in error(server, "/api/similar?repo=a%20b%3Cscript%3E", 400)["error"]
     assert "relation" in error(server, f"/api/similar?repo={MATH}&relation=cousin", 400)["error"]
     assert "min_downloads" in error(server, f"/api/similar?repo={MATH}&min_downloads=-1", 400)["error"]
     assert "no vector in space" in error(server, f"/api/similar?repo={MATH}&space=nope", 400)["error"]
@@ -148,6 +156,59 @@ def test_errors_are_json_with_a_fix_and_the_right_status(served: Served) -> None
           headers=json_headers)  # fmt: skip
     error(server, "/api/similar", 413, data=b"[" + b"1.0," * 400_000 + b"1.0]", headers=json_headers)
     error(server, "/api/status", 405, data=b"{}", headers=json_headers)
+    assert (
+        "1970-9999"
+        in error(server, f"/api/similar?repo={MATH}&created_after=0001-01-01T00:00:00%2B14:00", 400)["error"]
+    )
+    assert "1970-9999" in error(server, f"/api/similar?repo={MATH}&created_after=0500-01-01", 400)["error"]
+    dims = json.dumps({"vector": [1.0] * 7, "space": REPORT_SPACE}).encode()
+    assert "has dimension" in error(server, "/api/similar", 400, data=dims, headers=json_headers)["error"]
+
+
+def test_a_body_without_a_length_is_counted_and_refused_past_the_limit(served: Served) -> None:
+    server, _, _ = served
+    host, port = server.url.removeprefix("http://").split(":")
+
+    def chunked(size: int) -> tuple[int, dict[str, Any]]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        body = (b"[" + b"1.0," * (size // 4) + b"1.0]") if size else b"{}"
+        conn.putrequest("POST", "/api/similar")
+        conn.putheader("content-type", "application/json")
+        conn.putheader("transfer-encoding", "chunked")
+        conn.endheaders()
+        for i in range(0, len(body), 65536):
+            part = body[i : i + 65536]
+            conn.send(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+        conn.send(b"0\r\n\r\n")
+        resp = conn.getresponse()
+        doc = json.loads(resp.read())
+        conn.close()
+        return resp.status, doc
+
+    status, doc = chunked(2_000_000)
+    assert status == 413 and "over 1,000,000 bytes" in doc["error"] and doc["fix"]
+    status, doc = chunked(0)
+    assert status == 400 and "vector" in doc["error"]  # a small body reaches the route whole
+
+
+def test_only_localhost_is_answered_without_a_token(served: Served) -> None:
+    server, _, _ = served
+    code, _, body = server.get("/api/spaces", headers={"host": "attacker.example:8000"})
+    assert code == 421 and "localhost" in json.loads(body)["error"]  # a DNS-rebound page reads nothing
+    for host in ("localhost:1", "127.0.0.1", "[::1]:8000"):
+        assert server.get("/api/spaces", headers={"host": host})[0] == 200, host
+
+
+def test_map_routes_refuse_a_stale_version_and_find_a_model_exactly(served: Served) -> None:
+    server, _, _ = served
+    meta = get_json(server, f"/api/spaces/{REPORT_SPACE}/layout")
+    at = get_json(server, f"/api/spaces/{REPORT_SPACE}/position?repo={MATH}&v={meta['version']}")
+    assert at["version"] == meta["version"]
+    point = get_json(server, f"/api/spaces/{REPORT_SPACE}/points?i={at['i']}&v={meta['version']}")["points"][0]
+    assert point["repo_id"] == MATH
+    assert "recomputed" in error(server, f"/api/spaces/{REPORT_SPACE}/points?i=0&v=0000", 409)["error"]
+    error(server, f"/api/spaces/{REPORT_SPACE}/find?q=math&v=0000", 409)
+    error(server, f"/api/spaces/{REPORT_SPACE}/position?repo=nobody/nothing", 404)
 
 
 # ---- the other routes -----------------------------------------------------------------------------------------
@@ -172,6 +233,11 @@ def test_complete_reports_clusters_and_export(served: Served) -> None:
     assert code == 200 and "attachment" in headers["content-disposition"]
     table = pq.read_table(io.BytesIO(body))
     assert sorted(table["repo_id"].to_pylist()) == sorted(names)
+    code, _, body = server.get(f"/api/spaces/{REPORT_SPACE}/export?format=npz")
+    with np.load(io.BytesIO(body), allow_pickle=False) as npz:
+        assert code == 200 and sorted(npz["model_names"].tolist()) == sorted(names)
+    code, headers, body = server.get(f"/api/spaces/{REPORT_SPACE}/export?format=csv")
+    assert code == 200 and headers["content-type"].startswith("text/csv") and body.count(b"\n") == len(names) + 1
 
 
 def test_openapi_describes_every_route(served: Served) -> None:
@@ -210,8 +276,11 @@ def test_every_answer_carries_the_security_headers(served: Served) -> None:
         assert headers.get("x-content-type-options") == "nosniff", path
 
 
-def test_new_vectors_are_seen_without_a_restart(served: Served) -> None:
-    server, home, _ = served
+def test_new_vectors_are_seen_without_a_restart(processes: Processes, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    build_web_index(home)
+    server = start_serve(processes, home)
+    assert get_json(server, f"/api/similar?repo={MATH}&k=1")["neighbors"][0]["repo_id"] != "late/arrival"
     settings = settings_for(home, "http://127.0.0.1:9")
     with open_reader(settings) as index:
         vector = index.vectors.of_repo(MATH)[REPORT_SPACE].vector
@@ -219,12 +288,7 @@ def test_new_vectors_are_seen_without_a_restart(served: Served) -> None:
     with open_writer(settings, "test") as index:
         index.models.put([ModelRecord(fresh, ModelStatus.EMBEDDED)])
         index.vectors.put(REPORT_SPACE, [Embedding(fresh.repo_id, fresh.sha, vector * 2, datetime.now(UTC))])
-    try:
-        assert get_json(server, f"/api/similar?repo={MATH}&k=1")["neighbors"][0]["repo_id"] == "late/arrival"
-    finally:
-        with open_writer(settings, "test") as index:
-            index.models.put([ModelRecord(fresh, ModelStatus.REMOVED)])  # hidden again for the other tests
-    assert get_json(server, f"/api/similar?repo={MATH}&k=1")["neighbors"][0]["repo_id"] != "late/arrival"
+    assert get_json(server, f"/api/similar?repo={MATH}&k=1")["neighbors"][0]["repo_id"] == "late/arrival"
 
 
 def test_rate_limit_answers_429_with_retry_after(served: Served, processes: Processes, tmp_path: Path) -> None:
@@ -266,3 +330,12 @@ def test_a_token_is_required_off_loopback(served: Served, processes: Processes, 
     assert request(server.url + "/api/status", headers={"cookie": cookie.split(";")[0]})[0] == 200
     code, headers, _ = request(server.url + "/login", data=b"token=wrong&next=//evil.example/", method="POST")
     assert code == 303 and headers["location"].startswith("/login?failed=1") and "evil" not in headers["location"]
+
+
+def test_no_index_yet_is_503_until_one_exists(processes: Processes, tmp_path: Path) -> None:
+    home = tmp_path / "empty"
+    home.mkdir()
+    server = start_serve(processes, home)
+    assert "hubdelta" in error(server, "/api/spaces", 503)["fix"]
+    build_web_index(home)
+    assert get_json(server, "/api/spaces")["spaces"]  # the same process: no restart

@@ -1,7 +1,9 @@
 """``hubdelta serve``'s pages in headless Chromium (Debian's package, driven by Playwright) over a real index and a
 real server process: search -> model page -> a neighbour -> its map; the map draws every point of the space, hover
 names the right model, zoom and pan move the view, search and links highlight; a screenshot carries the clusters'
-colours; a card that holds HTML stays text.
+colours; a card that holds HTML stays text. The map's questions name the layout drawn (a stale one is reloaded),
+its point count is read back from the draw, focus finds the exact model; only the report the map shows links its
+clusters to it; /api/docs is a page of ours under the CSP.
 
 WebGL: headless Chromium renders it in software (ANGLE on SwiftShader); ``--enable-unsafe-swiftshader`` keeps that
 allowed (Playwright passes it too), ``--use-angle=swiftshader`` picks it where a GPU exists. Waits are CSS
@@ -10,9 +12,9 @@ selectors, not ``wait_for_function``: the page's CSP forbids eval, which Playwri
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,32 +25,24 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from hubdelta.index.door import open_reader
-from hubdelta.index.layouts import Layout
 from hubdelta.query.api import similar
-from tests.helpers import REPO_ROOT, REPORT_SPACE, settings_for
+from tests.browser_helpers import (
+    CHROMIUM_ARGS,
+    COUNT_DRAWS,
+    HALF_UPLOADED,
+    START,
+    Tab,
+    cluster_name,
+    lone_points,
+    palette,
+    stored_layout,
+    version_of,
+    wait_until,
+)
+from tests.helpers import REPORT_SPACE, settings_for
 from tests.web_helpers import XSS_CARD, XSS_REPO, Server
 
 Served = tuple[Server, Path, dict[str, str | None]]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-VIEWPORT = {"width": 1280, "height": 900}
-START = "hubdelta-pool/smollm2-lora-math-1"
-MAP_GL_JS = REPO_ROOT / "hubdelta" / "web" / "static" / "map-gl.js"
-
-
-def palette() -> list[tuple[int, int, int]]:
-    """The cluster colours, read from map-gl.js (one source of truth)."""
-    block = re.search(r"const PALETTE = \[(.*?)\];", MAP_GL_JS.read_text(), re.S)
-    assert block, "map-gl.js has no PALETTE"
-    return [(int(r), int(g), int(b)) for r, g, b in re.findall(r"\[(\d+), (\d+), (\d+)\]", block.group(1))]
 
 
 @pytest.fixture(scope="module")
@@ -61,78 +55,12 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-class Tab:
-    """A page that records what should never happen: script errors, dialogs, CSP refusals."""
-
-    def __init__(self, browser: Any, url: str, *, javascript: bool = True) -> None:
-        self.url = url
-        self.context = browser.new_context(viewport=VIEWPORT, java_script_enabled=javascript)
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.dialogs: list[str] = []
-        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
-        self.page.on("console", self._console)
-        self.page.on("dialog", self._dialog)
-
-    def _console(self, message: Any) -> None:
-        if message.type == "error":
-            self.errors.append(f"console: {message.text}")
-
-    def _dialog(self, dialog: Any) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def goto(self, path: str) -> Any:
-        return self.page.goto(self.url + path)
-
-    def map_ready(self) -> None:
-        self.page.wait_for_selector("#map[data-ready='1']", timeout=20_000)
-
-    def screen_of(self, i: int) -> tuple[float, float]:
-        x, y = self.page.evaluate("i => window.hubdeltaMap.screenOf(i)", i)
-        return float(x), float(y)
-
-    def hover_point(self, i: int) -> str:
-        """Move the pointer onto point ``i``; the repo id the tooltip then shows."""
-        self.page.mouse.move(*self.screen_of(i))
-        tip = self.page.wait_for_selector(f"#map-tooltip[data-i='{i}']:not([data-repo=''])", timeout=10_000)
-        assert tip is not None and tip.is_visible()
-        return str(tip.get_attribute("data-repo"))
-
-    def close(self) -> None:
-        self.context.close()
-
-
 @pytest.fixture
 def tab(browser: Any, served: Served) -> Iterator[Tab]:
     opened = Tab(browser, served[0].url)
     yield opened
     opened.close()
     assert not opened.dialogs, opened.dialogs
-
-
-def stored_layout(home: Path) -> Layout:
-    with open_reader(settings_for(home, "http://127.0.0.1:9")) as index:
-        layout = index.layouts.get(REPORT_SPACE)
-    assert layout is not None
-    return layout
-
-
-def cluster_name(layout: Layout, i: int) -> str:
-    c = int(layout.cluster[i])
-    return layout.cluster_names[c] if c >= 0 else "no cluster"
-
-
-def lone_points(tab: Tab, n: int, apart: float = 3.0) -> list[int]:
-    """Points on the canvas with no other point within ``apart`` CSS px: the pointer right on one (mouse
-    positions may be rounded to whole pixels) is nearest to it, so hover must pick it."""
-    xy = np.array([tab.screen_of(i) for i in range(n)])
-    box = tab.page.locator("#map").bounding_box()
-    assert box is not None
-    inside = ((xy[:, 0] > box["x"] + 10) & (xy[:, 0] < box["x"] + box["width"] - 10)
-              & (xy[:, 1] > box["y"] + 10) & (xy[:, 1] < box["y"] + box["height"] - 10))  # fmt: skip
-    d = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=2) + np.eye(n) * 1e9
-    return [i for i in range(n) if inside[i] and d[i].min() > apart]
 
 
 # ---- the journey ------------------------------------------------------------------------------------------------
@@ -230,11 +158,80 @@ def test_wheel_zooms_around_the_pointer_and_drag_pans(tab: Tab, served: Served) 
     assert page.url.endswith(f"/spaces/{REPORT_SPACE}")  # a drag is not a click
 
 
-def wait_until(check: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the map did not change"
-        time.sleep(0.05)
+# ---- the map's data: versions, counts, focus ---------------------------------------------------------------------
+
+QUESTION = re.compile(r"/api/spaces/[^/]+/(points|find|position)\?")
+
+
+def test_map_questions_name_the_layout_drawn_and_a_stale_one_is_reloaded(tab: Tab, served: Served) -> None:
+    _, home, _ = served
+    layout = stored_layout(home)
+    page = tab.page
+    asked: list[str] = []
+    answered: list[int] = []
+    page.on("request", lambda r: asked.append(r.url))
+    page.on("response", lambda r: answered.append(r.status) if "/points?" in r.url else None)
+
+    def stale_once(route: Any) -> None:  # the first hover asks as if it had drawn an older layout: a real 409
+        if asked_stale or "/points?" not in route.request.url:
+            route.fallback()
+            return
+        asked_stale.append(route.request.url)
+        route.continue_(url=route.request.url.replace(f"v={layout.version}", "v=older"))
+
+    asked_stale: list[str] = []
+
+    page.route(QUESTION, stale_once)
+    tab.goto(f"/spaces/{REPORT_SPACE}")
+    tab.map_ready()
+    assert [version_of(u) for u in asked if u.split("?")[0].endswith("/layout.bin")] == [None]
+    first, second = lone_points(tab, layout.n)[:2]
+    assert tab.hover_point(first) == layout.repo_ids[first]  # refused, the layout loaded again, asked again
+    assert answered[0] == 409 and 200 in answered[1:], answered
+    assert len([u for u in asked if u.split("?")[0].endswith("/layout.bin")]) == 2  # the reload
+    assert tab.hover_point(second) == layout.repo_ids[second]
+    page.fill("#map-search", "chemistry")
+    page.wait_for_selector("#map-count:text-is('4 matches')")
+    questions = [u for u in asked if QUESTION.search(u)]
+    assert any("/find?" in u for u in questions)
+    assert len(asked_stale) == 1 and {version_of(u) for u in questions} == {layout.version}, questions
+    assert page.get_attribute("#map", "data-points") == str(layout.n)
+    assert not [e for e in tab.errors if "409" not in e], tab.errors  # the console logs the refusal itself
+
+
+@pytest.mark.parametrize("fault", ["", HALF_UPLOADED])
+def test_the_point_count_is_read_back_from_the_draw(tab: Tab, served: Served, fault: str) -> None:
+    layout = stored_layout(served[1])
+    tab.page.add_init_script(COUNT_DRAWS + fault)
+    tab.goto(f"/spaces/{REPORT_SPACE}")
+    tab.map_ready()
+    drawn = tab.page.evaluate("window.pointsDrawn")
+    want = layout.n // 2 if fault else layout.n
+    assert tab.page.get_attribute("#map", "data-points") == str(drawn) == str(want)
+    assert not tab.errors, tab.errors
+
+
+def test_focus_lights_that_very_model(tab: Tab, served: Served) -> None:
+    layout = stored_layout(served[1])
+    page = tab.page
+    # At Hub scale an id's first 100 substring matches need not hold it: /find answers as if so, and focus must
+    # not depend on it.
+    others = [i for i, r in enumerate(layout.repo_ids) if r != START]
+    page.route(re.compile(r"/find\?"), lambda route: route.fulfill(json={"indices": others}))
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    tab.goto(f"/spaces/{REPORT_SPACE}?focus={START}")
+    tab.map_ready()
+    at = layout.repo_ids.index(START)
+    assert page.evaluate("window.hubdeltaMap.litPoints()") == [at]
+    assert page.inner_text("#map-count") == f"{START} is highlighted"
+    assert tab.hover_point(at) == START
+    assert [version_of(u) for u in asked if "/position?" in u] == [layout.version]
+    tab.goto(f"/spaces/{REPORT_SPACE}?focus=x/waiting")  # queued, not embedded: not on the map
+    tab.map_ready()
+    assert page.inner_text("#map-count") == "x/waiting is not on this map"
+    assert page.evaluate("window.hubdeltaMap.lit()") == 0
+    assert not [e for e in tab.errors if "404" not in e], tab.errors  # the console logs the 404 itself
 
 
 def test_search_box_and_cluster_links_highlight(tab: Tab, served: Served) -> None:
@@ -297,7 +294,7 @@ def test_search_works_without_javascript(browser: Any, served: Served) -> None:
         tab.close()
 
 
-def test_a_report_page_opens_its_own_files(tab: Tab) -> None:
+def test_a_report_page_opens_its_own_files(tab: Tab, served: Served) -> None:
     tab.goto("/reports")
     tab.page.click("table.data a >> nth=0")
     files = tab.page.locator("a[href*='/files/']")
@@ -307,6 +304,51 @@ def test_a_report_page_opens_its_own_files(tab: Tab) -> None:
     assert response is not None and response.status == 200
     assert "script-src" not in response.headers["content-security-policy"]  # its inline style only: no script
     assert tab.page.locator("img").count() >= 1  # its maps
+    response = tab.goto(str(href).replace("report.html", "map-gone.png"))
+    assert response is not None and response.status == 404
+    assert "is no longer on the server" in tab.page.inner_text(".error-box .message")
+    assert str(served[1]) not in tab.page.content()  # where reports live is the server's business
+    tab.errors.clear()  # the 404 itself, logged by the console
+
+
+def test_only_the_report_the_map_shows_links_its_clusters_to_it(tab: Tab, served: Served) -> None:
+    layout = stored_layout(served[1])
+    with open_reader(settings_for(served[1], "http://127.0.0.1:9")) as index:
+        reports = [r["report_id"] for r in index.reports.heads()]
+    assert len(reports) == 2 and layout.report_id == reports[0]  # the map is coloured by the newest
+    page = tab.page
+    for report_id in reports:
+        tab.goto(f"/reports/{report_id}")
+        section = page.locator("section", has=page.locator(f"h2 code:text-is('{REPORT_SPACE}')"))
+        links, names = section.locator("a.cluster-link"), section.locator(".cluster-name")
+        if report_id == layout.report_id:
+            assert links.count() > 0 and names.count() == 0 and section.locator(".map-note").count() == 0
+        else:
+            assert links.count() == 0 and names.count() > 0
+            assert "the map shows the latest report's clusters" in section.locator(".map-note").inner_text()
+
+
+def test_api_docs_is_a_page_under_the_csp(tab: Tab, served: Served) -> None:
+    response = tab.goto("/api/docs")
+    assert response is not None and response.status == 200
+    csp = response.headers["content-security-policy"]
+    assert "unsafe-inline" not in csp and "script-src 'self'" in csp
+    page = tab.page
+    route = page.locator("section.api-route[data-method='GET'][data-path='/api/similar']")
+    rows = {r.get_attribute("data-param"): r.locator("td").all_inner_texts() for r in route.locator("tr").all()[1:]}
+    want = {"repo", "space", "k", "relation", "license", "tag", "min_downloads", "min_likes", "created_after"}
+    assert want <= set(rows), rows
+    assert rows["repo"][1:4] == ["query", "string\nat most 200 chars", "yes"]
+    assert rows["k"][2:] == ["integer\n≥ 1, ≤ 100", "no", "10", "how many neighbours"]
+    assert "merge" in rows["relation"][2] and rows["license"][5] == "repeatable: any of these licenses"
+    posted = page.locator("section.api-route[data-method='POST'][data-path='/api/similar']")
+    assert posted.locator(".body-schema").inner_text() == "VectorQuery"
+    openapi = json.loads(served[0].get("/api/openapi.json")[2])
+    listed = {(s.get_attribute("data-method"), s.get_attribute("data-path")) for s in page.locator("section").all()}
+    assert listed == {(m.upper(), p) for p, ops in openapi["paths"].items() for m in ops}
+    assert page.locator("a[href='/api/openapi.json']").count() >= 1
+    assert page.locator("script:not([src]), style, [style]").count() == 0
+    assert not tab.errors, tab.errors
 
 
 # ---- untrusted strings, errors -----------------------------------------------------------------------------------

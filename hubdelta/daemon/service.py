@@ -13,6 +13,7 @@ One daemon a home: a second one is refused (:mod:`hubdelta.daemon.lock`) before 
 from __future__ import annotations
 
 import signal
+import time
 from typing import TYPE_CHECKING, Any
 
 from hubdelta.daemon.lock import DaemonLock
@@ -47,6 +48,7 @@ class Daemon:
         self.runner = JobRunner(settings.home, jobs, stop_timeout_s=d.stop_timeout_s, clock=clock)
         self.stopping = self.runner.stopping
         self._workers: RayWorkers | None = None
+        self._layouts_at = -float("inf")  # when the embed job last refreshed the maps (monotonic)
 
     # ---- the jobs: each a library call ----
 
@@ -85,9 +87,15 @@ class Daemon:
         return out
 
     def _layouts(self) -> dict[str, int] | str:
-        """Refresh the maps after an embed job wrote vectors: points per space recomputed, or "failed" (logged)."""
+        """Refresh the maps after an embed job wrote vectors, at most every ``[daemon] layout_every_s`` (a full
+        projection: ~9 s a million vectors, and the points of an open map move): points per space recomputed,
+        "later" (too soon after the last), or "failed" (logged). The nightly report always refreshes them."""
         from hubdelta.report.layout import refresh_after_writes
 
+        now = time.monotonic()
+        if now - self._layouts_at < self.settings.daemon.layout_every_s:
+            return "later"
+        self._layouts_at = now
         done = refresh_after_writes(self.settings, f"{COMMAND}: embed", should_stop=self.stopping.is_set)
         return "failed" if done is None else done.computed
 

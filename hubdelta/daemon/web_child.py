@@ -48,6 +48,9 @@ class WebChild:
             logfile = Path(self.settings.home) / "serve.log"
             with logfile.open("ab") as sink:
                 self._proc = subprocess.Popen(self.command(), stdout=sink, stderr=subprocess.STDOUT)
+            if self._stop.is_set():  # stop() ran while it started, and may have seen the previous child only
+                _end(self._proc)
+                return
             s = self.settings.serve
             log.info("serve.child_started", pid=self._proc.pid, url=f"http://{s.host}:{s.port}", log=str(logfile))
             ran = _wait(self._proc, self._stop)
@@ -66,14 +69,8 @@ class WebChild:
     def stop(self) -> None:
         """Stop the child (SIGTERM: it finishes the requests in flight), then the watcher."""
         self._stop.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(STOP_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if self._proc is not None:
+            _end(self._proc)
         if self._thread is not None:
             self._thread.join(STOP_S)
 
@@ -84,3 +81,14 @@ def _wait(proc: subprocess.Popen[bytes], stop: threading.Event) -> float:
     while proc.poll() is None and not stop.wait(0.5):
         pass
     return time.monotonic() - began
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the child finishes the requests in flight), then SIGKILL after ``STOP_S``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

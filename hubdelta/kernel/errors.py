@@ -55,6 +55,14 @@ class NotFoundError(UsageError):
     sees as 404."""
 
 
+class ConflictError(HubdeltaError):
+    """What was asked for has changed under the asker (a web page's map was recomputed): ask again."""
+
+
+class BusyError(HubdeltaError):
+    """The service is doing this already for someone else (a web export): retry later."""
+
+
 class EmbedError(HubdeltaError):
     """A model cannot be embedded in a space (wrong architecture or size, unsupported adapter, missing files)."""
 

@@ -81,6 +81,7 @@ class DaemonSettings:
     report_at: str = "06:00"  # the nightly report
     report_every_s: float = 0.0  # > 0: a report every this often instead of daily (staging, tests)
     compact_every_s: float = 3600.0  # index compaction and ANN maintenance
+    layout_every_s: float = 600.0  # maps refreshed after embed jobs at most this often (reports always refresh)
     stop_timeout_s: float = 120.0  # SIGTERM: the running job gets this long to finish its current chunk
 
 
@@ -99,7 +100,7 @@ class ServeSettings:
     trusted_proxy: str = ""  # a reverse proxy's address: its X-Forwarded-For/-Proto name the client and scheme
 
 
-_ZERO_OK = {"family.seed", "ray.workers"}  # numbers where 0 is meaningful (a seed; "automatic")
+_ZERO_OK = {"family.seed", "ray.workers", "daemon.layout_every_s"}  # 0 meaningful: a seed; "automatic"; "always"
 _CHOICES = {
     "embed.device": ("auto", "cpu", "cuda"),
     "embed.dtype": ("float32", "bfloat16"),

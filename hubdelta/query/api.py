@@ -140,8 +140,11 @@ def _vector_query(index: Index, given: Path | np.ndarray, space: str | None) -> 
         raise UsageError(str(path), f"no space has dimension {vector.size}", fix="check the file, or hubdelta status")
     if space is not None and space not in fitting:
         known = index.vectors.spaces()
-        why = f"has dimension {known[space].dim}, the vector {vector.size}" if space in known else "does not exist"
-        raise NotFoundError("--space", f"space {space!r} {why}", fix=f"use one of: {', '.join(fitting) or 'none'}")
+        fix = f"use one of: {', '.join(fitting) or 'none'}"
+        if space in known:  # it exists: the vector is what does not fit
+            raise UsageError("--space", f"space {space!r} has dimension {known[space].dim}, the vector {vector.size}",
+                             fix=fix)  # fmt: skip
+        raise NotFoundError("--space", f"space {space!r} does not exist", fix=fix)
     chosen = space or next(iter(fitting))
     return _Query(f"vector:{path}", vector, chosen, frozenset(), [])
 

@@ -63,7 +63,7 @@ def status(settings: Settings, *, daemon: dict[str, Any] | None, reader: SharedR
     with reading(settings, reader) as index:
         counts = index.models.count_by_status()
         tracked = index.tracked.all()
-        report = index.reports.latest()
+        reports = index.reports.heads()  # not latest(): that reads every cluster's member list
         spaces = space_statuses(index)
     crawls = [t.last_crawl for t in tracked if t.last_crawl is not None]
     uri = settings.index_uri
@@ -75,7 +75,7 @@ def status(settings: Settings, *, daemon: dict[str, Any] | None, reader: SharedR
         queue=counts[ModelStatus.QUEUED] + counts[ModelStatus.EMBEDDING],
         tracked=len(tracked),
         last_crawl=max(crawls) if crawls else None,
-        last_report=None if report is None else report.created_at,
+        last_report=reports[0]["created_at"] if reports else None,
         spaces=spaces,
         index_bytes=None if folder is None else tree_bytes(folder),  # not measured on object storage
         cache_bytes=tree_bytes(settings.cache_dir),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
 
 from hubdelta.daemon.state import daemon_health
-from hubdelta.kernel.errors import NotFoundError
+from hubdelta.kernel.errors import BusyError, ConflictError, NotFoundError
 from hubdelta.query.api import show, similar
 from hubdelta.query.export import export
 from hubdelta.query.serialize import plain, shown_doc
@@ -22,6 +23,7 @@ from hubdelta.web.params import K_MAX, TEXT_MAX, Filters, VectorQuery, check_rep
 from hubdelta.web.site import Site
 
 router = APIRouter(prefix="/api")
+EXPORTS = threading.BoundedSemaphore(1)
 Text = Annotated[str, Query(max_length=TEXT_MAX)]
 K = Annotated[int, Query(ge=1, le=K_MAX, description="how many neighbours")]
 POINTS = r"^\d{1,9}(,\d{1,9}){0,99}$"  # up to 100 point numbers
@@ -102,27 +104,44 @@ def api_clusters(site: SiteDep, space: Text) -> Any:
 @router.get("/spaces/{space_id}/export", summary="A space's vectors and metadata as a file (hubdelta export)")
 def api_export(space_id: str, site: SiteDep,
                format: Annotated[str, Query(pattern="^(parquet|npz|csv)$")] = "parquet") -> Any:  # fmt: skip
+    # One export at a time: each writes the whole space to a temporary file (2.3 GB at a million 576-d vectors)
+    # before it is sent, and a crowd of them must not fill the disk.
+    if not EXPORTS.acquire(blocking=False):
+        raise BusyError("another export is being written", fix="retry in a minute")
     folder = Path(tempfile.mkdtemp(prefix="hubdelta-export-"))
     out = folder / f"{space_id}.{format}"
     try:
         done = export(site.settings, out, fmt=format, space=space_id)
     except BaseException:
-        _remove(folder)
+        _finished(folder)
         raise
     return FileResponse(done.path, media_type=EXPORT_TYPES[format], filename=out.name,
-                        background=BackgroundTask(_remove, folder))  # fmt: skip
+                        background=BackgroundTask(_finished, folder))  # fmt: skip
 
 
-def _remove(folder: Path) -> None:
-    for f in folder.iterdir():
-        f.unlink(missing_ok=True)
-    folder.rmdir()
+def _finished(folder: Path) -> None:
+    """The export's file is sent (or failed): delete it, and let the next export run."""
+    try:
+        for f in folder.iterdir():
+            f.unlink(missing_ok=True)
+        folder.rmdir()
+    finally:
+        EXPORTS.release()
 
 
-def _layout(request: Request, space_id: str) -> maps.PackedLayout:
+def _layout(request: Request, space_id: str, version: str | None = None) -> maps.PackedLayout:
+    """The space's current map; with ``version`` (the one a page drew), a 409 when it has been replaced since:
+    point numbers of another layout would name other models."""
     site = site_of(request)
     with site.reading() as index:
-        return site.layouts.get(index, space_id)
+        packed = site.layouts.get(index, space_id)
+    if version is not None and version != packed.version:
+        raise ConflictError(f"the map of {space_id} was recomputed since this page drew it",
+                            fix="reload the map (GET layout and layout.bin again)")  # fmt: skip
+    return packed
+
+
+Version = Annotated[str | None, Query(max_length=64, description="the layout version the page drew (409 if stale)")]
 
 
 @router.get("/spaces/{space_id}/layout", summary="The map's description: points, clusters, bounds")
@@ -138,12 +157,22 @@ def api_layout_bin(request: Request, space_id: str) -> Response:
 
 
 @router.get("/spaces/{space_id}/points", summary="Repo ids of map points, by number")
-def api_points(request: Request, space_id: str, i: Annotated[str, Query(max_length=1100, pattern=POINTS)]) -> Any:
+def api_points(request: Request, space_id: str, i: Annotated[str, Query(max_length=1100, pattern=POINTS)],
+               v: Version = None) -> Any:  # fmt: skip
     wanted = [int(x) for x in i.split(",")][:100]
-    return {"points": maps.points(_layout(request, space_id), wanted)}
+    return {"points": maps.points(_layout(request, space_id, v), wanted)}
+
+
+@router.get("/spaces/{space_id}/position", summary="A model's point number on the map")
+def api_position(request: Request, space_id: str, repo: Text, v: Version = None) -> Any:
+    packed = _layout(request, space_id, v)
+    i = maps.position_of(packed, repo)
+    if i is None:
+        raise NotFoundError(repo, f"is not on the map of {space_id}", fix="it may have no vector in this space yet")
+    return {"i": i, "version": packed.version}
 
 
 @router.get("/spaces/{space_id}/find", summary="Map points whose repo id contains the text")
-def api_find(request: Request, space_id: str, q: Text,
+def api_find(request: Request, space_id: str, q: Text, v: Version = None,
              limit: Annotated[int, Query(ge=1, le=maps.FIND_MAX)] = 1000) -> Any:  # fmt: skip
-    return {"indices": maps.find(_layout(request, space_id), q, limit)}
+    return {"indices": maps.find(_layout(request, space_id, v), q, limit)}

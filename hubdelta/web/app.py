@@ -1,6 +1,6 @@
 """The web application: ``create_app`` wires the API, the pages, the static assets and the guard.
 
-Read-only by construction: the index is opened without the writer lock for each request (it sees every new
+Read-only by construction: one index opened without the writer lock serves every request (it sees each new
 commit), so vectors, layouts and reports written by the daemon appear without a restart, and the service never
 waits for a crawl or an embed run. torch is never imported here.
 """
@@ -14,35 +14,37 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from hubdelta.kernel.errors import HubdeltaError, IndexNotFoundError, NotFoundError, StoreError, UsageError
+from hubdelta.kernel.errors import BusyError, HubdeltaError, IndexNotFoundError, NotFoundError, StoreError, UsageError
 from hubdelta.kernel.settings import Settings
 from hubdelta.kernel.version import hubdelta_version
 from hubdelta.web import api, security
 from hubdelta.web.site import Site
 
 STATIC = Path(__file__).parent / "static"
+log = structlog.get_logger(__name__)
 
 
 def status_of(e: HubdeltaError) -> int:
-    """The HTTP status of one of hubdelta's errors: 404 not found, 400 bad input, 503 no index, 409 the rest
+    """The HTTP status of one of hubdelta's errors: 404 not found, 400 bad input, 503 no index or busy, 409 the rest
     (a model known but not embedded, removed from the Hub: the request was fine, the state says no)."""
     if isinstance(e, NotFoundError):
         return 404
     if isinstance(e, UsageError):
         return 400
-    if isinstance(e, (IndexNotFoundError, StoreError)):
+    if isinstance(e, (IndexNotFoundError, StoreError, BusyError)):
         return 503
     return 409
 
 
 def error_body(e: HubdeltaError) -> dict[str, str]:
-    return {"error": " ".join(e.message.split()), "fix": e.fix or ""}
+    return {"error": " ".join(e.message.split()), "fix": e.fix or "see /api/docs"}
 
 
 def _wants_json(request: Request) -> bool:
@@ -58,7 +60,9 @@ def create_app(settings: Settings, *, token: str | None = None) -> FastAPI:
         yield
         site.reader.close()
 
-    app = FastAPI(title="hubdelta", version=hubdelta_version(), docs_url="/api/docs", redoc_url=None,
+    # FastAPI's own docs pages load scripts from a CDN and start them inline: the CSP and an air-gapped site
+    # forbid both, so /api/docs is a page of ours (pages.py) over the same OpenAPI description.
+    app = FastAPI(title="hubdelta", version=hubdelta_version(), docs_url=None, redoc_url=None,
                   lifespan=lifespan,
                   openapi_url="/api/openapi.json",
                   description="Finetunes, adapters and merges navigable by behaviour: read-only.")  # fmt: skip
@@ -98,12 +102,25 @@ def _errors(app: FastAPI) -> None:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body", "path"))
         message = f"{where or 'request'}: {first.get('msg', 'invalid')}"
-        return respond(request, 400, {"error": message[:300], "fix": "see /api/docs for the parameters"})
+        return respond(request, 400, {"error": message[:300], "fix": HTTP_FIXES[400]})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> Response:
-        fix = "see /api/docs" if e.status_code == 404 else ""
-        return respond(request, e.status_code, {"error": str(e.detail), "fix": fix})
+        return respond(request, e.status_code, {"error": str(e.detail), "fix": HTTP_FIXES.get(e.status_code, "")})
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, e: Exception) -> Response:
+        log.exception("serve.request_failed", path=request.url.path)
+        return respond(request, 500, {"error": f"the server failed: {type(e).__name__}",
+                                      "fix": "retry; if it persists, the server's log has the details"})  # fmt: skip
+
+
+HTTP_FIXES = {
+    400: "see /api/docs for the parameters",
+    404: "see /api/docs for the routes",
+    405: "see /api/docs for the methods each route takes",
+    413: "send less",
+}
 
 
 def _login(app: FastAPI, token: str | None) -> None:

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from hubdelta.kernel.errors import HubdeltaError
-from hubdelta.web import views
+from hubdelta.web import apidoc, views
 from hubdelta.web.app import error_body, local_target, status_of
 from hubdelta.web.site import Site
 
@@ -139,6 +139,14 @@ def report_file(request: Request, report_id: str, name: str) -> Response:
                             headers={"Content-Security-Policy": REPORT_HTML_CSP})  # fmt: skip
     media = "text/markdown; charset=utf-8" if name.endswith(".md") else "image/png"
     return FileResponse(path, media_type=media)
+
+
+@router.get("/api/docs", response_class=HTMLResponse)
+def api_docs(request: Request) -> HTMLResponse:
+    """The JSON API's routes and parameters, from the app's own OpenAPI description (FastAPI's Swagger page
+    needs a CDN and an inline script: neither passes the CSP, nor an air gap)."""
+    openapi = request.app.openapi()
+    return render(request, "api_docs.html", {"info": openapi.get("info", {}), "routes": apidoc.routes(openapi)})
 
 
 def login_page(request: Request, *, failed: bool = False, next_url: str = "/", status_code: int = 200) -> Response:

@@ -3,7 +3,6 @@ a posted vector becomes one bounded float array."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -11,6 +10,7 @@ import numpy as np
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from hubdelta.index import records
 from hubdelta.index.records import Relation
 from hubdelta.index.selectors import Selector, by_metadata
 from hubdelta.kernel.errors import UsageError
@@ -19,7 +19,6 @@ K_MAX = 100
 TEXT_MAX = 200  # a repo id, a tag, a license: far longer than any real one
 LIST_MAX = 20  # values of one repeatable filter
 DIM_MAX = 65_536  # the widest hidden state of any model the index could hold
-REPO_ID = re.compile(r"^[\w.\-]{1,96}(/[\w.\-]{1,96})?$")
 
 Text = Annotated[str, Field(max_length=TEXT_MAX)]
 
@@ -40,15 +39,30 @@ class Filters(BaseModel):
         """The index selector of these filters (None: no metadata filter; the relation is passed apart)."""
         if not (self.license or self.tag or self.min_downloads or self.min_likes or self.created_after):
             return None
-        after = self.created_after
-        if after is not None and after.tzinfo is None:
-            after = after.replace(tzinfo=UTC)  # a bare date or time is read as UTC
+        after = _utc(self.created_after)
         return by_metadata(licenses=self.license or None, tags=self.tag, min_downloads=self.min_downloads,
                            min_likes=self.min_likes, created_after=after)  # fmt: skip
 
     def described(self) -> dict[str, Any]:
         """The filters that were given, for the answer."""
         return self.model_dump(mode="json", exclude_defaults=True)
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    """``when`` in UTC (a bare date or time is read as UTC), within the years the Hub can hold.
+
+    Raises:
+        UsageError: before 1970 or after 9999 once in UTC (Lance's timestamps could not hold it).
+    """
+    if when is None:
+        return None
+    try:
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:
+        when = None
+    if when is None or not 1970 <= when.year <= 9999:
+        raise UsageError("created_after", "is outside 1970-9999", fix="give a date such as 2025-01-31")
+    return when
 
 
 def filters_query(
@@ -79,8 +93,7 @@ class VectorQuery(Filters):
 
 
 def check_repo_id(repo: str) -> str:
-    """A syntactically valid repo id (``owner/name`` or ``name``), else a 400 naming the rule."""
-    if not REPO_ID.match(repo):
-        raise UsageError("repo", f"{repo[:TEXT_MAX]!r} is not a repo id",
-                         fix="use owner/name: letters, digits, '.', '-', '_'")  # fmt: skip
-    return repo
+    """A Hub repo id (``owner/name``: the index's rule), else a 400 naming it."""
+    if len(repo) > TEXT_MAX:
+        raise UsageError("repo", f"is {len(repo)} characters long", fix="give a repo id, owner/name")
+    return records.check_repo_id(repo)

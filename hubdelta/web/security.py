@@ -130,12 +130,23 @@ def json_error(status: int, error: str, fix: str, headers: list[tuple[bytes, byt
     return status, head + (headers or []), body
 
 
-class BodyTooLarge(Exception):
-    """A streamed body went past the limit its Content-Length did not announce."""
+def loopback_host(host_header: str) -> bool:
+    """Whether a request's Host names this machine's loopback (``localhost:8000``, ``127.0.0.1``, ``[::1]:80``).
+
+    Without a token the service trusts loopback; a page elsewhere could still reach it through a DNS name that
+    resolves to 127.0.0.1 (DNS rebinding), and only the Host it sends gives that away.
+    """
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":")[0]
+    return is_loopback(host)
 
 
 class Guard:
-    """The middleware: security headers on every response; then size, rate and token checks, in that order."""
+    """The middleware: security headers on every response; then Host, size, rate and token checks, and the
+    body read whole (within the limit) before any route sees it."""
 
     def __init__(self, app: ASGIApp, limits: Limits) -> None:
         self.app, self.limits = app, limits
@@ -153,13 +164,14 @@ class Guard:
             await send(message)
 
         refusal = self._refusal(scope)
+        body = None if refusal is not None else await self._body(receive)
+        if refusal is None and body is None:
+            refusal = self._too_large()
         if refusal is not None:
             await _respond(send_secured, *refusal)
             return
-        try:
-            await self.app(scope, self._bounded(receive), send_secured)
-        except BodyTooLarge:
-            await _respond(send_secured, *self._too_large())
+        assert body is not None
+        await self.app(scope, _replay(body, receive), send_secured)
 
     def _too_large(self) -> tuple:
         return json_error(413, f"the request body is over {self.limits.max_body_bytes:,} bytes",
@@ -167,6 +179,10 @@ class Guard:
 
     def _refusal(self, scope: Scope) -> tuple | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        token = self.limits.token
+        if token is None and not loopback_host(headers.get("host", "")):
+            return json_error(421, "this service answers only to localhost without a token",
+                              "open it as http://127.0.0.1:<port>, or serve with --token-file")  # fmt: skip
         length = headers.get("content-length", "0")
         if not length.isdigit() or int(length) > self.limits.max_body_bytes:
             return self._too_large()
@@ -177,7 +193,6 @@ class Guard:
             return json_error(429, "too many requests from this address",
                               f"slow down: retry after {retry.decode()} s", [(b"retry-after", retry)])  # fmt: skip
         path = scope.get("path", "/")
-        token = self.limits.token
         if token is None or path.startswith(OPEN_PATHS) or authorized(token, headers):
             return None
         if path.startswith("/api/"):
@@ -188,18 +203,35 @@ class Guard:
         target = quote(path + (f"?{query}" if query else ""), safe="")
         return 303, [(b"location", f"/login?next={target}".encode()), (b"content-length", b"0")], b""
 
-    def _bounded(self, receive: Receive) -> Receive:
+    async def _body(self, receive: Receive) -> bytes | None:
+        """The whole request body, or None past the limit (a chunked body announces no length: it is counted)."""
+        parts: list[bytes] = []
         seen = 0
-
-        async def bounded() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":
+                return b"".join(parts)  # the client left: the route sees an empty body and it does not matter
+            chunk = message.get("body", b"")
+            seen += len(chunk)
             if seen > self.limits.max_body_bytes:
-                raise BodyTooLarge
-            return message
+                return None
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
 
-        return bounded
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the already-read body once, then what the connection says (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

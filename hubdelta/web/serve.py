@@ -32,7 +32,8 @@ def binding(settings: Settings, host: str | None, port: int | None, token_file: 
     """Where to listen and which token to ask, from the flags over ``[serve]``.
 
     Raises:
-        ConfigError: a host off loopback without a token file; an unreadable or too short token; a bad port.
+        ConfigError: a host off loopback (or a trusted proxy) without a token file; an unreadable or too short
+            token; a bad port.
     """
     host = host or settings.serve.host
     port = settings.serve.port if port is None else port
@@ -43,6 +44,9 @@ def binding(settings: Settings, host: str | None, port: int | None, token_file: 
     if token is None and not is_loopback(host):
         raise ConfigError("--host", f"{host} is reachable from other machines, and no token is set",
                           fix="pass --token-file F (or [serve] token_file), or bind 127.0.0.1")  # fmt: skip
+    if token is None and settings.serve.trusted_proxy:  # a proxy in front means other machines reach it
+        raise ConfigError("serve.trusted_proxy", "a proxy forwards other machines' requests, and no token is set",
+                          fix="pass --token-file F (or [serve] token_file)")  # fmt: skip
     return Binding(host, port, token)
 
 

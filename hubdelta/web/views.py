@@ -147,19 +147,23 @@ def reports(site: Site) -> list[dict[str, Any]]:
 
 
 def report(site: Site, report_id: str) -> dict[str, Any]:
-    """One report: its clusters by space, its summary, and the files it wrote that can be opened.
+    """One report: its clusters by space, its summary, the files it wrote that can be opened, and the spaces
+    whose map shows this report's clusters (``on_map``: a map is coloured by the report its layout was computed
+    from, the latest; an older report's cluster names are not on it).
 
     Raises:
         NotFoundError: no such report.
     """
     with site.reading() as index:
         stored = index.reports.get(report_id)
+        heads = index.layouts.heads()
     if stored is None:
         raise NotFoundError(report_id, "no such report", fix="pick one from /reports")
     names = [str(n) for n in stored.summary.get("files", []) if REPORT_FILE.match(str(n))]
     files = [n for n in names if (Path(stored.files) / n).is_file()]
     spaces = {s: sorted(cs, key=lambda c: (-len(c.members), c.name)) for s, cs in sorted(stored.clusters.items())}
-    return {"report": stored, "spaces": spaces, "files": files}
+    on_map = {s for s, head in heads.items() if head.report_id == stored.report_id}
+    return {"report": stored, "spaces": spaces, "files": files, "on_map": on_map}
 
 
 def report_file(site: Site, report_id: str, name: str) -> Path:
@@ -176,5 +180,6 @@ def report_file(site: Site, report_id: str, name: str) -> Path:
         raise NotFoundError(report_id, "no such report", fix="pick one from /reports")
     path = Path(stored.files) / name
     if not path.is_file():
-        raise NotFoundError(name, f"is not in {stored.files}", fix="the report's files were moved or cleaned up")
+        # The folder is a path on the server's disk: not the client's business.
+        raise NotFoundError(name, "is no longer on the server", fix="the report's files were moved or cleaned up")
     return path

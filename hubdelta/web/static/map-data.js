@@ -1,10 +1,71 @@
 // The map's data: the packed points of layout.bin and the hover index over them; and JSON from /api.
 
+export const problem = (res, body) =>
+  new Error(body.error ? `${body.error}${body.fix ? ` (fix: ${body.fix})` : ""}` : res.statusText);
+
 export async function getJSON(url) {
   const res = await fetch(url, { headers: { Accept: "application/json" } });
   const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(body.error ? `${body.error}${body.fix ? ` (fix: ${body.fix})` : ""}` : res.statusText);
+  if (!res.ok) throw problem(res, body);
   return body;
+}
+
+// A space's layout as the page drew it, and the questions about its points. Point numbers only mean something
+// in one layout version, so every question carries the version drawn (v=); the server answers 409 once the map
+// was recomputed, and then the layout is loaded again (meta and points, one load however many questions hit the
+// 409), the listeners redraw, and the question is asked once more under the new version.
+export function layoutSource(api) {
+  const src = { meta: null, pts: null, version: "", listeners: [] };
+  let loading = null;
+
+  // meta and layout.bin of one version: a recompute between the two requests is seen and both asked again.
+  async function fetchLayout() {
+    for (let tries = 0; ; tries++) {
+      const meta = await getJSON(`${api}/layout`);
+      if (!meta.n) return { meta, pts: unpack(new ArrayBuffer(0), 0), version: meta.version || "" };
+      const res = await fetch(`${api}/layout.bin`);
+      if (!res.ok) throw new Error(`layout.bin: HTTP ${res.status}`);
+      const version = res.headers.get("x-layout-version") || meta.version || "";
+      const buffer = await res.arrayBuffer();
+      if (version === meta.version || tries >= 2) return { meta, pts: unpack(buffer, meta.n), version };
+    }
+  }
+  async function load() {
+    Object.assign(src, await fetchLayout());
+    return src;
+  }
+  // Load again unless someone already did since `stale` was drawn; listeners see the new layout.
+  async function reload(stale) {
+    if (src.version !== stale) return;
+    if (!loading) {
+      loading = load()
+        .then(() => src.listeners.forEach((fn) => fn(src)))
+        .finally(() => (loading = null));
+    }
+    await loading;
+  }
+  // GET `${api}${path}` about the layout drawn: {res, body, version} (the version the answer is about).
+  async function ask(path) {
+    for (let tries = 0; ; tries++) {
+      const version = src.version;
+      const sep = path.includes("?") ? "&" : "?";
+      const res = await fetch(`${api}${path}${sep}v=${encodeURIComponent(version)}`, {
+        headers: { Accept: "application/json" },
+      });
+      if (res.status === 409 && tries === 0) {
+        await reload(version);
+        continue;
+      }
+      return { res, body: await res.json().catch(() => ({})), version };
+    }
+  }
+  // The JSON answer, or an Error with the server's message and fix.
+  async function askJSON(path) {
+    const { res, body, version } = await ask(path);
+    if (!res.ok) throw problem(res, body);
+    return { body, version };
+  }
+  return Object.assign(src, { load, ask, askJSON, onReload: (fn) => src.listeners.push(fn) });
 }
 
 export function unpack(buffer, n) {

@@ -45,35 +45,53 @@ function compile(gl, type, source) {
   return shader;
 }
 
-export function makeRenderer(gl, pts, colors, flags, n) {
+// The program, and buffers that load() fills (again when the layout is reloaded). draw() returns the number of
+// points it drew: the vertex count it passed to gl.drawArrays.
+export function makeRenderer(gl) {
   const prog = gl.createProgram();
   gl.attachShader(prog, compile(gl, gl.VERTEX_SHADER, VERTEX));
   gl.attachShader(prog, compile(gl, gl.FRAGMENT_SHADER, FRAGMENT));
   gl.linkProgram(prog);
   if (!gl.getProgramParameter(prog, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(prog));
   gl.useProgram(prog);
-  const attribute = (name, data, size, type, normalized) => {
+  const attribute = (name, size, type, normalized) => {
     const buf = gl.createBuffer();
     gl.bindBuffer(gl.ARRAY_BUFFER, buf);
-    gl.bufferData(gl.ARRAY_BUFFER, data, gl.STATIC_DRAW);
     const loc = gl.getAttribLocation(prog, name);
     gl.enableVertexAttribArray(loc);
     gl.vertexAttribPointer(loc, size, type, normalized, 0, 0);
     return buf;
   };
-  attribute("a_x", pts.x, 1, gl.FLOAT, false);
-  attribute("a_y", pts.y, 1, gl.FLOAT, false);
-  attribute("a_color", colors, 4, gl.UNSIGNED_BYTE, true);
-  const flagBuf = attribute("a_flags", flags, 1, gl.UNSIGNED_BYTE, false);
+  const xBuf = attribute("a_x", 1, gl.FLOAT, false);
+  const yBuf = attribute("a_y", 1, gl.FLOAT, false);
+  const colorBuf = attribute("a_color", 4, gl.UNSIGNED_BYTE, true);
+  const flagBuf = attribute("a_flags", 1, gl.UNSIGNED_BYTE, false);
   const litBuf = gl.createBuffer(); // the lit points' numbers, drawn a second time so they sit on top
   let litCount = 0;
+  let count = 0; // points in the buffers
+  let flags = new Uint8Array(0);
   const u = (name) => gl.getUniformLocation(prog, name);
   const loc = { scale: u("u_scale"), offset: u("u_offset"), size: u("u_size"), dim: u("u_dim") };
   gl.enable(gl.BLEND);
   // Keep the canvas opaque: colour blends by alpha, the destination's alpha stays 1.
   gl.blendFuncSeparate(gl.SRC_ALPHA, gl.ONE_MINUS_SRC_ALPHA, gl.ONE, gl.ONE_MINUS_SRC_ALPHA);
+  const fill = (buf, data) => {
+    gl.bindBuffer(gl.ARRAY_BUFFER, buf);
+    gl.bufferData(gl.ARRAY_BUFFER, data, gl.STATIC_DRAW);
+  };
 
   return {
+    load(pts, colors, pointFlags, n) {
+      fill(xBuf, pts.x);
+      fill(yBuf, pts.y);
+      fill(colorBuf, colors);
+      fill(flagBuf, pointFlags);
+      flags = pointFlags;
+      // What the GPU now holds, read back (not n): the draw can never claim more points than were uploaded.
+      gl.bindBuffer(gl.ARRAY_BUFFER, xBuf);
+      count = Math.min(n, gl.getBufferParameter(gl.ARRAY_BUFFER, gl.BUFFER_SIZE) / 4); // float32 x per point
+      this.setFlags(new Uint32Array(0));
+    },
     setFlags(lit) {
       gl.bindBuffer(gl.ARRAY_BUFFER, flagBuf);
       gl.bufferSubData(gl.ARRAY_BUFFER, 0, flags);
@@ -89,11 +107,12 @@ export function makeRenderer(gl, pts, colors, flags, n) {
       gl.uniform2f(loc.offset, offset[0], offset[1]);
       gl.uniform1f(loc.size, size);
       gl.uniform1f(loc.dim, dim ? 1 : 0);
-      gl.drawArrays(gl.POINTS, 0, n);
+      gl.drawArrays(gl.POINTS, 0, count);
       if (dim && litCount) {
         gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, litBuf);
         gl.drawElements(gl.POINTS, litCount, gl.UNSIGNED_INT, 0);
       }
+      return count; // the vertex count just drawn
     },
   };
 }
