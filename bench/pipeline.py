@@ -21,7 +21,11 @@ downloads, commits, base). Asserts nothing. Run it on a quiet machine: "other CP
 process shared the cores.
 
 Usage: .venv/bin/python bench/pipeline.py [--n 230] [--dtypes float32,bfloat16] [--pool DIR] [--no-shaped]
-    [--latency-ms 100] [--bandwidth 50000000] [--batch B] [--workers W] [--keep DIR] [--product CHECKOUT]
+    [--latency-ms 100] [--bandwidth 50000000] [--batch B] [--workers W] [--repeat R] [--keep DIR]
+    [--product CHECKOUT]
+
+``--repeat R`` runs every phase R times in turn and ends with each figure's median: this machine's speed drifts
+by up to 40% between two processes a minute apart, so one repetition's ratios move with it.
 
 Before/after: ``git worktree add /tmp/before <rev>`` and ``--product /tmp/before`` runs that commit's hubdelta (its
 CLI and its embedder in the compute-only phase) under this checkout's benchmark and devhub.
@@ -34,6 +38,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -158,10 +163,10 @@ def base_cache(pool_root: Path, endpoint: str, work: Path) -> tuple[Path, float]
 
 
 def end_to_end(name: str, work: Path, endpoint: str, base_folder: Path, dtype: str, n: int,
-               batch: int | None, workers: int | None) -> EndToEnd:  # fmt: skip
+               batch: int | None, workers: int | None, rep: int = 0) -> EndToEnd:  # fmt: skip
     from hubdelta_dev.pool.base import BASE_REPO_ID
 
-    home = work / name
+    home = work / f"{name}-{rep}"
     (home / "cache" / "hub").mkdir(parents=True)
     shutil.copytree(base_folder, home / "cache" / "hub" / base_folder.name, copy_function=os.link, symlinks=True)
     toml = f'[embed]\ndtype = "{dtype}"\n' + (f"batch = {batch}\n" if batch else "")
@@ -222,6 +227,42 @@ def print_table(reference: dict[str, Any], compute: dict[str, dict[str, Any]], r
               f"used {r.devhub_cpu_s:.1f} s of CPU serving it (on these same cores: the Hub would not)")  # fmt: skip
 
 
+def measure(args: argparse.Namespace, pool: Path, work: Path, hub: Any, base_folder: Path,
+            rep: int) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[EndToEnd]]:  # fmt: skip
+    """One repetition: the paper's loop, compute only per dtype, then every end-to-end run."""
+    from hubdelta_dev.devhub.faults import FaultConfig
+
+    dtypes = args.dtypes.split(",")
+    print(f"repetition {rep + 1} of {args.repeat}", flush=True)
+    reference = phase(pool, "reference", args.batch)
+    compute = {d: phase(work / "tree", f"ours-{d}", args.batch, args.n) for d in dtypes}
+    shapes: list[tuple[str, dict[str, Any]]] = [("loopback", {})]
+    if not args.no_shaped:
+        shapes.append((f"{args.latency_ms}ms", {"shape_latency_ms": args.latency_ms,
+                                                "shape_bandwidth": args.bandwidth}))  # fmt: skip
+    runs = []
+    for shape, faults in shapes:
+        hub.set_faults(FaultConfig(**faults))
+        for d in dtypes:
+            name = f"{d}-{shape}"
+            print(f"running {name} ...", flush=True)
+            runs.append(end_to_end(name, work, hub.url, base_folder, d, args.n, args.batch, args.workers, rep))
+    return reference, compute, runs
+
+
+def print_medians(tables: list[tuple[dict[str, Any], dict[str, dict[str, Any]], list[EndToEnd]]]) -> None:
+    """Each run's figures as the median over the repetitions (each figure a ratio within its repetition)."""
+    print(f"\nmedians over {len(tables)} repetitions (the machine's speed drifts between them):")
+    print(f"{'run':<22}{'x paper':>9}{'e2e/compute':>13}{'same speed':>12}{'whole x paper':>15}")
+    for i, first in enumerate(tables[0][2]):
+        rows = [(steady(ref), comp[t[i].name.split("-")[0]], t[i]) for ref, comp, t in tables]
+        paper = statistics.median(ref / r.per_adapter for ref, _, r in rows)
+        plain = statistics.median(r.embed_s / c["wall_s"] for _, c, r in rows)
+        same = statistics.median(r.at_its_own_speed(c) for _, c, r in rows)
+        whole = statistics.median(ref / r.whole_per_adapter for ref, _, r in rows)
+        print(f"{first.name:<22}{paper:>9.2f}{plain:>13.2f}{same:>12.2f}{whole:>15.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=230, help="adapter repos devhub serves (default 230)")
@@ -233,12 +274,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="[embed] batch (default: hubdelta's default)")
     parser.add_argument("--workers", type=int, help="[embed] download_workers (default: hubdelta's default)")
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temporary folder)")
+    parser.add_argument("--repeat", type=int, default=1, help="repetitions of every phase, then each figure's "
+                        "median (the machine's speed drifts by up to 40%% between processes)")  # fmt: skip
     parser.add_argument("--product", type=Path, help="run the hubdelta of this checkout (e.g. a worktree of an "
                         "older commit), against this checkout's devhub and phases")  # fmt: skip
     args = parser.parse_args()
     if args.product:
         PRODUCT["dir"] = args.product.resolve()
-    from hubdelta_dev.devhub.faults import FaultConfig
     from hubdelta_dev.devhub.server import DevhubServer
 
     work = Path(tempfile.mkdtemp(prefix="pipeline-")) if args.keep is None else args.keep
@@ -249,23 +291,15 @@ def main() -> None:
         print(f"{os.cpu_count()} CPUs; {args.n} adapters; dtypes {dtypes}; work {work}", flush=True)
         root = work / "tree" / "hub"  # a pool's layout: embed_throughput's phases read the same files
         make_tree(pool, root, args.n)
-        reference = phase(pool, "reference", args.batch)
-        compute = {d: phase(work / "tree", f"ours-{d}", args.batch, args.n) for d in dtypes}
+        tables = []
         with DevhubServer(root) as hub:
             base_folder, base_s = base_cache(root, hub.url, work)
             print(f"base download (once, whole process): {base_s:.1f} s", flush=True)
-            shapes: list[tuple[str, dict[str, Any]]] = [("loopback", {})]
-            if not args.no_shaped:
-                shapes.append((f"{args.latency_ms}ms", {"shape_latency_ms": args.latency_ms,
-                                                        "shape_bandwidth": args.bandwidth}))  # fmt: skip
-            runs = []
-            for shape, faults in shapes:
-                hub.set_faults(FaultConfig(**faults))
-                for d in dtypes:
-                    name = f"{d}-{shape}"
-                    print(f"running {name} ...", flush=True)
-                    runs.append(end_to_end(name, work, hub.url, base_folder, d, args.n, args.batch, args.workers))
-        print_table(reference, compute, runs)
+            for rep in range(args.repeat):
+                tables.append(measure(args, pool, work, hub, base_folder, rep))
+                print_table(*tables[-1])
+        if args.repeat > 1:
+            print_medians(tables)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
