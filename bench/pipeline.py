@@ -84,9 +84,9 @@ class EndToEnd:
 
     def at_its_own_speed(self, compute: dict[str, Any]) -> float:
         """End to end ÷ compute only, with the compute-only process's forwards taken at the speed this run's own
-        forwards went (its ``compute_s``): this machine's speed drifts by up to 40% between two processes a
-        minute apart, which the plain ratio reads as pipeline overhead. What is left compares what each process
-        spends around its forwards (imports, base, index, downloads, commits)."""
+        forwards went (its ``compute_s``): what each process spends around its forwards (imports, base, index,
+        claims, commits), free of the machine's drift between processes (up to 40% here). It leaves out, too,
+        how much slower the forwards themselves go beside the downloads: the plain ratio holds that."""
         around = compute["wall_s"] - sum(compute["adapter_s"])  # the compute-only process, besides its forwards
         return self.embed_s / (float(self.summary["timings"]["compute_s"]) + around)
 
