@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -50,6 +51,13 @@ def settings_for(home: Path, url: str, toml: str = "") -> Settings:
     if toml:
         (home / "hubdelta.toml").write_text(toml)
     return load_settings({"HF_ENDPOINT": url}, home=home)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def one_line_error(result: Any) -> str:

@@ -35,7 +35,7 @@ from hubdelta.kernel.errors import ConfigError, IndexLockedError, IndexNotFoundE
 from hubdelta.kernel.settings import load_settings
 from hubdelta_dev.devhub.server import DevhubServer
 from tests.helpers import BASE as TINY_BASE
-from tests.helpers import T0, TinyRoot, one_line_error, records
+from tests.helpers import T0, TinyRoot, free_port, one_line_error, records
 
 BUCKET = "hubdelta-test"  # S3 bucket names need 3-63 characters
 T = datetime(2026, 3, 1, tzinfo=UTC)
@@ -62,12 +62,6 @@ class S3:
         prefix = uri.removeprefix(f"s3://{BUCKET}/") + "/"
         page = self.client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)  # type: ignore[attr-defined]
         return [o["Key"] for o in page.get("Contents", [])]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers import Processes, start_daemon, stop_daemon, wait_for
-from tests.web_helpers import build_web_index, free_port, request
+from tests.helpers import Processes, free_port, start_daemon, stop_daemon, wait_for
+from tests.web_helpers import build_web_index, request
 
 
 def test_the_daemon_serves_and_stops_its_web_child(processes: Processes, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,10 @@ from typing import Any
 
 from hubdelta.index.door import open_writer
 from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
-from tests.helpers import REPO_ROOT, REPORT_BASE, PlantedPool, Processes, pool_names, settings_for
+from tests.helpers import REPO_ROOT, REPORT_BASE, PlantedPool, Processes, free_port, pool_names, settings_for
 
 XSS_REPO = "mallory/card-xss"
 XSS_CARD = "<script>alert('card')</script><img src=x onerror=\"alert('img')\"> plain words"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def build_web_index(home: Path) -> dict[str, str | None]:

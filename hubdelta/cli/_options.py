@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -41,3 +42,8 @@ def optional_values(argv: list[str], options: tuple[str, ...] = ("--ray",)) -> l
         if arg in options and (i + 1 == len(out) or out[i + 1].startswith("-")):
             out[i] = f"{arg}="
     return out
+
+
+def command_line() -> str:
+    """This process's command line as the writer lock records it (``hubdelta crawl --full``), at most 200 chars."""
+    return " ".join(["hubdelta", *sys.argv[1:]])[:200]

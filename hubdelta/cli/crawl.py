@@ -10,14 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from hubdelta.cli._options import JsonOpt, RepoIdArg
+from hubdelta.cli._options import JsonOpt, RepoIdArg, command_line
 from hubdelta.cli._tables import id_column, print_table
 
 RelationsOpt = Annotated[str, typer.Option("--relations", help="Comma-separated: adapter, finetune, merge, quantized.")]
-
-
-def _command() -> str:
-    return " ".join(["hubdelta", *sys.argv[1:]])[:200]
 
 
 def track_cmd(
@@ -32,7 +28,7 @@ def track_cmd(
     """
     from hubdelta.crawler.api import parse_relations, track
 
-    tracked = track(ctx.obj, base, parse_relations(relations), check=check, command=_command())
+    tracked = track(ctx.obj, base, parse_relations(relations), check=check, command=command_line())
     typer.echo(f"tracking {tracked.base} ({', '.join(r.value for r in tracked.relations)})")
 
 
@@ -43,7 +39,7 @@ def untrack_cmd(ctx: typer.Context, base: RepoIdArg) -> None:
     """
     from hubdelta.crawler.api import untrack
 
-    untrack(ctx.obj, base, command=_command())
+    untrack(ctx.obj, base, command=command_line())
     typer.echo(f"no longer tracking {base}")
 
 
@@ -102,7 +98,7 @@ def crawl_cmd(
     from hubdelta.crawler.api import run_crawl
 
     if as_json or not sys.stderr.isatty():  # a status line only for a person watching, never in a pipe or a log
-        summary = run_crawl(ctx.obj, full=full, command=_command())
+        summary = run_crawl(ctx.obj, full=full, command=command_line())
     else:
         summary = _with_status_line(ctx.obj, full)
     totals = {k: summary.total(k) for k in ("new", "updated", "removed", "skipped")}
@@ -142,7 +138,7 @@ def _with_status_line(settings: Any, full: bool) -> Any:
             status.update(f"crawling {escape(base)} ({relation.value}): {counts.new} new, {counts.updated} updated, "
                           f"{counts.skipped} skipped, {counts.pages} pages")  # fmt: skip
 
-        return run_crawl(settings, full=full, command=_command(), progress=show)
+        return run_crawl(settings, full=full, command=command_line(), progress=show)
 
 
 def _iso(t: Any) -> str | None:

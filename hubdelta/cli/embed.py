@@ -11,11 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hubdelta.cli._options import JsonOpt
-
-
-def _command() -> str:
-    return " ".join(["hubdelta", *sys.argv[1:]])[:200]
+from hubdelta.cli._options import JsonOpt, command_line
 
 
 def embed_cmd(
@@ -54,7 +50,7 @@ def embed_cmd(
     disable_progress_bars()  # several downloads run at once: their per-file bars would garble ours (and logs)
     settings = ctx.obj
     on_ray = ray is not None or workers is not None or settings.ray.enabled
-    kwargs: dict[str, Any] = dict(limit=limit, device=device, batch=batch, command=_command())
+    kwargs: dict[str, Any] = dict(limit=limit, device=device, batch=batch, command=command_line())
     if on_ray:
         kwargs["ray"] = ray_options(settings, address=ray or None, workers=workers)
     else:
@@ -136,7 +132,7 @@ def add_cmd(
 
     keep_freed_memory()
 
-    added = add_local(ctx.obj, path, base, name=name, replace=replace, command=_command())
+    added = add_local(ctx.obj, path, base, name=name, replace=replace, command=command_line())
     if as_json:
         typer.echo(json.dumps(asdict(added), indent=1))
     else:

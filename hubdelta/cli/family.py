@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
 
-from hubdelta.cli._options import JsonOpt
+from hubdelta.cli._options import JsonOpt, command_line
 
 family_app = typer.Typer(
     help="Families: several bases (any architectures) whose finetunes share one Delta Meaning space.\n\n"
@@ -17,10 +16,6 @@ family_app = typer.Typer(
     no_args_is_help=True,
 )
 NameArg = Annotated[str, typer.Argument(help="The family's name, e.g. llama-3.", show_default=False)]
-
-
-def _command() -> str:
-    return " ".join(["hubdelta", *sys.argv[1:]])[:200]
 
 
 def _status_doc(status: Any) -> dict[str, Any]:
@@ -148,7 +143,7 @@ def embed_cmd(
             typer.echo(f"  {outcome}: {repo}", err=True)
 
     summaries = embed_families(ctx.obj, name or None, limit=limit, device=device, batch=batch, progress=progress,
-                               command=_command())  # fmt: skip
+                               command=command_line())  # fmt: skip
     if as_json:
         typer.echo(json.dumps([asdict(s) for s in summaries], indent=1))
         return

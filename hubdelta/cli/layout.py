@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated
 
 import typer
 
-from hubdelta.cli._options import JsonOpt
-
-
-def _command() -> str:
-    return " ".join(["hubdelta", *sys.argv[1:]])[:200]
+from hubdelta.cli._options import JsonOpt, command_line
 
 
 def layout_cmd(
@@ -32,7 +27,7 @@ def layout_cmd(
     """
     from hubdelta.report.layout import refresh_layouts
 
-    done = refresh_layouts(ctx.obj, space or None, force=force, command=_command())
+    done = refresh_layouts(ctx.obj, space or None, force=force, command=command_line())
     if as_json:
         typer.echo(json.dumps({"computed": done.computed, "unchanged": done.unchanged}, indent=1))
         return

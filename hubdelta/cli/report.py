@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from hubdelta.cli._options import JsonOpt
+from hubdelta.cli._options import JsonOpt, command_line
 from hubdelta.cli._output import writable_folder
-
-
-def _command() -> str:
-    return " ".join(["hubdelta", *sys.argv[1:]])[:200]
 
 
 def report_cmd(
@@ -45,7 +40,7 @@ def report_cmd(
     from hubdelta.report.api import run_report
     from hubdelta.report.render import headline
 
-    report = run_report(ctx.obj, since=window, out=out, command=_command())
+    report = run_report(ctx.obj, since=window, out=out, command=command_line())
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=1))
         return
