@@ -395,3 +395,13 @@ def test_as_a_process_the_whole_answer_arrives_before_the_fast_exit(
     assert table.returncode == 0 and table.stdout.count("org/model-") >= 3
     failed = processes.run([*command[:5], "similar", "org/nope"], capture_output=True, text=True, timeout=120)
     assert failed.returncode == 2 and failed.stderr.startswith("error: org/nope: not in the index")
+
+
+def test_show_without_neighbours_searches_nothing(zoo: tuple[Path, Zoo]) -> None:
+    from hubdelta.query.api import show
+
+    home, _ = zoo
+    settings = settings_for(home, "http://127.0.0.1:9")
+    full, bare = show(settings, "org/model-005", k=3), show(settings, "org/model-005", neighbors=False)
+    assert len(full.neighbors) == 3 and bare.neighbors == []
+    assert (bare.record, bare.vectors, bare.hidden) == (full.record, full.vectors, full.hidden)

@@ -287,8 +287,11 @@ class Shown:
     hidden: bool = False  # removed from the Hub: hidden from queries (no neighbours are looked up)
 
 
-def show(settings: Settings, repo: str, *, k: int = 5, reader: SharedReader | None = None) -> Shown:
-    """A model's stored record, where it has vectors, and its ``k`` nearest models.
+def show(
+    settings: Settings, repo: str, *, k: int = 5, reader: SharedReader | None = None, neighbors: bool = True
+) -> Shown:
+    """A model's stored record, where it has vectors, and its ``k`` nearest models (none with ``neighbors=False``:
+    the caller searches them itself, e.g. filtered).
 
     A model removed from the Hub is still shown, marked ``hidden``, without neighbours: removed models are
     hidden from queries, so it is nobody's neighbour and is not searched with.
@@ -305,7 +308,7 @@ def show(settings: Settings, repo: str, *, k: int = 5, reader: SharedReader | No
         vectors = index.vectors.of_repo(repo)
         infos = [VectorInfo(s, e.sha, e.embedded_at, float(np.linalg.norm(e.vector))) for s, e in vectors.items()]
     hidden = not visible_to_queries(record.status)
-    neighbors: list[Neighbor] = []
-    if vectors and not hidden:
-        neighbors = similar(settings, repo, k=k, reader=reader).neighbors
-    return Shown(record, infos, neighbors, hidden)
+    found: list[Neighbor] = []
+    if neighbors and vectors and not hidden:
+        found = similar(settings, repo, k=k, reader=reader).neighbors
+    return Shown(record, infos, found, hidden)

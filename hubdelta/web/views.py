@@ -17,10 +17,9 @@ from typing import Any
 from hubdelta.index.records import Relation
 from hubdelta.index.selectors import by_metadata
 from hubdelta.kernel.errors import NotFoundError, UsageError
-from hubdelta.query.api import Shown, check_relation, show, similar
+from hubdelta.query.api import Shown, check_relation, cluster_names, show, similar
 from hubdelta.query.records import Neighbor
 from hubdelta.query.status import status
-from hubdelta.web.maps import position_of
 from hubdelta.web.site import Site
 
 NEIGHBOURS = 10
@@ -71,20 +70,13 @@ class ModelPage:
 
 
 def _cluster_of(site: Site, repo: str, spaces: list[str], prefer: str | None) -> tuple[str, str] | None:
-    """The model's cluster on its map (the latest report's, as the map colours it), in ``prefer``'s space first.
-
-    Read from the map's cached layout rather than the report row: the row carries every cluster's member list
-    (megabytes at Hub scale), the cache holds the layout once per version, and the page's cluster link opens
-    that very map."""
+    """The model's cluster in the latest report (what the map colours it by and what ``similar`` names for its
+    neighbours), in ``prefer``'s space first: (space id, cluster name), or None."""
     with site.reading() as index:
         for space_id in sorted(spaces, key=lambda s: s != prefer):
-            try:
-                packed = site.layouts.get(index, space_id)
-            except NotFoundError:  # no map of this space yet
-                continue
-            i = position_of(packed, repo)
-            if i is not None and packed.cluster[i] >= 0:
-                return space_id, packed.cluster_names[int(packed.cluster[i])]
+            name = cluster_names(index, space_id).get(repo)
+            if name is not None:
+                return space_id, name
     return None
 
 
@@ -97,9 +89,8 @@ def model_page(site: Site, repo: str, params: Mapping[str, str]) -> ModelPage:
         UsageError: a malformed filter.
     """
     filters = NeighbourFilters.parse(params)
-    shown = show(
-        site.settings, repo, k=1, reader=site.reader
-    )  # the record and vectors; the neighbours are asked for below, filtered
+    # The record and vectors; the neighbours are searched below, filtered.
+    shown = show(site.settings, repo, reader=site.reader, neighbors=False)
     neighbors: list[Neighbor] = []
     space_id = None
     if shown.vectors and not shown.hidden:
