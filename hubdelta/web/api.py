@@ -24,6 +24,7 @@ from hubdelta.web.site import Site
 
 router = APIRouter(prefix="/api")
 EXPORTS = threading.BoundedSemaphore(1)
+EXPORT_WAIT_S = 30.0
 Text = Annotated[str, Query(max_length=TEXT_MAX)]
 K = Annotated[int, Query(ge=1, le=K_MAX, description="how many neighbours")]
 POINTS = r"^\d{1,9}(,\d{1,9}){0,99}$"  # up to 100 point numbers
@@ -105,8 +106,9 @@ def api_clusters(site: SiteDep, space: Text) -> Any:
 def api_export(space_id: str, site: SiteDep,
                format: Annotated[str, Query(pattern="^(parquet|npz|csv)$")] = "parquet") -> Any:  # fmt: skip
     # One export at a time: each writes the whole space to a temporary file (2.3 GB at a million 576-d vectors)
-    # before it is sent, and a crowd of them must not fill the disk.
-    if not EXPORTS.acquire(blocking=False):
+    # before it is sent, and a crowd of them must not fill the disk. The previous one's file is deleted just
+    # after its last byte is sent, so a client asking again at once waits a moment rather than being refused.
+    if not EXPORTS.acquire(timeout=EXPORT_WAIT_S):
         raise BusyError("another export is being written", fix="retry in a minute")
     folder = Path(tempfile.mkdtemp(prefix="hubdelta-export-"))
     out = folder / f"{space_id}.{format}"
