@@ -9,6 +9,7 @@ kill -9) is tested in test_embedder_worker.py and measured in bench/pipeline.py 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,7 +23,7 @@ import pytest
 from hubdelta.embedder.fetch import FetchedModel
 from hubdelta.embedder.ledger import SpaceLedger
 from hubdelta.embedder.options import EmbedOptions
-from hubdelta.embedder.pipeline import DOWNLOAD_NICE, Pipeline, Prefetcher, Timings
+from hubdelta.embedder.pipeline import DOWNLOAD_NICE, GIL_SWITCH_S, Pipeline, Prefetcher, Timings
 from hubdelta.embedder.run import Run
 from hubdelta.embedder.safety_records import RepoKind
 from hubdelta.embedder.space import Space
@@ -137,6 +138,34 @@ def test_a_run_claims_and_writes_in_groups_and_embeds_each_model_once(index: Ind
     rows = index.models.get([r.repo_id for r in todo]).values()
     assert set(stored) == {r.repo_id for r in todo} and {r.status for r in rows} == {ModelStatus.EMBEDDED}
     assert {r.attempts for r in rows} == {1}
+
+
+class SwitchSpy(Runner):
+    """Notes the interpreter's GIL switch interval at each forward; ``fail`` makes the second forward raise."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail, self.seen = fail, list[float]()
+
+    def adapters(self, folders: Mapping[str, Path]) -> dict[str, np.ndarray]:
+        self.seen.append(sys.getswitchinterval())
+        if self.fail and len(self.seen) == 2:
+            raise KeyboardInterrupt
+        return super().adapters(folders)
+
+
+def test_the_gil_changes_hands_quickly_during_a_run_and_as_before_after_it(index: Index) -> None:
+    todo = records(0, 8, base="acme/base")
+    before = sys.getswitchinterval()
+    assert before > GIL_SWITCH_S  # the interpreter's default (5 ms), or the test proves nothing
+    spy = SwitchSpy()
+    run_pipeline(ledger_for(index, todo), todo, EmbedOptions(batch=4), spy)
+    assert spy.seen == [GIL_SWITCH_S, GIL_SWITCH_S] and sys.getswitchinterval() == before
+    failing = SwitchSpy(fail=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(ledger_for(index, records(8, 16, base="acme/base")), records(8, 16, base="acme/base"),
+                     EmbedOptions(batch=4), failing)  # fmt: skip
+    assert failing.seen == [GIL_SWITCH_S, GIL_SWITCH_S] and sys.getswitchinterval() == before
 
 
 def test_results_are_written_when_commit_interval_passes(index: Index) -> None:
