@@ -24,6 +24,7 @@ from hubdelta_dev.pool.recipe import (
     pool_recipe,
     split_slice,
 )
+from hubdelta_dev.pool.recipe_b import pool_recipe_b
 from tests.helpers import pool_cache_dir
 
 
@@ -63,6 +64,21 @@ def test_recipe_has_the_required_kinds() -> None:
             "down_proj",
             "gate_proj",
         }
+
+
+def test_the_second_pool_varies_every_recipe_and_keeps_the_held_out_examples_out() -> None:
+    first = {s.train for s in pool_recipe(0) if s.kind == "lora" and s.train is not None}
+    specs = pool_recipe_b(0)
+    assert len(specs) == 5 * len(DOMAIN_NAMES) and {s.kind for s in specs} == {"lora"}
+    assert {s.label for s in specs} == set(DOMAIN_NAMES)
+    recipes = {s.train for s in specs if s.train is not None}
+    assert len(recipes) == 5 and not recipes & first
+    fields = ("lora_r", "lora_alpha", "lora_targets", "lr", "epochs", "batch_size")
+    for cfg in recipes:  # each differs from every first-pool recipe in at least two of these settings
+        assert all(sum(getattr(cfg, f) != getattr(old, f) for f in fields) >= 2 for old in first), cfg
+    for s in specs:
+        held = heldout_slice(s.label)
+        assert all(d.stop <= held.start or d.start >= held.stop for d in s.data), s.repo_id
 
 
 def test_devhub_lists_exactly_the_pool_children_by_relation(pool_hub: DevhubServer, manifest: PoolManifest) -> None:

@@ -36,11 +36,17 @@ def build_pool_cmd(
     gemma: Annotated[
         bool, typer.Option("--gemma", help="Add 10 Gemma-3-270M LoRA adapters (5 domains x 2), for family spaces.")
     ] = False,
+    recipe: Annotated[
+        str,
+        typer.Option("--recipe", help="a: the pool of docs/pool.md; b: 20 adapters of four other training recipes."),
+    ] = "a",
 ) -> None:
     """Build the finetune pool (base, LoRA adapters, full finetunes, merges) into a devhub root.
 
     A cold build trains 24 models (~10 minutes on 2 CPU cores); trained models are cached, so a rebuild only
-    links files. --gemma adds Gemma-3-270M and 10 adapters of it (~6 more minutes), for families.
+    links files. --gemma adds Gemma-3-270M and 10 adapters of it (~6 more minutes), for families. --recipe b
+    builds the second pool instead: the same domains, each adapter trained with another rank, targets, learning
+    rate and schedule (for task search's evaluation, docs/evaluation.md).
 
     Example: hubdelta devhub build-pool --out pool
     """
@@ -48,7 +54,8 @@ def build_pool_cmd(
 
     settings = ctx.obj
     cache_dir = cache or settings.cache_dir / "pool"
-    manifest = build_pool(out, cache_dir=cache_dir, seed=seed, only=set(only) if only else None, gemma=gemma)
+    manifest = build_pool(out, cache_dir=cache_dir, seed=seed, only=set(only) if only else None, gemma=gemma,
+                          recipe=recipe)  # fmt: skip
     hub, labels = out / "hub", out / "labels.json"
     bases = "their two bases" if gemma else "their base"
     typer.echo(f"pool ready: {len(manifest.repos)} models and {bases} under {hub} (labels: {labels})")

@@ -41,6 +41,7 @@ from hubdelta_dev.pool.publish import (
     write_text,
 )
 from hubdelta_dev.pool.recipe import DOMAIN_NAMES, EXAMPLES_PER_DOMAIN, ModelSpec, heldout_slice, pool_recipe
+from hubdelta_dev.pool.recipe_b import pool_recipe_b
 
 log = structlog.get_logger(__name__)
 
@@ -125,8 +126,27 @@ def _base_dirs(specs: list[ModelSpec], cache_dir: Path) -> dict[str, Path]:
     return {s.repo_id: export_base(cache_dir / ("base" if s is SMOLLM2 else f"base-{s.slug}"), s) for s in sources}
 
 
+RECIPES = ("a", "b")  # a: the first pool (docs/pool.md); b: other recipes per adapter (recipe_b.py)
+
+
+def _recipe(name: str, seed: int, gemma: bool) -> list[ModelSpec]:
+    if name not in RECIPES:
+        raise PoolError(f"no pool recipe {name!r}", fix=f"use one of: {', '.join(RECIPES)}")
+    if name == "b":
+        if gemma:
+            raise PoolError("the recipe-b pool has no Gemma adapters", fix="drop --gemma, or use --recipe a")
+        return pool_recipe_b(seed)
+    return pool_recipe(seed, gemma=gemma)
+
+
 def build_pool(
-    out: Path, *, cache_dir: Path, seed: int = 0, only: set[str] | None = None, gemma: bool = False
+    out: Path,
+    *,
+    cache_dir: Path,
+    seed: int = 0,
+    only: set[str] | None = None,
+    gemma: bool = False,
+    recipe: str = "a",
 ) -> PoolManifest:
     """Build (or refresh from cache) the whole pool into ``out``.
 
@@ -136,13 +156,14 @@ def build_pool(
         seed: one seed decides data splits, training and catalog metadata.
         only: build just these repo ids (and what they depend on); for quick experiments.
         gemma: add the Gemma-3-270M adapters (a second architecture, for family spaces).
+        recipe: ``a``, the first pool, or ``b``, a pool of other training recipes (the same domains and data).
 
     Returns:
         The manifest also written to ``out/manifest.json``.
     """
     started = time.perf_counter()
     _quiet_transformers()
-    specs = _select(pool_recipe(seed, gemma=gemma), only)
+    specs = _select(_recipe(recipe, seed, gemma), only)
     base_dirs = _base_dirs(specs, cache_dir)
     base_keys = {repo: _base_key(folder) for repo, folder in base_dirs.items()}
     pools = {d: domain_examples(d, EXAMPLES_PER_DOMAIN, seed) for d in DOMAIN_NAMES}
