@@ -133,7 +133,18 @@ def _lr_at(step: int, total: int, peak: float) -> float:
     return peak * (1.0 - 0.9 * step / max(1, total - 1))
 
 
-StepCallback = Callable[[int, int, float], None]  # (steps done, total steps, this step's loss)
+StepCallback = Callable[[int, int, float], bool | None]  # (steps done, total, this step's loss) -> stop now?
+
+
+def _every_batch(rows: list[Any], cfg: TrainConfig, rng: random.Random, pad_id: int, total: int) -> Iterator[Any]:
+    """The epochs' batches in order, ``total`` of them at most."""
+    made = 0
+    for _ in range(cfg.epochs):
+        for batch in batches(rows, cfg.batch_size, rng, pad_id):
+            if made == total:
+                return
+            made += 1
+            yield batch
 
 
 def train(
@@ -142,11 +153,14 @@ def train(
     data: Sequence[Example],
     cfg: TrainConfig,
     on_step: StepCallback | None = None,
+    max_steps: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data``; returns the loss curve.
 
     The model is a plain causal LM (full finetune) or a peft model with trainable adapters (LoRA).
-    ``on_step`` is called after every optimizer step (progress for a person; it does not change training).
+    ``on_step`` is called after every optimizer step; returning True ends training there (the learning rate
+    still decays over the whole schedule, so the steps taken are the schedule's first ones). ``max_steps`` cuts
+    the schedule itself: the rate then decays over that many steps.
     """
     import time
 
@@ -158,24 +172,24 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * math.ceil(len(rows) / cfg.batch_size)
+    total = total if max_steps is None else min(total, max_steps)
     model.train()
     losses: list[float] = []
     started = time.perf_counter()
     step = 0
-    for _ in range(cfg.epochs):
-        for batch in batches(rows, cfg.batch_size, rng, tok.pad_token_id):
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, total, cfg.lr)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = response_loss(model, batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(round(loss.item(), 4))
-            step += 1
-            if on_step is not None:
-                on_step(step, total, losses[-1])
+    for batch in _every_batch(rows, cfg, rng, tok.pad_token_id, total):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, total, cfg.lr)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = response_loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(round(loss.item(), 4))
+        step += 1
+        if on_step is not None and on_step(step, total, losses[-1]):
+            break  # the caller has what it needs (task search: the vector reached its length)
     model.eval()
     seconds = time.perf_counter() - started
     log.debug("trained", kind=cfg.kind, steps=step, first=losses[0], last=losses[-1], seconds=round(seconds, 1))
