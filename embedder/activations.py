@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -165,6 +166,15 @@ def probe_activations(model: PreTrainedModel, batch: ProbeBatch, space: Space) -
         return pool_positions(hidden, batch.attention_mask, space.position).cpu()  # (B, C)
 
 
+def probe_batch(tokenizer: Any, probes: ProbeSet) -> ProbeBatch:
+    """The probes as one batch: each tokenized alone with the tokenizer's default special tokens (the reference's
+    way), then left-padded with the pad token (else end-of-text, else 0)."""
+    pad = tokenizer.pad_token_id
+    pad = tokenizer.eos_token_id if pad is None else pad
+    token_ids = [tokenizer(text)["input_ids"] for text in probes.texts]
+    return ProbeBatch.from_token_ids(token_ids, 0 if pad is None else pad)
+
+
 def check_fits(
     config: PretrainedConfig,
     space: Space,
@@ -222,11 +232,7 @@ class ResidentBase:
         self.config = text_config(self.base_dir)
         check_fits(self.config, space, item=space.base_repo)
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir, trust_remote_code=False, local_files_only=True)
-        pad = self.tokenizer.pad_token_id
-        pad = self.tokenizer.eos_token_id if pad is None else pad
-        # Each probe alone with the tokenizer's default special tokens (the reference's way), then left-padded.
-        token_ids = [self.tokenizer(text)["input_ids"] for text in probes.texts]
-        self.batch = ProbeBatch.from_token_ids(token_ids, 0 if pad is None else pad).to(self.device)
+        self.batch = probe_batch(self.tokenizer, probes).to(self.device)
         model = load_causal_lm(self.base_dir, torch.float32, self.device)
         self._model: PreTrainedModel | None = model
         if self.dtype == torch.float32:

@@ -133,6 +133,17 @@ class VectorsStore:
         permute_rows(matrix, order)
         return VectorMatrix([ids[i] for i in order], matrix, [when[i] for i in order])
 
+    def norms(self, space_id: str, limit: int = 20_000) -> np.ndarray:
+        """The norms of up to ``limit`` of the space's vectors (float32; empty for an unknown space): a sample
+        to tell the space's typical vector length by, read without holding a million vectors."""
+        table = self._t.emb(space_id)
+        if table is None:
+            return np.zeros(0, np.float32)
+        rows = self._t.read(lambda: table.search().select(["vector"]).limit(limit).to_arrow())
+        dim = table.schema.field("vector").type.list_size
+        flat = rows["vector"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return np.linalg.norm(flat.reshape(-1, dim).astype(np.float32), axis=1)
+
     def fingerprint(self, space_id: str) -> str:
         """A short string that changes whenever ``space_id``'s visible vectors change, read cheaply.
 

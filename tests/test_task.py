@@ -19,13 +19,16 @@ from hubdelta.cli import app
 from hubdelta.embedder.training import Example
 from hubdelta.index.door import open_reader, open_writer
 from hubdelta.index.embeddings import Embedding, SpaceRow
-from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
+from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation, TrackedBase
 from hubdelta.index.reports import StoredCluster, StoredReport
 from hubdelta.kernel.errors import UsageError
 from hubdelta.kernel.settings import Settings
 from hubdelta.task.adapter import FEWSHOT, cache_key
 from hubdelta.task.api import SpaceCluster, nearest_cluster, space_clusters
-from hubdelta.task.examples import choose, parse_lines
+from hubdelta.task.examples import check_lengths, choose, parse_lines
+from hubdelta.task.explain import explain
+from hubdelta.task.schedule import CHECK_EVERY, resolve
+from hubdelta.task.tracking import Checkpoint, should_stop, typical_norm
 from hubdelta_dev.pool.base import BASE_REPO_ID
 from tests.helpers import PoolIndex, one_line_error, settings_for
 
@@ -83,7 +86,7 @@ def test_a_bad_line_is_a_line_numbered_one_line_error(tmp_path: Path, content: s
     [
         ("", (), ": holds no examples " + FIX),
         ("\n  \n\n", (), ": holds no examples " + FIX),
-        (f"{GOOD}\n" * 3, (), ": holds 3 examples; a task needs at least 4 (fix: add examples: the paper uses 20)"),
+        (f"{GOOD}\n" * 4, (), ": holds 4 examples; a task needs at least 5 (fix: add examples: the paper uses 20)"),
         (None, (), ": no such file (fix: give a JSONL file of about 20 examples)"),
     ],
 )
@@ -100,7 +103,7 @@ def test_bad_options_and_an_empty_index_are_one_line_errors(tmp_path: Path) -> N
     path = write(tmp_path / "ex.jsonl", f"{GOOD}\n" * 5)
     home = ["--home", str(tmp_path / "home")]
     line = one_line_error(runner.invoke(app, [*home, "task", str(path), "--base", BASE_REPO_ID, "--max-examples", "2"]))
-    assert line == "error: --max-examples: 2 is outside 4..200 (fix: use the paper's 20)"
+    assert line == "error: --max-examples: 2 is outside 5..200 (fix: use the paper's 20)"
     line = one_line_error(runner.invoke(app, [*home, "task", str(path), "--base", BASE_REPO_ID, "--relation", "x"]))
     assert line.startswith("error: --relation: unknown relation 'x'")
     line = one_line_error(runner.invoke(app, [*home, "task", str(path), "--base", "not a repo"]))
@@ -108,9 +111,77 @@ def test_bad_options_and_an_empty_index_are_one_line_errors(tmp_path: Path) -> N
     result = runner.invoke(app, [*home, "task", str(path), "--base", BASE_REPO_ID])
     assert result.exit_code == 1
     assert one_line_error(result) == (
+        f"error: {BASE_REPO_ID} is not tracked, so nothing of it is embedded (fix: run hubdelta track {BASE_REPO_ID},"
+        " then hubdelta crawl && hubdelta embed)"
+    )
+    with open_writer(settings_for(tmp_path / "home", "http://127.0.0.1:9"), "test") as index:
+        index.tracked.put([TrackedBase(BASE_REPO_ID)])
+    result = runner.invoke(app, [*home, "task", str(path), "--base", BASE_REPO_ID])
+    assert one_line_error(result) == (
         f"error: nothing embedded for {BASE_REPO_ID} yet (fix: run hubdelta track {BASE_REPO_ID}, then hubdelta "
         "crawl && hubdelta embed)"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--schedule", "fast"), "--schedule: unknown schedule 'fast' (fix: use one of: auto, paper, light)"),
+        (("--steps", "0"), "--steps: 0 is outside 1..1000 (fix: use e.g. --steps 100 (the paper's))"),
+        (("--lr", "2"), "--lr: 2 is outside (0, 0.1] (fix: use e.g. --lr 3.3e-3 (the paper's))"),
+        (("--lr", "nan"), "--lr: nan is outside (0, 0.1] (fix: use e.g. --lr 3.3e-3 (the paper's))"),
+        (("--seed", "-1"), "--seed: -1 is outside 0..2147483647 (fix: use e.g. --seed 0)"),
+    ],
+)
+def test_bad_training_options_are_one_line_errors_before_anything_runs(tmp_path: Path, args: tuple, expected: str):
+    path = write(tmp_path / "ex.jsonl", f"{GOOD}\n" * 5)
+    result = runner.invoke(app, ["--home", str(tmp_path / "home"), "task", str(path), "--base", BASE_REPO_ID, *args])
+    assert result.exit_code == 2 and one_line_error(result) == f"error: {expected}"
+    assert not (tmp_path / "home" / "index").exists()
+
+
+def test_schedules_resolve_to_their_training_and_checkpoints() -> None:
+    auto = resolve(None, 20)
+    assert (auto.name, auto.rule, auto.steps, auto.train.lr, auto.train.batch_size) == ("auto", "norm", 15, 1e-3, 4)
+    assert auto.checkpoints() == (*range(CHECK_EVERY, 15, CHECK_EVERY), 15) == tuple(range(1, 16))
+    paper = resolve("paper", 20, seed=3)
+    assert (paper.rule, paper.steps, paper.train.seed, paper.checkpoints()) == ("last", 100, 3, (100,))
+    light = resolve("light", 8)
+    assert (light.steps, light.train.lr, light.train.batch_size) == (6, 1e-3, 4)  # 3 epochs of 2 batches
+    custom = resolve("paper", 8, steps=30, lr=1e-3)
+    assert (custom.steps, custom.train.lr, custom.train.epochs) == (30, 1e-3, 4)  # 4 epochs of 8 make the 30
+    assert "up to 30 steps" in custom.describe() and "to the end" in custom.describe()
+    assert "as long as the space's typical adapter" in auto.describe()
+
+
+def test_auto_stops_at_the_space_median_norm_and_explain_reports_the_top_k_along_the_way() -> None:
+    assert typical_norm(np.array([1.0, 3.0, np.nan, 0.0, 2.0])) == 2.0 and typical_norm(np.zeros(0)) is None
+    assert should_stop(2.0, 2.0) and not should_stop(1.9, 2.0) and not should_stop(9.0, None)
+    axis = np.eye(3, dtype=np.float32)
+    points = [Checkpoint(s, float(n), n * axis[i]) for s, n, i in ((2, 0.5, 0), (4, 1.0, 1), (6, 2.0, 2))]
+
+    def top(v: np.ndarray) -> list[str]:  # two models per axis, nearest first
+        return [f"m{int(np.argmax(np.abs(v)))}a", f"m{int(np.argmax(np.abs(v)))}b"]
+
+    why = explain("auto: ...", 2.0, 2.0 * axis[2], 6, points, ["m2a", "m2b"], top)
+    assert [(c.step, c.norm_ratio, c.top_k_shared) for c in why.checkpoints] == [(2, 0.25, 0.0), (4, 0.5, 0.0),
+                                                                                 (6, 1.0, 1.0)]  # fmt: skip
+    assert why.norm == 2.0 and why.norm_ratio == 1.0 and why.steps == 6
+    assert why.stability == 0.5  # steps 4 and 6 are the second half: 0 and 1
+    doc = why.to_dict()
+    assert doc["checkpoints"][2] == {"step": 6, "norm": 2.0, "norm_ratio": 1.0, "top_k_shared": 1.0}
+    assert explain("paper", None, axis[0], 6, (), ["m0a"], top).norm_ratio is None
+
+
+def test_an_example_longer_than_the_context_is_refused_and_long_ones_noted() -> None:
+    assert check_lengths([10, 20], "ex.jsonl", 8192, 128) == ()
+    assert check_lengths([10, 200, 300], "ex.jsonl", 8192, 128) == (
+        "2 of 3 examples are longer than 128 tokens: training reads their first 128",
+    )
+    with pytest.raises(UsageError) as e:
+        check_lengths([10, 9000], "ex.jsonl", 8192, 128)
+    assert str(e.value) == "ex.jsonl: example 2 is 9,000 tokens, longer than the base's context of 8,192"
+    assert e.value.fix == "shorten it, or leave it out: a task is shown by short examples"
 
 
 # ---- pure parts ------------------------------------------------------------------------------------------------
@@ -226,11 +297,21 @@ def task_json(pool_index: PoolIndex, path: Path, *args: str) -> dict:
 def test_math_examples_find_the_math_models_then_the_cache_skips_training(pool_index: PoolIndex, tmp_path: Path):
     labels = json.loads((pool_index.pool / "labels.json").read_text())
     heldout = pool_index.pool / "heldout" / "math.jsonl"
-    # 8 of the 24 examples keep the test short (40 steps, ~20 s); the paper's 20 take ~55 s on 2 cores.
-    args = ("-k", "5", "--max-examples", "8")
+    # 8 of the 24 examples keep the test short (at most 6 steps: 3 epochs of 2 batches of 4).
+    args = ("-k", "5", "--max-examples", "8", "--explain")
     first = task_json(pool_index, heldout, *args, "--save-vector", str(tmp_path / "v1.npy"))
     assert first["examples"] == {"file": str(heldout), "total": 24, "used": 8} and first["cached"] is False
-    assert first["training"]["steps"] == 40 and first["training"]["last_loss"] < first["training"]["first_loss"]
+    steps = first["training"]["steps"]
+    assert first["schedule"].startswith("auto: lr 0.001, batch 4, up to 6 steps, seed 0")
+    assert 1 <= steps <= 6 and first["training"]["last_loss"] < first["training"]["first_loss"]
+    why = first["explain"]  # auto measured the vector after every step and stopped at the space's median length
+    assert why["steps"] == steps and why["space_norm"] > 0
+    assert [c["step"] for c in why["checkpoints"]] == list(range(1, steps + 1))
+    assert all(c["norm_ratio"] < 1 for c in why["checkpoints"][:-1]) and (why["checkpoints"][-1]["norm_ratio"] >= 1
+                                                                             or steps == 6)  # fmt: skip
+    # The measure along training (peft's layers) and the saved adapter embedded by the embedder agree closely.
+    assert why["norm"] == pytest.approx(why["checkpoints"][-1]["norm"], rel=0.02)
+    assert why["checkpoints"][-1]["top_k_shared"] >= 0.8 and 0 <= why["stability"] <= 1
     top = [n["repo_id"] for n in first["neighbors"]]
     assert len(top) == 5 and [labels[r] for r in top[:3]] == ["math"] * 3, top
     assert all("math" in labels[r] for r in top), top  # the math+code merge and mix may come next
@@ -242,22 +323,44 @@ def test_math_examples_find_the_math_models_then_the_cache_skips_training(pool_i
 
     again = task_json(pool_index, heldout, *args, "--save-vector", str(tmp_path / "v2.npy"))
     assert again["cached"] is True and again["train_seconds"] == 0.0 and again["key"] == first["key"]
-    assert again["training"] == first["training"]
+    assert again["training"] == first["training"] and again["explain"] == why
     assert np.array_equal(np.load(tmp_path / "v1.npy"), np.load(tmp_path / "v2.npy"))
     assert [n["repo_id"] for n in again["neighbors"]] == top
+    shown = runner.invoke(app, ["--home", str(pool_index.home), "task", str(heldout), "--base", BASE_REPO_ID, *args],
+                          env={"HF_ENDPOINT": pool_index.hub_url})  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    assert "schedule auto: lr 0.0033, batch 1, up to 40 steps, seed 0" in shown.stdout
+    assert f"stopped after {steps} steps" in shown.stdout and "of the final top-k" in shown.stdout
+    assert f"x the space's median vector ({why['space_norm']:.3g})" in shown.stdout
 
 
 @pytest.mark.pool
 def test_prompt_completion_lines_work_with_filters(pool_index: PoolIndex, tmp_path: Path) -> None:
     labels = json.loads((pool_index.pool / "labels.json").read_text())
-    rows = [json.loads(line) for line in (pool_index.pool / "heldout" / "code.jsonl").read_text().splitlines()[:4]]
+    rows = [json.loads(line) for line in (pool_index.pool / "heldout" / "code.jsonl").read_text().splitlines()[:5]]
     path = write(tmp_path / "code.jsonl", "".join(
         json.dumps({"prompt": f"{r['instruction']}\n\n{r['input']}".strip(), "completion": r["output"]}) + "\n"
         for r in rows))  # fmt: skip
-    doc = task_json(pool_index, path, "-k", "3", "--relation", "adapter", "--where", "repo_id NOT LIKE '%-1'")
-    assert doc["examples"]["used"] == 4 and doc["training"]["steps"] == 20 and doc["cached"] is False
+    doc = task_json(pool_index, path, "-k", "3", "--relation", "adapter", "--where", "repo_id NOT LIKE '%-1'",
+                    "--schedule", "paper", "--steps", "12")  # fmt: skip
+    assert doc["examples"]["used"] == 5 and doc["training"]["steps"] == 12 and doc["cached"] is False
+    assert doc["schedule"] == "paper: lr 0.0033, batch 1, up to 12 steps, seed 0, to the end" and "explain" not in doc
     assert any("fewer than the paper's 20" in n for n in doc["notes"])
     top = [n["repo_id"] for n in doc["neighbors"]]
     assert len(top) == 3 and labels[top[0]] == "code" and not any(r.endswith("-1") for r in top), top
     assert all(n["relation"] == "adapter" for n in doc["neighbors"])
     assert doc["cluster"] is not None and "code" in doc["cluster"]["name"], doc["cluster"]
+
+
+@pytest.mark.pool
+def test_an_example_longer_than_the_base_context_is_refused_before_training(pool_index: PoolIndex, tmp_path: Path):
+    long = json.dumps({"instruction": "Summarise.", "input": " ".join(["word"] * 9000), "output": "Short."})
+    path = write(tmp_path / "long.jsonl", f"{GOOD}\n" * 4 + long + "\n")
+    result = runner.invoke(app, ["--home", str(pool_index.home), "task", str(path), "--base", BASE_REPO_ID],
+                           env={"HF_ENDPOINT": pool_index.hub_url})  # fmt: skip
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert line.startswith(f"error: {path}: example 5 is ")
+    assert "tokens, longer than the base's context of 8,192" in line
+    assert line.endswith("(fix: shorten it, or leave it out: a task is shown by short examples)")
+    assert not list((pool_index.home / "cache" / "tasks").glob(".tmp-*"))

@@ -170,12 +170,16 @@ class HubRequestError(HubdeltaError):
 class NothingEmbeddedError(HubdeltaError):
     """A search needs vectors of a base's space (``hubdelta task``) and the index holds none yet."""
 
-    def __init__(self, base: str, *, space_id: str | None = None, others: tuple[str, ...] = ()) -> None:
+    def __init__(self, base: str, *, space_id: str | None = None, others: tuple[str, ...] = (),
+                 tracked: bool = True) -> None:  # fmt: skip
         where = f" in space {space_id}" if space_id else ""
         also = f" (it has {', '.join(others)}: another revision or other [embed] settings)" if others else ""
         fix = ("embed models of it with hubdelta add PATH --base FOLDER" if base.startswith("local/")
                else f"run hubdelta track {base}, then hubdelta crawl && hubdelta embed")  # fmt: skip
-        super().__init__(f"nothing embedded for {base}{where} yet{also}", fix=fix)
+        what = f"nothing embedded for {base}{where} yet{also}"
+        if not tracked and not base.startswith("local/"):
+            what = f"{base} is not tracked, so nothing of it is embedded"
+        super().__init__(what, fix=fix)
         self.base = base
         self.space_id = space_id
         self.others = others

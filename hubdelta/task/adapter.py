@@ -1,13 +1,15 @@
-"""The few-shot LoRA adapter of a task: trained once per (examples, settings, base), then read from the cache.
+"""The few-shot LoRA adapter of a task: trained once per (examples, schedule, base), then read from the cache.
 
-The paper's few-shot setting (Delta Activations, A.4): 20 examples, learning rate 3.3e-3, batch size 1,
-5 epochs, the same LoRA shape as the models it is compared with (r = 8, alpha = 16 on the q, k, v, up, down and
-gate projections: the pool's). On 2 idle CPU cores 100 steps take ~50 s (see :mod:`hubdelta.task.cpu`).
+How it is trained is a :class:`~hubdelta.task.schedule.TaskSchedule` (``auto`` by default: lr 1e-3, batch 4,
+stopped when the task vector is as long as the space's typical one); the LoRA shape is the pool's and the
+paper's (r = 8, alpha = 16 on the q, k, v, up, down and gate projections).
 
 Cache: ``<cache>/tasks/<key>/`` holds a normal peft adapter folder (``adapter_config.json``,
-``adapter_model.safetensors``) and ``task.json``; the key is a sha256 over the examples used, the training
-config, the base (repo and revision) and :data:`CACHE_VERSION`. A folder is trained under a temporary name
-and renamed into place, so a killed run never leaves half an adapter under a key.
+``adapter_model.safetensors``), ``task.json`` and the task vector measured along training
+(``checkpoints.npz``, plain arrays); the key is a sha256 over the examples used, the training config, how far
+it trains (steps, and the length ``auto`` stops at), the base (repo and revision) and :data:`CACHE_VERSION`. A
+folder is trained under a temporary name and renamed into place, so a killed run never leaves half an adapter
+under a key.
 """
 
 from __future__ import annotations
@@ -18,36 +20,26 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 
-from hubdelta.embedder.training import LORA_TARGETS, Example, TrainConfig, TrainResult
-from hubdelta.task.cpu import OtherLoad, train_threads
+from hubdelta.embedder.training import Example, TrainConfig
+from hubdelta.task.schedule import PAPER, TaskSchedule
+from hubdelta.task.tracking import Checkpoint, StepProgress, Stop
+from hubdelta.task.train_run import train_task
 
 log = structlog.get_logger(__name__)
 
-CACHE_VERSION = 1  # bump when training code changes what a cached adapter would contain
-FEWSHOT = TrainConfig(
-    kind="lora",
-    lr=3.3e-3,  # the paper's few-shot learning rate
-    epochs=5,
-    batch_size=1,
-    lora_r=8,
-    lora_alpha=16,
-    lora_dropout=0.0,
-    lora_targets=LORA_TARGETS,
-    seed=0,
-    bf16=False,  # at batch 1 autocast costs more than it saves: 0.5 s a step in fp32, 0.7 s in bf16 (2 cores)
-)
-LOG_EVERY = 10  # steps between progress events
+CACHE_VERSION = 2  # bump when training code changes what a cached adapter would contain (2: schedules, stops)
+FEWSHOT = PAPER  # the paper's few-shot setting (hubdelta.task.schedule: ``--schedule paper``)
 STALE_TMP_S = 3600  # a temporary folder this old belongs to a killed run
 META = "task.json"
-
-StepProgress = Callable[[int, int, float], None]  # (steps done, total steps, loss)
+CHECKPOINTS = "checkpoints.npz"
 
 
 @dataclass(frozen=True)
@@ -58,10 +50,11 @@ class FewShotAdapter:
     key: str
     cached: bool  # True: read from the cache, nothing trained now
     seconds: float  # training time in this call (0.0 on a cache hit)
-    steps: int
+    steps: int  # optimizer steps taken (auto: where it stopped)
     first_loss: float
     last_loss: float
     trained_seconds: float  # how long training took when the adapter was made
+    checkpoints: tuple[Checkpoint, ...] = ()  # the task vector measured along training
 
 
 def _local_fingerprint(folder: Path) -> list[list[Any]]:
@@ -72,16 +65,19 @@ def _local_fingerprint(folder: Path) -> list[list[Any]]:
 
 
 def cache_key(examples: Sequence[Example], cfg: TrainConfig, base_id: str, base_sha: str,
-              base_folder: Path | None = None) -> str:  # fmt: skip
+              base_folder: Path | None = None, *, run: dict[str, Any] | None = None) -> str:  # fmt: skip
     """sha256 over the canonical JSON of everything that decides the adapter's weights.
 
     Args:
         base_folder: given for a local base (revision ``local``): its files' sizes and times join the key.
+        run: how far training goes (steps, checkpoints, the length ``auto`` stops at: 3 significant digits, so
+            a rerun against the same space is a cache hit and a space grown since trains anew).
     """
     doc = {
         "version": CACHE_VERSION,
         "examples": [[e.instruction, e.input, e.output] for e in examples],
         "config": cfg.as_dict(),
+        "run": run,
         "base": {"repo": base_id, "sha": base_sha,
                  "files": _local_fingerprint(base_folder) if base_folder is not None else None},
     }  # fmt: skip
@@ -96,9 +92,25 @@ def _cached(folder: Path, key: str) -> FewShotAdapter | None:
     try:
         meta = json.loads(meta_path.read_text())
         return FewShotAdapter(folder, key, True, 0.0, int(meta["steps"]), float(meta["first_loss"]),
-                              float(meta["last_loss"]), float(meta["seconds"]))  # fmt: skip
-    except (ValueError, KeyError, TypeError):
+                              float(meta["last_loss"]), float(meta["seconds"]), _read_checkpoints(folder))  # fmt: skip
+    except (ValueError, KeyError, TypeError, OSError):
         return None  # unreadable: trained again, and replaced
+
+
+def _write_checkpoints(folder: Path, points: Sequence[Checkpoint]) -> None:
+    steps = np.array([p.step for p in points], np.int64)
+    vectors = np.stack([p.vector for p in points]).astype(np.float32) if points else np.zeros((0, 0), np.float32)
+    np.savez(folder / CHECKPOINTS, steps=steps, vectors=vectors)
+
+
+def _read_checkpoints(folder: Path) -> tuple[Checkpoint, ...]:
+    """The measured checkpoints of a cached adapter (plain arrays: nothing is unpickled)."""
+    path = folder / CHECKPOINTS
+    if not path.is_file():
+        return ()
+    with np.load(path, allow_pickle=False) as saved:
+        steps, vectors = saved["steps"], saved["vectors"]
+    return tuple(Checkpoint(int(s), float(np.linalg.norm(v)), v) for s, v in zip(steps, vectors, strict=True))
 
 
 def _sweep(root: Path) -> None:
@@ -119,7 +131,8 @@ def fewshot_adapter(
     base_id: str,
     base_sha: str,
     *,
-    cfg: TrainConfig = FEWSHOT,
+    schedule: TaskSchedule,
+    stop: Stop | None = None,
     progress: StepProgress | None = None,
 ) -> FewShotAdapter:
     """The few-shot adapter of ``examples`` on the base, from ``cache_dir/tasks`` or trained now (CPU).
@@ -130,11 +143,15 @@ def fewshot_adapter(
         base_folder: the base checkpoint (config, safetensors, tokenizer).
         base_id: the base's repo id (named in the adapter's config), ``base_sha`` its revision (``local`` for a
             local folder).
-        cfg: the training config (default: the paper's few-shot setting).
+        schedule: how it is trained (:func:`hubdelta.task.schedule.resolve`).
+        stop: measure the task vector along training (and, for ``auto``, stop at ``stop.target``).
         progress: called after every optimizer step.
     """
     local = base_sha == "local"
-    key = cache_key(examples, cfg, base_id, base_sha, base_folder if local else None)
+    cfg = schedule.train
+    run = {"steps": schedule.steps, "rule": schedule.rule, "every": schedule.every,
+           "target": f"{stop.target:.3g}" if stop and stop.target and schedule.rule == "norm" else None}  # fmt: skip
+    key = cache_key(examples, cfg, base_id, base_sha, base_folder if local else None, run=run)
     root = cache_dir / "tasks"
     final = root / key
     hit = _cached(final, key)
@@ -146,9 +163,10 @@ def fewshot_adapter(
     tmp = root / f".tmp-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        result = _train(tmp, examples, base_folder, base_id, cfg, progress)
-        meta = {"key": key, "version": CACHE_VERSION, "base": base_id, "base_sha": base_sha,
+        result, points = train_task(tmp, examples, base_folder, base_id, schedule, stop, progress)
+        meta = {"key": key, "version": CACHE_VERSION, "base": base_id, "base_sha": base_sha, "run": run,
                 "examples": len(examples), "config": cfg.as_dict(), **asdict(result)}  # fmt: skip
+        _write_checkpoints(tmp, points)
         (tmp / META).write_text(json.dumps(meta, indent=1))
         if _cached(final, key) is None:  # else another run finished first: same key, same adapter
             if final.exists():  # unreadable: replaced
@@ -161,44 +179,4 @@ def fewshot_adapter(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return FewShotAdapter(final, key, False, result.seconds, result.steps, result.first_loss, result.last_loss,
-                          result.seconds)  # fmt: skip
-
-
-def _train(out: Path, examples: Sequence[Example], base_folder: Path, base_id: str, cfg: TrainConfig,
-           progress: StepProgress | None) -> TrainResult:  # fmt: skip
-    """Train a LoRA on a fresh copy of the base and save it to ``out``."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from hubdelta.embedder.training import load_causal_lm, lora_model, save_adapter, train
-
-    load = OtherLoad()
-    tok = AutoTokenizer.from_pretrained(base_folder, trust_remote_code=False)
-    torch.manual_seed(cfg.seed)  # the LoRA A matrices' initialisation
-    model = lora_model(load_causal_lm(base_folder), cfg)
-    default = torch.get_num_threads()
-
-    def use_threads() -> None:
-        threads = train_threads(load.cores(), default)
-        if threads != torch.get_num_threads():
-            log.info("task.train_threads", threads=threads, why="other processes busy" if threads < default else "idle")
-            torch.set_num_threads(threads)
-
-    def on_step(step: int, total: int, loss: float) -> None:
-        if step % LOG_EVERY == 0 or step == total:
-            log.info("task.train_progress", step=step, total=total, loss=loss)
-            use_threads()
-        if progress is not None:
-            progress(step, total, loss)
-
-    log.info("task.train_start", examples=len(examples), epochs=cfg.epochs, batch=cfg.batch_size, lr=cfg.lr)
-    use_threads()
-    try:
-        result = train(model, tok, examples, cfg, on_step=on_step)
-    finally:
-        torch.set_num_threads(default)
-    save_adapter(model, out, base_id)
-    log.info("task.trained", steps=result.steps, first_loss=result.first_loss, last_loss=result.last_loss,
-             seconds=result.seconds)  # fmt: skip
-    del model
-    return result
+                          result.seconds, tuple(points))  # fmt: skip

@@ -23,7 +23,7 @@ import numpy as np
 import structlog
 
 from hubdelta.embedder.local import local_base_id
-from hubdelta.embedder.training import Example, TrainConfig
+from hubdelta.embedder.training import Example
 from hubdelta.index.door import open_reader
 from hubdelta.index.embeddings import SpaceRow
 from hubdelta.index.records import check_repo_id
@@ -41,9 +41,12 @@ from hubdelta.query.api import check_filter, check_relation, nearest_filtered
 from hubdelta.query.choose import model_filter
 from hubdelta.query.records import Neighbor
 from hubdelta.report.cluster import centroid, normalise
-from hubdelta.task.adapter import FEWSHOT, FewShotAdapter, StepProgress, fewshot_adapter
-from hubdelta.task.examples import PAPER_EXAMPLES, load
-from hubdelta.task.records import ClusterMember, TaskCluster, TaskResult, Training
+from hubdelta.task.adapter import FewShotAdapter, fewshot_adapter
+from hubdelta.task.examples import PAPER_EXAMPLES, check_lengths, load
+from hubdelta.task.explain import explain as explain_task
+from hubdelta.task.records import ClusterMember, TaskCluster, TaskExplain, TaskResult, Training
+from hubdelta.task.schedule import TaskSchedule, resolve
+from hubdelta.task.tracking import StepProgress, Stop, typical_norm
 
 if TYPE_CHECKING:
     from hubdelta.embedder.space import Space
@@ -74,7 +77,11 @@ def task_search(
     relation: str | None = None,
     max_examples: int = PAPER_EXAMPLES,
     progress: StepProgress | None = None,
-    train_config: TrainConfig = FEWSHOT,
+    schedule: str | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    explain: bool = False,
 ) -> TaskResult:
     """The indexed models nearest to the task that ``examples`` show, and the nearest cluster.
 
@@ -84,44 +91,65 @@ def task_search(
         examples: a JSONL file of ``{"instruction", "input", "output"}`` or ``{"prompt", "completion"}`` lines.
         base: the base to train on and search under: a repo id (its current revision) or a local checkpoint.
         k: how many neighbours.
-        where: a SQL filter over the models table (as for ``similar``).
-        relation: only adapters, finetunes, merges (or quantized).
+        where, relation: a SQL filter over the models table, and only one relation (as for ``similar``).
         max_examples: train on the first this many examples (the paper: 20).
-        progress: called after every training step with (step, total, loss); not called on a cache hit.
-        train_config: how the adapter is trained (default: the paper's few-shot setting); part of the cache key.
+        progress: called after every training step with (step, total, loss).
+        schedule, steps, lr, seed: how the adapter is trained (:func:`hubdelta.task.schedule.resolve`).
+        explain: also say how long the vector is against the space and how stable its top-k was along training.
 
     Returns:
-        The result; ``.vector`` is the task's delta vector in ``.space_id``.
+        The result; ``.vector`` is the task's delta vector in ``.space_id``. A rerun is read from the cache.
 
     Raises:
         UsageError: a bad line in ``examples`` (``FILE:LINE``), too few examples, a bad option or filter.
         NothingEmbeddedError: the index holds no vector of the base's space under the current settings.
     """
-    started = time.perf_counter()
+    started, examples = time.perf_counter(), Path(examples)
     if k < 1:
         raise UsageError("-k", f"{k} is not a positive count", fix="use e.g. -k 10")
-    examples = Path(examples)
     chosen = load(examples, max_examples)
+    plan = resolve(schedule, len(chosen.examples), steps=steps, lr=lr, seed=seed)
     chosen_filter = model_filter(where, check_relation(relation))
     base_id = local_base_id(Path(base)) if Path(base).is_dir() else check_repo_id(base)
     _check_index(settings, base_id, chosen_filter)
 
-    space_id, adapter, vector = _task_vector(settings, base, base_id, chosen.examples, train_config, progress)
+    made = _task_vector(settings, base, base_id, chosen.examples, str(examples), plan, progress)
     with open_reader(settings) as index:
-        neighbors, clusters, source, note = search_space(index, space_id, vector, k, chosen_filter)
-    cluster = nearest_cluster(clusters, vector, source)
+        neighbors, clusters, source, note = search_space(index, made.space_id, made.vector, k, chosen_filter)
+        why = _explain(index, made, plan, k, chosen_filter, neighbors) if explain else None
+    cluster = nearest_cluster(clusters, made.vector, source)
     seconds = round(time.perf_counter() - started, 2)
-    log.info("task.done", space=space_id, cached=adapter.cached, neighbors=len(neighbors),
+    a = made.adapter
+    log.info("task.done", space=made.space_id, cached=a.cached, neighbors=len(neighbors),
              cluster=cluster.name if cluster else None, seconds=seconds)  # fmt: skip
-    training = Training(adapter.steps, adapter.first_loss, adapter.last_loss, adapter.trained_seconds)
-    return TaskResult(f"task:{examples.name}", base_id, space_id, str(examples), chosen.total, len(chosen.examples),
-                      adapter.key, adapter.path, adapter.cached, adapter.seconds, training, seconds, k, where, relation,
-                      neighbors, cluster, chosen.notes + ((note,) if note else ()), vector)  # fmt: skip
+    notes = chosen.notes + made.notes + ((note,) if note else ())
+    return TaskResult(f"task:{examples.name}", base_id, made.space_id, str(examples), chosen.total,
+                      len(chosen.examples), a.key, a.path, a.cached, a.seconds,
+                      Training(a.steps, a.first_loss, a.last_loss, a.trained_seconds), seconds, k, where, relation,
+                      neighbors, cluster, notes, plan.describe(), why, made.vector)  # fmt: skip
 
 
-def _task_vector(settings: Settings, base: str, base_id: str, examples: Sequence[Example], cfg: TrainConfig,
-                 progress: StepProgress | None) -> tuple[str, FewShotAdapter, np.ndarray]:  # fmt: skip
-    """Train (or find cached) the few-shot adapter and embed it in the base's space: (space id, adapter, vector)."""
+def _explain(index: Index, made: _Made, plan: TaskSchedule, k: int, where: Selector | None,
+             neighbors: Sequence[Neighbor]) -> TaskExplain:  # fmt: skip
+    def top(v: np.ndarray) -> list[str]:
+        return [h[0] for h in nearest_filtered(index, made.space_id, v, k, where, frozenset())]
+
+    return explain_task(plan.describe(), made.space_norm, made.vector, made.adapter.steps, made.adapter.checkpoints,
+                        [n.repo_id for n in neighbors], top)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Made:
+    space_id: str
+    adapter: FewShotAdapter
+    vector: np.ndarray
+    space_norm: float | None
+    notes: tuple[str, ...]
+
+
+def _task_vector(settings: Settings, base: str, base_id: str, examples: Sequence[Example], examples_name: str,
+                 plan: TaskSchedule, progress: StepProgress | None) -> _Made:  # fmt: skip
+    """Train (or find cached) the few-shot adapter and embed it in the base's space."""
     from hubdelta.embedder.bases import base_space, resolve_base
     from hubdelta.embedder.options import options
 
@@ -129,10 +157,29 @@ def _task_vector(settings: Settings, base: str, base_id: str, examples: Sequence
     opts = options(settings, limit=None, device=None, batch=None)
     space = base_space(ref, opts)
     row = _space_row(settings, base_id, space.id)
-    log.info("task.start", examples=len(examples), base=base_id, space=space.id)
-    adapter = fewshot_adapter(settings.cache_dir, examples, ref.folder, ref.repo_id, ref.sha, cfg=cfg,
-                              progress=progress)  # fmt: skip
-    return space.id, adapter, embed_adapter(ref.folder, space, row, adapter.path, opts.device)
+    notes = _check_lengths(ref.folder, examples, examples_name, plan)
+    with open_reader(settings) as index:
+        space_norm = typical_norm(index.vectors.norms(space.id))
+    log.info("task.start", examples=len(examples), base=base_id, space=space.id, schedule=plan.describe(),
+             space_norm=space_norm)  # fmt: skip
+    stop = Stop(space, row.base_activations, space_norm)
+    adapter = fewshot_adapter(settings.cache_dir, examples, ref.folder, ref.repo_id, ref.sha, schedule=plan,
+                              stop=stop, progress=progress)  # fmt: skip
+    vector = embed_adapter(ref.folder, space, row, adapter.path, opts.device)
+    return _Made(space.id, adapter, vector, space_norm, notes)
+
+
+def _check_lengths(base_folder: Path, examples: Sequence[Example], name: str, plan: TaskSchedule) -> tuple[str, ...]:
+    """Refuse an example longer than the base's context (before any training); note those training cuts."""
+    from transformers import AutoTokenizer
+
+    from hubdelta.embedder.activations import text_config
+    from hubdelta.embedder.training import encode
+
+    tok = AutoTokenizer.from_pretrained(base_folder, trust_remote_code=False, local_files_only=True)
+    lengths = [len(encode(tok, ex, 1 << 30)[0]) for ex in examples]
+    context = int(getattr(text_config(base_folder), "max_position_embeddings", 0) or 1 << 30)
+    return check_lengths(lengths, name, context, plan.train.max_len)
 
 
 def search_space(
@@ -163,10 +210,11 @@ def _check_index(settings: Settings, base_id: str, where: Selector | None) -> No
     try:
         index = open_reader(settings)
     except IndexNotFoundError:
-        raise NothingEmbeddedError(base_id) from None
+        raise NothingEmbeddedError(base_id, tracked=False) from None
     with index:
         if not any(index.vectors.count(s) for s in _base_spaces(index, base_id)):
-            raise NothingEmbeddedError(base_id)
+            tracked = base_id.startswith("local/") or any(t.base == base_id for t in index.tracked.all())
+            raise NothingEmbeddedError(base_id, tracked=tracked)
         if where is not None:
             check_filter(index, where)
 

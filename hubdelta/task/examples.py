@@ -12,7 +12,7 @@ Other keys are ignored; lines may mix the two shapes. The paper's few-shot setti
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from hubdelta.kernel.errors import UsageError
 
 MAX_BYTES = 10 << 20  # 10 MiB: a few-shot task needs a few KB
 MAX_LINES = 10_000
-MIN_EXAMPLES = 4  # below this a LoRA learns the examples, not the task
+MIN_EXAMPLES = 5  # below this a LoRA learns the examples, not the task
 PAPER_EXAMPLES = 20  # the paper's few-shot setting (Delta Activations, A.4)
 MAX_EXAMPLES = 200  # training time grows linearly: 200 examples x 5 epochs is ~10 minutes on 2 CPU cores
 
@@ -154,3 +154,25 @@ def load(path: Path, max_examples: int = PAPER_EXAMPLES) -> Chosen:
     if not MIN_EXAMPLES <= max_examples <= MAX_EXAMPLES:
         choose([], str(path), max_examples)  # refuses the option before reading anything
     return choose(read_examples(path), str(path), max_examples)
+
+
+def check_lengths(lengths: Sequence[int], name: str, context: int, train_len: int) -> tuple[str, ...]:
+    """Refuse an example longer than the base's context; note the ones training will cut.
+
+    Args:
+        lengths: each chosen example's tokens (prompt, response and end token), in order.
+        context: the base's context length (``max_position_embeddings``).
+        train_len: tokens per example that training keeps (``TrainConfig.max_len``).
+
+    Raises:
+        UsageError: an example is longer than ``context``.
+    """
+    for i, n in enumerate(lengths, 1):
+        if n > context:
+            raise UsageError(name, f"example {i} is {n:,} tokens, longer than the base's context of {context:,}",
+                             fix="shorten it, or leave it out: a task is shown by short examples")  # fmt: skip
+    cut = sum(n > train_len for n in lengths)
+    if not cut:
+        return ()
+    return (f"{cut} of {len(lengths)} examples are longer than {train_len} tokens: training reads their first "
+            f"{train_len}",)  # fmt: skip

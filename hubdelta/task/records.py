@@ -54,6 +54,32 @@ class Training:
 
 
 @dataclass(frozen=True)
+class CheckpointView:
+    """The task vector at one step of training (``--explain``), against the space's adapters."""
+
+    step: int
+    norm: float
+    norm_ratio: float | None  # over the space's median vector norm
+    top_k_shared: float  # the share of the final top-k that this checkpoint's own top-k holds too
+
+
+@dataclass(frozen=True)
+class TaskExplain:
+    """Why the task vector is what it is (``hubdelta task --explain``)."""
+
+    schedule: str  # the schedule as it ran (TaskSchedule.describe())
+    space_norm: float | None  # the median norm of the space's vectors: the length auto stops at
+    norm: float  # the task vector's norm
+    norm_ratio: float | None  # norm / space_norm
+    steps: int  # optimizer steps taken (auto: where it stopped)
+    checkpoints: tuple[CheckpointView, ...]  # measured along training, in step order
+    stability: float | None  # mean top_k_shared over the checkpoints of the second half of training
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class TaskResult:
     """The answer of ``hubdelta task``: the task as understood, its neighbours (best first) and nearest cluster."""
 
@@ -75,6 +101,8 @@ class TaskResult:
     neighbors: list[Neighbor]
     cluster: TaskCluster | None
     notes: tuple[str, ...] = ()  # what a person should know (fewer examples than the paper's, no clusters yet)
+    schedule: str = ""  # the schedule as it ran (TaskSchedule.describe())
+    explain: TaskExplain | None = None  # with --explain
     vector: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,4 +125,6 @@ class TaskResult:
             "neighbors": [asdict(n) for n in self.neighbors],
             "cluster": self.cluster.to_dict() if self.cluster else None,
             "notes": list(self.notes),
+            "schedule": self.schedule,
+            **({"explain": self.explain.to_dict()} if self.explain else {}),
         }
