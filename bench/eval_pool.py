@@ -23,7 +23,7 @@ import platform
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -190,17 +190,12 @@ class TaskTrial:
     seconds: float
 
 
-def task_settings() -> dict[str, Any]:
-    """The paper's few-shot setting (``hubdelta task``'s default) and the pool's own few-shot recipe."""
-    from hubdelta.task.adapter import FEWSHOT
-    from hubdelta_dev.pool.recipe import pool_recipe
-
-    pool_fewshot = next(s.train for s in pool_recipe() if s.repo_id.endswith("-fewshot"))
-    assert pool_fewshot is not None
-    light = replace(FEWSHOT, lr=pool_fewshot.lr, epochs=pool_fewshot.epochs, batch_size=pool_fewshot.batch_size)
+def task_settings() -> dict[str, str]:
+    """``hubdelta task``'s schedules, described: auto (the default), the paper's and the first pool's own."""
     return {
-        "paper: lr 3.3e-3, batch 1, 5 epochs (100 steps; the default)": FEWSHOT,
-        f"pool's: lr {light.lr:g}, batch {light.batch_size}, {light.epochs} epochs (15 steps)": light,
+        "auto: the paper's rate until the vector is as long as the space's median (the default)": "auto",
+        "paper: lr 3.3e-3, batch 1, 5 epochs (100 steps)": "paper",
+        "light: lr 1e-3, batch 4, 3 epochs (15 steps; the pool's own few-shot recipe)": "light",
     }
 
 
@@ -223,12 +218,12 @@ def task_retrieval(pool_dir: Path, labels: dict[str, str], da: dict[str, np.ndar
         run_crawl(settings)
         run_embed(settings)
         run_report(settings)
-        for setting, cfg in task_settings().items():
+        for setting, name in task_settings().items():
             _say(f"  {setting}")
             for heldout in sorted((pool_dir / "heldout").glob("*.jsonl")):
                 domain = heldout.stem
                 t = time.perf_counter()
-                result = task_search(settings, heldout, pool.base_repo, k=5, train_config=cfg)
+                result = task_search(settings, heldout, pool.base_repo, k=5, schedule=name)
                 seconds = time.perf_counter() - t
                 top = [labels.get(n.repo_id, "?") for n in result.neighbors]
                 cluster = result.cluster

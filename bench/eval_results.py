@@ -106,11 +106,13 @@ def _task_search(trials: list[TaskTrial]) -> list[str]:
             "## Task search",
             "",
             "`hubdelta task EXAMPLES.jsonl --base HuggingFaceTB/SmolLM2-135M-Instruct` on the first 20 held-out "
-            "examples of each domain (never trained on by any pool model), against the embedded pool. The cluster "
-            "is the report's cluster nearest to the task; *norm* is the task vector's norm over the mean norm of "
-            "the domain's split adapters. Two training settings: **paper**, lr 3.3e-3, batch 1, 5 epochs (100 steps; "
-            "`hubdelta task`'s default, as the paper's few-shot setting); **pool's**, the recipe the pool's own "
-            "few-shot adapters were trained with, lr 1e-3, batch 4, 3 epochs (15 steps).",
+            "examples of each domain (never trained on by any pool model), against the embedded pool, seed 0. The "
+            "cluster is the report's cluster nearest to the task; *norm* is the task vector's norm over the mean "
+            "norm of the domain's split adapters. Three schedules (`--schedule`): **auto**, the default: lr 1e-3, "
+            "batch 4, at most 3 epochs, stopped at the first measure (after every step) as long as the space's "
+            "median vector; **paper**, the paper's few-shot setting, lr 3.3e-3, batch 1, 5 epochs (100 steps); "
+            "**light**, `auto` without the stop (the recipe of the pool's own few-shot adapters). Both pools and "
+            "three seeds: the section *Task search on two pools* below (`bench/task_search.py`).",
             "",
         ]
         for setting in dict.fromkeys(t.setting for t in trials):
