@@ -314,7 +314,7 @@ def test_math_examples_find_the_math_models_then_the_cache_skips_training(pool_i
     assert why["checkpoints"][-1]["top_k_shared"] >= 0.8 and 0 <= why["stability"] <= 1
     top = [n["repo_id"] for n in first["neighbors"]]
     assert len(top) == 5 and [labels[r] for r in top[:3]] == ["math"] * 3, top
-    assert all("math" in labels[r] for r in top), top  # the math+code merge and mix may come next
+    assert sum("math" in labels[r] for r in top) >= 4, top  # precision@5 at least 0.8 (merges and mixes count)
     cluster = first["cluster"]
     assert cluster is not None and cluster["source"].startswith("report "), cluster
     assert {labels[m["repo_id"]] for m in cluster["top_members"]} <= {"math", "math+code"}, cluster
@@ -329,7 +329,7 @@ def test_math_examples_find_the_math_models_then_the_cache_skips_training(pool_i
     shown = runner.invoke(app, ["--home", str(pool_index.home), "task", str(heldout), "--base", BASE_REPO_ID, *args],
                           env={"HF_ENDPOINT": pool_index.hub_url})  # fmt: skip
     assert shown.exit_code == 0, shown.output
-    assert "schedule auto: lr 0.0033, batch 1, up to 40 steps, seed 0" in shown.stdout
+    assert "schedule auto: lr 0.001, batch 4, up to 6 steps, seed 0" in shown.stdout
     assert f"stopped after {steps} steps" in shown.stdout and "of the final top-k" in shown.stdout
     assert f"x the space's median vector ({why['space_norm']:.3g})" in shown.stdout
 
