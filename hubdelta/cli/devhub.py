@@ -38,7 +38,7 @@ def build_pool_cmd(
     ] = False,
     recipe: Annotated[
         str,
-        typer.Option("--recipe", help="a: the pool of docs/pool.md; b: 20 adapters of four other training recipes."),
+        typer.Option("--recipe", help="a: the pool of docs/pool.md; b: 25 adapters of five other training recipes."),
     ] = "a",
 ) -> None:
     """Build the finetune pool (base, LoRA adapters, full finetunes, merges) into a devhub root.

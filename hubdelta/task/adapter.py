@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 import uuid
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,8 +71,9 @@ def cache_key(examples: Sequence[Example], cfg: TrainConfig, base_id: str, base_
 
     Args:
         base_folder: given for a local base (revision ``local``): its files' sizes and times join the key.
-        run: how far training goes (steps, checkpoints, the length ``auto`` stops at: 3 significant digits, so
-            a rerun against the same space is a cache hit and a space grown since trains anew).
+        run: how far training goes and where it is measured (steps, the space, the length ``auto`` stops at,
+            already rounded by the caller to 3 significant digits: a rerun against the same space is a hit, a
+            space whose median moved trains anew).
     """
     doc = {
         "version": CACHE_VERSION,
@@ -93,8 +95,8 @@ def _cached(folder: Path, key: str) -> FewShotAdapter | None:
         meta = json.loads(meta_path.read_text())
         return FewShotAdapter(folder, key, True, 0.0, int(meta["steps"]), float(meta["first_loss"]),
                               float(meta["last_loss"]), float(meta["seconds"]), _read_checkpoints(folder))  # fmt: skip
-    except (ValueError, KeyError, TypeError, OSError):
-        return None  # unreadable: trained again, and replaced
+    except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile):
+        return None  # unreadable (a truncated checkpoints.npz too): trained again, and replaced
 
 
 def _write_checkpoints(folder: Path, points: Sequence[Checkpoint]) -> None:
@@ -149,8 +151,10 @@ def fewshot_adapter(
     """
     local = base_sha == "local"
     cfg = schedule.train
+    # The measures (and auto's stop) are taken in one space: its id is part of what decides the folder's content.
     run = {"steps": schedule.steps, "rule": schedule.rule, "every": schedule.every,
-           "target": f"{stop.target:.3g}" if stop and stop.target and schedule.rule == "norm" else None}  # fmt: skip
+           "space": stop.space.id if stop else None,
+           "target": stop.target if stop and schedule.rule == "norm" else None}  # fmt: skip
     key = cache_key(examples, cfg, base_id, base_sha, base_folder if local else None, run=run)
     root = cache_dir / "tasks"
     final = root / key

@@ -162,7 +162,8 @@ def _task_vector(settings: Settings, base: str, base_id: str, examples: Sequence
         space_norm = typical_norm(index.vectors.norms(space.id))
     log.info("task.start", examples=len(examples), base=base_id, space=space.id, schedule=plan.describe(),
              space_norm=space_norm)  # fmt: skip
-    stop = Stop(space, row.base_activations, space_norm)
+    # Rounded once, here: the value auto stops at is the value in the cache key (3 significant digits).
+    stop = Stop(space, row.base_activations, float(f"{space_norm:.3g}") if space_norm else None)
     adapter = fewshot_adapter(settings.cache_dir, examples, ref.folder, ref.repo_id, ref.sha, schedule=plan,
                               stop=stop, progress=progress)  # fmt: skip
     vector = embed_adapter(ref.folder, space, row, adapter.path, opts.device)

@@ -1,7 +1,7 @@
 """``hubdelta task --explain``: the task vector's length against the space, and how stable its neighbours were.
 
 Pure: given the checkpoints measured along training and a way to list a vector's top-k, it says how long the
-vector is against the space's typical adapter and how much of the final top-k each checkpoint already had. A
+vector is against the space's median vector and how much of the final top-k each checkpoint already had. A
 task whose top-k keeps changing until the last step is a task the index cannot answer firmly.
 """
 

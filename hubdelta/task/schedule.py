@@ -52,18 +52,13 @@ class TaskSchedule:
     name: str  # as asked: "auto", "paper", "light"
     train: TrainConfig
     steps: int  # optimizer steps at most (the epochs' steps unless --steps)
-    rule: Rule  # "last": the last step's adapter; "norm": the first checkpoint as long as the space's adapters
-    every: int  # steps between checkpoints ("norm"); 0: only the last step is kept
-
-    def checkpoints(self) -> tuple[int, ...]:
-        """The steps whose adapter is kept (always ending with the last step)."""
-        kept = range(self.every, self.steps, self.every) if self.every else ()
-        return (*kept, self.steps)
+    rule: Rule  # "last": the last step's adapter; "norm": stop at the first measure as long as the space's median
+    every: int  # steps between two measures ("norm"); 0: measured every EXPLAIN_EVERY steps, for --explain only
 
     def describe(self) -> str:
         """One line for a person: the schedule as it will run."""
         t = self.train
-        stop = "until its vector is as long as the space's typical adapter" if self.rule == "norm" else "to the end"
+        stop = "until its vector is as long as the space's median vector" if self.rule == "norm" else "to the end"
         return f"{self.name}: lr {t.lr:g}, batch {t.batch_size}, up to {self.steps} steps, seed {t.seed}, {stop}"
 
 

@@ -2,9 +2,10 @@
 
 Every few optimizer steps the training model (the base with its LoRA, in eval mode) runs the space's probes once
 and its delta against the space's stored base activations is taken, as ``hubdelta embed`` takes it. It is the
-same computation as the embedder's, through peft's layers instead of the embedder's hooks, so the two differ
-by float rounding only: good enough to decide when to stop. The vector the search uses is still the saved
-adapter's, embedded by the embedder itself.
+same computation as the embedder's, through peft's layers instead of the embedder's hooks, in fp32: in an fp32
+space the two differ by float rounding only (tests/test_task.py checks within 2%); in a bfloat16 space the
+embedder's matmuls on the difference to the base round more. Either is good enough to decide when to stop.
+The vector the search uses is still the saved adapter's, embedded by the embedder itself.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from hubdelta.embedder.probes import PAPER_PROBES
 from hubdelta.embedder.space import Space
+from hubdelta.kernel.errors import EmbedError
 
 StepProgress = Callable[[int, int, float], None]  # (steps done, total steps, loss)
 
@@ -46,7 +48,7 @@ def should_stop(norm: float, target: float | None) -> bool:
 
 
 def typical_norm(norms: np.ndarray) -> float | None:
-    """The space's typical adapter length: the median norm of its vectors (None for an empty space)."""
+    """The space's typical vector length: the median norm of its vectors (None for an empty space)."""
     finite = norms[np.isfinite(norms) & (norms > 0)]
     return float(np.median(finite)) if finite.size else None
 
@@ -59,7 +61,7 @@ class Tracker:
         from hubdelta.embedder.activations import probe_batch
 
         if not space.matches(PAPER_PROBES):
-            raise ValueError(f"space {space.id} does not use the paper's probes")
+            raise EmbedError("the space's probes are not the paper's: task search cannot measure in it", item=space.id)
         self.model, self.space, self.every, self.target = model, space, every, target
         self.batch = probe_batch(tokenizer, PAPER_PROBES)
         self.base_acts = base_acts.astype(np.float32)  # (P, C)

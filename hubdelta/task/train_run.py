@@ -2,7 +2,7 @@
 
 The threads adapt to the machine's load (:mod:`hubdelta.task.cpu`); with a :class:`~hubdelta.task.tracking.Stop`
 the task vector is measured every few steps, and ``auto`` ends training at the first measure as long as the
-space's typical adapter.
+space's median vector.
 """
 
 from __future__ import annotations
