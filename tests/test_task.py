@@ -23,7 +23,7 @@ from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation,
 from hubdelta.index.reports import StoredCluster, StoredReport
 from hubdelta.kernel.errors import UsageError
 from hubdelta.kernel.settings import Settings
-from hubdelta.task.adapter import FEWSHOT, cache_key
+from hubdelta.task.adapter import FEWSHOT, _cached, _write_checkpoints, cache_key
 from hubdelta.task.api import SpaceCluster, nearest_cluster, space_clusters
 from hubdelta.task.examples import check_lengths, choose, parse_lines
 from hubdelta.task.explain import explain
@@ -374,3 +374,19 @@ def test_an_example_longer_than_the_base_context_is_refused_before_training(pool
     assert "tokens, longer than the base's context of 8,192" in line
     assert line.endswith("(fix: shorten it, or leave it out: a task is shown by short examples)")
     assert sorted(tasks.glob("*")) == before if tasks.is_dir() else before == []  # refused before any training
+
+
+def test_a_cached_adapter_with_damaged_checkpoints_is_trained_again(tmp_path: Path) -> None:
+    folder = tmp_path / "key"
+    folder.mkdir()
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    (folder / "task.json").write_text(json.dumps({"steps": 3, "first_loss": 2.0, "last_loss": 1.0, "seconds": 4.0}))
+    points = [Checkpoint(s, 1.0, np.full(4, s, np.float32)) for s in (1, 2, 3)]
+    _write_checkpoints(folder, points)
+    hit = _cached(folder, "key")
+    assert hit is not None and [(c.step, c.vector.tolist()) for c in hit.checkpoints] == [
+        (s, [float(s)] * 4) for s in (1, 2, 3)
+    ]
+    for damaged in (b"", b"PK\x03\x04 truncated"):
+        (folder / "checkpoints.npz").write_bytes(damaged)
+        assert _cached(folder, "key") is None  # unreadable: trained again and replaced, never a traceback
