@@ -30,7 +30,7 @@ $hd similar hubdelta-pool/smollm2-full-code -k 3 --relation adapter --where "dow
 $hd export --format npz --out "$HUBDELTA_HOME/vectors.npz"
 # The report people read each morning: new models, clusters (named from tags and names), a map per space.
 $hd report --since 30d
-# Which models are good at my task? 20 examples in, a few-shot LoRA trained (~1 minute) and searched with.
+# Which models are good at my task? 20 examples in, a few-shot LoRA trained (~25 s) and searched with.
 $hd task "$HUBDELTA_HOME/pool/heldout/math.jsonl" --base HuggingFaceTB/SmolLM2-135M-Instruct -k 5
 # The map of the space, stored in the index (embed and report runs refresh it; this says what it holds).
 $hd layout
