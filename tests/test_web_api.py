@@ -10,6 +10,8 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,23 @@ def test_a_posted_vector_finds_the_same_neighbours_as_its_repo(served: Served) -
 
 
 # ---- errors: JSON with a fix, the right status ----------------------------------------------------------------
+
+
+def test_an_oversized_body_still_being_sent_gets_its_413_not_a_broken_pipe(served: Served) -> None:
+    server, _, _ = served
+    host, port = server.url.removeprefix("http://").split(":")
+    body = b"[" + b"1.0," * 400_000 + b"1.0]"
+    head = (f"POST /api/similar HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + body[:65536])
+        time.sleep(0.5)  # the server has seen the length and refused: it must still take the rest of the body
+        sock.sendall(body[65536:])  # answered without taking the body, this blocked or broke the pipe
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"].startswith("the request body is over")
 
 
 def test_errors_are_json_with_a_fix_and_the_right_status(served: Served) -> None:

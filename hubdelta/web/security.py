@@ -168,6 +168,8 @@ class Guard:
         if refusal is None and body is None:
             refusal = self._too_large()
         if refusal is not None:
+            if _has_body(scope) and body is None:
+                await _drain(receive)
             await _respond(send_secured, *refusal)
             return
         assert body is not None
@@ -218,6 +220,31 @@ class Guard:
             parts.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(parts)
+
+
+DRAIN_BYTES = 16 << 20  # a refused request's body read and dropped up to this, before the answer (lingering close)
+
+
+def _has_body(scope: Scope) -> bool:
+    headers = {k.lower(): v for k, v in scope.get("headers", [])}
+    return headers.get(b"content-length", b"0") not in (b"", b"0") or b"transfer-encoding" in headers
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop what is left of a refused request's body, up to :data:`DRAIN_BYTES`.
+
+    Answering before the client has sent its body, then closing, makes a client still sending see a broken pipe
+    instead of the answer (a 413 for an oversized vector, a 401 for a missing token). Reading the rest first
+    lets it finish and read the answer; past the bound the connection is closed without waiting.
+    """
+    seen = 0
+    while seen <= DRAIN_BYTES:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
