@@ -161,7 +161,7 @@ def explore(args: argparse.Namespace) -> None:
                         hit, p5 = score(v, domain, vectors, labels)
                         ratio = float(np.linalg.norm(v)) / typical
                         results.setdefault((sched.name, method, name), []).append((hit, p5, ratio))
-    _say(f"\n{'schedule':<8}{'method':<18}" + "".join(f"{n[:22]:>24}" for n in pools))
+    _say(f"\n{'schedule':<9}{'method':<17}" + "".join(f"{n[:22]:>24}" for n in pools))
     for sched_name, method in dict.fromkeys((s, m) for s, m, _ in results):
         cells = []
         for name in pools:
