@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hubdelta.index.records import Relation
 from hubdelta.index.selectors import Selector, by_relation, compile_selector, user_filter
 from hubdelta.kernel.errors import UsageError
 from hubdelta.query.choose import choose_space, close_ids, first_fetch, model_filter, next_fetch
+from hubdelta.query.export import choose_format
 
 LAST = {"layer": None, "position": "last", "dtype": "float32"}
 MEAN = {"layer": None, "position": "mean", "dtype": "float32"}
@@ -76,3 +79,17 @@ def test_close_ids_prefer_the_same_name_then_spelling() -> None:
     assert close_ids("dave/math-lora", ids)[:2] == ["alice/math-lora", "bob/math-lora"]
     assert close_ids("bob/mth-lora", ids)[0] == "bob/math-lora"
     assert close_ids("zzz/qqq", ids) == [] and "bob/math-lora" not in close_ids("bob/math-lora", ids)
+
+
+@pytest.mark.parametrize(
+    ("out", "fmt", "chosen"),
+    [("a.npz", None, "npz"), ("a.Parquet", None, "parquet"), ("a", "csv", "csv"), ("a.npz", "npz", "npz"),
+     ("a.npz", "csv", None), ("a.xlsx", None, None), ("a", None, None), ("a.tar.gz", "npz", None),
+     ("a.csv", "xlsx", None)],
+)  # fmt: skip
+def test_choose_format(out: str, fmt: str | None, chosen: str | None) -> None:
+    if chosen is None:
+        with pytest.raises(UsageError):
+            choose_format(Path(out), fmt)
+    else:
+        assert choose_format(Path(out), fmt) == chosen

@@ -311,23 +311,6 @@ def test_export_takes_the_format_from_the_suffix(zoo: tuple[Path, Zoo], tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "vectors"])  # nothing half-written left
 
 
-@pytest.mark.parametrize(
-    ("out", "fmt", "chosen"),
-    [("a.npz", None, "npz"), ("a.Parquet", None, "parquet"), ("a", "csv", "csv"), ("a.npz", "npz", "npz"),
-     ("a.npz", "csv", None), ("a.xlsx", None, None), ("a", None, None), ("a.tar.gz", "npz", None),
-     ("a.csv", "xlsx", None)],
-)  # fmt: skip
-def test_choose_format(out: str, fmt: str | None, chosen: str | None) -> None:
-    from hubdelta.kernel.errors import UsageError
-    from hubdelta.query.export import choose_format
-
-    if chosen is None:
-        with pytest.raises(UsageError):
-            choose_format(Path(out), fmt)
-    else:
-        assert choose_format(Path(out), fmt) == chosen
-
-
 # ---- --embed: a model from the Hub, embedded on the spot ----------------------------------------------------------
 
 
