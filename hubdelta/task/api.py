@@ -156,10 +156,8 @@ def _task_vector(settings: Settings, base: str, base_id: str, examples: Sequence
     ref = resolve_base(settings, base)
     opts = options(settings, limit=None, device=None, batch=None)
     space = base_space(ref, opts)
-    row = _space_row(settings, base_id, space.id)
+    row, space_norm = _space_row(settings, base_id, space.id)
     notes = _check_lengths(ref.folder, examples, examples_name, plan)
-    with open_reader(settings) as index:
-        space_norm = typical_norm(index.vectors.norms(space.id))
     log.info("task.start", examples=len(examples), base=base_id, space=space.id, schedule=plan.describe(),
              space_norm=space_norm)  # fmt: skip
     # Rounded once, here: the value auto stops at is the value in the cache key (3 significant digits).
@@ -214,20 +212,20 @@ def _check_index(settings: Settings, base_id: str, where: Selector | None) -> No
         raise NothingEmbeddedError(base_id, tracked=False) from None
     with index:
         if not any(index.vectors.count(s) for s in _base_spaces(index, base_id)):
-            tracked = base_id.startswith("local/") or any(t.base == base_id for t in index.tracked.all())
-            raise NothingEmbeddedError(base_id, tracked=tracked)
+            raise NothingEmbeddedError(base_id, tracked=any(t.base == base_id for t in index.tracked.all()))
         if where is not None:
             check_filter(index, where)
 
 
-def _space_row(settings: Settings, base_id: str, space_id: str) -> SpaceRow:
-    """The space's stored row (its base activations: those every vector in it was computed against)."""
+def _space_row(settings: Settings, base_id: str, space_id: str) -> tuple[SpaceRow, float | None]:
+    """The space's stored row (its base activations: those every vector in it was computed against) and its
+    typical vector length (the median norm: where ``auto`` stops)."""
     with open_reader(settings) as index:
         row = index.vectors.spaces().get(space_id)
         if row is None or index.vectors.count(space_id) == 0:
             others = tuple(s for s in _base_spaces(index, base_id) if s != space_id and index.vectors.count(s))
             raise NothingEmbeddedError(base_id, space_id=space_id, others=others)
-        return row
+        return row, typical_norm(index.vectors.norms(space_id))
 
 
 def embed_adapter(base_folder: Path, space: Space, row: SpaceRow, adapter: Path, device: str) -> np.ndarray:
