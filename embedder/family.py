@@ -72,7 +72,7 @@ def create_family(settings: Settings, name: str, bases: list[str], *, track_base
     return family
 
 
-def _get(index: Index, name: str) -> Family:
+def family_named(index: Index, name: str) -> Family:
     families = index.families.all()
     if name not in families:
         known = ", ".join(sorted(families)) or "none"
@@ -83,7 +83,7 @@ def _get(index: Index, name: str) -> Family:
 def remove_family(settings: Settings, name: str) -> Family:
     """Forget a family; its space and vectors stay (``similar --space`` still finds them)."""
     with open_writer(settings, f"hubdelta family remove {name}") as index:
-        family = _get(index, name)
+        family = family_named(index, name)
         index.families.delete(name)
     return family
 
@@ -127,7 +127,7 @@ def list_families(settings: Settings) -> list[FamilyStatus]:
 
 def show_family(settings: Settings, name: str) -> FamilyStatus:
     with open_reader(settings) as index:
-        return family_status(index, _get(index, name))
+        return family_status(index, family_named(index, name))
 
 
 def embed_families(settings: Settings, names: list[str] | None = None, *, limit: int | None = None,
@@ -142,7 +142,7 @@ def embed_families(settings: Settings, names: list[str] | None = None, *, limit:
     out = []
     with open_writer(settings, command) as index:
         every = sorted(index.families.all().values(), key=lambda f: f.name)
-        families = [_get(index, n) for n in names] if names else every
+        families = [family_named(index, n) for n in names] if names else every
         for family in families:
             if should_stop():
                 break

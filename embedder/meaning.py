@@ -110,31 +110,38 @@ def vector_dim(recipe: Recipe, texts: Sequence[Sequence[str]]) -> int:
     return n if recipe.pool == "mean" else n * len(texts)
 
 
+def base_centres(
+    raw: dict[str, np.ndarray], base_of: dict[str, str], min_models: int = CENTRE_MIN
+) -> dict[str, np.ndarray | None]:
+    """Each base's mean vector (``Recipe.per_base``); None for a base with fewer than ``min_models`` vectors (its
+    mean would be mostly the models themselves)."""
+    groups: dict[str, list[str]] = {}
+    for key in raw:
+        groups.setdefault(base_of[key], []).append(key)
+    return {
+        b: np.asarray(np.mean([raw[k] for k in keys], axis=0, dtype=np.float64)) if len(keys) >= min_models else None
+        for b, keys in groups.items()
+    }
+
+
+def centred(vec: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
+    """``vec`` minus its base's centre, at unit length (float32); as it is without a centre."""
+    if centre is None:
+        return np.asarray(vec, np.float32)
+    v = vec.astype(np.float64) - centre
+    norm = float(np.linalg.norm(v))
+    return (v / norm if norm > ZERO_NORM * np.sqrt(v.size) else np.zeros_like(v)).astype(np.float32)
+
+
 def centre_by_base(
     raw: dict[str, np.ndarray], base_of: dict[str, str], min_models: int = CENTRE_MIN
 ) -> dict[str, np.ndarray]:
     """Per-base centring (``Recipe.per_base``): each vector minus its base's mean, at unit length.
 
-    A base with fewer than ``min_models`` vectors keeps them as they are (its mean would be mostly the models
-    themselves).
+    A base with fewer than ``min_models`` vectors keeps them as they are (:func:`base_centres`).
 
     Returns:
         float32 vectors by key, in ``raw``'s order.
     """
-    out: dict[str, np.ndarray] = {}
-    groups: dict[str, list[str]] = {}
-    for key in raw:
-        groups.setdefault(base_of[key], []).append(key)
-    centres = {
-        b: np.mean([raw[k] for k in keys], axis=0, dtype=np.float64) if len(keys) >= min_models else None
-        for b, keys in groups.items()
-    }
-    for key, vec in raw.items():
-        centre = centres[base_of[key]]
-        if centre is None:
-            out[key] = np.asarray(vec, np.float32)
-            continue
-        v = vec.astype(np.float64) - centre
-        norm = float(np.linalg.norm(v))
-        out[key] = (v / norm if norm > ZERO_NORM * np.sqrt(v.size) else np.zeros_like(v)).astype(np.float32)
-    return out
+    centres = base_centres(raw, base_of, min_models)
+    return {key: centred(vec, centres[base_of[key]]) for key, vec in raw.items()}

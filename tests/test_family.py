@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from hubdelta.cli import app
@@ -176,6 +178,43 @@ def test_a_family_of_two_architectures_end_to_end(family_pool: Path, tmp_path: P
         assert again["space_id"] == space_id
 
         _check_queries_of_the_family_space(cli, tmp_path, space_id, embedded["spaces"])
+        _check_a_task_in_the_family_space(cli, settings, family_pool, space_id, tmp_path)
+
+
+def _check_a_task_in_the_family_space(cli: Callable[..., Any], settings: Settings, pool: Path, space_id: str,
+                                      tmp_path: Path) -> None:  # fmt: skip
+    """hubdelta task --family: a SmolLM2 task placed as the family's members are, its neighbours of both bases."""
+    from hubdelta.task.family import family_target, meaning_of
+
+    # A member's own adapter, placed the way a task is, lands exactly on the member's vector in the space.
+    hub = pool / "hub"
+    member = SMOL_ADAPTERS[0]
+    shutil.copytree(hub / member, tmp_path / "member")
+    with open_reader(settings) as index:
+        target = family_target(index, "small", BASE_REPO_ID)
+        stored = index.vectors.get(space_id)[member].vector
+    placed, cached = meaning_of(target, hub / BASE_REPO_ID, tmp_path / "member", "cpu")
+    assert not cached and target.members == 4 and target.centre is not None
+    assert np.allclose(placed, stored, atol=1e-4), float(np.abs(placed - stored).max())
+    assert np.array_equal(meaning_of(target, hub / BASE_REPO_ID, tmp_path / "member", "cpu")[0], placed)
+
+    heldout = str(pool / "heldout" / "math.jsonl")
+    args = ("task", heldout, "--base", BASE_REPO_ID, "--family", "small", "-k", "6", "--max-examples", "8", "--json")
+    first = _json(cli(*args))
+    assert first["family"] == "small" and first["space_id"] == space_id and first["cached"] is False
+    assert {n["repo_id"] for n in first["neighbors"]} == {*SMOL_ADAPTERS, *GEMMA_ADAPTERS}  # both bases
+    assert any("centred by the mean of its 4" in n for n in first["notes"]), first["notes"]
+    assert first["norm"] == pytest.approx(1.0, abs=1e-4)  # unit length, as the space's vectors
+    again = _json(cli(*args))
+    assert again["cached"] is True and any("read from the cache" in n for n in again["notes"])
+    assert [n["repo_id"] for n in again["neighbors"]] == [n["repo_id"] for n in first["neighbors"]]
+
+    assert "no such family" in one_line_error(cli("task", heldout, "--base", BASE_REPO_ID, "--family", "nope"))
+    assert cli("family", "create", "gemma-only", "--base", GEMMA_REPO_ID).exit_code == 0
+    wrong_base = one_line_error(cli("task", heldout, "--base", BASE_REPO_ID, "--family", "gemma-only"))
+    assert f"gemma-only's bases are {GEMMA_REPO_ID}, not {BASE_REPO_ID}" in wrong_base
+    empty = one_line_error(cli("task", heldout, "--base", GEMMA_REPO_ID, "--family", "gemma-only"))
+    assert "has no vectors of" in empty and "hubdelta family embed gemma-only" in empty
 
 
 def test_family_commands_refuse_bad_input_in_one_line(tmp_path: Path) -> None:

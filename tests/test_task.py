@@ -164,14 +164,14 @@ def test_auto_stops_at_the_space_median_norm_and_explain_reports_the_top_k_along
     def top(v: np.ndarray) -> list[str]:  # two models per axis, nearest first
         return [f"m{int(np.argmax(np.abs(v)))}a", f"m{int(np.argmax(np.abs(v)))}b"]
 
-    why = explain("auto: ...", 2.0, 2.0 * axis[2], 6, points, ["m2a", "m2b"], top)
+    why = explain("s1", "auto: ...", 2.0, 2.0 * axis[2], 6, points, ["m2a", "m2b"], top)
     assert [(c.step, c.norm_ratio, c.top_k_shared) for c in why.checkpoints] == [(2, 0.25, 0.0), (4, 0.5, 0.0),
                                                                                  (6, 1.0, 1.0)]  # fmt: skip
     assert why.norm == 2.0 and why.norm_ratio == 1.0 and why.steps == 6
     assert why.stability == 0.5  # steps 4 and 6 are the second half: 0 and 1
     doc = why.to_dict()
     assert doc["checkpoints"][2] == {"step": 6, "norm": 2.0, "norm_ratio": 1.0, "top_k_shared": 1.0}
-    assert explain("paper", None, axis[0], 6, (), ["m0a"], top).norm_ratio is None
+    assert explain("s1", "paper", None, axis[0], 6, (), ["m0a"], top).norm_ratio is None
 
 
 def test_an_example_longer_than_the_context_is_refused_and_long_ones_noted() -> None:

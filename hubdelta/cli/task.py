@@ -35,6 +35,12 @@ LrOpt = Annotated[
     float | None, typer.Option("--lr", help="Learning rate (default: the schedule's).", show_default=False)
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="The LoRA's initialisation and the examples' order.")]
+FamilyOpt = Annotated[
+    str | None,
+    typer.Option("--family", help="Search this family's meaning space (finetunes of every base in it, e.g. of "
+                 "another architecture) instead of the base's own space; --base must be one of its bases.",
+                 show_default=False),
+]  # fmt: skip
 ExplainOpt = Annotated[
     bool,
     typer.Option("--explain", help="Also show the vector's length against the space's adapters, the checkpoints "
@@ -55,6 +61,7 @@ def task_cmd(
     lr: LrOpt = None,
     seed: SeedOpt = 0,
     explain: ExplainOpt = False,
+    family: FamilyOpt = None,
     save_vector: SaveVectorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -63,6 +70,9 @@ def task_cmd(
     The first 20 examples train a LoRA (lr 1e-3, batch 4, at most 3 epochs) until the task's vector is as long as
     the space's typical vector (--schedule auto; --schedule paper runs the paper's exact 100 steps). ~10-30 s on
     2 CPU cores the first time; a rerun with the same examples and options reuses the adapter.
+
+    With --family, the same adapter is scored on the family's texts and its neighbours are sought among the
+    finetunes of all the family's bases (about as long again as training, cached too).
 
     Example: hubdelta task math.jsonl --base HuggingFaceTB/SmolLM2-135M-Instruct -k 5
     """
@@ -78,7 +88,7 @@ def task_cmd(
     def run(progress: Any) -> Any:
         return task_search(ctx.obj, examples, base, k=k, where=where, relation=relation, max_examples=max_examples,
                            progress=progress, schedule=schedule, steps=steps, lr=lr, seed=seed,
-                           explain=explain)  # fmt: skip
+                           explain=explain, family=family)  # fmt: skip
 
     # Without a terminal, progress goes to the log (task.train_progress events every 10 steps).
     result = run(None) if as_json or not sys.stderr.isatty() else _with_progress(run)
@@ -101,7 +111,7 @@ def task_cmd(
 def _print_explain(why: Any) -> None:
     """The --explain block: the vector's length against the space and how the top-k settled along training."""
     ratio = f" = {why.norm_ratio:.2f}x the space's median vector ({why.space_norm:.3g})" if why.norm_ratio else ""
-    typer.echo(f"schedule {why.schedule}; stopped after {why.steps} steps")
+    typer.echo(f"schedule {why.schedule}; stopped after {why.steps} steps; measured in space {why.space_id}")
     typer.echo(f"task vector norm {why.norm:.3g}{ratio}")
     for c in why.checkpoints:
         size = f"{c.norm_ratio:.2f}x" if c.norm_ratio is not None else f"{c.norm:.3g}"

@@ -23,6 +23,7 @@ import numpy as np
 import structlog
 
 from hubdelta.embedder.local import local_base_id
+from hubdelta.embedder.meaning import CENTRE_MIN
 from hubdelta.embedder.training import Example
 from hubdelta.index.door import open_reader
 from hubdelta.index.embeddings import SpaceRow
@@ -44,6 +45,7 @@ from hubdelta.report.cluster import centroid, normalise
 from hubdelta.task.adapter import FewShotAdapter, fewshot_adapter
 from hubdelta.task.examples import PAPER_EXAMPLES, check_lengths, load
 from hubdelta.task.explain import explain as explain_task
+from hubdelta.task.family import FamilyTarget, check_revision, family_target, meaning_of
 from hubdelta.task.records import ClusterMember, TaskCluster, TaskExplain, TaskResult, Training
 from hubdelta.task.schedule import TaskSchedule, resolve
 from hubdelta.task.tracking import StepProgress, Stop, typical_norm
@@ -82,20 +84,19 @@ def task_search(
     lr: float | None = None,
     seed: int = 0,
     explain: bool = False,
+    family: str | None = None,
 ) -> TaskResult:
     """The indexed models nearest to the task that ``examples`` show, and the nearest cluster.
 
     Args:
-        settings: the index, the cache (few-shot adapters under ``<cache>/tasks``), the Hub endpoint (the base is
-            downloaded from it) and the ``[embed]`` settings that decide the space.
+        settings: the index, the cache (adapters in ``<cache>/tasks``), the Hub endpoint, the ``[embed]`` settings.
         examples: a JSONL file of ``{"instruction", "input", "output"}`` or ``{"prompt", "completion"}`` lines.
         base: the base to train on and search under: a repo id (its current revision) or a local checkpoint.
-        k: how many neighbours.
-        where, relation: a SQL filter over the models table, and only one relation (as for ``similar``).
-        max_examples: train on the first this many examples (the paper: 20).
-        progress: called after every training step with (step, total, loss).
+        k, where, relation: how many neighbours; a SQL filter over the models table; one relation (as ``similar``).
+        max_examples, progress: train on the first this many (the paper: 20); called with (step, total, loss).
         schedule, steps, lr, seed: how the adapter is trained (:func:`hubdelta.task.schedule.resolve`).
         explain: also say how long the vector is against the space and how stable its top-k was along training.
+        family: search this family's meaning space (all its bases' finetunes; ``base`` must be one of its bases).
 
     Returns:
         The result; ``.vector`` is the task's delta vector in ``.space_id``. A rerun is read from the cache.
@@ -111,31 +112,48 @@ def task_search(
     plan = resolve(schedule, len(chosen.examples), steps=steps, lr=lr, seed=seed)
     chosen_filter = model_filter(where, check_relation(relation))
     base_id = local_base_id(Path(base)) if Path(base).is_dir() else check_repo_id(base)
-    _check_index(settings, base_id, chosen_filter)
+    target = _check_index(settings, base_id, chosen_filter, family)
 
-    made = _task_vector(settings, base, base_id, chosen.examples, str(examples), plan, progress)
+    made = _task_vector(settings, base, base_id, chosen.examples, str(examples), plan, progress, target)
+    space_id, vector, family_notes = _placed(made, target, base_id)
     with open_reader(settings) as index:
-        neighbors, clusters, source, note = search_space(index, made.space_id, made.vector, k, chosen_filter)
-        why = _explain(index, made, plan, k, chosen_filter, neighbors) if explain else None
-    cluster = nearest_cluster(clusters, made.vector, source)
+        neighbors, clusters, source, note = search_space(index, space_id, vector, k, chosen_filter)
+        why = _explain(index, made, plan, k, chosen_filter, neighbors, target is None) if explain else None
+    cluster = nearest_cluster(clusters, vector, source)
     seconds = round(time.perf_counter() - started, 2)
     a = made.adapter
-    log.info("task.done", space=made.space_id, cached=a.cached, neighbors=len(neighbors),
+    log.info("task.done", space=space_id, cached=a.cached, neighbors=len(neighbors),
              cluster=cluster.name if cluster else None, seconds=seconds)  # fmt: skip
-    notes = chosen.notes + made.notes + ((note,) if note else ())
-    return TaskResult(f"task:{examples.name}", base_id, made.space_id, str(examples), chosen.total,
+    notes = chosen.notes + made.notes + family_notes + ((note,) if note else ())
+    return TaskResult(f"task:{examples.name}", base_id, space_id, str(examples), chosen.total,
                       len(chosen.examples), a.key, a.path, a.cached, a.seconds,
                       Training(a.steps, a.first_loss, a.last_loss, a.trained_seconds), seconds, k, where, relation,
-                      neighbors, cluster, notes, plan.describe(), why, made.vector)  # fmt: skip
+                      neighbors, cluster, notes, plan.describe(), why, vector, family)  # fmt: skip
+
+
+def _placed(made: _Made, target: FamilyTarget | None, base_id: str) -> tuple[str, np.ndarray, tuple[str, ...]]:
+    """The space searched, the task's vector there, and a note: the base's own space, or the family's."""
+    if target is None:
+        return made.space_id, made.vector, ()
+    vector, scored_before = meaning_of(target, made.folder, made.adapter.path, made.device)
+    centre = (f"centred by the mean of its {target.members} {base_id} members" if target.centre is not None
+              else f"not centred: {target.members} {base_id} members, centring waits for {CENTRE_MIN}")  # fmt: skip
+    again = "; its scores read from the cache" if scored_before else ""
+    return target.space_id, vector, (f"searched family {target.family}'s meaning space {target.space_id} "
+                                     f"({centre}{again})",)  # fmt: skip
 
 
 def _explain(index: Index, made: _Made, plan: TaskSchedule, k: int, where: Selector | None,
-             neighbors: Sequence[Neighbor]) -> TaskExplain:  # fmt: skip
+             neighbors: Sequence[Neighbor], searched_here: bool) -> TaskExplain:  # fmt: skip
+    """Measured in the base's activation space, where training is measured (also when a family's was searched:
+    then the final top-k compared with is the activation space's own)."""
+
     def top(v: np.ndarray) -> list[str]:
         return [h[0] for h in nearest_filtered(index, made.space_id, v, k, where, frozenset())]
 
-    return explain_task(plan.describe(), made.space_norm, made.vector, made.adapter.steps, made.adapter.checkpoints,
-                        [n.repo_id for n in neighbors], top)  # fmt: skip
+    final = [n.repo_id for n in neighbors] if searched_here else top(made.vector)
+    return explain_task(made.space_id, plan.describe(), made.space_norm, made.vector, made.adapter.steps,
+                        made.adapter.checkpoints, final, top)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -145,10 +163,12 @@ class _Made:
     vector: np.ndarray
     space_norm: float | None
     notes: tuple[str, ...]
+    folder: Path  # the base checkpoint
+    device: str
 
 
 def _task_vector(settings: Settings, base: str, base_id: str, examples: Sequence[Example], examples_name: str,
-                 plan: TaskSchedule, progress: StepProgress | None) -> _Made:  # fmt: skip
+                 plan: TaskSchedule, progress: StepProgress | None, target: FamilyTarget | None) -> _Made:  # fmt: skip
     """Train (or find cached) the few-shot adapter and embed it in the base's space."""
     from hubdelta.embedder.bases import base_space, resolve_base
     from hubdelta.embedder.options import options
@@ -157,6 +177,8 @@ def _task_vector(settings: Settings, base: str, base_id: str, examples: Sequence
     opts = options(settings, limit=None, device=None, batch=None)
     space = base_space(ref, opts)
     row, space_norm = _space_row(settings, base_id, space.id)
+    if target is not None:
+        check_revision(target, base_id, ref.sha)
     notes = _check_lengths(ref.folder, examples, examples_name, plan)
     log.info("task.start", examples=len(examples), base=base_id, space=space.id, schedule=plan.describe(),
              space_norm=space_norm)  # fmt: skip
@@ -165,7 +187,7 @@ def _task_vector(settings: Settings, base: str, base_id: str, examples: Sequence
     adapter = fewshot_adapter(settings.cache_dir, examples, ref.folder, ref.repo_id, ref.sha, schedule=plan,
                               stop=stop, progress=progress)  # fmt: skip
     vector = embed_adapter(ref.folder, space, row, adapter.path, opts.device)
-    return _Made(space.id, adapter, vector, space_norm, notes)
+    return _Made(space.id, adapter, vector, space_norm, notes, ref.folder, opts.device)
 
 
 def _check_lengths(base_folder: Path, examples: Sequence[Example], name: str, plan: TaskSchedule) -> tuple[str, ...]:
@@ -204,8 +226,9 @@ def _base_spaces(index: Index, base_id: str) -> dict[str, SpaceRow]:
     return {s: r for s, r in index.vectors.spaces().items() if r.params.get("base_repo") == base_id}
 
 
-def _check_index(settings: Settings, base_id: str, where: Selector | None) -> None:
-    """Refuse before any download or training: no vector of the base at all, or a malformed filter."""
+def _check_index(settings: Settings, base_id: str, where: Selector | None, family: str | None) -> FamilyTarget | None:
+    """Refuse before any download or training: no vector of the base at all, or a malformed filter; the family's
+    space as the task needs it (or None: the base's own space is searched)."""
     try:
         index = open_reader(settings)
     except IndexNotFoundError:
@@ -215,6 +238,7 @@ def _check_index(settings: Settings, base_id: str, where: Selector | None) -> No
             raise NothingEmbeddedError(base_id, tracked=any(t.base == base_id for t in index.tracked.all()))
         if where is not None:
             check_filter(index, where)
+        return family_target(index, family, base_id) if family is not None else None
 
 
 def _space_row(settings: Settings, base_id: str, space_id: str) -> tuple[SpaceRow, float | None]:

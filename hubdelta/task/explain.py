@@ -21,7 +21,7 @@ def _ratio(norm: float, space_norm: float | None) -> float | None:
     return round(norm / space_norm, 4) if space_norm else None
 
 
-def explain(schedule: str, space_norm: float | None, vector: np.ndarray, steps: int,
+def explain(space_id: str, schedule: str, space_norm: float | None, vector: np.ndarray, steps: int,
             checkpoints: Sequence[Checkpoint], final_top: Sequence[str], top_k: TopK) -> TaskExplain:  # fmt: skip
     """The explanation of a task vector (``vector``: the saved adapter's, embedded; ``final_top``: its top-k)."""
     final = set(final_top)
@@ -32,4 +32,5 @@ def explain(schedule: str, space_norm: float | None, vector: np.ndarray, steps: 
     late = [v.top_k_shared for v in views if v.step * 2 >= steps]
     norm = float(np.linalg.norm(vector))
     stability = round(float(np.mean(late)), 4) if late else None
-    return TaskExplain(schedule, space_norm, round(norm, 6), _ratio(norm, space_norm), steps, tuple(views), stability)
+    ratio = _ratio(norm, space_norm)
+    return TaskExplain(space_id, schedule, space_norm, round(norm, 6), ratio, steps, tuple(views), stability)

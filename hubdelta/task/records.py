@@ -65,8 +65,9 @@ class CheckpointView:
 
 @dataclass(frozen=True)
 class TaskExplain:
-    """Why the task vector is what it is (``hubdelta task --explain``)."""
+    """Why the task vector is what it is (``hubdelta task --explain``), measured in the base's activation space."""
 
+    space_id: str  # where the measures were taken (the base's activation space, also when a family was searched)
     schedule: str  # the schedule as it ran (TaskSchedule.describe())
     space_norm: float | None  # the median norm of the space's vectors: the length auto stops at
     norm: float  # the task vector's norm
@@ -104,6 +105,7 @@ class TaskResult:
     schedule: str = ""  # the schedule as it ran (TaskSchedule.describe())
     explain: TaskExplain | None = None  # with --explain
     vector: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False, compare=False)
+    family: str | None = None  # the family whose meaning space was searched (None: the base's activation space)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of ``hubdelta task --json`` (without the vector)."""
@@ -126,5 +128,6 @@ class TaskResult:
             "cluster": self.cluster.to_dict() if self.cluster else None,
             "notes": list(self.notes),
             "schedule": self.schedule,
+            "family": self.family,
             **({"explain": self.explain.to_dict()} if self.explain else {}),
         }
