@@ -253,12 +253,13 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the family section of ``path`` (or append it at the end, below the hand-written notes' mark)."""
+def write_section(path: Path, section: str, begin: str = MARK_BEGIN, end: str = MARK_END) -> None:
+    """Replace the section between ``begin`` and ``end`` of ``path`` (or append it at the end, below the
+    hand-written notes' mark); ``section`` holds both marks."""
     text = path.read_text() if path.is_file() else ""
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section.rstrip("\n") + rest.split(MARK_END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section.rstrip("\n") + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
