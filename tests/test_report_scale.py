@@ -84,6 +84,20 @@ def test_small_spaces_still_get_exact_hdbscan() -> None:
     assert ClusterParams().method(600) == EXACT and adjusted_rand_score(labels, as32) == 1.0
 
 
+def test_a_space_wider_than_it_is_long_is_reduced_through_its_gram_matrix_to_the_same_coordinates() -> None:
+    # A family space: 20 meaning vectors of 8,261 values (the (C, C) covariance took minutes there).
+    rng = np.random.default_rng(1)
+    unit = normalise(rng.standard_normal((20, 8261)))
+    wide = reduce(unit, 50)
+    u, s, _ = np.linalg.svd(unit - unit.mean(axis=0), full_matrices=False)
+    by_svd = u * s  # the rows on the principal components, by another route
+    assert wide.shape == (20, 20)
+    signs = np.sign((wide * by_svd).sum(axis=0))  # each component is defined up to its sign
+    assert np.allclose(wide[:, :19] * signs[:19], by_svd[:, :19], atol=1e-8)  # the 20th is the null one
+    pairs = np.linalg.norm(wide[:, None] - wide[None], axis=2)
+    assert np.allclose(pairs, np.linalg.norm(unit[:, None] - unit[None], axis=2), atol=1e-8)  # distances kept
+
+
 def test_the_clustering_method_and_its_parameters_are_in_the_report_params() -> None:
     params = ReportParams(clustering=LOW).to_dict()["clustering"]
     assert params["exact_max"] == 1000 and params["sample_size"] == 800 and params["sample_seed"] == 0

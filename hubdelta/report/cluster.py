@@ -101,10 +101,16 @@ def reduce(unit: np.ndarray, max_dims: int) -> np.ndarray:
     if c <= max_dims:
         return unit
     centred = unit - unit.mean(axis=0)  # (N, C)
+    d = min(max_dims, n)
+    if n < c:
+        # Fewer rows than columns (a young space; a family space's 8,000-wide meaning vectors): the (N, N) Gram
+        # matrix has the same spectrum, and its eigenvectors scaled by the singular values are the rows'
+        # coordinates on the principal components. The (C, C) covariance took minutes at C = 8,261.
+        values, vectors = np.linalg.eigh(centred @ centred.T)  # ascending
+        return vectors[:, ::-1][:, :d] * np.sqrt(np.clip(values[::-1][:d], 0, None))  # (N, D)
     # eigh of the (C, C) covariance: cheaper than an SVD of (N, C) at Hub scale, and deterministic.
     _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending
-    top = vectors[:, ::-1][:, : min(max_dims, n)]  # (C, D)
-    return centred @ top  # (N, D)
+    return centred @ vectors[:, ::-1][:, :d]  # (N, D)
 
 
 def cluster_labels(vectors: np.ndarray, params: ClusterParams | None = None) -> np.ndarray:
