@@ -7,7 +7,8 @@ entries a walk), and the walk holds the GIL against the compute. A :class:`DiskL
 adds each finished download's bytes and takes off what :func:`~hubdelta.embedder.fetch.release` frees. Downloads
 in flight are reserved, so two downloads checked at once never both count on the same free bytes.
 
-What another process writes to the same cache during a run is seen at the next run's walk.
+What another process writes to the same cache during a run is seen at the next run's walk; what it deletes, at the
+latest when a download would not fit (a refusal always comes from a fresh walk).
 """
 
 from __future__ import annotations
@@ -57,10 +58,16 @@ class DiskLedger:
         Every reservation ends with :meth:`settle`."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with self._lock:
+            walked = self._used is None
             if self._used is None:
                 self._used = cache_bytes(self.cache_dir)
             free = shutil.disk_usage(self.cache_dir).free - self._reserved
             refusal = check_disk(need, self._used + self._reserved, free, limits)
+            if refusal is not None and not walked:
+                # Another process may have freed bytes since the walk (the parent of a download process deletes
+                # full finetunes' weights after embedding them): a refusal is only given on a fresh walk.
+                self._used = cache_bytes(self.cache_dir)
+                refusal = check_disk(need, self._used + self._reserved, free, limits)
             if refusal is None:
                 self._reserved += need
             return refusal

@@ -21,6 +21,7 @@ class EmbedOptions:
     limit: int | None = None
     max_attempts: int = 3
     download_workers: int = 8  # see [embed] in hubdelta.kernel.settings
+    download_process: bool = True
     prefetch: int = 4
     commit_every: int = 64
     commit_interval_s: float = 30.0
@@ -69,6 +70,7 @@ def options(settings: Settings, *, limit: int | None, device: str | None, batch:
         limit=limit,
         max_attempts=e.max_attempts,
         download_workers=e.download_workers,
+        download_process=e.download_process,
         prefetch=e.prefetch,
         commit_every=e.commit_every,
         commit_interval_s=e.commit_interval_s,

@@ -5,8 +5,10 @@ everything around it used to run one after another: a chunk's files fetched one 
 then three index commits, then the next chunk. Here three things overlap:
 
 - **downloads** run on a bounded pool of threads (``[embed] download_workers``) at most ``[embed] prefetch``
-  chunks ahead of the compute (:class:`Prefetcher`), so disk, memory and the Hub's load stay bounded. They never
-  touch the index, so they never hold the writer lock's commits up, and a kill leaves only cached files behind;
+  chunks ahead of the compute (:class:`Prefetcher`), so disk, memory and the Hub's load stay bounded. The threads
+  are a child process's (``[embed] download_process``, :mod:`~hubdelta.embedder.fetch_process`), so their
+  Python never holds this interpreter's lock against the forwards. They never touch the index, so they never
+  hold the writer lock's commits up, and a kill leaves only cached files behind;
 - **the compute** takes each chunk as soon as its files are there;
 - **commits** are grouped: fresh models are claimed ``[embed] commit_every`` at a time in one commit, and the
   computed results (vectors first, then statuses) are written when that many are waiting or
@@ -34,6 +36,7 @@ from typing import Protocol
 
 from hubdelta.embedder import plan
 from hubdelta.embedder.fetch import FetchedModel
+from hubdelta.embedder.fetch_process import ChildFetcher, FetchFailed
 from hubdelta.embedder.options import EmbedOptions
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.run import ChunkOutput, Fetch, Ledger, Run, Runner, revisions, run_fetched
@@ -61,15 +64,35 @@ class Timings:
         return {k: round(v, 3) for k, v in self.spans.items()}
 
 
+class _Threads:
+    """Downloads on threads of this process (``[embed] download_process = false``; tests' in-process fetches)."""
+
+    def __init__(self, fetch_one: Fetch, workers: int) -> None:
+        self._fetch = fetch_one
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="hubdelta-fetch", initializer=_yielding)
+
+    def submit(self, repo_id: str, sha: str) -> Future[FetchedModel]:
+        return self._pool.submit(self._fetch, repo_id, sha)
+
+    def cancel(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 class Prefetcher:
     """Downloads ``items`` in order on ``workers`` threads, at most ``ahead`` items past what was taken.
 
-    Each item's download is :data:`Fetch`'s; its exception becomes the item's :class:`Failure`.
+    Each item's download is :data:`Fetch`'s; its exception becomes the item's :class:`Failure`. With ``process``,
+    the threads are a child process's (:mod:`~hubdelta.embedder.fetch_process`; ``fetch_one`` must pickle).
     """
 
-    def __init__(self, fetch_one: Fetch, items: Sequence[tuple[str, str]], *, workers: int, ahead: int) -> None:
-        self._fetch, self._items, self._ahead = fetch_one, list(items), max(1, ahead)
-        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="hubdelta-fetch", initializer=_yielding)
+    def __init__(self, fetch_one: Fetch, items: Sequence[tuple[str, str]], *, workers: int, ahead: int,
+                 process: bool = False) -> None:  # fmt: skip
+        self._items, self._ahead = list(items), max(1, ahead)
+        self._pool: _Threads | ChildFetcher = (ChildFetcher(fetch_one, workers=workers, nice=DOWNLOAD_NICE) if process
+                                               else _Threads(fetch_one, workers))  # fmt: skip
         self._futures: dict[str, Future[FetchedModel]] = {}
         self._submitted = self._taken = 0
         self._fill()
@@ -77,7 +100,7 @@ class Prefetcher:
     def _fill(self) -> None:
         while self._submitted < len(self._items) and self._submitted < self._taken + self._ahead:
             repo_id, sha = self._items[self._submitted]
-            self._futures[repo_id] = self._pool.submit(self._fetch, repo_id, sha)
+            self._futures[repo_id] = self._pool.submit(repo_id, sha)
             self._submitted += 1
 
     def take(self, items: Sequence[tuple[str, str]]) -> tuple[dict[str, FetchedModel], dict[str, Failure]]:
@@ -90,6 +113,8 @@ class Prefetcher:
             future = self._futures.pop(repo_id)
             try:
                 fetched[repo_id] = future.result()
+            except FetchFailed as e:  # in the download process: already a Failure there
+                failures[repo_id] = e.failure
             except Exception as e:
                 failures[repo_id] = Failure.of(e)
         return fetched, failures
@@ -101,12 +126,12 @@ class Prefetcher:
     def cancel(self) -> None:
         """Start no more downloads (those running go on)."""
         self._items = self._items[: self._submitted]
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.cancel()
 
     def close(self) -> None:
         """Cancel downloads not started; wait for those running (a thread never outlives its run)."""
         self.cancel()
-        self._pool.shutdown(wait=True)
+        self._pool.close()
 
 
 GIL_SWITCH_S = 0.0005  # the interpreter's default is 0.005: see _quick_gil
@@ -193,7 +218,8 @@ class Pipeline:
         self._read = {r.repo_id: r for r in records}
         items = [item for chunk, _ in self._chunks for item in revisions(chunk)]
         self._prefetch = Prefetcher(fetch_one, items, workers=self.flow.download_workers,
-                                    ahead=self.flow.prefetch * self.flow.batch)  # fmt: skip
+                                    ahead=self.flow.prefetch * self.flow.batch,
+                                    process=self.flow.download_process)  # fmt: skip
 
     def go(self, runner: Runner) -> None:
         """Compute every chunk in order, until done or the run is asked to stop. Rows always end settled or back

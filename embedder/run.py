@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 import structlog
 
-from hubdelta.embedder import plan
+from hubdelta.embedder import hub_retry, plan
 from hubdelta.embedder.disk import disk_ledger
 from hubdelta.embedder.fetch import FetchedModel, fetch, release
 from hubdelta.embedder.plan import Failure
@@ -130,10 +130,12 @@ class Ledger(Protocol):
 
 def fetcher(settings: Settings, limits: Limits, base: BaseInfo) -> Fetch:
     """Fetch a model repo at a revision, safely, against ``base`` (see :func:`~hubdelta.embedder.fetch.fetch`).
-    The cache's disk use is walked afresh at the first download (another process may have changed it)."""
+    The cache's disk use is walked afresh at the first download (another process may have changed it). Plain
+    data only, the retry policy included: it runs as well in a download process as on a thread."""
     disk_ledger(settings.cache_dir / "hub").rescan()
     return functools.partial(fetch, endpoint=settings.hf_endpoint, token=settings.hf_token,
-                             cache_dir=settings.cache_dir / "hub", limits=limits, base=base)  # fmt: skip
+                             cache_dir=settings.cache_dir / "hub", limits=limits, base=base,
+                             backoff=hub_retry.DEFAULT_BACKOFF)  # fmt: skip
 
 
 def revisions(records: Iterable[ModelRecord]) -> list[tuple[str, str]]:

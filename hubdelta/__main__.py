@@ -2,4 +2,5 @@
 
 from hubdelta.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned child process (the embedder's downloads) imports it
+    main()

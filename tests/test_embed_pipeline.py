@@ -86,6 +86,7 @@ def ledger_for(index: Index, todo: Sequence[ModelRecord]) -> SpyLedger:
 def run_pipeline(ledger: SpaceLedger, todo: Sequence[ModelRecord], flow: EmbedOptions, runner: Runner | None = None,
                  run: Run | None = None) -> Run:  # fmt: skip
     run = run or Run()
+    flow = replace(flow, download_process=False)  # the stand-in fetch is a closure: downloads on threads here
     with Pipeline(run, ledger, flow, Timings()) as pipeline:
         pipeline.start(todo, fetched)
         pipeline.go(runner or Runner())
@@ -216,7 +217,7 @@ def test_a_failed_download_fails_its_model_alone(index: Index) -> None:
         return fetched(repo_id, sha)
 
     run = Run()
-    with Pipeline(run, ledger, EmbedOptions(batch=5), Timings()) as pipeline:
+    with Pipeline(run, ledger, EmbedOptions(batch=5, download_process=False), Timings()) as pipeline:
         pipeline.start(todo, fetch_one)
         pipeline.go(Runner())
     rows = index.models.get([r.repo_id for r in todo])
@@ -241,16 +242,22 @@ def test_the_disk_ledger_walks_once_then_counts(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(disk, "cache_bytes", counted)
     ledger, limits = disk.DiskLedger(cache), Limits(disk_budget_bytes=2000, min_free_bytes=0)
-    assert ledger.reserve(500, limits) is None
-    refused = ledger.reserve(600, limits)  # 1000 cached + 500 in flight + 600 > 2000
-    assert refused is not None and refused.rule == Rule.DISK and refused.retryable
-    ledger.settle(500, stored=True)  # now 1500 in the cache, by arithmetic
-    assert ledger.reserve(501, limits) is not None and ledger.reserve(500, limits) is None
-    ledger.settle(500, stored=True)
-    ledger.freed(1500)  # release() deleted a full finetune's weights
-    assert ledger.reserve(1500, limits) is None and walks == [1]  # one walk so far
-    ledger.settle(1500, stored=False)  # failed halfway: what reached the disk is unknown, walk again
-    assert ledger.reserve(900, limits) is None and walks == [1, 1]
+    assert ledger.reserve(500, limits) is None and len(walks) == 1
+    (cache / "a").write_bytes(b"x" * 500)
+    ledger.settle(500, stored=True)  # 1500 in the cache, by arithmetic
+    assert ledger.reserve(400, limits) is None and len(walks) == 1  # it fits: no walk
+    (cache / "b").write_bytes(b"x" * 400)
+    ledger.settle(400, stored=True)
+    refused = ledger.reserve(200, limits)  # 1900 + 200 > 2000, and a fresh walk says the same
+    assert refused is not None and refused.rule == Rule.DISK and refused.retryable and len(walks) == 2
+    (cache / "b").unlink()
+    ledger.freed(400)  # release() deleted a full finetune's weights
+    assert ledger.reserve(100, limits) is None and len(walks) == 2
+    ledger.settle(100, stored=True)
+    (cache / "a").unlink()  # another process deleted 500 bytes (a download process's parent): not told
+    assert ledger.reserve(900, limits) is None and len(walks) == 3  # 1600 + 900 refused by arithmetic, not on disk
+    ledger.settle(900, stored=False)  # failed halfway: what reached the disk is unknown, walk again
+    assert ledger.reserve(10, limits) is None and len(walks) == 4
 
 
 def test_an_interrupted_run_writes_what_it_computed_and_gives_every_other_claim_back(index: Index) -> None:
@@ -295,7 +302,8 @@ def test_a_stop_writes_results_before_waiting_for_a_slow_download(index: Index) 
         gate.set()
 
     threading.Timer(1.0, end_download).start()
-    with Pipeline(run, spy, EmbedOptions(batch=2, commit_every=6, commit_interval_s=3600, download_workers=2),
+    with Pipeline(run, spy, EmbedOptions(batch=2, commit_every=6, commit_interval_s=3600, download_workers=2,
+                                        download_process=False),
                   Timings()) as pipeline:  # fmt: skip
         pipeline.start(todo, fetch_one)
         pipeline.go(runner)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from typing import Any
 
 import structlog
 
@@ -41,6 +42,14 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+_CONFIGURED: dict[str, Any] = {}  # what configure_logging was last called with (a child process repeats it)
+
+
+def logging_config() -> dict[str, Any]:
+    """The arguments of the last :func:`configure_logging` (empty: never called), for a child process."""
+    return dict(_CONFIGURED)
+
+
 def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
     """Configure structlog and stdlib logging to write to stderr.
 
@@ -50,6 +59,7 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
     """
     if json is None:
         json = not sys.stderr.isatty()
+    _CONFIGURED.update(json=json, level=level)
     lvl = logging.getLevelNamesMapping()[level.upper()]
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())

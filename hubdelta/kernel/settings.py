@@ -41,6 +41,7 @@ class EmbedSettings:
     allow_pickle: bool = False  # pickle-only weights are refused unless true (then loaded weights_only)
     disk_budget_gb: float = 20.0  # downloads beyond this are refused; full-finetune weights are deleted after
     download_workers: int = 8  # threads downloading ahead of the compute (4 left a bf16 run waiting at 100 ms)
+    download_process: bool = True  # the download threads in a child process (their GIL away from the compute's)
     prefetch: int = 4  # chunks downloaded ahead of the compute at most: bounds the disk and the Hub's load
     commit_every: int = 64  # models whose claims, vectors and statuses share one index commit each
     commit_interval_s: float = 30.0  # computed results are written at least this often (what a kill can cost)
