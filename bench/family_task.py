@@ -1,7 +1,7 @@
 """Task search across architectures: a task trained on one base, searched in a family's meaning space (issue 19).
 
 Usage: .venv/bin/python bench/family_task.py --work DIR [--seeds 0,1,2] [--bases smollm2,gemma3]
-                                            [--out docs/evaluation.md]
+                                            [--out docs/evaluation.md] [--render]
 
 DIR is what ``bench/family_index.py --work DIR`` left: the 20 split adapters (5 domains x 2 on
 SmolLM2-135M-Instruct and on Gemma-3-270M, trained on the same data) served by devhub, crawled, embedded and
@@ -126,7 +126,16 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--bases", default="smollm2,gemma3")
     ap.add_argument("--out", type=Path, default=None, help="update this Markdown file's family-task section")
+    ap.add_argument("--render", action="store_true", help="only render --work's family-task.json into --out")
     args = ap.parse_args()
+    if args.render:
+        write_section(
+            args.out or Path("docs/evaluation.md"),
+            render(json.loads((args.work / "family-task.json").read_text())),
+            MARK_BEGIN,
+            MARK_END,
+        )
+        return
     from hubdelta.kernel.log import configure_logging
     from hubdelta.kernel.settings import load_settings
     from hubdelta_dev.devhub.server import DevhubServer

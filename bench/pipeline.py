@@ -25,7 +25,7 @@ process shared the cores.
 
 Usage: .venv/bin/python bench/pipeline.py [--n 230] [--dtypes float32,bfloat16] [--pool DIR] [--no-shaped]
     [--latency-ms 100] [--bandwidth 50000000] [--batch B] [--workers W] [--repeat R] [--keep DIR]
-    [--product CHECKOUT] [--devhub-idle]
+    [--product CHECKOUT] [--devhub-idle] [--downloads process,threads]
 
 ``--repeat R`` runs every phase R times in turn and ends with each figure's median: this machine's speed drifts
 by up to 40% between two processes a minute apart, so one repetition's ratios move with it.
@@ -166,8 +166,8 @@ def base_cache(pool_root: Path, endpoint: str, work: Path) -> tuple[Path, float]
     return folder, seconds
 
 
-def end_to_end(name: str, work: Path, endpoint: str, base_folder: Path, dtype: str, n: int,
-               batch: int | None, workers: int | None, rep: int = 0) -> EndToEnd:  # fmt: skip
+def end_to_end(name: str, work: Path, endpoint: str, base_folder: Path, dtype: str, n: int, batch: int | None,
+               workers: int | None, rep: int = 0, downloads: str | None = None) -> EndToEnd:  # fmt: skip
     from hubdelta_dev.pool.base import BASE_REPO_ID
 
     home = work / f"{name}-{rep}"
@@ -175,6 +175,7 @@ def end_to_end(name: str, work: Path, endpoint: str, base_folder: Path, dtype: s
     shutil.copytree(base_folder, home / "cache" / "hub" / base_folder.name, copy_function=os.link, symlinks=True)
     toml = f'[embed]\ndtype = "{dtype}"\n' + (f"batch = {batch}\n" if batch else "")
     toml += f"download_workers = {workers}\n" if workers else ""
+    toml += f"download_process = {str(downloads == 'process').lower()}\n" if downloads else ""
     (home / "hubdelta.toml").write_text(toml)
     track_s, _ = hubdelta(home, endpoint, "track", BASE_REPO_ID)
     crawl_s, _ = hubdelta(home, endpoint, "crawl")
@@ -243,7 +244,7 @@ def measure(args: argparse.Namespace, pool: Path, work: Path, hub: Any, base_fol
 
     dtypes = args.dtypes.split(",")
     print(f"repetition {rep + 1} of {args.repeat}", flush=True)
-    reference = phase(pool, "reference", args.batch) if not os.environ.get("XSKIPREF") else {"adapter_s": [1.0], "n": 1}
+    reference = phase(pool, "reference", args.batch)
     compute = {d: phase(work / "tree", f"ours-{d}", args.batch, args.n) for d in dtypes}
     shapes: list[tuple[str, dict[str, Any]]] = [("loopback", {})]
     if not args.no_shaped:
@@ -253,9 +254,11 @@ def measure(args: argparse.Namespace, pool: Path, work: Path, hub: Any, base_fol
     for shape, faults in shapes:
         hub.set_faults(FaultConfig(**faults))
         for d in dtypes:
-            name = f"{d}-{shape}"
-            print(f"running {name} ...", flush=True)
-            runs.append(end_to_end(name, work, hub.url, base_folder, d, args.n, args.batch, args.workers, rep))
+            for mode in args.downloads.split(",") if args.downloads else [None]:
+                name = f"{d}-{shape}" + (f"-{mode}" if mode else "")
+                print(f"running {name} ...", flush=True)
+                runs.append(end_to_end(name, work, hub.url, base_folder, d, args.n, args.batch, args.workers, rep,
+                                       mode))  # fmt: skip
     return reference, compute, runs
 
 
@@ -301,6 +304,11 @@ def main() -> None:
     parser.add_argument("--bandwidth", type=int, default=50_000_000, help="shaped runs: bytes/s per connection")
     parser.add_argument("--batch", type=int, help="[embed] batch (default: hubdelta's default)")
     parser.add_argument("--workers", type=int, help="[embed] download_workers (default: hubdelta's default)")
+    parser.add_argument(
+        "--downloads",
+        help="process,threads: each run once per [embed] download_process value, "
+        "side by side (default: hubdelta's default only)",
+    )
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temporary folder)")
     parser.add_argument("--repeat", type=int, default=1, help="repetitions of every phase, then each figure's "
                         "median (the machine's speed drifts by up to 40%% between processes)")  # fmt: skip

@@ -205,9 +205,12 @@ def _check_a_task_in_the_family_space(cli: Callable[..., Any], settings: Setting
     assert {n["repo_id"] for n in first["neighbors"]} == {*SMOL_ADAPTERS, *GEMMA_ADAPTERS}  # both bases
     assert any("centred by the mean of its 4" in n for n in first["notes"]), first["notes"]
     assert first["norm"] == pytest.approx(1.0, abs=1e-4)  # unit length, as the space's vectors
-    again = _json(cli(*args))
+    again = _json(cli(*args, "--explain"))
     assert again["cached"] is True and any("read from the cache" in n for n in again["notes"])
     assert [n["repo_id"] for n in again["neighbors"]] == [n["repo_id"] for n in first["neighbors"]]
+    why = again["explain"]  # training is measured in the base's own space, where auto stopped
+    assert why["space_id"].startswith("smollm2") and why["space_id"] != space_id
+    assert len(why["checkpoints"]) == why["steps"] == first["training"]["steps"]
 
     assert "no such family" in one_line_error(cli("task", heldout, "--base", BASE_REPO_ID, "--family", "nope"))
     assert cli("family", "create", "gemma-only", "--base", GEMMA_REPO_ID).exit_code == 0
