@@ -7,8 +7,9 @@ entries a walk), and the walk holds the GIL against the compute. A :class:`DiskL
 adds each finished download's bytes and takes off what :func:`~hubdelta.embedder.fetch.release` frees. Downloads
 in flight are reserved, so two downloads checked at once never both count on the same free bytes.
 
-What another process writes to the same cache during a run is seen at the next run's walk; what it deletes, at the
-latest when a download would not fit (a refusal always comes from a fresh walk).
+What another process writes to the same cache during a run is seen at the next run's walk. A download process
+(:mod:`~hubdelta.embedder.fetch_process`) keeps its own ledger: it hears of what its parent frees through
+:meth:`DiskLedger.listen`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 from hubdelta.embedder.safety import Limits, Refusal, check_disk
@@ -47,6 +50,7 @@ class DiskLedger:
         self._lock = threading.Lock()
         self._used: int | None = None  # None: walk at the next check
         self._reserved = 0
+        self._listeners: list[Callable[[int], None]] = []
 
     def rescan(self) -> None:
         """Walk the cache again at the next check (a new run; a download that failed halfway)."""
@@ -58,16 +62,10 @@ class DiskLedger:
         Every reservation ends with :meth:`settle`."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            walked = self._used is None
             if self._used is None:
                 self._used = cache_bytes(self.cache_dir)
             free = shutil.disk_usage(self.cache_dir).free - self._reserved
             refusal = check_disk(need, self._used + self._reserved, free, limits)
-            if refusal is not None and not walked:
-                # Another process may have freed bytes since the walk (the parent of a download process deletes
-                # full finetunes' weights after embedding them): a refusal is only given on a fresh walk.
-                self._used = cache_bytes(self.cache_dir)
-                refusal = check_disk(need, self._used + self._reserved, free, limits)
             if refusal is None:
                 self._reserved += need
             return refusal
@@ -86,6 +84,20 @@ class DiskLedger:
         with self._lock:
             if self._used is not None:
                 self._used = max(0, self._used - n)
+            listeners = list(self._listeners)
+        for tell in listeners:
+            tell(n)
+
+    def listen(self, tell: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``tell(n)`` after each :meth:`freed` (a download process's ledger); returns the way to stop."""
+        with self._lock:
+            self._listeners.append(tell)
+
+        def stop() -> None:
+            with self._lock, suppress(ValueError):
+                self._listeners.remove(tell)
+
+        return stop
 
 
 _LEDGERS: dict[Path, DiskLedger] = {}

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from hubdelta.embedder import plan
@@ -41,7 +42,7 @@ from hubdelta.embedder.options import EmbedOptions
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.run import ChunkOutput, Fetch, Ledger, Run, Runner, revisions, run_fetched
 from hubdelta.index.records import ModelRecord, ModelStatus
-from hubdelta.kernel.errors import one_line
+from hubdelta.kernel.errors import DownloadsLost, one_line
 
 
 @dataclass
@@ -89,10 +90,11 @@ class Prefetcher:
     """
 
     def __init__(self, fetch_one: Fetch, items: Sequence[tuple[str, str]], *, workers: int, ahead: int,
-                 process: bool = False) -> None:  # fmt: skip
+                 process: bool = False, cache_dir: Path | None = None) -> None:  # fmt: skip
         self._items, self._ahead = list(items), max(1, ahead)
-        self._pool: _Threads | ChildFetcher = (ChildFetcher(fetch_one, workers=workers, nice=DOWNLOAD_NICE) if process
-                                               else _Threads(fetch_one, workers))  # fmt: skip
+        self._pool: _Threads | ChildFetcher = _Threads(fetch_one, workers)
+        if process and self._items:  # no process to start for nothing
+            self._pool = ChildFetcher(fetch_one, workers=workers, nice=DOWNLOAD_NICE, cache_dir=cache_dir)
         self._futures: dict[str, Future[FetchedModel]] = {}
         self._submitted = self._taken = 0
         self._fill()
@@ -113,6 +115,8 @@ class Prefetcher:
             future = self._futures.pop(repo_id)
             try:
                 fetched[repo_id] = future.result()
+            except DownloadsLost:  # not this model's failure: the run stops and gives its claims back
+                raise
             except FetchFailed as e:  # in the download process: already a Failure there
                 failures[repo_id] = e.failure
             except Exception as e:
@@ -209,8 +213,9 @@ class Pipeline:
         if self._prefetch is not None:
             self._prefetch.close()
 
-    def start(self, records: Sequence[ModelRecord], fetch_one: Fetch) -> None:
-        """Order the work (suspects first, a chunk each) and start its downloads."""
+    def start(self, records: Sequence[ModelRecord], fetch_one: Fetch, cache_dir: Path | None = None) -> None:
+        """Order the work (suspects first, a chunk each) and start its downloads (``cache_dir``: where they go, for
+        a download process's disk ledger to hear of what this process deletes there)."""
         suspects = [r for r in records if r.status == ModelStatus.EMBEDDING]
         fresh = [r for r in records if r.status != ModelStatus.EMBEDDING]
         self._chunks = [(c, True) for c in plan.chunks(suspects, self.flow.batch)]
@@ -219,7 +224,7 @@ class Pipeline:
         items = [item for chunk, _ in self._chunks for item in revisions(chunk)]
         self._prefetch = Prefetcher(fetch_one, items, workers=self.flow.download_workers,
                                     ahead=self.flow.prefetch * self.flow.batch,
-                                    process=self.flow.download_process)  # fmt: skip
+                                    process=self.flow.download_process, cache_dir=cache_dir)  # fmt: skip
 
     def go(self, runner: Runner) -> None:
         """Compute every chunk in order, until done or the run is asked to stop. Rows always end settled or back

@@ -92,7 +92,9 @@ def _embed_base(run: Run, index: Index, settings: Settings, opts: EmbedOptions, 
     reused, todo = ledger.reuse(records)
     run.record(reused)
     with Pipeline(run, ledger, opts, timings) as pipeline:
-        pipeline.start(todo, fetcher(settings, Limits.from_embed_settings(settings.embed), info))
+        pipeline.start(
+            todo, fetcher(settings, Limits.from_embed_settings(settings.embed), info), settings.cache_dir / "hub"
+        )
         with timings.timed("base_s"):
             rb = ResidentBase(base_dir, space, device=opts.device)
         with rb:

@@ -7,20 +7,30 @@ process is what every `hubdelta embed` test runs (``[embed] download_process`` i
 
 from __future__ import annotations
 
+import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hubdelta.embedder.fetch import FetchedModel
 from hubdelta.embedder.fetch_process import ChildFetcher
-from hubdelta.embedder.pipeline import DOWNLOAD_NICE, Prefetcher
+from hubdelta.embedder.options import EmbedOptions
+from hubdelta.embedder.pipeline import DOWNLOAD_NICE, Pipeline, Prefetcher, Timings
+from hubdelta.embedder.run import Run
 from hubdelta.embedder.safety_records import RepoKind
-from hubdelta.kernel.errors import ModelRefused, ModelUnavailable
-from tests.helpers import REPO_ROOT, Processes
+from hubdelta.index.door import open_writer
+from hubdelta.index.records import ModelStatus
+from hubdelta.index.store import Index
+from hubdelta.kernel.errors import DownloadsLost, ModelRefused, ModelUnavailable
+from tests.helpers import REPO_ROOT, Processes, records, settings_for
+from tests.test_embed_pipeline import SPACE, Runner, ledger_for
 
 # Every test here starts a process (the download child): the e2e tier.
 pytestmark = [
@@ -38,6 +48,47 @@ def stand_in(repo_id: str, sha: str) -> FetchedModel:
         raise ModelUnavailable(repo_id, "the Hub answered 503 after retries", code="http", retryable=True)
     ran = f"pid-{os.getpid()}-nice-{os.getpriority(os.PRIO_PROCESS, 0)}"
     return FetchedModel(repo_id, sha, RepoKind.ADAPTER, Path(ran), ("adapter_config.json",), (), 10, 2, False)
+
+
+_CALLS = itertools.count()
+
+
+def fast_then_slow(repo_id: str, sha: str) -> FetchedModel:
+    """The child's first two downloads are quick, every later one takes 5 s."""
+    time.sleep(0.05 if next(_CALLS) < 2 else 5.0)
+    return stand_in(repo_id, sha)
+
+
+class KillsItsDownloads(Runner):
+    """Computes like the stand-in runner, and kills the download process (its pid is in the paths) at the first
+    chunk: what a crash or the OOM killer would do."""
+
+    def adapters(self, folders: Mapping[str, Path]) -> dict[str, np.ndarray]:
+        if not self.ran:
+            os.kill(int(str(next(iter(folders.values()))).split("-")[1]), signal.SIGKILL)
+        return super().adapters(folders)
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[Index]:
+    with open_writer(settings_for(tmp_path / "home", "http://127.0.0.1:9"), "test") as index:
+        yield index
+
+
+def test_a_dead_download_process_stops_the_run_and_gives_the_claims_back(index: Index) -> None:
+    todo = records(0, 8, base="acme/base")
+    ledger = ledger_for(index, todo)
+    flow = EmbedOptions(batch=2, prefetch=2, download_workers=2, commit_every=2, commit_interval_s=3600)
+    assert flow.download_process  # the default
+    run, runner = Run(), KillsItsDownloads()
+    with pytest.raises(DownloadsLost), Pipeline(run, ledger, flow, Timings()) as pipeline:
+        pipeline.start(todo, fast_then_slow)
+        pipeline.go(runner)
+    rows = index.models.get([r.repo_id for r in todo])
+    first = {r.repo_id for r in todo[:2]}
+    assert {rows[k].status for k in first} == {ModelStatus.EMBEDDED} and set(index.vectors.get(SPACE.id)) == first
+    # No model is blamed for the lost process: every other one is queued again, no attempt spent.
+    assert {(rows[r.repo_id].status, rows[r.repo_id].attempts) for r in todo[2:]} == {(ModelStatus.QUEUED, 0)}
 
 
 def test_downloads_run_in_a_lower_priority_child_and_failures_come_back_as_failures() -> None:

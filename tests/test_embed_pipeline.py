@@ -242,22 +242,22 @@ def test_the_disk_ledger_walks_once_then_counts(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(disk, "cache_bytes", counted)
     ledger, limits = disk.DiskLedger(cache), Limits(disk_budget_bytes=2000, min_free_bytes=0)
-    assert ledger.reserve(500, limits) is None and len(walks) == 1
-    (cache / "a").write_bytes(b"x" * 500)
-    ledger.settle(500, stored=True)  # 1500 in the cache, by arithmetic
-    assert ledger.reserve(400, limits) is None and len(walks) == 1  # it fits: no walk
-    (cache / "b").write_bytes(b"x" * 400)
-    ledger.settle(400, stored=True)
-    refused = ledger.reserve(200, limits)  # 1900 + 200 > 2000, and a fresh walk says the same
-    assert refused is not None and refused.rule == Rule.DISK and refused.retryable and len(walks) == 2
-    (cache / "b").unlink()
-    ledger.freed(400)  # release() deleted a full finetune's weights
-    assert ledger.reserve(100, limits) is None and len(walks) == 2
-    ledger.settle(100, stored=True)
-    (cache / "a").unlink()  # another process deleted 500 bytes (a download process's parent): not told
-    assert ledger.reserve(900, limits) is None and len(walks) == 3  # 1600 + 900 refused by arithmetic, not on disk
-    ledger.settle(900, stored=False)  # failed halfway: what reached the disk is unknown, walk again
-    assert ledger.reserve(10, limits) is None and len(walks) == 4
+    assert ledger.reserve(500, limits) is None
+    refused = ledger.reserve(600, limits)  # 1000 cached + 500 in flight + 600 > 2000
+    assert refused is not None and refused.rule == Rule.DISK and refused.retryable
+    ledger.settle(500, stored=True)  # now 1500 in the cache, by arithmetic
+    assert ledger.reserve(501, limits) is not None and ledger.reserve(500, limits) is None
+    ledger.settle(500, stored=True)
+    ledger.freed(1500)  # release() deleted a full finetune's weights
+    assert ledger.reserve(1500, limits) is None and walks == [1]  # one walk so far
+    ledger.settle(1500, stored=False)  # failed halfway: what reached the disk is unknown, walk again
+    assert ledger.reserve(900, limits) is None and walks == [1, 1]
+    heard: list[int] = []
+    stop = ledger.listen(heard.append)  # a download process's ledger hears of what this process deletes
+    ledger.freed(300)
+    stop()
+    ledger.freed(200)
+    assert heard == [300]
 
 
 def test_an_interrupted_run_writes_what_it_computed_and_gives_every_other_claim_back(index: Index) -> None:

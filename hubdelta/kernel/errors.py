@@ -71,6 +71,15 @@ class EmbedError(HubdeltaError):
         self.item = item
 
 
+class DownloadsLost(EmbedError):
+    """A run's download process ended before the run did (killed, out of memory): the run stops for that base and
+    gives its unused claims back; the next run downloads again (half-downloaded files are resumed)."""
+
+    def __init__(self) -> None:
+        super().__init__("the download process ended before the run did",
+                         fix="run hubdelta embed again; see the log for why it ended")  # fmt: skip
+
+
 class MissingDependencyError(HubdeltaError):
     """An optional package a command needs is not installed."""
 
