@@ -223,7 +223,9 @@ def search_space(
 
 
 def _base_spaces(index: Index, base_id: str) -> dict[str, SpaceRow]:
-    return {s: r for s, r in index.vectors.spaces().items() if r.params.get("base_repo") == base_id}
+    """The base's own activation spaces (a family space names its first base too, but it is not the base's)."""
+    return {s: r for s, r in index.vectors.spaces().items()
+            if r.params.get("base_repo") == base_id and not r.params.get("family")}  # fmt: skip
 
 
 def _check_index(settings: Settings, base_id: str, where: Selector | None, family: str | None) -> FamilyTarget | None:

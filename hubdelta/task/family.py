@@ -38,6 +38,7 @@ class FamilyTarget:
 
     family: str
     space_id: str
+    dim: int  # the space's vector length
     recipe: Recipe
     cset: ContinuationSet
     profile: BaseProfile  # the base's own profile: every member of the base was scored against it
@@ -70,21 +71,24 @@ def family_target(index: Index, name: str, base_id: str) -> FamilyTarget:
         raise empty
     recipe = Recipe.parse(str(row.get("recipe") or "default"))
     centre = base_centres(raw, base_of, CENTRE_MIN).get(base_id) if recipe.per_base else None
-    return FamilyTarget(name, family.space_id, recipe, ContinuationSet.from_dict(cset_doc), profile, centre, mine)
+    cset = ContinuationSet.from_dict(cset_doc)
+    return FamilyTarget(name, family.space_id, int(row.get("dim") or 0), recipe, cset, profile, centre, mine)
 
 
 def check_revision(target: FamilyTarget, base_id: str, sha: str) -> None:
     """The task must be trained on the revision the family's members were scored against."""
     if target.profile.sha != sha:
-        raise UsageError("--family", f"{target.family}'s space scored {base_id} at {target.profile.sha[:12]}, "
-                         f"the base is now at {sha[:12]}",
-                         fix=f"run hubdelta family embed {target.family} (or wait for the daemon's)")  # fmt: skip
+        # family embed scores a base's new revision with its next new finetune: no command brings it sooner.
+        raise UsageError("--family", f"{target.family}'s finetunes of {base_id} were scored against its revision "
+                         f"{target.profile.sha[:12]}, and it is now at {sha[:12]}",
+                         fix=f"search without --family until hubdelta family embed {target.family} has scored a "
+                         f"new finetune of {base_id}")  # fmt: skip
 
 
 def meaning_of(target: FamilyTarget, base_folder: Path, adapter: Path, device: str) -> tuple[np.ndarray, bool]:
     """The task adapter's vector in the family space (centred as its members are), and whether it was cached."""
     cached = adapter / f"meaning-{target.space_id}.npy"
-    raw, hit = _read(cached), True
+    raw, hit = _read(cached, target.dim), True
     if raw is None:
         raw, hit = _score(target, base_folder, adapter, device), False
         tmp = cached.with_name(f".{cached.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.npy")
@@ -97,11 +101,13 @@ def meaning_of(target: FamilyTarget, base_folder: Path, adapter: Path, device: s
     return vector, hit
 
 
-def _read(path: Path) -> np.ndarray | None:
+def _read(path: Path, dim: int) -> np.ndarray | None:
+    """A cached raw vector of the space's length; None (scored again, and replaced) when missing or unreadable."""
     try:
-        return np.load(path, allow_pickle=False) if path.is_file() else None
+        raw = np.load(path, allow_pickle=False) if path.is_file() else None
     except (ValueError, OSError, EOFError):
-        return None  # unreadable: scored again, and replaced
+        return None
+    return raw if raw is not None and raw.dtype == np.float32 and raw.shape == (dim,) else None
 
 
 def _score(target: FamilyTarget, base_folder: Path, adapter: Path, device: str) -> np.ndarray:
