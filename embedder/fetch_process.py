@@ -2,8 +2,8 @@
 
 On the compute's 2 cores the downloads' Python (HTTP, the Hub client's bookkeeping, checks) took the GIL from the
 forwards between torch ops: the same forwards ran 20-38% slower in bf16 beside download threads than alone
-(docs/embedder.md). A child process has its own interpreter, and its nice value applies to all of it, so its
-work takes the cores only where the compute leaves them idle.
+(docs/embedder.md). A child process has its own interpreter, so the compute never waits for a lock that a
+download holds. (It runs at the parent's priority: niced, it fell behind bf16 forwards on two busy cores.)
 
 One child serves one base's downloads in a run, on its own thread pool: its disk ledger and its 429 gate are shared
 by all of them, as they are between threads (the parent tells it what it deletes: full finetunes' weights after

@@ -94,7 +94,7 @@ class Prefetcher:
         self._items, self._ahead = list(items), max(1, ahead)
         self._pool: _Threads | ChildFetcher = _Threads(fetch_one, workers)
         if process and self._items:  # no process to start for nothing
-            self._pool = ChildFetcher(fetch_one, workers=workers, nice=DOWNLOAD_NICE, cache_dir=cache_dir)
+            self._pool = ChildFetcher(fetch_one, workers=workers, nice=CHILD_NICE, cache_dir=cache_dir)
         self._futures: dict[str, Future[FetchedModel]] = {}
         self._submitted = self._taken = 0
         self._fill()
@@ -140,6 +140,9 @@ class Prefetcher:
 
 GIL_SWITCH_S = 0.0005  # the interpreter's default is 0.005: see _quick_gil
 DOWNLOAD_NICE = 10  # how much lower a download thread's CPU priority is than the compute's (Linux)
+# The download process's: at +10 it got too little of two busy cores and bf16 forwards waited 2-3 s a run for it;
+# at +3, 1.0 s; at 0, 0.1 s, its forwards still 7% faster than beside download threads (docs/embedder.md).
+CHILD_NICE = 0
 
 
 def _yielding() -> None:

@@ -22,7 +22,7 @@ import pytest
 from hubdelta.embedder.fetch import FetchedModel
 from hubdelta.embedder.fetch_process import ChildFetcher
 from hubdelta.embedder.options import EmbedOptions
-from hubdelta.embedder.pipeline import DOWNLOAD_NICE, Pipeline, Prefetcher, Timings
+from hubdelta.embedder.pipeline import CHILD_NICE, Pipeline, Prefetcher, Timings
 from hubdelta.embedder.run import Run
 from hubdelta.embedder.safety_records import RepoKind
 from hubdelta.index.door import open_writer
@@ -91,7 +91,7 @@ def test_a_dead_download_process_stops_the_run_and_gives_the_claims_back(index: 
     assert {(rows[r.repo_id].status, rows[r.repo_id].attempts) for r in todo[2:]} == {(ModelStatus.QUEUED, 0)}
 
 
-def test_downloads_run_in_a_lower_priority_child_and_failures_come_back_as_failures() -> None:
+def test_downloads_run_in_one_child_at_its_priority_and_failures_come_back_as_failures() -> None:
     items = [(f"o/m{i}", "sha") for i in range(6)] + [("o/refused", "sha"), ("o/down", "sha")]
     prefetch = Prefetcher(stand_in, items, workers=3, ahead=8, process=True)
     try:
@@ -101,7 +101,7 @@ def test_downloads_run_in_a_lower_priority_child_and_failures_come_back_as_failu
     assert list(got) == [k for k, _ in items[:6]] and list(failures) == ["o/refused", "o/down"]
     (where,) = {str(f.path) for f in got.values()}  # all in one process
     _, pid, _, nice = where.split("-")
-    assert int(pid) != os.getpid() and int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + DOWNLOAD_NICE)
+    assert int(pid) != os.getpid() and int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICE)
     assert got["o/m0"].files == ("adapter_config.json",) and got["o/m0"].kind is RepoKind.ADAPTER
     assert "pickle-only" in failures["o/refused"].reason and not failures["o/refused"].transient
     assert "503" in failures["o/down"].reason and failures["o/down"].transient
