@@ -25,8 +25,9 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from hubdelta.kernel.log import configure_logging, logging_config
 
 CLOSE_TIMEOUT_S = 30.0  # a download still running at close; below the daemon's stop timeout (120 s)
 POLL_S = 0.2  # how often a closing child looks for its parent's end
+CANCELLED = Failure("its download was cancelled", transient=True)  # started no more: it goes back to the queue
 
 
 class FetchFailed(Exception):
@@ -120,7 +122,7 @@ class ChildFetcher:
             left, self._futures = self._futures, {}
         for future in left.values():
             if self._closing:  # asked to stop: what had not ended was cancelled
-                future.set_exception(FetchFailed(Failure("its download was cancelled", transient=True)))
+                future.set_exception(FetchFailed(CANCELLED))
             else:
                 future.set_exception(DownloadsLost())
 
@@ -144,18 +146,18 @@ class ChildFetcher:
         self._proc.close()
 
 
-class _sigint_blocked:
-    """SIGINT blocked in this thread meanwhile (a child started now inherits the block until it ignores SIGINT)."""
-
-    def __enter__(self) -> None:
-        self._before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if _MASKS else None
-
-    def __exit__(self, *_: object) -> None:
-        if self._before is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self._before)
-
-
 _MASKS = hasattr(signal, "pthread_sigmask")
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread meanwhile (a child started now inherits the block until it ignores SIGINT)."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if _MASKS else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _serve(conn: Connection, fetch_one: Fetch, workers: int, nice: int, logging: dict[str, Any],
@@ -180,7 +182,7 @@ def _serve(conn: Connection, fetch_one: Fetch, workers: int, nice: int, logging:
             try:
                 pool.submit(fetch_one, repo_id, sha).add_done_callback(functools.partial(reply.answer, key))
             except RuntimeError:  # cancelled: the pool takes no more
-                reply.send(key, False, Failure("its download was cancelled", transient=True))
+                reply.send(key, False, CANCELLED)
         elif msg[0] == "freed" and cache_dir is not None:
             disk_ledger(cache_dir).freed(msg[1])
         elif msg[0] == "cancel":
@@ -219,7 +221,7 @@ class _Replies:
         try:
             self.send(key, True, future.result())
         except CancelledError:
-            self.send(key, False, Failure("its download was cancelled", transient=True))
+            self.send(key, False, CANCELLED)
         except BaseException as e:
             self.send(key, False, Failure.of(e))
 
