@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -34,7 +36,7 @@ def test_tokens_most_models_share_are_common_and_undocumented_models_are_left_ou
 
 def test_suggest_weights_by_similarity_and_ignores_undocumented_neighbours() -> None:
     docs = {"o/a": {"math": 1.0}, "o/b": {"math": 0.5}, "o/c": {"code": 1.0}}
-    s = suggest.suggest([("o/a", 0.9), ("o/undocumented", 0.99), ("o/b", 0.8), ("o/c", 0.3)], docs)
+    s = suggest.suggest([("o/a", 0.9), ("o/undocumented", 0.99), ("o/b", 0.8), ("o/c", 0.3)], docs, tau=None)
     total = 0.9 * 1.0 + 0.8 * 0.5 + 0.3 * 1.0
     # code's support (0.3 / 1.6 = 0.19) is under MIN_SUPPORT: not suggested.
     assert s.tags == (SuggestedTag("math", round((0.9 + 0.4) / total, 4)),)
@@ -42,6 +44,17 @@ def test_suggest_weights_by_similarity_and_ignores_undocumented_neighbours() -> 
     assert s.confidence == round((0.9 + 0.4) / total * closeness, 4)
     assert s.behaves_like == "behaves like math models; nearest documented: o/a (0.90)"
     assert "o/undocumented" not in s.behaves_like
+
+
+def test_close_twins_outvote_the_far_tail_of_the_neighbours() -> None:
+    """Two twins at 0.95 and eight far models of another kind at 0.45: linear weights let the crowd win."""
+    docs = {"o/t1": {"chemistry": 0.5}, "o/t2": {"chemistry": 0.5}} | {f"o/f{i}": {"legal": 0.5} for i in range(8)}
+    near = [("o/t1", 0.95), ("o/t2", 0.95)] + [(f"o/f{i}", 0.45) for i in range(8)]
+    assert suggest.weights([0.95, 0.85, 0.45]) == pytest.approx([1.0, 0.3679, 0.0067], abs=1e-4)
+    sharp, flat = suggest.suggest(near, docs), suggest.suggest(near, docs, tau=None)
+    assert sharp.tags == (SuggestedTag("chemistry", round(2 / (2 + 8 * math.exp(-5)), 4)),)
+    assert sharp.confidence > 0.9
+    assert flat.tags[0].tag == "legal" and flat.confidence < 0.5  # 8 x 0.45 = 3.6 against 2 x 0.95 = 1.9
 
 
 def test_confidence_is_lower_when_neighbours_disagree_and_zero_without_documented_ones() -> None:

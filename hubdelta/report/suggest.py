@@ -15,9 +15,11 @@ with any evidence (at least ``COMMON_MIN`` of them), e.g. an organisation's hous
 name word. Only documented models are neighbours here; an undocumented one (``acme/checkpoint-500`` with only
 ``safetensors`` and ``license:mit``) never contributes, and a model never labels itself.
 
-**Scoring.** For a model with documented neighbours ``j`` (its ``k`` nearest by cosine ``c_j``), with weights
-``w_j = max(c_j, 0)`` and ``s_j`` the strongest weight of ``j``'s evidence (1 when it has a tag, 0.5 when only
-its name speaks)::
+**Scoring.** For a model with documented neighbours ``j`` (its ``k`` nearest by cosine ``c_j``, best ``c_1``;
+those of cosine <= 0 say nothing), with weights ``w_j = exp((c_j - c_1) / TAU)`` (the nearest counts 1, one
+0.1 less in cosine counts 0.37: a model's close twins outvote the tail of the ``k``, which in a sparse
+neighbourhood is other kinds of models) and ``s_j`` the strongest weight of ``j``'s evidence (1 when it has a
+tag, 0.5 when only its name speaks)::
 
     support(t) = sum_j w_j * weight_j(t) / sum_j w_j * s_j         in [0, 1]
     confidence = support(top tag) * (sum_j w_j * c_j / sum_j w_j)   in [0, 1]
@@ -39,6 +41,7 @@ from hubdelta.index.labels import SuggestedTag
 from hubdelta.report import naming
 
 K = 10  # documented neighbours a model is labelled from
+TAU = 0.1  # cosine scale of the neighbours' weights (None: linear weights w_j = c_j, the first version's)
 NAME_WEIGHT = 0.5
 MIN_SUPPORT = 0.25
 MAX_TAGS = 5
@@ -46,7 +49,7 @@ COMMON_SHARE = 0.5
 COMMON_MIN = 3
 CARD_KEYS = ("model_name", "datasets")  # of the crawler's card summary; license and language say nothing here
 # Stored with each space's labels: a change of any parameter recomputes every label.
-RULE = f"v1 k={K} name={NAME_WEIGHT} min={MIN_SUPPORT} max={MAX_TAGS} common={COMMON_SHARE}/{COMMON_MIN}"
+RULE = f"v2 k={K} tau={TAU} name={NAME_WEIGHT} min={MIN_SUPPORT} max={MAX_TAGS} common={COMMON_SHARE}/{COMMON_MIN}"
 
 Evidence = Mapping[str, float]  # token -> weight (1 or NAME_WEIGHT)
 
@@ -105,7 +108,17 @@ def documented(raw: Mapping[str, Evidence], common: frozenset[str]) -> dict[str,
     return out
 
 
-def suggest(neighbours: Sequence[tuple[str, float]], docs: Mapping[str, Evidence]) -> Suggestion:
+def weights(cosines: Sequence[float], tau: float | None = TAU) -> list[float]:
+    """Each neighbour's weight (see the module docstring): ``exp((c_j - max c) / tau)``, or ``c_j`` for None."""
+    if tau is None:
+        return list(cosines)
+    best = max(cosines, default=0.0)
+    return [math.exp((c - best) / tau) for c in cosines]
+
+
+def suggest(
+    neighbours: Sequence[tuple[str, float]], docs: Mapping[str, Evidence], tau: float | None = TAU
+) -> Suggestion:
     """Suggested tags, "behaves like" and confidence from ``neighbours`` ((repo id, cosine), best first).
 
     Neighbours without documentation in ``docs`` are ignored, whatever their similarity.
@@ -113,17 +126,18 @@ def suggest(neighbours: Sequence[tuple[str, float]], docs: Mapping[str, Evidence
     used = [(r, c, docs[r]) for r, c in neighbours if r in docs and c > 0]
     if not used:
         return NONE
-    total = sum(c * max(found.values()) for _, c, found in used)
+    w = weights([c for _, c, _ in used], tau)
+    total = sum(wj * max(found.values()) for wj, (_, _, found) in zip(w, used, strict=True))
     carried: dict[str, float] = {}
-    for _, c, found in used:
+    for wj, (_, _, found) in zip(w, used, strict=True):
         for token, weight in found.items():
-            carried[token] = carried.get(token, 0.0) + c * weight
+            carried[token] = carried.get(token, 0.0) + wj * weight
     support = {t: v / total for t, v in carried.items()}
     ranked = sorted(support.items(), key=lambda p: (-p[1], p[0]))
     tags = tuple(SuggestedTag(t, round(s, 4)) for t, s in ranked[:MAX_TAGS] if s >= MIN_SUPPORT)
     if not tags:
         return NONE
-    closeness = sum(c * c for _, c, _ in used) / sum(c for _, c, _ in used)
+    closeness = sum(wj * c for wj, (_, c, _) in zip(w, used, strict=True)) / sum(w)
     confidence = round(min(1.0, max(0.0, tags[0].score * closeness)), 4)
     return Suggestion(tags, behaves_like(tags, used), confidence)
 
