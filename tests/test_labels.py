@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from hubdelta.cli import app
 from hubdelta.index.labels import SuggestedTag
 from hubdelta.report import suggest
 from hubdelta.report.labels import SpaceDocs, entered, label_rows, to_recompute
@@ -102,3 +105,14 @@ def test_entered_compares_with_each_rows_kth(kth: float) -> None:
     data = _space([[1, 0], [0.8, 0.6]], {})
     hit = entered(data.unit, [1], np.array([kth, 2.0], np.float32))
     assert hit.tolist() == [True, False]  # row 1 is the new one itself: its kth 2.0 (never labelled) not beaten
+
+
+def test_the_labels_command_names_an_unknown_space_in_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    home = ["--home", str(tmp_path / "home")]
+    empty = runner.invoke(app, [*home, "labels"])
+    assert empty.exit_code == 0 and "no spaces yet" in empty.stdout
+    bad = runner.invoke(app, [*home, "labels", "--space", "nope-123"])
+    assert bad.exit_code != 0
+    (line,) = bad.stderr.strip().splitlines()
+    assert "nope-123" in line and "no such space" in line and "hubdelta status" in line
