@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,35 @@ def test_the_labels_command_names_an_unknown_space_in_one_line(tmp_path: Path) -
     assert bad.exit_code != 0
     (line,) = bad.stderr.strip().splitlines()
     assert "nope-123" in line and "no such space" in line and "hubdelta status" in line
+
+
+def test_the_store_upserts_drops_and_reads_labels_by_space(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from hubdelta.index.labels import LabelsHead, ModelLabels
+    from hubdelta.index.store import Index
+    from hubdelta.kernel.errors import StoreError
+
+    def x(space: str, repo: str, tag: str) -> ModelLabels:
+        return ModelLabels(space, repo, (SuggestedTag(tag, 0.5),), f"behaves like {tag} models", 0.4, ("o/n",),
+                           (0.9,), 0.9)  # fmt: skip
+
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    head = LabelsHead("s1", "n=2", now, suggest.RULE, frozenset({"house"}), 2, now)
+    uri = str(tmp_path / "index")
+    with Index.open(uri, lock_dir=tmp_path, writer="t") as index:
+        index.labels.put(head, [x("s1", "o/a", "math"), x("s1", "o/b", "code")])
+        index.labels.put(replace(head, space_id="s2"), [x("s2", "o/a", "legal")])
+        index.labels.put(replace(head, n=1), [x("s1", "o/a", "chemistry")], drop=["o/b"])
+        with pytest.raises(ValueError, match="another space"):
+            index.labels.put(head, [x("s2", "o/c", "math")])
+        with pytest.raises(ValueError, match="timezone"):
+            index.labels.put(replace(head, computed_at=datetime(2026, 1, 2)), [])
+    reader = Index.open(uri)
+    assert {r: v.top for r, v in reader.labels.get("s1", ["o/a", "o/b", "o/z"]).items()} == {"o/a": "chemistry"}
+    assert {s: v.top for s, v in reader.labels.of_repo("o/a").items()} == {"s1": "chemistry", "s2": "legal"}
+    assert reader.labels.heads()["s1"] == replace(head, n=1)
+    ids, kth, near = reader.labels.neighbourhoods("s1")
+    assert ids == ["o/a"] and kth.tolist() == pytest.approx([0.9]) and near == [("o/n",)]
+    with pytest.raises(StoreError):
+        reader.labels.put(head, [])
