@@ -158,6 +158,7 @@ def refresh_space(index: Index, space_id: str, *, force: bool = False, now: date
                             if head.through is None or t is None or t > head.through)  # fmt: skip
         rows, gone = to_recompute(data, index.labels.neighbourhoods(space_id), changed)
         whole = len(rows) > len(data.repo_ids) // 2
+        rows = list(range(len(data.repo_ids))) if whole else rows  # as costly: keep every label of one moment
     labels = label_rows(space_id, data, rows)
     known = [t for t in data.embedded_at if t is not None]
     when = now or datetime.now(UTC)
