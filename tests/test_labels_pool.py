@@ -8,11 +8,14 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+import hubdelta
 from hubdelta.cli import app
 from hubdelta.embedder.api import add_local
 from hubdelta.index.door import open_reader
+from hubdelta.kernel.errors import NotFoundError
 from hubdelta.query.labels import read_labels
 from hubdelta.report import labels as labelling
 from hubdelta.report.labels import read_space
@@ -105,6 +108,10 @@ def test_show_and_similar_json_carry_the_labels(pool_index: PoolIndex) -> None:
     assert [n["labels"]["tags"][0]["tag"] for n in near] == ["math"] * 3
     text = runner.invoke(app, ["--home", home, "show", MATH1])
     assert "suggested  math (" in text.stdout and "behaves like math" in text.stdout
+    (api,) = hubdelta.labels(MATH1, home=home)
+    assert api.top == "math" and api.behaves_like == labels["behaves_like"]
+    with pytest.raises(NotFoundError, match="not in the index"):
+        hubdelta.labels("nobody/nothing", home=home)
 
 
 def test_the_report_lists_new_models_with_their_labels(pool_index: PoolIndex) -> None:

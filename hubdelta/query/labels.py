@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from hubdelta.index.door import SharedReader, reading
 from hubdelta.index.labels import ModelLabels
+from hubdelta.index.records import check_repo_id
 from hubdelta.index.store import Index
+from hubdelta.kernel.errors import NotFoundError
+from hubdelta.kernel.settings import Settings
 
 
 def read_labels(index: Index, space_id: str, repo_ids: Iterable[str]) -> dict[str, ModelLabels]:
@@ -32,3 +36,17 @@ def labels_of_repo(index: Index, repo_id: str) -> list[ModelLabels]:
     for space_id in sorted(index.labels.of_repo(repo_id)):
         out.extend(read_labels(index, space_id, [repo_id]).values())
     return out
+
+
+def suggested_labels(settings: Settings, repo: str, *, reader: SharedReader | None = None) -> list[ModelLabels]:
+    """``repo``'s stored labels, a space each (what ``hubdelta.labels`` returns; ``show`` carries the same).
+
+    Raises:
+        UsageError: not a repo id.
+        NotFoundError: the repo is not in the index.
+    """
+    check_repo_id(repo)
+    with reading(settings, reader) as index:
+        if not index.models.get([repo]) and not index.vectors.of_repo(repo):
+            raise NotFoundError(repo, "not in the index", fix="check the spelling, or hubdelta crawl")
+        return labels_of_repo(index, repo)
