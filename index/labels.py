@@ -7,8 +7,9 @@ Two tables (migration m007):
   a confidence, and the neighbours they came from with their cosines (``kth``: the lowest of those cosines, so
   a refresh can tell which models a new documented vector would enter the neighbourhood of);
 - ``labels_meta``: one row a space: what its labels were computed from (``source``: the vectors' fingerprint,
-  ``through``: the latest ``embedded_at`` covered) and how (``rule``: the scoring's parameters). A reader
-  compares ``source`` with the space's current fingerprint to say whether the labels are stale.
+  ``through``: the latest ``embedded_at`` covered, ``vectors``: the vector table's rows) and how (``rule``:
+  the scoring's parameters). A reader compares ``source`` (or, cheaply, ``vectors``) with the space's current
+  state to say whether the labels are stale.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ LABELS_META_SCHEMA = pa.schema(
         pa.field("common", pa.string(), nullable=False),  # the space's too-common tokens, space-separated
         pa.field("n", pa.int64(), nullable=False),
         pa.field("computed_at", TIMESTAMP, nullable=False),
+        pa.field("vectors", pa.int64(), nullable=False),  # rows of the space's vector table then (a cheap check)
     ]
 )
 
@@ -99,6 +101,7 @@ class LabelsHead:
     common: frozenset[str]
     n: int
     computed_at: datetime
+    vectors: int = 0  # rows of the space's vector table at computation, hidden ones too
 
 
 def label_key(space_id: str, repo_id: str) -> str:
@@ -148,6 +151,7 @@ def meta_row(head: LabelsHead) -> pa.Table:
             "common": [" ".join(sorted(head.common))],
             "n": [head.n],
             "computed_at": [utc(head.computed_at, "computed_at")],
+            "vectors": [head.vectors],
         },
         schema=LABELS_META_SCHEMA,
     )
@@ -164,4 +168,4 @@ def heads_from_rows(rows: pa.Table) -> dict[str, LabelsHead]:
 def _head(r: dict[str, Any], through: datetime | None, computed: datetime | None) -> LabelsHead:
     assert computed is not None  # a non-null column
     return LabelsHead(r["space_id"], r["source"], through, r["rule"], frozenset(r["common"].split()), r["n"],
-                      computed)  # fmt: skip
+                      computed, r["vectors"])  # fmt: skip

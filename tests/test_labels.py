@@ -131,7 +131,7 @@ def test_the_store_upserts_drops_and_reads_labels_by_space(tmp_path: Path) -> No
                            (0.9,), 0.9)  # fmt: skip
 
     now = datetime(2026, 1, 2, tzinfo=UTC)
-    head = LabelsHead("s1", "n=2", now, suggest.RULE, frozenset({"house"}), 2, now)
+    head = LabelsHead("s1", "n=2", now, suggest.RULE, frozenset({"house"}), 2, now, vectors=3)
     uri = str(tmp_path / "index")
     with Index.open(uri, lock_dir=tmp_path, writer="t") as index:
         index.labels.put(head, [x("s1", "o/a", "math"), x("s1", "o/b", "code")])

@@ -16,6 +16,7 @@ from hubdelta.cli import app
 from hubdelta.embedder.api import add_local
 from hubdelta.index.door import open_reader
 from hubdelta.kernel.errors import NotFoundError
+from hubdelta.query.api import similar
 from hubdelta.query.labels import read_labels
 from hubdelta.report import labels as labelling
 from hubdelta.report.labels import read_space
@@ -81,6 +82,8 @@ def test_labels_are_recomputed_when_neighbours_are_embedded(pool_index: PoolInde
     with open_reader(settings) as index:
         stale = read_labels(index, space_id, [MATH1, "local/checkpoint-7"])
     assert stale[MATH1].stale and "local/checkpoint-7" not in stale  # shown as stale; the new one has none yet
+    near = similar(settings, MATH1, k=3).neighbors  # similar's cheap check (the row count) says so too
+    assert all(n.labels is not None and n.labels.stale for n in near if n.repo_id.startswith(ORG))
 
     done = labelling.refresh_labels(settings)
     assert not done.full[space_id] and 2 <= done.computed[space_id] < len(_truth(pool_index))

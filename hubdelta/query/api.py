@@ -274,7 +274,7 @@ def similar(
         hits = nearest_filtered(index, query.space_id, query.vector, k, chosen, query.exclude)
         records = index.models.get([h[0] for h in hits])
         clusters = cluster_names(index, query.space_id)
-        labels = read_labels(index, query.space_id, [h[0] for h in hits])
+        labels = read_labels(index, query.space_id, [h[0] for h in hits], thorough=False)
     neighbors = [replace(Neighbor.of(i + 1, score, records.get(rid), rid, clusters.get(rid)), labels=labels.get(rid))
                  for i, (rid, score) in enumerate(hits)]  # fmt: skip
     return Similar(query.label, query.space_id, k, where, relation, neighbors, query.other_spaces)

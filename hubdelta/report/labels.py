@@ -147,6 +147,7 @@ def refresh_space(index: Index, space_id: str, *, force: bool = False, now: date
     """
     head = index.labels.heads().get(space_id)
     source = index.vectors.fingerprint(space_id)  # before the vectors: a write in between only recomputes again
+    count = index.vectors.count(space_id)
     data = read_space(index, space_id)
     if force or head is None or head.rule != suggest.RULE or head.common != data.common:
         here = set(data.repo_ids)
@@ -163,7 +164,7 @@ def refresh_space(index: Index, space_id: str, *, force: bool = False, now: date
     known = [t for t in data.embedded_at if t is not None]
     when = now or datetime.now(UTC)
     index.labels.put(LabelsHead(space_id, source, max(known, default=None), suggest.RULE, data.common,
-                                len(data.repo_ids), when), labels, gone)  # fmt: skip
+                                len(data.repo_ids), when, count), labels, gone)  # fmt: skip
     return len(labels), whole
 
 
