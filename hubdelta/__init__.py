@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hubdelta.embedder.api import Retried
+    from hubdelta.index.labels import ModelLabels
     from hubdelta.query.records import Similar
 
-__all__ = ["__version__", "retry", "similar"]
+__all__ = ["__version__", "labels", "retry", "similar"]
 
 
 def __getattr__(name: str) -> str:
@@ -48,6 +49,19 @@ def similar(
     settings = load_settings(home=Path(home) if home is not None else None)
     path = Path(vector) if vector is not None else None
     return query(settings, repo, vector=path, k=k, where=where, relation=relation, space=space)
+
+
+def labels(repo: str, *, home: str | Path | None = None) -> list[ModelLabels]:
+    """``repo``'s suggested labels, one per space it is labelled in: tags with their support, a "behaves like"
+    line and a confidence, from its nearest documented models (``stale`` when its space changed since).
+
+    Raises:
+        hubdelta.kernel.errors.HubdeltaError: a malformed or unknown repo id (one-line message).
+    """
+    from hubdelta.kernel.settings import load_settings
+    from hubdelta.query.labels import suggested_labels
+
+    return suggested_labels(load_settings(home=Path(home) if home is not None else None), repo)
 
 
 def retry(

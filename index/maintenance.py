@@ -8,6 +8,7 @@ from lancedb.index import BTree
 
 from hubdelta.index.compaction import CompactionPolicy, TableStats, due
 from hubdelta.index.embeddings import EMB_PREFIX
+from hubdelta.index.labels import LABELS
 from hubdelta.index.schema import MODELS
 from hubdelta.index.tables import Tables
 
@@ -53,9 +54,9 @@ class Maintenance:
         return names
 
     def key_indexes(self, min_rows: int = KEY_INDEX_MIN_ROWS) -> list[str]:
-        """Give ``repo_id`` a BTREE index in the models table and each space's table once it has ``min_rows``
-        rows (rows added later are found too: Lance scans what an index does not cover yet, and compaction's
-        optimize folds them in). Returns the tables indexed now.
+        """Give ``repo_id`` a BTREE index in the models table, the labels table and each space's table once it has
+        ``min_rows`` rows (rows added later are found too: Lance scans what an index does not cover yet, and
+        compaction's optimize folds them in). Returns the tables indexed now.
 
         Raises:
             StoreError: the index is read-only.
@@ -63,7 +64,7 @@ class Maintenance:
         self._t.require_writer()
         made = []
         for name in self._t.names():
-            if name != MODELS and not name.startswith(EMB_PREFIX):
+            if name not in (MODELS, LABELS) and not name.startswith(EMB_PREFIX):
                 continue
             table = self._t.writable(name)
             if table.count_rows() < min_rows or any(list(c.columns) == [KEY] for c in table.list_indices()):

@@ -19,6 +19,7 @@ from lancedb import DBConnection
 
 from hubdelta.index.embeddings import SPACES, SPACES_SCHEMA
 from hubdelta.index.families import FAMILY_SCHEMAS
+from hubdelta.index.labels import LABEL_SCHEMAS
 from hubdelta.index.layouts import LAYOUT_SCHEMAS
 from hubdelta.index.reports import REPORTS, REPORTS_SCHEMA
 from hubdelta.index.schema import META, META_SCHEMA, MODELS, SCHEMAS, TRACKED
@@ -85,12 +86,23 @@ def m005_create_layouts(db: DBConnection) -> None:
         db.create_table(name, schema=schema, exist_ok=True)
 
 
+def m007_create_labels(db: DBConnection) -> None:
+    """labels and labels_meta: each model's suggested tags from its documented neighbours (``hubdelta labels``).
+
+    Numbered m007 whatever precedes it: it creates its own tables only and reads none, so it runs the same
+    after m005 or after m006.
+    """
+    for name, schema in LABEL_SCHEMAS.items():
+        db.create_table(name, schema=schema, exist_ok=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m001_create_tables,
     m002_create_spaces,
     m003_create_reports,
     m004_create_families,
     m005_create_layouts,
+    m007_create_labels,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -13,6 +13,7 @@ daemon) sees each new commit on its next read.
 - ``index.families`` (:class:`~hubdelta.index.families_store.FamiliesStore`);
 - ``index.reports`` (:class:`~hubdelta.index.reports_store.ReportsStore`);
 - ``index.layouts`` (:class:`~hubdelta.index.layouts_store.LayoutsStore`): each space's map layout;
+- ``index.labels`` (:class:`~hubdelta.index.labels_store.LabelsStore`): each model's suggested labels;
 - ``index.maintenance`` (:class:`~hubdelta.index.maintenance.Maintenance`): stats and compaction.
 """
 
@@ -29,6 +30,7 @@ import lancedb
 from hubdelta.index import ann, migrations
 from hubdelta.index.compaction import CompactionPolicy
 from hubdelta.index.families_store import FamiliesStore
+from hubdelta.index.labels_store import LabelsStore
 from hubdelta.index.layouts_store import LayoutsStore
 from hubdelta.index.location import local_path, storage_errors
 from hubdelta.index.lock import WriteLock
@@ -67,6 +69,7 @@ class Index:
         self.families = FamiliesStore(self._tables)
         self.reports = ReportsStore(self._tables)
         self.layouts = LayoutsStore(self._tables)
+        self.labels = LabelsStore(self._tables)
         self.maintenance = Maintenance(self._tables)
         self.applied_migrations: list[str] = []  # what open() migrated, for logs
 

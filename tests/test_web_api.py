@@ -58,6 +58,10 @@ def test_similar_show_and_spaces_are_the_cli_documents(served: Served) -> None:
     assert {k: v for k, v in api.items() if k != "filters"} == cli and api["filters"] == {}
     assert [names.get(n["repo_id"]) for n in api["neighbors"][:3]] == ["math"] * 3
     assert get_json(server, f"/api/models/{MATH}?k=5") == cli_json(home, "show", MATH, "-k", "5")
+    # Suggested labels (stored by the reports that built the index) ride along in both.
+    (labels,) = get_json(server, f"/api/models/{MATH}?k=5")["labels"]
+    assert labels["tags"][0]["tag"] == "math" and 0 < labels["confidence"] <= 1 and MATH not in labels["neighbours"]
+    assert all(n["labels"]["tags"][0]["tag"] == "math" for n in api["neighbors"][:3])
     spaces = get_json(server, "/api/spaces")["spaces"]
     assert [s["space_id"] for s in spaces] == [REPORT_SPACE] and spaces[0]["vectors"] == len(names)
     status = get_json(server, "/api/status")

@@ -13,6 +13,7 @@ from hubdelta.cli import daemon as daemon_commands
 from hubdelta.cli import embed as embed_commands
 from hubdelta.cli import evaluate as evaluate_commands
 from hubdelta.cli import family as family_commands
+from hubdelta.cli import labels as labels_commands
 from hubdelta.cli import layout as layout_commands
 from hubdelta.cli import query as query_commands
 from hubdelta.cli import report as report_commands
@@ -40,6 +41,7 @@ daemon_commands.register(app)
 embed_commands.register(app)
 evaluate_commands.register(app)
 family_commands.register(app)
+labels_commands.register(app)
 layout_commands.register(app)
 query_commands.register(app)
 report_commands.register(app)

@@ -76,8 +76,10 @@ def embed_cmd(
 
 
 def _run(settings: Any, kwargs: dict[str, Any], *, quiet: bool, on_ray: bool) -> Any:
-    """The embed run, then the map layouts of the spaces it wrote to (a layout failure is logged, not raised)."""
+    """The embed run, then the map layouts and suggested labels of the spaces it wrote to (a failure of either is
+    logged, not raised)."""
     from hubdelta.embedder.api import run_embed
+    from hubdelta.report import labels
     from hubdelta.report.layout import refresh_after_writes
 
     # Ray prints its cluster's error messages (a worker died, ...) to stdout: they belong with the logs.
@@ -85,6 +87,7 @@ def _run(settings: Any, kwargs: dict[str, Any], *, quiet: bool, on_ray: bool) ->
         summary = run_embed(settings, **kwargs) if quiet else _with_progress(settings, kwargs)
     if summary.embedded:
         refresh_after_writes(settings, kwargs["command"])
+        labels.refresh_after_writes(settings, kwargs["command"])
     return summary
 
 
@@ -132,7 +135,10 @@ def add_cmd(
 
     keep_freed_memory()
 
+    from hubdelta.report import labels
+
     added = add_local(ctx.obj, path, base, name=name, replace=replace, command=command_line())
+    labels.refresh_after_writes(ctx.obj, command_line())  # its labels, and its new neighbours'
     if as_json:
         typer.echo(json.dumps(asdict(added), indent=1))
     else:

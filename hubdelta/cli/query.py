@@ -16,6 +16,20 @@ SpaceOpt = Annotated[
 ]
 
 
+def _label_lines(x: Any) -> list[str]:
+    """``show``'s lines for one space's suggested labels."""
+    if not x.tags:
+        return [f"  suggested  none: no documented neighbour in {x.space_id}"]
+    tags = ", ".join(f"{t.tag} ({t.score:.2f})" for t in x.tags)
+    stale = "; stale: run hubdelta labels" if x.stale else ""
+    return [f"  suggested  {tags}   confidence {x.confidence:.2f}{stale}", f"             {x.behaves_like}"]
+
+
+def _labels_cell(n: Any) -> str:
+    x = n.labels
+    return "" if x is None or not x.tags else f"{'/'.join(t.tag for t in x.tags[:2])} {x.confidence:.2f}"
+
+
 def _dump(doc: Any) -> None:
     from hubdelta.query.serialize import dumps
 
@@ -43,11 +57,14 @@ def _neighbors_table(neighbors: list[Any], title: str) -> None:
         columns["base"] = ("left", lambda n: n.base)
     if any(n.cluster for n in neighbors):
         columns["cluster"] = ("left", lambda n: n.cluster or "")
+    if any(n.labels is not None and n.labels.tags for n in neighbors):
+        columns["labels"] = ("left", _labels_cell)  # suggested: the top tags and their confidence
     columns["card"] = ("left", lambda n: n.card)
     natural = {name: max([len(name), *(len(cell(n)) for n in neighbors)]) for name, (_, cell) in columns.items()}
     widths = {**natural, "card": min(natural["card"], 24)}  # the card alone may be cut (…), so it asks little
     width = Console().width
-    keep = fit_columns(widths, width, ("card", "license", "likes", "base", "cluster", "relation", "downloads"))
+    keep = fit_columns(widths, width, ("card", "license", "likes", "labels", "base", "cluster", "relation",
+                                       "downloads"))  # fmt: skip
     spare = width - sum(widths[c] + 3 for c in keep) - 1
     table = Table(title=title, title_justify="left")
     for name in keep:
@@ -170,6 +187,7 @@ def show_cmd(ctx: typer.Context, repo: Annotated[str, typer.Argument(help="A rep
         f"  card       {m.card_summary or '-'}",
     ]
     lines += [f"  vector     {v.space_id} (|v| = {v.norm:.3f}, sha {(v.sha or '?')[:12]})" for v in shown.vectors]
+    lines += [line for x in shown.labels for line in _label_lines(x)]
     if shown.hidden and r.status == "unchanged":  # ModelStatus.UNCHANGED
         lines.append("  UNCHANGED  no change from its base: no vector; hidden from similar, task, report, export "
                      "and eval")  # fmt: skip

@@ -84,6 +84,7 @@ class Daemon:
                 out["stopped"] = out["stopped"] or any(f.stopped for f in families)
         if out["embedded"] or out.get("family_embedded"):
             out["layouts"] = self._layouts()
+            out["labels"] = self._labels()
         return out
 
     def _layouts(self) -> dict[str, int] | str:
@@ -96,6 +97,14 @@ class Daemon:
         if now - self._layouts_at < self.settings.daemon.layout_every_s:
             return "later"
         self._layouts_at = now
+        done = refresh_after_writes(self.settings, f"{COMMAND}: embed", should_stop=self.stopping.is_set)
+        return "failed" if done is None else done.computed
+
+    def _labels(self) -> dict[str, int] | str:
+        """Refresh the suggested labels after an embed job wrote vectors: incremental (the new models and those
+        whose neighbourhood they entered), so every job; labels per space recomputed, or "failed" (logged)."""
+        from hubdelta.report.labels import refresh_after_writes
+
         done = refresh_after_writes(self.settings, f"{COMMAND}: embed", should_stop=self.stopping.is_set)
         return "failed" if done is None else done.computed
 

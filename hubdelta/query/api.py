@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hubdelta.index.door import SharedReader, reading
+from hubdelta.index.labels import ModelLabels
 from hubdelta.index.records import ModelRecord, ModelStatus, Relation, visible_to_queries
 from hubdelta.index.selectors import IN_LIST_MAX, Selector, by_ids, visible
 from hubdelta.index.store import Index
 from hubdelta.kernel.errors import HubdeltaError, NotFoundError, StoreError, UsageError
 from hubdelta.kernel.settings import Settings
 from hubdelta.query.choose import WHERE_FIX, choose_space, close_ids, first_fetch, model_filter, next_fetch
+from hubdelta.query.labels import labels_of_repo, read_labels
 from hubdelta.query.records import Neighbor, Similar, VectorInfo
 
 NOT_EMBEDDED_FIX = {
@@ -272,7 +274,8 @@ def similar(
         hits = nearest_filtered(index, query.space_id, query.vector, k, chosen, query.exclude)
         records = index.models.get([h[0] for h in hits])
         clusters = cluster_names(index, query.space_id)
-    neighbors = [Neighbor.of(i + 1, score, records.get(rid), rid, clusters.get(rid))
+        labels = read_labels(index, query.space_id, [h[0] for h in hits], thorough=False)
+    neighbors = [replace(Neighbor.of(i + 1, score, records.get(rid), rid, clusters.get(rid)), labels=labels.get(rid))
                  for i, (rid, score) in enumerate(hits)]  # fmt: skip
     return Similar(query.label, query.space_id, k, where, relation, neighbors, query.other_spaces)
 
@@ -285,6 +288,7 @@ class Shown:
     vectors: list[VectorInfo]
     neighbors: list[Neighbor]
     hidden: bool = False  # removed from the Hub: hidden from queries (no neighbours are looked up)
+    labels: list[ModelLabels] = field(default_factory=list)  # its suggested labels, a space each
 
 
 def show(
@@ -307,8 +311,9 @@ def show(
             raise NotFoundError(repo, f"not in the index{hint}", fix="check the spelling, or hubdelta crawl")
         vectors = index.vectors.of_repo(repo)
         infos = [VectorInfo(s, e.sha, e.embedded_at, float(np.linalg.norm(e.vector))) for s, e in vectors.items()]
+        labels = labels_of_repo(index, repo)
     hidden = not visible_to_queries(record.status)
     found: list[Neighbor] = []
     if neighbors and vectors and not hidden:
         found = similar(settings, repo, k=k, reader=reader).neighbors
-    return Shown(record, infos, found, hidden)
+    return Shown(record, infos, found, hidden, labels)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hubdelta.index.labels import ModelLabels
 from hubdelta.index.records import ModelRecord
 
 CARD_CHARS = 100  # a table cell, not the card
@@ -29,6 +30,7 @@ class Neighbor:
     license: str | None
     cluster: str | None  # the cluster of the latest report, once reports exist
     card: str  # the card's first lines, shortened
+    labels: ModelLabels | None = None  # its suggested labels in this space (None: not labelled yet)
 
     @classmethod
     def of(

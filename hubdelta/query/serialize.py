@@ -38,7 +38,7 @@ def plain(value: Any) -> Any:
 
 
 def shown_doc(shown: Shown) -> dict[str, Any]:
-    """``hubdelta show --json`` and ``/api/models/<repo>``: the record, its vectors, its neighbours."""
+    """``hubdelta show --json`` and ``/api/models/<repo>``: the record, its vectors, its neighbours, its labels."""
     r, m = shown.record, shown.record.model
     return plain(
         {
@@ -52,6 +52,7 @@ def shown_doc(shown: Shown) -> dict[str, Any]:
             "vectors": shown.vectors,
             "neighbors": shown.neighbors,
             "hidden": shown.hidden,
+            "labels": shown.labels,
         }
     )
 

@@ -10,7 +10,7 @@ from hubdelta.index.door import open_writer
 from hubdelta.index.reports import StoredCluster, StoredReport
 from hubdelta.index.store import Index
 from hubdelta.kernel.settings import Settings
-from hubdelta.report import window
+from hubdelta.report import labels, window
 from hubdelta.report.build import ReportParams, build_report
 from hubdelta.report.layout import refresh_after_writes
 from hubdelta.report.records import ChangeKind, Report
@@ -51,6 +51,8 @@ def run_report(
     """
     now = now or datetime.now(UTC)
     with open_writer(settings, command) as index:
+        # New models' suggested labels are shown in the report: refreshed first (never failing the report).
+        labels.refresh_after_writes(settings, command, index=index)
         previous = index.reports.latest()
         start = window.resolve_since(now, since, previous.created_at if previous else None)
         taken = _taken_ids(settings, previous)

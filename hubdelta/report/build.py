@@ -229,6 +229,12 @@ def with_records(models: Sequence[NewModel], records: Mapping[str, ModelRecord])
     return out
 
 
+def with_labels(models: Sequence[NewModel], index: Index, space_id: str) -> list[NewModel]:
+    """``models`` with their stored suggested labels (refreshed before the report is built: ``run_report``)."""
+    stored = index.labels.get(space_id, [m.repo_id for m in models]) if models else {}
+    return [replace(m, labels=stored.get(m.repo_id)) for m in models]
+
+
 def next_numbers(previous: StoredReport | None) -> dict[str, int]:
     """Per space, the number the next new cluster gets (stored with each report; derived from ids otherwise)."""
     if previous is None:
@@ -296,6 +302,7 @@ def build_report(
         del data  # the space's vectors: the next space's may be as large
         listed = {n.repo_id for m in result.new_models for n in m.neighbors}
         result = replace(result, new_models=with_records(result.new_models, index.models.get(listed)))
+        result = replace(result, new_models=with_labels(result.new_models, index, space_id))
         log.info("report space", space=space_id, vectors=result.summary.vectors, method=result.summary.method,
                  clusters=len(result.clusters), new=len(result.new_models), **result.seconds)  # fmt: skip
         results.append(result)

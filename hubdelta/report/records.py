@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from hubdelta.index.labels import ModelLabels
 from hubdelta.index.records import ModelStatus
 from hubdelta.query.records import Neighbor
 
@@ -70,6 +71,7 @@ class NewModel:
     embedded_at: datetime | None
     neighbors: tuple[Neighbor, ...] = ()  # established models near it, best first
     cluster_id: str | None = None  # the cluster it landed in, if any
+    labels: ModelLabels | None = None  # suggested from its documented neighbours (None: not labelled)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from hubdelta.report.map import draw_map
 from hubdelta.report.match import id_order
-from hubdelta.report.records import ChangeKind, Cluster, ClusterChange, Report
+from hubdelta.report.records import ChangeKind, Cluster, ClusterChange, NewModel, Report
 
 MEMBERS_SHOWN = 12  # per cluster in the tables; the JSON and the index keep them all
 NEIGHBOURS_SHOWN = 5
@@ -155,11 +155,13 @@ def markdown(report: Report) -> str:
         "",
     ]
     if report.new_models:
-        lines += ["| model | relation | space | cluster | nearest established neighbours |", "|---|---|---|---|---|"]
+        lines += ["| model | relation | space | cluster | suggested labels | nearest established neighbours |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
         for m in report.new_models[:NEW_SHOWN]:
             near = ", ".join(f"{_md_code(n.repo_id)} {n.score:.3f}" for n in m.neighbors[:NEIGHBOURS_SHOWN])
             lines.append(f"| {_md_code(m.repo_id)} | {m.relation} | {m.space_id} | "
-                         f"{_md(_cluster_label(report, m.cluster_id, m.space_id))} | {near or '—'} |")  # fmt: skip
+                         f"{_md(_cluster_label(report, m.cluster_id, m.space_id))} | {_md(suggested(m)) or '—'} | "
+                         f"{near or '—'} |")  # fmt: skip
         if len(report.new_models) > NEW_SHOWN:
             lines += ["", _more_new(report)]
     else:
@@ -291,9 +293,19 @@ def _html_new_models(report: Report, links: _Links) -> str:
         near = "<br>".join(f"{links.model(n.repo_id)} {n.score:.3f}" + (f" ({_e(n.cluster)})" if n.cluster
                            else "") for n in m.neighbors[:NEIGHBOURS_SHOWN])  # fmt: skip
         rows.append([links.model(m.repo_id), _e(m.relation), _e(m.space_id),
-                     _e(_cluster_label(report, m.cluster_id, m.space_id)), near or "—"])  # fmt: skip
+                     _e(_cluster_label(report, m.cluster_id, m.space_id)), _e(suggested(m)) or "—",
+                     near or "—"])  # fmt: skip
     more = f"<p>{_e(_more_new(report))}</p>" if len(report.new_models) > NEW_SHOWN else ""
-    return out + _table(["model", "relation", "space", "cluster", "nearest established neighbours"], rows) + more
+    head = ["model", "relation", "space", "cluster", "suggested labels", "nearest established neighbours"]
+    return out + _table(head, rows) + more
+
+
+def suggested(m: NewModel) -> str:
+    """``math, fewshot (confidence 0.81)``: a new model's suggested tags, or "" when it has none."""
+    x = m.labels
+    if x is None or not x.tags:
+        return ""
+    return f"{', '.join(t.tag for t in x.tags[:3])} (confidence {x.confidence:.2f})"
 
 
 def _html_new_clusters(report: Report, links: _Links) -> str:

@@ -50,7 +50,7 @@ def api_spaces(site: SiteDep) -> Any:
         return {"spaces": plain(space_statuses(index))}
 
 
-@router.get("/models/{repo_id:path}", summary="A model's record, vectors and neighbours (hubdelta show --json)")
+@router.get("/models/{repo_id:path}", summary="A model's record, vectors, neighbours, labels (hubdelta show --json)")
 def api_model(repo_id: str, site: SiteDep, k: Annotated[int, Query(ge=1, le=K_MAX)] = 10) -> Any:
     return shown_doc(show(site.settings, check_repo_id(repo_id), k=k, reader=site.reader))
 

@@ -1,0 +1,231 @@
+"""Each model's suggested labels (:mod:`hubdelta.report.suggest`), computed from the index and stored in it, and
+recomputed when its neighbourhood changes.
+
+**When.** Labels are a view of the vectors, like the map's layout: every run that writes vectors (``hubdelta
+embed``, the daemon's embed job, ``hubdelta add``) and every report refreshes them afterwards, and ``hubdelta
+labels`` does on demand. A space whose vectors did not change since (``index.vectors.fingerprint``) costs one
+small read. Readers (``show``, ``similar``, the web API) never compute: they show the stored labels and say
+``stale`` when the fingerprint moved since, which the next refresh fixes.
+
+**Incremental.** A refresh recomputes only the models whose neighbourhood can have changed:
+
+- the models embedded (or re-embedded) since the last refresh, and those never labelled;
+- the models that listed, as a neighbour, one of those or one that left the space (removed, hidden);
+- the models a new *documented* vector comes closer to than their ``k``-th neighbour (``kth``, stored): one
+  product of the new vectors against the space, ``new x N`` (1,000 new against 1M: ~10 s here).
+
+Everything is recomputed when there are no stored labels, the scoring's parameters changed (``RULE``), the
+space's common tokens changed, or more than half the space would be anyway. The neighbours are exact, found in
+blocked matrix products (:func:`hubdelta.report.neighbours.nearest`): ``N x documented`` for a full
+computation. Figures: bench/labels.py and docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import structlog
+
+from hubdelta.index.door import open_writer
+from hubdelta.index.labels import LabelsHead, ModelLabels
+from hubdelta.index.store import Index
+from hubdelta.kernel.errors import NotFoundError
+from hubdelta.kernel.settings import Settings
+from hubdelta.report import cluster as clustering
+from hubdelta.report import naming, neighbours, suggest
+
+log = structlog.get_logger(__name__)
+COLUMNS = ("repo_id", "tags", "card_summary", "base_models")
+BLOCK = 4096  # rows of the space per product when finding who a new vector comes close to
+
+
+@dataclass(frozen=True)
+class SpaceDocs:
+    """A space's rows (sorted by repo id, unit vectors) and its models' documentation."""
+
+    repo_ids: list[str]
+    unit: np.ndarray  # (N, C) float32 unit rows
+    embedded_at: list[datetime | None]
+    docs: dict[str, dict[str, float]]  # documented models' evidence, common tokens dropped
+    common: frozenset[str]
+
+
+def read_space(index: Index, space_id: str) -> SpaceDocs:
+    """The visible vectors of ``space_id`` and the documentation of its models (two columns at a time)."""
+    space = index.vectors.spaces()[space_id]
+    matrix = index.vectors.visible_matrix(space_id)
+    unit = clustering.normalise_in_place(np.ascontiguousarray(matrix.vectors, np.float32))
+    wanted = set(matrix.repo_ids)
+    described: dict[str, tuple[tuple[str, ...], str]] = {}
+    firsts: set[str] = set()
+    for batch in index.models.column_batches(COLUMNS):
+        for repo_id, tags, card, bases in zip(*(batch[c] for c in COLUMNS), strict=True):
+            if repo_id in wanted:
+                described[repo_id] = (tags, card or "")
+                firsts.update(bases[:1])
+    ignore = naming.base_words([str(space.params.get("base_repo", "")), *sorted(firsts)])
+    found = {r: suggest.evidence(r, *described.get(r, ((), "")), ignore) for r in matrix.repo_ids}
+    common = suggest.common_tokens(found.values())
+    return SpaceDocs(matrix.repo_ids, unit, matrix.embedded_at, suggest.documented(found, common), common)
+
+
+def label_rows(space_id: str, data: SpaceDocs, rows: Sequence[int], k: int = suggest.K) -> list[ModelLabels]:
+    """The labels of ``rows`` of ``data`` from their ``k`` nearest documented rows (pure)."""
+    ids = data.repo_ids
+    candidates = np.fromiter((i for i, r in enumerate(ids) if r in data.docs), np.int64)
+    found = neighbours.nearest(data.unit, list(rows), candidates, k)
+    out = []
+    for row, near in zip(rows, found, strict=True):
+        named = [(ids[j], round(c, 4)) for j, c in near]
+        s = suggest.suggest(named, data.docs)
+        kth = named[-1][1] if len(named) >= k else -1.0
+        out.append(ModelLabels(space_id, ids[row], s.tags, s.behaves_like, s.confidence,
+                               tuple(r for r, _ in named), tuple(c for _, c in named), kth))  # fmt: skip
+    return out
+
+
+def entered(unit: np.ndarray, new_rows: Sequence[int], kth: np.ndarray) -> np.ndarray:
+    """Rows whose ``kth`` cosine one of ``new_rows`` beats or ties: their k nearest may now hold it (pure).
+
+    ``kth[i]`` is -1 for a row with fewer than k documented neighbours (any new one enters) and NaN for a row
+    never labelled (it is recomputed anyway).
+    """
+    hit = np.zeros(len(unit), dtype=bool)
+    if not len(new_rows):
+        return hit
+    new = unit[np.asarray(new_rows, np.int64)]
+    for start in range(0, len(unit), BLOCK):
+        best = (unit[start : start + BLOCK] @ new.T).max(axis=1)
+        hit[start : start + BLOCK] = best >= kth[start : start + BLOCK] - 1e-6
+    return hit
+
+
+def to_recompute(
+    data: SpaceDocs, stored: tuple[list[str], np.ndarray, list[tuple[str, ...]]], changed: frozenset[str]
+) -> tuple[list[int], list[str]]:
+    """Rows to label again and stored repo ids to drop, given the ids ``changed`` since the last refresh (pure).
+
+    ``stored``: the labels' repo ids, ``kth`` and neighbour lists (``index.labels.neighbourhoods``).
+    """
+    ids, kth_stored, lists = stored
+    here = set(data.repo_ids)
+    gone = [r for r in ids if r not in here]
+    moved = changed | frozenset(gone)
+    position = {r: i for i, r in enumerate(data.repo_ids)}
+    kth = np.full(len(data.repo_ids), np.nan, np.float32)
+    redo = np.zeros(len(data.repo_ids), dtype=bool)
+    for r, t, near in zip(ids, kth_stored.tolist(), lists, strict=True):
+        i = position.get(r)
+        if i is not None:
+            kth[i] = t
+            redo[i] = not moved.isdisjoint(near)
+    redo |= np.isnan(kth)  # never labelled
+    redo[[position[r] for r in changed if r in position]] = True
+    new_docs = [position[r] for r in changed if r in position and r in data.docs]
+    redo |= entered(data.unit, new_docs, np.nan_to_num(kth, nan=2.0))
+    return np.flatnonzero(redo).tolist(), gone
+
+
+@dataclass(frozen=True)
+class LabelRun:
+    """What a refresh did: labels computed per space, and per space whose labels were current."""
+
+    computed: dict[str, int] = field(default_factory=dict)
+    unchanged: dict[str, int] = field(default_factory=dict)
+    full: dict[str, bool] = field(default_factory=dict)  # whether a space was recomputed whole
+    stopped: bool = False
+
+
+def refresh_space(index: Index, space_id: str, *, force: bool = False, now: datetime | None = None) -> tuple[int, bool]:
+    """Recompute what changed of ``space_id``'s labels (everything with ``force``) and store it.
+
+    Returns:
+        (labels written, whether the space was recomputed whole).
+    """
+    head = index.labels.heads().get(space_id)
+    source = index.vectors.fingerprint(space_id)  # before the vectors: a write in between only recomputes again
+    count = index.vectors.count(space_id)
+    data = read_space(index, space_id)
+    if force or head is None or head.rule != suggest.RULE or head.common != data.common:
+        here = set(data.repo_ids)
+        rows, gone = list(range(len(data.repo_ids))), [r for r in index.labels.neighbourhoods(space_id)[0]
+                                                        if r not in here]  # fmt: skip
+        whole = True
+    else:
+        changed = frozenset(r for r, t in zip(data.repo_ids, data.embedded_at, strict=True)
+                            if head.through is None or t is None or t > head.through)  # fmt: skip
+        rows, gone = to_recompute(data, index.labels.neighbourhoods(space_id), changed)
+        whole = len(rows) > len(data.repo_ids) // 2
+        rows = list(range(len(data.repo_ids))) if whole else rows  # as costly: keep every label of one moment
+    labels = label_rows(space_id, data, rows)
+    known = [t for t in data.embedded_at if t is not None]
+    when = now or datetime.now(UTC)
+    index.labels.put(LabelsHead(space_id, source, max(known, default=None), suggest.RULE, data.common,
+                                len(data.repo_ids), when, count), labels, gone)  # fmt: skip
+    return len(labels), whole
+
+
+def refresh(
+    index: Index,
+    spaces: Iterable[str] | None = None,
+    *,
+    force: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    now: datetime | None = None,
+) -> LabelRun:
+    """Refresh the labels of ``spaces`` (default: all) whose vectors changed since they were computed.
+
+    Raises:
+        NotFoundError: a space in ``spaces`` that the index does not hold.
+        StoreError: the index is read-only.
+    """
+    known = index.vectors.spaces()
+    wanted = sorted(known) if spaces is None else list(dict.fromkeys(spaces))
+    for space_id in wanted:
+        if space_id not in known:
+            raise NotFoundError(space_id, "no such space", fix="see `hubdelta status` for the spaces")
+    heads = index.labels.heads()
+    out = LabelRun()
+    for space_id in wanted:
+        head = heads.get(space_id)
+        current = head and (head.source, head.rule) == (index.vectors.fingerprint(space_id), suggest.RULE)
+        if current and not force:
+            out.unchanged[space_id] = head.n if head else 0
+            continue
+        if should_stop is not None and should_stop():
+            return LabelRun(out.computed, out.unchanged, out.full, stopped=True)
+        n, whole = refresh_space(index, space_id, force=force, now=now)
+        out.computed[space_id], out.full[space_id] = n, whole
+        log.info("labels stored", space=space_id, labels=n, whole=whole)
+    return out
+
+
+def refresh_labels(settings: Settings, spaces: Iterable[str] | None = None, *, force: bool = False,
+                   command: str = "hubdelta labels") -> LabelRun:  # fmt: skip
+    """:func:`refresh` under the writer lock (what ``hubdelta labels`` calls).
+
+    Raises:
+        IndexLockedError: another writer holds the index.
+        NotFoundError: an unknown space in ``spaces``.
+    """
+    with open_writer(settings, command) as index:
+        return refresh(index, spaces, force=force)
+
+
+def refresh_after_writes(
+    settings: Settings, command: str, *, index: Index | None = None, should_stop: Callable[[], bool] | None = None
+) -> LabelRun | None:
+    """Refresh the labels after a run that wrote vectors, never failing that run (as the map's layouts are:
+    a failure is logged with its fix; readers meanwhile show the labels as stale). None after a failure."""
+    try:
+        if index is not None:
+            return refresh(index, should_stop=should_stop)
+        with open_writer(settings, f"{command}: labels") as opened:
+            return refresh(opened, should_stop=should_stop)
+    except Exception as e:  # any failure: the run that called it has already succeeded
+        log.warning("labels not refreshed", error=f"{type(e).__name__}: {e}",
+                    fix="run `hubdelta labels` once the index is free")  # fmt: skip
+        return None
