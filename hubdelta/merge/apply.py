@@ -171,8 +171,9 @@ def _write_cat(tmp: Path, base_folder: Path, base: str, fetched: Sequence[Fetche
     model: Any = load_causal_lm(base_folder)
     known = {f.name for f in fields(LoraConfig)}
     names = [f"member{i}" for i in range(len(fetched))]
+    for f in fetched:  # the embedder's exactness checks (plain LoRA that fits the base), on the unwrapped base
+        read_adapter(f.repo_id, f.path, model)
     for name, f in zip(names, fetched, strict=True):
-        read_adapter(f.repo_id, f.path, model)  # the embedder's exactness checks: plain LoRA that fits the base
         raw = safe_adapter_config(f.path, limits)
         config = LoraConfig(**{k: v for k, v in raw.items() if k in known and k not in ("peft_type", "peft_version")})
         if name == names[0]:
