@@ -126,9 +126,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pool", type=Path)
     parser.add_argument("-k", type=int, default=3)
-    parser.add_argument("--random", type=int, default=2, help="random sets per anchor")
+    parser.add_argument("--random", type=int, default=1, help="random sets per anchor")
+    parser.add_argument("--single", action="store_true", help="also score each anchor alone")
     parser.add_argument("--anchors", type=int, default=0, help="how many anchors (0: every adapter)")
-    parser.add_argument("--methods", default="linear,ties")
+    parser.add_argument("--methods", default="linear", help="linear and/or ties (TIES: ~2x the time)")
     parser.add_argument("--density", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/merge-plan.json"))
@@ -153,7 +154,8 @@ def main() -> None:
     cache: dict[tuple[str, frozenset[int]], dict[str, float]] = {}
     for method in args.methods.split(","):
         for n, anchor in enumerate(anchors):
-            sets = [("single", [anchor], 0), *_sets(ids, unit, anchor, args.k, args.random, rng)]
+            sets = [("single", [anchor], 0)] if args.single else []
+            sets += _sets(ids, unit, anchor, args.k, args.random, rng)
             for kind, members, draw in sets:
                 key = (method, frozenset(members))
                 if key not in cache:

@@ -229,3 +229,13 @@ def _check_weights(hub: Path, out: Path, members: list[str], method: str) -> Non
     assert float((written - expected).abs().max()) <= tol
     if method == "ties":
         assert float((written == 0).float().mean()) > 0.3  # trimmed: most entries of each task vector dropped
+
+
+def test_table_for_people(pool_index: PoolIndex) -> None:
+    anchor = "hubdelta-pool/smollm2-lora-legal-1"
+    result = runner.invoke(app, ["--home", str(pool_index.home), "merge-plan", "--anchor", anchor, "-k", "3"],
+                           env={"HF_ENDPOINT": pool_index.hub_url, "COLUMNS": "160"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    print(result.output)
+    assert anchor in result.output and "anchor (given)" in result.output
+    assert "pairwise cosines" in result.output and "clusters covered" in result.output

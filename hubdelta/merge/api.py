@@ -88,16 +88,16 @@ def candidates(index: Index, space_id: str, where: str | None, anchor: str | Non
         HubdeltaError: the anchor itself cannot be merged.
     """
     base = str(index.vectors.spaces()[space_id].params.get("base_repo", ""))
-    embeddings = index.vectors.visible(space_id)
-    records = index.models.get(list(embeddings))
+    stored = index.vectors.visible_matrix(space_id)  # one float32 matrix, rows in repo-id order
+    records = index.models.get(stored.repo_ids)
     chosen = model_filter(where, None)
     passing: set[str] | None = None
     if chosen is not None:
         check_filter(index, chosen)
         passing = set(index.models.ids(chosen))
     excluded: Counter[str] = Counter()
-    ids = []
-    for rid in sorted(embeddings):
+    rows = []
+    for row, rid in enumerate(stored.repo_ids):
         why = unmergeable(records.get(rid), base)
         if rid == anchor and why is not None:
             raise HubdeltaError(f"{anchor} cannot be merged: {why}",
@@ -107,10 +107,10 @@ def candidates(index: Index, space_id: str, where: str | None, anchor: str | Non
         if why is not None:
             excluded[why] += 1
             continue
-        ids.append(rid)
-    vectors = np.stack([embeddings[r].vector for r in ids]) if ids else np.zeros((0, 1), np.float32)
+        rows.append(row)
+    ids = [stored.repo_ids[r] for r in rows]
     relations = {r: _relation(records.get(r)) for r in ids}
-    return Candidates(space_id, base, ids, unit_rows(vectors), relations, dict(excluded))
+    return Candidates(space_id, base, ids, unit_rows(stored.vectors[rows]), relations, dict(excluded))
 
 
 def _relation(record: ModelRecord | None) -> str:

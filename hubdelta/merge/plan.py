@@ -85,8 +85,8 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 def medoid(unit: np.ndarray) -> int:
     """The row with the highest mean cosine to all others (the most central model); ties: the lowest row."""
-    sims = unit @ unit.T  # (N, N)
-    return int(np.argmax(sims.sum(axis=1)))
+    # Σ_j cos(i, j) = u_i · Σ_j u_j: one pass over the rows, never the (N, N) matrix of a big space
+    return int(np.argmax(unit @ unit.sum(axis=0)))
 
 
 def farthest_points(unit: np.ndarray, anchor: int, k: int) -> list[tuple[int, float | None, int | None]]:
