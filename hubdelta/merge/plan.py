@@ -160,8 +160,7 @@ def describe(
 
 
 def _reason(n: int, distance: float, nearest: str) -> str:
-    return (f"pick {n}: farthest from the set chosen so far (cosine {1 - distance:.3f} to its nearest member, "
-            f"{nearest})")  # fmt: skip
+    return f"pick {n}, farthest from the set: cosine {1 - distance:.3f} to its nearest member, {nearest}"
 
 
 def covered(members: Sequence[str], clusters: Mapping[str, str]) -> tuple[str, ...]:
