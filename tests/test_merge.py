@@ -20,7 +20,7 @@ from hubdelta.merge.apply import check_out
 from hubdelta.merge.combine import check_method
 from hubdelta.merge.plan import farthest_points, medoid, nearest_rows, unit_rows, unmergeable
 from hubdelta_dev.pool.base import BASE_REPO_ID
-from tests.helpers import PoolIndex, one_line_error, settings_for
+from tests.helpers import PoolIndex, free_port, one_line_error, settings_for
 
 runner = CliRunner()
 
@@ -239,3 +239,12 @@ def test_table_for_people(pool_index: PoolIndex) -> None:
     print(result.output)
     assert anchor in result.output and "anchor (given)" in result.output
     assert "pairwise cosines" in result.output and "clusters covered" in result.output
+
+
+def test_a_failed_apply_leaves_nothing(pool_index: PoolIndex, tmp_path: Path) -> None:
+    out = tmp_path / "merged"
+    args = ["--home", str(pool_index.home), "merge-plan", "--anchor", "hubdelta-pool/smollm2-lora-math-1", "-k", "2",
+            "--apply", str(out)]  # fmt: skip
+    result = runner.invoke(app, args, env={"HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"})  # nothing listens
+    assert result.exit_code != 0
+    assert list(tmp_path.iterdir()) == []  # neither OUT nor its temporary folder

@@ -113,40 +113,45 @@ def apply_plan(settings: Settings, plan: MergePlan, out: Path, *, method: str = 
     check_out(out)
     w = list(weights) if weights is not None else default_weights(method, len(plan.members))
     if len(w) != len(plan.members):
-        raise UsageError("--weights", f"{len(w)} weights for {len(plan.members)} members", fix="give one a member")
+        raise UsageError("weights", f"{len(w)} weights for {len(plan.members)} members", fix="give one a member")
     from hubdelta.embedder.run import fetcher
 
     members = _members(settings, plan)
     ref = resolve_base(settings, plan.base)
     limits = Limits.from_embed_settings(settings.embed)
     fetch_one = fetcher(settings, limits, base_info_from_folder(ref.folder, ref.repo_id))
-    fetched = [fetch_one(rid, sha) for rid, sha in members]
-    adapters_only = all(f.kind is RepoKind.ADAPTER for f in fetched)
+    fetched: list[FetchedModel] = []
+    try:
+        for rid, sha in members:  # one at a time, so a failure still releases those fetched before it
+            fetched.append(fetch_one(rid, sha))
+        kind = "adapter" if method == "linear" and all(f.kind is RepoKind.ADAPTER for f in fetched) else "full"
+        files = _write(out, kind, ref.folder, plan, fetched, method, w, density, limits)
+    finally:
+        _release(fetched)  # a full finetune's weights leave the cache, as after hubdelta embed
+    return Applied(out, kind, method, plan.repo_ids, tuple(w), density if method == "ties" else None, plan.base,
+                   files)  # fmt: skip
+
+
+def _write(out: Path, kind: str, base_folder: Path, plan: MergePlan, fetched: Sequence[FetchedModel], method: str,
+           weights: Sequence[float], density: float, limits: Limits) -> dict[str, int]:  # fmt: skip
+    """The merge in a temporary folder beside OUT, renamed to OUT once whole; returns its files' sizes."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.absolute().parent))
     try:
-        if method == "linear" and adapters_only:
-            _write_cat(tmp, ref.folder, plan.base, fetched, w, limits)
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would make OUT private to this user
+        if kind == "adapter":
+            _write_cat(tmp, base_folder, plan.base, fetched, weights, limits)
         else:
-            _write_full(tmp, ref.folder, fetched, method, w, density, limits)
-        kind = "adapter" if method == "linear" and adapters_only else "full"
-        recipe = {
-            "base": plan.base,
-            "space": plan.space_id,
-            "method": method,
-            "kind": kind,
-            "density": density if method == "ties" else None,
-            "members": [{"repo_id": r, "sha": s, "weight": x} for (r, s), x in zip(members, w, strict=True)],
-        }
+            _write_full(tmp, base_folder, fetched, method, weights, density, limits)
+        members = [{"repo_id": f.repo_id, "sha": f.sha, "weight": x} for f, x in zip(fetched, weights, strict=True)]
+        recipe = {"base": plan.base, "space": plan.space_id, "method": method, "kind": kind,
+                  "density": density if method == "ties" else None, "members": members}  # fmt: skip
         (tmp / RECIPE).write_text(json.dumps(recipe, indent=2) + "\n")
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        _release(fetched)
-    return Applied(out, kind, method, plan.repo_ids, tuple(w), density if method == "ties" else None, plan.base,
-                   files)  # fmt: skip
+    return files
 
 
 def _release(fetched: Sequence[FetchedModel]) -> None:
@@ -175,7 +180,9 @@ def _write_cat(tmp: Path, base_folder: Path, base: str, fetched: Sequence[Fetche
         read_adapter(f.repo_id, f.path, model)
     for name, f in zip(names, fetched, strict=True):
         raw = safe_adapter_config(f.path, limits)
-        config = LoraConfig(**{k: v for k, v in raw.items() if k in known and k not in ("peft_type", "peft_version")})
+        # the base's name is set on the merged config; here it would only make peft warn of the local folder
+        dropped = ("peft_type", "peft_version", "base_model_name_or_path")
+        config = LoraConfig(**{k: v for k, v in raw.items() if k in known and k not in dropped})
         if name == names[0]:
             model = get_peft_model(model, config, adapter_name=name)
         else:
