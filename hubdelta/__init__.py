@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hubdelta.embedder.api import Retried
+    from hubdelta.merge.plan import MergePlan
     from hubdelta.query.records import Similar
 
-__all__ = ["__version__", "retry", "similar"]
+__all__ = ["__version__", "merge_plan", "retry", "similar"]
 
 
 def __getattr__(name: str) -> str:
@@ -48,6 +49,27 @@ def similar(
     settings = load_settings(home=Path(home) if home is not None else None)
     path = Path(vector) if vector is not None else None
     return query(settings, repo, vector=path, k=k, where=where, relation=relation, space=space)
+
+
+def merge_plan(
+    space: str | None = None,
+    *,
+    anchor: str | None = None,
+    k: int = 3,
+    where: str | None = None,
+    home: str | Path | None = None,
+) -> MergePlan:
+    """Models of ``space`` to merge: ``anchor`` (default: the medoid) plus the most dispersed ones, as
+    ``hubdelta merge-plan`` proposes them (``result.members``, ``result.cosines``, ``result.to_dict()``).
+
+    Raises:
+        hubdelta.kernel.errors.HubdeltaError: a bad space, anchor, ``k`` or filter (one-line message).
+    """
+    from hubdelta.kernel.settings import load_settings
+    from hubdelta.merge.api import merge_plan as plan
+
+    settings = load_settings(home=Path(home) if home is not None else None)
+    return plan(settings, space=space, anchor=anchor, k=k, where=where)
 
 
 def retry(

@@ -248,3 +248,12 @@ def test_a_failed_apply_leaves_nothing(pool_index: PoolIndex, tmp_path: Path) ->
     result = runner.invoke(app, args, env={"HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"})  # nothing listens
     assert result.exit_code != 0
     assert list(tmp_path.iterdir()) == []  # neither OUT nor its temporary folder
+
+
+def test_python_api(pool_index: PoolIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hubdelta
+
+    monkeypatch.setenv("HF_ENDPOINT", pool_index.hub_url)
+    plan = hubdelta.merge_plan(anchor="hubdelta-pool/smollm2-lora-code-1", k=2, home=pool_index.home)
+    assert plan.repo_ids[0] == "hubdelta-pool/smollm2-lora-code-1" and len(plan.repo_ids) == 2
+    assert plan.to_dict()["members"][1]["nearest_chosen"] == "hubdelta-pool/smollm2-lora-code-1"
