@@ -86,6 +86,19 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
     return float(q[0]), float(q[1]), float(q[2])
 
 
+def _paired(rows: list[dict[str, Any]], method: str, against: str) -> str:
+    """Per anchor, proposed minus the first ``against`` set: median, mean, and the Wilcoxon / sign-test p."""
+    from scipy.stats import binomtest, wilcoxon
+
+    score = {(r["anchor"], r["kind"]): r["score"] for r in rows if r["method"] == method and r["draw"] == 0}
+    diffs = [score[a, "proposed"] - score[a, against] for a, k in score if k == "proposed" and (a, against) in score]
+    if len(diffs) < 2 or not any(diffs):
+        return "too few pairs"
+    sign_p = binomtest(sum(d < 0 for d in diffs), len(diffs)).pvalue
+    return (f"paired difference median {statistics.median(diffs):+.4f}, mean {statistics.mean(diffs):+.4f}; "
+            f"Wilcoxon p {wilcoxon(diffs).pvalue:.3g}, sign test p {sign_p:.3g}")  # fmt: skip
+
+
 def _win_rate(rows: list[dict[str, Any]], method: str, against: str) -> tuple[float, int]:
     """Paired by anchor: the share of (proposed, other) pairs where proposed has the lower score (ties: half)."""
     wins, pairs = 0.0, 0
@@ -117,9 +130,23 @@ def summarise(rows: list[dict[str, Any]], base: dict[str, float], domains: Seque
             cov = statistics.mean(r["domains"] for r in sel)
             _say(f"| {kind} | {len(sel)} | {med:.4f} | {q1:.4f}–{q3:.4f} | {cos:.3f} | {cov:.2f} | "
                  + " | ".join(f"{x:.3f}" for x in per) + " |")  # fmt: skip
+        from scipy.stats import spearmanr
+
+        sets = [r for r in rows if r["method"] == method and r["kind"] in KINDS]
+        loss = [r["score"] for r in sets]
+        _say(f"\nSpearman of the loss with the mean pairwise cosine "
+             f"{spearmanr([r['mean_cosine'] for r in sets], loss).statistic:.2f}, with the domains covered "
+             f"{spearmanr([r['domains'] for r in sets], loss).statistic:.2f} ({len(sets)} sets)")  # fmt: skip
         for against in ("random", "same-cluster"):
             rate, pairs = _win_rate(rows, method, against)
-            _say(f"\nproposed beats {against} (lower mean loss, paired by anchor): {rate:.2f} of {pairs} pairs")
+            _say(f"\nproposed beats {against} (lower mean loss, paired by anchor): {rate:.2f} of {pairs} pairs; "
+                 + _paired(rows, method, against))  # fmt: skip
+
+
+def from_json(path: Path) -> None:
+    """Print the summary of a saved run again (no model is loaded)."""
+    saved = json.loads(path.read_text())
+    summarise(saved["rows"], saved["base"], list(saved["base"]))
 
 
 def main() -> None:
@@ -133,7 +160,11 @@ def main() -> None:
     parser.add_argument("--density", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/merge-plan.json"))
+    parser.add_argument("--summary", type=Path, help="only print the summary of a saved --out file")
     args = parser.parse_args()
+    if args.summary:
+        from_json(args.summary)
+        return
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     pool = Pool.load(args.pool)
