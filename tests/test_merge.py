@@ -257,3 +257,24 @@ def test_python_api(pool_index: PoolIndex, monkeypatch: pytest.MonkeyPatch) -> N
     plan = hubdelta.merge_plan(anchor="hubdelta-pool/smollm2-lora-code-1", k=2, home=pool_index.home)
     assert plan.repo_ids[0] == "hubdelta-pool/smollm2-lora-code-1" and len(plan.repo_ids) == 2
     assert plan.to_dict()["members"][1]["nearest_chosen"] == "hubdelta-pool/smollm2-lora-code-1"
+
+
+FULL = ("hubdelta-pool/smollm2-full-math", "hubdelta-pool/smollm2-full-code")
+
+
+def test_full_finetunes_merge_by_hand_into_a_checkpoint(pool_index: PoolIndex, writable_home: Path,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    from safetensors.torch import load_file
+
+    out = tmp_path / "full"
+    doc = _plan(pool_index, "--anchor", FULL[0], "-k", "2", "--where", "relation = 'finetune'", "--apply", str(out))
+    assert [m["repo_id"] for m in doc["members"]] == list(FULL)
+    assert doc["applied"]["kind"] == "full" and doc["applied"]["weights"] == [0.5, 0.5]
+    hub = pool_index.pool / "hub"
+    key = "model.layers.5.mlp.down_proj.weight"
+    base = load_file(str(hub / BASE_REPO_ID / "model.safetensors"))[key]
+    math, code = (load_file(str(hub / m / "model.safetensors"))[key] for m in FULL)
+    written = load_file(str(out / "model.safetensors"))[key]
+    assert float((written - (base + 0.5 * (math - base) + 0.5 * (code - base))).abs().max()) <= 1e-6
+    added = _add(writable_home, pool_index.hub_url, out, "local/merged-full")
+    assert added["kind"] == "full" and added["space_id"] == doc["space"]
