@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hubdelta.embedder.api import Retried
     from hubdelta.index.labels import ModelLabels
+    from hubdelta.merge.plan import MergePlan
     from hubdelta.query.records import Similar
 
-__all__ = ["__version__", "labels", "retry", "similar"]
+__all__ = ["__version__", "labels", "merge_plan", "retry", "similar"]
 
 
 def __getattr__(name: str) -> str:
@@ -62,6 +63,25 @@ def labels(repo: str, *, home: str | Path | None = None) -> list[ModelLabels]:
     from hubdelta.query.labels import suggested_labels
 
     return suggested_labels(load_settings(home=Path(home) if home is not None else None), repo)
+def merge_plan(
+    space: str | None = None,
+    *,
+    anchor: str | None = None,
+    k: int = 3,
+    where: str | None = None,
+    home: str | Path | None = None,
+) -> MergePlan:
+    """Models of ``space`` to merge: ``anchor`` (default: the medoid) plus the most dispersed ones, as
+    ``hubdelta merge-plan`` proposes them (``result.members``, ``result.cosines``, ``result.to_dict()``).
+
+    Raises:
+        hubdelta.kernel.errors.HubdeltaError: a bad space, anchor, ``k`` or filter (one-line message).
+    """
+    from hubdelta.kernel.settings import load_settings
+    from hubdelta.merge.api import merge_plan as plan
+
+    settings = load_settings(home=Path(home) if home is not None else None)
+    return plan(settings, space=space, anchor=anchor, k=k, where=where)
 
 
 def retry(

@@ -15,6 +15,7 @@ from hubdelta.cli import evaluate as evaluate_commands
 from hubdelta.cli import family as family_commands
 from hubdelta.cli import labels as labels_commands
 from hubdelta.cli import layout as layout_commands
+from hubdelta.cli import merge as merge_commands
 from hubdelta.cli import query as query_commands
 from hubdelta.cli import report as report_commands
 from hubdelta.cli import retry as retry_commands
@@ -43,6 +44,7 @@ evaluate_commands.register(app)
 family_commands.register(app)
 labels_commands.register(app)
 layout_commands.register(app)
+merge_commands.register(app)
 query_commands.register(app)
 report_commands.register(app)
 retry_commands.register(app)
