@@ -63,6 +63,8 @@ def labels(repo: str, *, home: str | Path | None = None) -> list[ModelLabels]:
     from hubdelta.query.labels import suggested_labels
 
     return suggested_labels(load_settings(home=Path(home) if home is not None else None), repo)
+
+
 def merge_plan(
     space: str | None = None,
     *,
