@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 from lancedb import DBConnection
 
+from hubdelta.index.copies import COPIES, COPIES_SCHEMA
 from hubdelta.index.embeddings import SPACES, SPACES_SCHEMA
 from hubdelta.index.families import FAMILY_SCHEMAS
 from hubdelta.index.layouts import LAYOUT_SCHEMAS
@@ -85,12 +86,18 @@ def m005_create_layouts(db: DBConnection) -> None:
         db.create_table(name, schema=schema, exist_ok=True)
 
 
+def m006_create_copies(db: DBConnection) -> None:
+    """copies: embedded models' fingerprints (weight files' sha256) and the vectors reused without download."""
+    db.create_table(COPIES, schema=COPIES_SCHEMA, exist_ok=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m001_create_tables,
     m002_create_spaces,
     m003_create_reports,
     m004_create_families,
     m005_create_layouts,
+    m006_create_copies,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -24,9 +24,10 @@ def uri(tmp_path: Path) -> str:
 def test_first_writer_creates_and_stamps_the_store(uri: str, tmp_path: Path) -> None:
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
         assert index.applied_migrations == ["m001_create_tables", "m002_create_spaces", "m003_create_reports",
-                                           "m004_create_families", "m005_create_layouts"]  # fmt: skip
+                                           "m004_create_families", "m005_create_layouts",
+                                           "m006_create_copies"]  # fmt: skip
         meta = index.meta()
-        assert meta["schema_version"] == str(SCHEMA_VERSION) == "5"
+        assert meta["schema_version"] == str(SCHEMA_VERSION) == "6"
         assert meta["hubdelta_version"] and meta["created_at"].endswith("+00:00")
         index.models.put([record(1)])
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
@@ -55,13 +56,14 @@ def test_an_older_store_is_migrated_by_a_writer_and_refused_by_a_reader(uri: str
     db.open_table("models").add(models_to_table([record(1)]))
     with pytest.raises(IndexSchemaError) as e:
         Index.open(uri)
-    assert (e.value.found, e.value.expected) == (1, 5)
+    assert (e.value.found, e.value.expected) == (1, 6)
     assert "fix: run any write command such as `hubdelta crawl`" in e.value.one_line()
 
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
         assert index.applied_migrations == ["m002_create_spaces", "m003_create_reports", "m004_create_families",
-                                            "m005_create_layouts"]  # fmt: skip
-        assert index.meta()["schema_version"] == "5" and index.models.count() == 1
+                                            "m005_create_layouts", "m006_create_copies"]  # fmt: skip
+        assert index.meta()["schema_version"] == "6" and index.models.count() == 1
+        assert index.copies.of_space("any") == {}
         assert index.vectors.spaces() == {} and index.reports.latest() is None and index.families.all() == {}
         assert index.layouts.versions() == {}
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
@@ -77,8 +79,9 @@ def test_a_writer_killed_before_stamping_resumes(uri: str, tmp_path: Path) -> No
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
         # m001 re-runs over its own partial result
         assert index.applied_migrations == ["m001_create_tables", "m002_create_spaces", "m003_create_reports",
-                                           "m004_create_families", "m005_create_layouts"]  # fmt: skip
-        assert index.meta()["schema_version"] == "5"
+                                           "m004_create_families", "m005_create_layouts",
+                                           "m006_create_copies"]  # fmt: skip
+        assert index.meta()["schema_version"] == "6"
 
 
 def test_a_foreign_lance_database_is_not_touched(uri: str, tmp_path: Path) -> None:
