@@ -145,3 +145,34 @@ def test_the_same_weights_under_another_alpha_are_not_a_copy(embedded: Embedded)
     assert rows[ALPHA_VARIANT].fingerprint != rows[embedded.tree.alpha_of].fingerprint
     a, b = vectors[ALPHA_VARIANT].vector, vectors[embedded.tree.alpha_of].vector
     assert np.linalg.norm(a) > 1.5 * np.linalg.norm(b)  # 4x alpha: a longer delta, the same file bytes
+
+
+def test_similar_shows_each_group_once_and_all_shows_every_copy(embedded: Embedded) -> None:
+    from hubdelta.query.api import similar
+    from hubdelta.query.serialize import dumps
+
+    tree = embedded.tree
+    query = next(o for o in tree.originals if o not in tree.reuploads.values())
+    everyone = len(tree.originals) + len(tree.reuploads) + 1
+    collapsed = similar(embedded.settings, query, k=everyone)
+    ids = [n.repo_id for n in collapsed]
+    assert len(ids) == everyone - 1 - len(tree.reuploads)  # every model but the query, each group once
+    for new, original in tree.reuploads.items():
+        assert original in ids and new not in ids  # the earliest created stands for its group
+        row = next(n for n in collapsed if n.repo_id == original)
+        assert row.copies == (new,)
+        assert json.loads(dumps(collapsed))["neighbors"][ids.index(original)]["copies"] == [new]  # similar --json
+    every = [n.repo_id for n in similar(embedded.settings, query, k=everyone, show_all=True)]
+    assert sorted(every) == sorted((set(tree.originals) | set(tree.reuploads) | {ALPHA_VARIANT}) - {query})
+
+
+def test_show_names_copies_both_ways(embedded: Embedded) -> None:
+    from hubdelta.query.api import show
+    from hubdelta.query.serialize import shown_doc
+
+    new, original = next(iter(embedded.tree.reuploads.items()))
+    copy = show(embedded.settings, new)
+    assert (copy.copied_from, copy.copy_of, copy.copies) == (original, original, [original])
+    first = show(embedded.settings, original)
+    assert (first.copied_from, first.copy_of, first.copies) == (None, None, [new])
+    assert shown_doc(copy)["copied_from"] == original and shown_doc(copy)["no_change_from_base"] is False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from hubdelta.index.store import Index
 from hubdelta.kernel.errors import HubdeltaError, NotFoundError, StoreError, UsageError
 from hubdelta.kernel.settings import Settings
 from hubdelta.query.choose import WHERE_FIX, choose_space, close_ids, first_fetch, model_filter, next_fetch
+from hubdelta.query.copies import Collapsed, collapsed_nearest, group_of
 from hubdelta.query.records import Neighbor, Similar, VectorInfo
 
 NOT_EMBEDDED_FIX = {
@@ -233,8 +234,12 @@ def similar(
     space: str | None = None,
     filters: Selector | None = None,
     reader: SharedReader | None = None,
+    show_all: bool = False,
 ) -> Similar:
     """The models nearest to ``repo`` (or to a saved vector) by cosine, within one space.
+
+    Copies (the same weight files, or near-copy vectors: :mod:`hubdelta.index.copies`) are one row: the group's
+    representative, its other members found in ``copies``; ``show_all`` gives every model its own row.
 
     Args:
         settings: where the index is, and the ``[embed]`` settings that pick a default space.
@@ -247,6 +252,7 @@ def similar(
         filters: structured metadata filters (:func:`hubdelta.index.selectors.by_metadata`): the web
             service's, which never passes SQL text.
         reader: a long-lived process's open index (default: one opened for this query).
+        show_all: one row per model, copies included (``similar --all``).
 
     Raises:
         UsageError: bad arguments, an unknown repo (with close ids), a bad filter or vector file.
@@ -269,11 +275,16 @@ def similar(
             query = _vector_query(index, vector, space)
         if chosen is not None and index.vectors.count(query.space_id) == 0:
             check_filter(index, chosen)  # nothing to filter: still refuse a malformed filter
-        hits = nearest_filtered(index, query.space_id, query.vector, k, chosen, query.exclude)
-        records = index.models.get([h[0] for h in hits])
+
+        def search(n: int) -> list[tuple[str, float]]:
+            return nearest_filtered(index, query.space_id, query.vector, n, chosen, query.exclude)
+
+        rows = ([Collapsed(rid, score) for rid, score in search(k)] if show_all
+                else collapsed_nearest(index, query.space_id, k, search))  # fmt: skip
+        records = index.models.get([r.repo_id for r in rows])
         clusters = cluster_names(index, query.space_id)
-    neighbors = [Neighbor.of(i + 1, score, records.get(rid), rid, clusters.get(rid))
-                 for i, (rid, score) in enumerate(hits)]  # fmt: skip
+    neighbors = [Neighbor.of(i + 1, r.score, records.get(r.repo_id), r.repo_id, clusters.get(r.repo_id), r.copies)
+                 for i, r in enumerate(rows)]  # fmt: skip
     return Similar(query.label, query.space_id, k, where, relation, neighbors, query.other_spaces)
 
 
@@ -285,6 +296,9 @@ class Shown:
     vectors: list[VectorInfo]
     neighbors: list[Neighbor]
     hidden: bool = False  # removed from the Hub: hidden from queries (no neighbours are looked up)
+    copies: list[str] = field(default_factory=list)  # the other models of its copy group (same weights or behaviour)
+    copy_of: str | None = None  # its group's representative (the earliest created), when that is another model
+    copied_from: str | None = None  # the model whose vector it reused without download (same weight files)
 
 
 def show(
@@ -309,6 +323,14 @@ def show(
         infos = [VectorInfo(s, e.sha, e.embedded_at, float(np.linalg.norm(e.vector))) for s, e in vectors.items()]
     hidden = not visible_to_queries(record.status)
     found: list[Neighbor] = []
-    if neighbors and vectors and not hidden:
-        found = similar(settings, repo, k=k, reader=reader).neighbors
-    return Shown(record, infos, found, hidden)
+    if not (vectors and not hidden):
+        return Shown(record, infos, found, hidden)
+    answer = similar(settings, repo, k=max(k, 1), reader=reader)
+    found = answer.neighbors if neighbors else []
+    near = [m for n in answer.neighbors for m in (n.repo_id, *n.copies)]
+    with reading(settings, reader) as index:
+        group = group_of(index, answer.space_id, repo, near)
+        row = index.copies.of_space(answer.space_id, [repo]).get(repo)
+    others = [m for m in group.members if m != repo] if group is not None else []
+    copy_of = group.representative if group is not None and group.representative != repo else None
+    return Shown(record, infos, found, hidden, others, copy_of, row.copy_of if row is not None else None)
