@@ -129,20 +129,31 @@ def copy_groups(
         if fp is not None:
             parent[root(k)] = root(by_print.setdefault(fp, k))
     near: set[str] = set()
-    if len(ids) > 1:
-        matrix = np.stack([np.asarray(vectors[k], np.float64) for k in ids])
-        norms = np.linalg.norm(matrix, axis=1)
-        unit = matrix / np.where(norms > 0, norms, 1.0)[:, None]
-        cos = unit @ unit.T
-        same_length = np.abs(norms[:, None] - norms[None, :]) <= NEAR_NORM * np.maximum.outer(norms, norms)
-        close = (cos >= NEAR_COSINE) & same_length & (norms[:, None] > 0) & (norms[None, :] > 0)
-        for i, j in zip(*np.nonzero(np.triu(close, 1)), strict=True):
-            a, b = ids[int(i)], ids[int(j)]
-            if root(a) != root(b):
-                near.update((a, b))
-                parent[root(a)] = root(b)
+    for a, b in _near_pairs(ids, vectors):
+        if root(a) != root(b):
+            near.update((a, b))
+            parent[root(a)] = root(b)
     members: dict[str, list[str]] = {}
     for k in ids:
         members.setdefault(root(k), []).append(k)
     groups = [CopyGroup(tuple(sorted(m, key=order)), near=any(k in near for k in m)) for m in members.values()]
     return sorted((g for g in groups if len(g.members) > 1), key=lambda g: order(g.representative))
+
+
+def _near_pairs(ids: Sequence[str], vectors: Mapping[str, np.ndarray], block: int = 1024) -> list[tuple[str, str]]:
+    """Every near-copy pair among ``ids`` (pure), ``block`` rows at a time: the memory is ``block`` x N."""
+    if len(ids) < 2:
+        return []
+    matrix = np.stack([np.asarray(vectors[k], np.float64) for k in ids])
+    norms = np.linalg.norm(matrix, axis=1)
+    unit = matrix / np.where(norms > 0, norms, 1.0)[:, None]
+    pairs = []
+    for start in range(0, len(ids), block):
+        rows = slice(start, start + block)
+        cos = unit[rows] @ unit.T
+        same_length = np.abs(norms[rows, None] - norms[None, :]) <= NEAR_NORM * np.maximum(norms[rows, None], norms)
+        close = (cos >= NEAR_COSINE) & same_length & (norms[rows, None] > 0) & (norms[None, :] > 0)
+        for i, j in zip(*np.nonzero(close), strict=True):
+            if start + int(i) < int(j):
+                pairs.append((ids[start + int(i)], ids[int(j)]))
+    return pairs

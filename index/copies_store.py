@@ -19,6 +19,7 @@ from hubdelta.index.tables import Tables
 from hubdelta.index.vectors_store import VectorsStore
 
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)
+NEAR_MAX = 5_000  # a report looks for near-copies among at most this many models of a space
 
 
 class CopiesStore:
@@ -67,6 +68,18 @@ class CopiesStore:
             return (created or _LONG_AGO, repo_id)
 
         return copy_groups(prints, vectors, order)
+
+    def report_groups(self, space_id: str, near_max: int = NEAR_MAX) -> tuple[list[CopyGroup], bool]:
+        """(the copy groups of the whole space, whether near-copies were looked for): above ``near_max`` visible
+        models only equal fingerprints are grouped (the pairwise cosines would grow as N squared)."""
+        if self._vectors.count(space_id) <= near_max:
+            return self.groups(space_id), True
+        rows = self.of_space(space_id)
+        seen: dict[str, int] = {}
+        for r in rows.values():
+            seen[r.fingerprint] = seen.get(r.fingerprint, 0) + 1
+        shared = [k for k, r in rows.items() if seen[r.fingerprint] > 1]
+        return self.groups(space_id, shared), False
 
     def group_of(self, space_id: str, repo_id: str, near: Sequence[str] = ()) -> CopyGroup | None:
         """``repo_id``'s group in ``space_id``: its same-fingerprint models plus ``near`` (candidates for
