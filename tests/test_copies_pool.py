@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +26,12 @@ from hubdelta_dev.devhub.server import DevhubServer
 from hubdelta_dev.pool.base import BASE_REPO_ID
 from hubdelta_dev.pool.build import PoolManifest
 from hubdelta_dev.pool.publish import card_text, link_tree
+from tests.helpers import Processes, settings_for
 
 pytestmark = pytest.mark.pool
 ALPHA_VARIANT = "other/alpha-variant"
+NEAR_COPY = "other/near-copy"  # an original's LoRA B scaled by 1.002 and saved again: other bytes, same behaviour
+ZERO_B = "other/untrained"  # a LoRA whose B matrices are zero: no change from base
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,7 @@ class CopyTree:
     originals: list[str]  # every adapter of the pool
     reuploads: dict[str, str]  # re-upload -> its original
     alpha_of: str  # the original whose safetensors the alpha variant shares
+    near_of: str  # the original NEAR_COPY behaves like
 
 
 def _catalog_line(repo_id: str, created: str) -> dict[str, Any]:
@@ -41,8 +50,8 @@ def _catalog_line(repo_id: str, created: str) -> dict[str, Any]:
 def build_copy_tree(pool: Path, manifest: PoolManifest, out: Path) -> CopyTree:
     """The pool's base and adapters, 20% of the adapter repos being re-uploads, and one alpha variant."""
     hub = pool / "hub"
-    # 19 originals, the alpha variant and 5 re-uploads: 5 of 25 adapter repos (20%) are byte-identical re-uploads
-    adapters = sorted(r.repo_id for r in manifest.repos if r.kind == "lora" and BASE_REPO_ID in r.bases)[:19]
+    # 17 originals, 3 variants and 5 re-uploads: 5 of 25 adapter repos (20%) are byte-identical re-uploads
+    adapters = sorted(r.repo_id for r in manifest.repos if r.kind == "lora" and BASE_REPO_ID in r.bases)[:17]
     link_tree(hub / BASE_REPO_ID, out / BASE_REPO_ID)
     for repo in adapters:
         link_tree(hub / repo, out / repo)
@@ -65,8 +74,24 @@ def build_copy_tree(pool: Path, manifest: PoolManifest, out: Path) -> CopyTree:
     config["lora_alpha"] = 4 * config["lora_alpha"]
     config_path.write_text(json.dumps(config))
     entries.append(_catalog_line(ALPHA_VARIANT, "2026-06-02T00:00:00.000Z"))
+    _scaled_b(hub / adapters[2], out / NEAR_COPY, 1.002)
+    _scaled_b(hub / adapters[3], out / ZERO_B, 0.0)
+    entries += [_catalog_line(NEAR_COPY, "2026-06-03T00:00:00.000Z"), _catalog_line(ZERO_B, "2026-06-04T00:00:00.000Z")]
     (out / "catalog.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
-    return CopyTree(out, adapters, reuploads, alpha_of)
+    return CopyTree(out, adapters, reuploads, alpha_of, adapters[2])
+
+
+def _scaled_b(src: Path, dst: Path, factor: float) -> None:
+    """``src`` as a new repo whose LoRA B matrices are multiplied by ``factor`` (saved afresh: other bytes)."""
+    from safetensors.torch import load_file, save_file
+
+    link_tree(src, dst)
+    weights = dst / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    weights.unlink()  # a hard link into the pool: write a new file
+    save_file({k: v * factor if "lora_B" in k else v for k, v in tensors.items()}, str(weights))
+    (dst / "README.md").unlink()
+    (dst / "README.md").write_text(card_text({"base_model": BASE_REPO_ID, "library_name": "peft"}, dst.name, "."))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +128,7 @@ def _touching(requests: list[Any], repo_id: str) -> list[Any]:
 
 def test_no_file_of_a_reupload_is_downloaded(embedded: Embedded) -> None:
     tree, requests = embedded.tree, embedded.requests
-    assert len(tree.reuploads) * 5 == len(tree.originals) + 1 + len(tree.reuploads)  # 20% of the adapter repos
+    assert len(tree.reuploads) * 5 == len(tree.originals) + 3 + len(tree.reuploads)  # 20% of the adapter repos
     assert embedded.summary.failed == 0 and embedded.summary.copied == len(tree.reuploads), embedded.summary
     for repo in tree.reuploads:
         seen = _touching(requests, repo)
@@ -153,17 +178,18 @@ def test_similar_shows_each_group_once_and_all_shows_every_copy(embedded: Embedd
 
     tree = embedded.tree
     query = next(o for o in tree.originals if o not in tree.reuploads.values())
-    everyone = len(tree.originals) + len(tree.reuploads) + 1
+    everyone = len(tree.originals) + len(tree.reuploads) + 2  # the alpha variant, the near-copy (ZERO_B is hidden)
     collapsed = similar(embedded.settings, query, k=everyone)
     ids = [n.repo_id for n in collapsed]
-    assert len(ids) == everyone - 1 - len(tree.reuploads)  # every model but the query, each group once
+    assert len(ids) == everyone - 1 - len(tree.reuploads) - 1  # every model but the query, each group once
+    assert NEAR_COPY not in ids and NEAR_COPY in next(n for n in collapsed if n.repo_id == tree.near_of).copies
     for new, original in tree.reuploads.items():
         assert original in ids and new not in ids  # the earliest created stands for its group
         row = next(n for n in collapsed if n.repo_id == original)
         assert row.copies == (new,)
         assert json.loads(dumps(collapsed))["neighbors"][ids.index(original)]["copies"] == [new]  # similar --json
     every = [n.repo_id for n in similar(embedded.settings, query, k=everyone, show_all=True)]
-    assert sorted(every) == sorted((set(tree.originals) | set(tree.reuploads) | {ALPHA_VARIANT}) - {query})
+    assert sorted(every) == sorted((set(tree.originals) | set(tree.reuploads) | {ALPHA_VARIANT, NEAR_COPY}) - {query})
 
 
 def test_show_names_copies_both_ways(embedded: Embedded) -> None:
@@ -176,3 +202,84 @@ def test_show_names_copies_both_ways(embedded: Embedded) -> None:
     first = show(embedded.settings, original)
     assert (first.copied_from, first.copy_of, first.copies) == (None, None, [new])
     assert shown_doc(copy)["copied_from"] == original and shown_doc(copy)["no_change_from_base"] is False
+
+
+def test_the_report_lists_copy_groups_and_counts_bytes_not_downloaded(embedded: Embedded, tmp_path: Path) -> None:
+    from hubdelta.report.api import run_report
+
+    report = run_report(embedded.settings, out=tmp_path)
+    (space,) = report.spaces
+    tree = embedded.tree
+    weight = sum(os.path.getsize(tree.root / o / "adapter_model.safetensors") for o in tree.reuploads.values())
+    assert (space.copies_reused, space.bytes_not_downloaded) == (len(tree.reuploads), weight)
+    groups = {g[0]: g[1:] for g in space.copy_groups}
+    for new, original in tree.reuploads.items():
+        assert groups[original] == (new,)
+    text = "\n".join(p.read_text() for p in report.files if p.suffix == ".md")
+    assert f"{weight:,} bytes not downloaded" in text
+    assert report.to_dict()["spaces"][0]["bytes_not_downloaded"] == weight
+
+
+def test_a_near_copy_is_grouped_and_an_untrained_adapter_has_no_change_from_base(embedded: Embedded) -> None:
+    from hubdelta.index.door import open_reader
+    from hubdelta.query.api import show
+    from hubdelta.query.serialize import shown_doc
+
+    with open_reader(embedded.settings) as index:
+        (space,) = index.vectors.spaces()
+        group = index.copies.group_of(space, NEAR_COPY)
+        record = index.models.get([ZERO_B])[ZERO_B]
+        rows = index.copies.of_space(space)
+    assert rows[NEAR_COPY].fingerprint != rows[embedded.tree.near_of].fingerprint  # other bytes: downloaded
+    assert group is None  # with no candidates given, only equal fingerprints are looked at
+    near = show(embedded.settings, NEAR_COPY)
+    assert near.copy_of == embedded.tree.near_of and near.copied_from is None
+    assert record.status == "unchanged" and "no change from base" in record.reason
+    untrained = show(embedded.settings, ZERO_B)
+    assert untrained.hidden and untrained.neighbors == [] and untrained.copies == []
+    assert shown_doc(untrained)["no_change_from_base"] is True
+
+
+def test_kill_9_on_the_copy_path_then_rerun_loses_and_doubles_nothing(
+    copy_tree: CopyTree, embedded: Embedded, tmp_path: Path, processes: Processes
+) -> None:
+    """Killed runs of small commit groups, then one to the end: every model settled once, every re-upload with its
+    original's vector (a kill may leave a re-upload claimed before its original: then it is the one downloaded)."""
+    from hubdelta.crawler.api import run_crawl, track
+    from hubdelta.embedder.api import run_embed
+    from hubdelta.index.door import open_reader
+    from hubdelta.index.records import ModelStatus
+
+    with DevhubServer(copy_tree.root) as hub:
+        settings = settings_for(tmp_path / "home", hub.url, "[embed]\ncommit_every = 4\nprefetch = 1\n")
+        track(settings, BASE_REPO_ID)
+        run_crawl(settings)
+        env = {**os.environ, "HUBDELTA_HOME": str(settings.home), "HF_ENDPOINT": hub.url}
+        rng, killed = random.Random(7), 0
+        for _ in range(3):
+            proc = processes.popen([sys.executable, "-m", "hubdelta", "embed", "--batch", "3"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            time.sleep(rng.uniform(7.0, 11.0))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                killed += 1
+            proc.wait()
+        last = run_embed(settings)
+    assert killed >= 2 and last.failed == 0
+    with open_reader(settings) as index:
+        (space,) = index.vectors.spaces()
+        vectors = index.vectors.get(space)
+        rows = index.maintenance.stats()[f"emb_{space}"].rows
+        counts = index.models.count_by_status()
+        copies = index.copies.of_space(space)
+    everyone = len(copy_tree.originals) + len(copy_tree.reuploads) + 2  # and the alpha variant, the near-copy
+    assert counts[ModelStatus.EMBEDDED] == len(vectors) == rows == everyone
+    assert counts[ModelStatus.UNCHANGED] == 1
+    assert {k for k, n in counts.items() if n} == {ModelStatus.EMBEDDED, ModelStatus.UNCHANGED}
+    for new, original in copy_tree.reuploads.items():
+        assert np.array_equal(vectors[new].vector, vectors[original].vector)
+        assert copies[new].fingerprint == copies[original].fingerprint
+        assert {copies[new].copy_of, copies[original].copy_of} in ({None, original}, {None, new})
+    with open_reader(embedded.settings) as index:
+        reference = index.vectors.get(space)
+    assert all(np.allclose(vectors[k].vector, reference[k].vector, atol=1e-5) for k in reference)
