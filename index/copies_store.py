@@ -48,11 +48,10 @@ class CopiesStore:
         """fingerprint -> a model of ``space_id`` with that fingerprint whose vector is stored at the row's sha:
         what a run may reuse without downloading. The first embedded (a downloaded one before its copies)."""
         rows = self.of_space(space_id)
-        stored = self._vectors.get(space_id, list(rows))
+        stored = self._vectors.shas(space_id, list(rows))
         found: dict[str, CopyRow] = {}
         for r in sorted(rows.values(), key=lambda r: (r.copy_of is not None, r.recorded_at or _LONG_AGO, r.repo_id)):
-            e = stored.get(r.repo_id)
-            if e is not None and e.sha == r.sha:
+            if r.repo_id in stored and stored[r.repo_id] == r.sha:
                 found.setdefault(r.fingerprint, r)
         return {fp: r.repo_id for fp, r in found.items()}
 

@@ -134,3 +134,27 @@ def test_devhub_answers_paths_info_with_the_lfs_sha256(tmp_path: Path) -> None:
     assert entry.lfs is not None and entry.lfs.sha256 == hashlib.sha256(weights).hexdigest()  # type: ignore[union-attr]
     assert entry.last_commit is not None  # type: ignore[union-attr]
     assert kinds == ["paths_info"]
+
+
+def test_known_fingerprints_need_a_vector_at_the_rows_sha(tmp_path: Path) -> None:
+    from hubdelta.index.copies import CopyRow
+    from hubdelta.index.embeddings import SpaceRow
+    from hubdelta.index.store import Index
+
+    now = datetime.now(UTC)
+    with Index.open(str(tmp_path / "index"), lock_dir=tmp_path, writer="test") as index:
+        index.vectors.put_space(SpaceRow("s1", {}, np.ones((2, 4), np.float32), now))
+        index.vectors.put("s1", [Embedding("o/a", "sha-a", np.ones(4, np.float32), now),
+                                 Embedding("o/b", "sha-b2", np.ones(4, np.float32), now),
+                                 Embedding("o/c", "sha-c", np.ones(4, np.float32), now)])  # fmt: skip
+        index.copies.put(
+            [
+                CopyRow("s1", "o/a", "sha-a", "F", 10, None, now),
+                CopyRow("s1", "o/b", "sha-b1", "G", 10, None, now),  # its vector is at another sha now
+                CopyRow("s1", "o/c", "sha-c", "F", 10, "o/a", now),
+                CopyRow("s1", "o/gone", "sha-g", "H", 10, None, now),
+            ]
+        )  # no vector: a kill before it
+        assert index.copies.known("s1") == {"F": "o/a"}
+        assert index.copies.saved_bytes("s1") == (1, 10)
+        assert [g.members for g in index.copies.groups("s1")] == [("o/a", "o/b", "o/c")]  # equal vectors: near
