@@ -249,17 +249,12 @@ def fetch(
     """
     auth: str | bool = token or False
     hub = _Hub(HfApi(endpoint=endpoint, token=auth), repo_id, sha, endpoint, auth, cache_dir, timeout_s, backoff)
-    try:
-        with model_hub_errors(repo_id):
-            files, fp = hub.listing()
-            original = copies.decide(repo_id, fp.value if fp else None) if copies is not None else None
-            if original is not None:
-                return _copy(repo_id, sha, files, fp, original)
-            plan, declared = _plan(hub, files, limits, base)
-            folder = _download(hub, plan, limits)
-    finally:
-        if copies is not None:
-            copies.listed(repo_id, None)  # a repo that failed before its listing must not hold later ones up
+    with model_hub_errors(repo_id):
+        files, fp, original = _listing(hub, copies)
+        if original is not None:
+            return _copy(repo_id, sha, files, fp, original)
+        plan, declared = _plan(hub, files, limits, base)
+        folder = _download(hub, plan, limits)
     is_base = repo_id.lower() in base.names()
     fetched = FetchedModel(repo_id, sha, plan.kind, folder, plan.files, plan.weights, plan.bytes, plan.params,
                            plan.pickle, is_base, declared, fp)  # fmt: skip
@@ -270,6 +265,16 @@ def fetch(
         disk_ledger(cache_dir).freed(delete_weights(fetched))  # no bytes that failed verification stay loadable
         _raise(repo_id, refusal)
     return fetched
+
+
+def _listing(hub: _Hub, copies: CopyRegistry | None) -> tuple[dict[str, int], Fingerprint | None, str | None]:
+    """The listing's sizes and fingerprint, and the model this repo is a copy of (None: it is to be downloaded)."""
+    try:
+        files, fp = hub.listing()
+        return files, fp, copies.decide(hub.repo_id, fp.value if fp else None) if copies is not None else None
+    finally:
+        if copies is not None:
+            copies.listed(hub.repo_id, None)  # a repo that failed before its listing must not hold later ones up
 
 
 def _copy(repo_id: str, sha: str, files: dict[str, int], fp: Fingerprint | None, original: str) -> FetchedModel:

@@ -276,16 +276,23 @@ def similar(
         if chosen is not None and index.vectors.count(query.space_id) == 0:
             check_filter(index, chosen)  # nothing to filter: still refuse a malformed filter
 
-        def search(n: int) -> list[tuple[str, float]]:
-            return nearest_filtered(index, query.space_id, query.vector, n, chosen, query.exclude)
-
-        rows = ([Collapsed(rid, score) for rid, score in search(k)] if show_all
-                else collapsed_nearest(index, query.space_id, k, search))  # fmt: skip
+        rows = _rows(index, query, k, chosen, show_all)
         records = index.models.get([r.repo_id for r in rows])
         clusters = cluster_names(index, query.space_id)
     neighbors = [Neighbor.of(i + 1, r.score, records.get(r.repo_id), r.repo_id, clusters.get(r.repo_id), r.copies)
                  for i, r in enumerate(rows)]  # fmt: skip
     return Similar(query.label, query.space_id, k, where, relation, neighbors, query.other_spaces)
+
+
+def _rows(index: Index, query: _Query, k: int, chosen: Selector | None, show_all: bool) -> list[Collapsed]:
+    """The answer's rows: the k nearest models, each copy group as one row unless ``show_all``."""
+
+    def search(n: int) -> list[tuple[str, float]]:
+        return nearest_filtered(index, query.space_id, query.vector, n, chosen, query.exclude)
+
+    if show_all:
+        return [Collapsed(rid, score) for rid, score in search(k)]
+    return collapsed_nearest(index, query.space_id, k, search)
 
 
 @dataclass(frozen=True)
