@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,40 @@ def test_known_fingerprints_need_a_vector_at_the_rows_sha(tmp_path: Path) -> Non
         assert index.copies.known("s1") == {"F": "o/a"}
         assert index.copies.saved_bytes("s1") == (1, 10)
         assert [g.members for g in index.copies.groups("s1")] == [("o/a", "o/b", "o/c")]  # equal vectors: near
+
+
+def test_the_cli_collapses_copies_and_all_shows_them(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hubdelta.cli import app
+    from hubdelta.index.copies import CopyRow
+    from hubdelta.index.door import open_writer
+    from hubdelta.index.embeddings import SpaceRow
+    from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
+    from tests.helpers import settings_for
+
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    rng = np.random.default_rng(1)
+    same = rng.normal(size=8).astype(np.float32)
+    vectors = {"org/query": rng.normal(size=8), "org/first": same, "org/again": same, "org/other": rng.normal(size=8)}
+    created = {"org/query": 0, "org/first": 1, "org/again": 5, "org/other": 2}
+    settings = settings_for(tmp_path / "home", "http://127.0.0.1:9")
+    with open_writer(settings, "test") as index:
+        index.models.put([ModelRecord(HubModel(k, "a" * 40, Relation.ADAPTER, ("org/base",),
+                                               created_at=now + timedelta(days=d)), ModelStatus.EMBEDDED)
+                          for k, d in created.items()])  # fmt: skip
+        index.vectors.put_space(SpaceRow("sp", {"base_repo": "org/base"}, np.ones((2, 8), np.float32), now))
+        index.vectors.put("sp", [Embedding(k, "a" * 40, np.asarray(v, np.float32), now) for k, v in vectors.items()])
+        index.copies.put([CopyRow("sp", "org/first", "a" * 40, "F", 100, None, now),
+                          CopyRow("sp", "org/again", "a" * 40, "F", 100, "org/first", now)])  # fmt: skip
+    home = ["--home", str(settings.home)]
+    runner = CliRunner()
+    doc = json.loads(runner.invoke(app, [*home, "similar", "org/query", "--json"]).stdout)
+    rows = {n["repo_id"]: n["copies"] for n in doc["neighbors"]}
+    assert rows == {"org/first": ["org/again"], "org/other": []}
+    every = json.loads(runner.invoke(app, [*home, "similar", "org/query", "--all", "--json"]).stdout)
+    assert sorted(n["repo_id"] for n in every["neighbors"]) == ["org/again", "org/first", "org/other"]
+    table = runner.invoke(app, [*home, "similar", "org/query"]).stdout
+    assert "+1" in table and "org/again" not in table
+    shown = runner.invoke(app, [*home, "show", "org/again"]).stdout
+    assert "copy of    org/first" in shown and "copies     org/first" in shown
