@@ -196,11 +196,7 @@ def test_kill_9_on_the_copy_path_then_rerun_loses_and_doubles_nothing(
         for _ in range(3):
             proc = processes.popen([sys.executable, "-m", "hubdelta", "embed", "--batch", "3"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-            time.sleep(rng.uniform(7.0, 11.0))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                killed += 1
-            proc.wait()
+            killed += _kill_after_progress(proc, settings, rng)
         last = run_embed(settings)
     assert killed >= 2 and last.failed == 0
     with open_reader(settings) as index:
@@ -220,3 +216,31 @@ def test_kill_9_on_the_copy_path_then_rerun_loses_and_doubles_nothing(
     with open_reader(embedded.settings) as index:
         reference = index.vectors.get(space)
     assert all(np.allclose(vectors[k].vector, reference[k].vector, atol=1e-5) for k in reference)
+
+
+def _settled(settings: Settings) -> int:
+    from hubdelta.index.door import open_reader
+    from hubdelta.index.records import ModelStatus
+
+    try:
+        with open_reader(settings) as index:
+            counts = index.models.count_by_status()
+    except Exception:  # the first run has not migrated the index yet
+        return -1
+    return counts[ModelStatus.EMBEDDED] + counts[ModelStatus.UNCHANGED]
+
+
+def _kill_after_progress(proc: subprocess.Popen[bytes], settings: Settings, rng: random.Random) -> int:
+    """Kill ``proc`` a random moment (0-1.5 s) after its first commit of results: mid-run, whatever the machine's
+    speed (a fixed delay missed the run on a quiet machine). Returns 1 if it was killed."""
+    before = max(0, _settled(settings))
+    while proc.poll() is None:
+        time.sleep(0.2)
+        if _settled(settings) > before:
+            time.sleep(rng.uniform(0.0, 1.5))
+            break
+    if proc.poll() is not None:
+        return 0
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return 1
