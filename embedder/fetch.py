@@ -24,6 +24,7 @@ from huggingface_hub.errors import SafetensorsParsingError
 from huggingface_hub.utils import SafetensorsFileMetadata
 
 from hubdelta.embedder import safety, safety_adapter
+from hubdelta.embedder.copies import CopyRegistry, Fingerprint, fingerprint, listed_files
 from hubdelta.embedder.disk import disk_ledger
 from hubdelta.embedder.hub_retry import Backoff, retried
 from hubdelta.embedder.local import verify_folder
@@ -51,6 +52,8 @@ class FetchedModel:
     pickle: bool
     base: bool = False  # the repo is the run's base itself: its files are never released
     declared_base: str | None = None  # an adapter naming a mirror of the base (accepted: its shapes fit)
+    fingerprint: Fingerprint | None = None  # from the listing (hubdelta.embedder.copies)
+    copy_of: str | None = None  # a copy of this model: nothing was downloaded (path, files: empty)
 
 
 def _parsing_reason(e: SafetensorsParsingError) -> str:
@@ -77,13 +80,17 @@ class _Hub:
     timeout_s: float
     backoff: Backoff | None = None
 
-    def listing(self) -> dict[str, int]:
+    def listing(self) -> tuple[dict[str, int], Fingerprint | None]:
+        """Each file's size, and the repo's fingerprint (its weight files' sha256: one request for both)."""
+
         def one() -> ModelInfo:
             return model_info(self.api, self.repo_id, revision=self.sha, files_metadata=True, timeout=self.timeout_s)
 
         info = retried(one, what=f"{self.repo_id} listing", backoff=self.backoff)
+        siblings = info.siblings or []
         # A size the listing does not give is -1, which triage refuses: sizes bound everything downstream.
-        return {s.rfilename: s.size if s.size is not None else -1 for s in info.siblings or []}
+        sizes = {s.rfilename: s.size if s.size is not None else -1 for s in siblings}
+        return sizes, fingerprint(listed_files(siblings))
 
     def download(self, name: str) -> Path:
         def one() -> str:
@@ -159,9 +166,9 @@ def _declared_mirror(configs: dict[str, Any], base: BaseInfo) -> str | None:
     return name if name is not None and name.lower() not in base.names() else None
 
 
-def _plan(hub: _Hub, limits: Limits, base: BaseInfo) -> tuple[Plan, dict[str, int], str | None]:
-    """Every decision before the weights: listing, configs, headers. Raises ModelRefused at the first refusal."""
-    files = hub.listing()
+def _plan(hub: _Hub, files: dict[str, int], limits: Limits, base: BaseInfo) -> tuple[Plan, str | None]:
+    """Every decision before the weights: triage of the listing, configs, headers. Raises ModelRefused at the first
+    refusal."""
     t = safety.triage(files, limits)
     if isinstance(t, Refusal):
         _raise(hub.repo_id, t)
@@ -181,7 +188,7 @@ def _plan(hub: _Hub, limits: Limits, base: BaseInfo) -> tuple[Plan, dict[str, in
     plan = safety.check_weights(t, weights, configs, headers, files, base, limits)
     if isinstance(plan, Refusal):
         _raise(hub.repo_id, plan)
-    return plan, files, _declared_mirror(configs, base) if plan.kind is RepoKind.ADAPTER else None
+    return plan, _declared_mirror(configs, base) if plan.kind is RepoKind.ADAPTER else None
 
 
 def _download(hub: _Hub, plan: Plan, limits: Limits) -> Path:
@@ -210,8 +217,12 @@ def fetch(
     base: BaseInfo,
     timeout_s: float = 30.0,
     backoff: Backoff | None = None,
+    copies: CopyRegistry | None = None,
 ) -> FetchedModel:
     """Decide on a repo from its metadata, download only what the plan names, verify it.
+
+    With ``copies``, a repo whose fingerprint another repo of the space downloads (or already embedded) is
+    answered from its listing alone: a :class:`FetchedModel` with ``copy_of`` set and nothing downloaded.
 
     Args:
         repo_id: the model repo.
@@ -224,6 +235,7 @@ def fetch(
         timeout_s: per-request timeout.
         backoff: how a request that failed for a transient reason (5xx, 429, network) is sent again (default:
             ``hub_retry.DEFAULT_BACKOFF``).
+        copies: the run's :class:`~hubdelta.embedder.copies.CopyRegistry` (None: every repo is downloaded).
 
     Returns:
         The verified snapshot and which of its files may be loaded.
@@ -238,11 +250,14 @@ def fetch(
     auth: str | bool = token or False
     hub = _Hub(HfApi(endpoint=endpoint, token=auth), repo_id, sha, endpoint, auth, cache_dir, timeout_s, backoff)
     with model_hub_errors(repo_id):
-        plan, files, declared = _plan(hub, limits, base)
+        files, fp, original = _listing(hub, copies)
+        if original is not None:
+            return _copy(repo_id, sha, files, fp, original)
+        plan, declared = _plan(hub, files, limits, base)
         folder = _download(hub, plan, limits)
     is_base = repo_id.lower() in base.names()
     fetched = FetchedModel(repo_id, sha, plan.kind, folder, plan.files, plan.weights, plan.bytes, plan.params,
-                           plan.pickle, is_base, declared)  # fmt: skip
+                           plan.pickle, is_base, declared, fp)  # fmt: skip
     if declared is not None:  # accepted on its shapes: say which name it gave, for whoever reads the log
         log.info("fetch.mirror_base", repo=repo_id, declared_base=declared, base=base.repo_id)
     refusal = verify_folder(folder, plan, files, limits)
@@ -250,6 +265,23 @@ def fetch(
         disk_ledger(cache_dir).freed(delete_weights(fetched))  # no bytes that failed verification stay loadable
         _raise(repo_id, refusal)
     return fetched
+
+
+def _listing(hub: _Hub, copies: CopyRegistry | None) -> tuple[dict[str, int], Fingerprint | None, str | None]:
+    """The listing's sizes and fingerprint, and the model this repo is a copy of (None: it is to be downloaded)."""
+    try:
+        files, fp = hub.listing()
+        return files, fp, copies.decide(hub.repo_id, fp.value if fp else None) if copies is not None else None
+    finally:
+        if copies is not None:
+            copies.listed(hub.repo_id, None)  # a repo that failed before its listing must not hold later ones up
+
+
+def _copy(repo_id: str, sha: str, files: dict[str, int], fp: Fingerprint | None, original: str) -> FetchedModel:
+    """A repo answered from its listing: a copy of ``original``, nothing downloaded."""
+    kind = RepoKind.ADAPTER if safety_adapter.CONFIG in files else RepoKind.FULL
+    log.info("fetch.copy", repo=repo_id, copy_of=original, weight_bytes=fp.weight_bytes if fp else 0)
+    return FetchedModel(repo_id, sha, kind, Path(), (), (), 0, None, False, fingerprint=fp, copy_of=original)
 
 
 def delete_weights(fetched: FetchedModel) -> int:

@@ -9,7 +9,7 @@ and marks them embedded without recomputing. Key: (repo_id, sha, space).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,6 +22,7 @@ from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.run import ChunkOutput, Outcome, RunCounts
 from hubdelta.embedder.space import Space
 from hubdelta.embedder.vetting import base_scale, check_vector
+from hubdelta.index.copies import CopyRow
 from hubdelta.index.embeddings import Embedding, SpaceRow
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.index.selectors import by_ids, by_status
@@ -47,6 +48,7 @@ class EmbedSummary:
     bases_failed: int = 0  # bases that could not be fetched, loaded or run, or a bad [embed] option
     exit_code: int = 0  # the command's exit status: see run_exit_code
     timings: dict[str, float] = field(default_factory=dict)  # where the seconds went (embedder.pipeline.Timings)
+    copied: int = 0  # copies found before download (same weight files as a model embedded): vector reused
 
     @classmethod
     def of(cls, counts: RunCounts, *, spaces: Sequence[str], seconds: float, workers: int = 0,
@@ -54,7 +56,7 @@ class EmbedSummary:
         """The summary of a run that counted ``counts``."""
         return cls(counts.embedded, counts.reused, counts.failed, counts.skipped, counts.requeued, list(spaces),
                    list(counts.failures), seconds, counts.stopped, workers, worker_deaths, counts.unchanged,
-                   counts.bases_failed, run_exit_code(counts), dict(timings or {}))  # fmt: skip
+                   counts.bases_failed, run_exit_code(counts), dict(timings or {}), counts.copied)  # fmt: skip
 
 
 def run_exit_code(counts: RunCounts) -> int:
@@ -65,7 +67,7 @@ def run_exit_code(counts: RunCounts) -> int:
     """
     if counts.bases_failed:
         return 1
-    settled = counts.embedded + counts.reused + counts.unchanged
+    settled = counts.embedded + counts.reused + counts.unchanged + counts.copied
     return 1 if (counts.failed or counts.requeued) and not settled else 0
 
 
@@ -125,34 +127,44 @@ class SpaceLedger:
         self.index.models.put(claimed)
         return claimed
 
+    def known_copies(self) -> dict[str, str]:
+        """fingerprint -> the model embedded in this space with it: a run downloads none of these again."""
+        return self.index.copies.known(self.space.id)
+
     def commit(self, claimed: Sequence[ModelRecord], out: ChunkOutput) -> list[Outcome]:
-        """Record a chunk's results: its vectors first (a kill then leaves them to be reused), then its statuses.
+        """Record a chunk's results: fingerprints, then vectors (a kill then leaves them to be reused), then
+        statuses. A copy found before download gets its original's vector (:func:`resolve_copies`).
 
         A claimed model the chunk says nothing about (a worker lost it) is retried like network trouble.
         """
         assert self.row is not None, f"no base activations for {self.space.id}: call base() first"
         now = datetime.now(UTC)
         base = self.row.base_activations
-        failures, unchanged, vectors = dict(out.failures), {}, []
+        failures, unchanged, vectors = dict(out.failures), {}, {}
         scale = base_scale(base)
         for k, (sha, a) in out.arrays.items():  # every vector is checked before the write: one NaN spoils it
             v = vector(a, base)
             verdict = check_vector(v, scale)
             if verdict.kind == "ok":
-                vectors.append(Embedding(k, sha, v, now))
+                vectors[k] = Embedding(k, sha, v, now)
             elif verdict.kind == "unchanged":
                 unchanged[k] = verdict.reason
             else:
                 failures[k] = Failure(verdict.reason)
-        self.index.vectors.put(self.space.id, vectors)
-        stored = {e.repo_id for e in vectors}
+        before = self.index.vectors.get(self.space.id, {o for _, o in out.copies.values()} - set(vectors))
+        resolve_copies(out.copies, before, vectors, unchanged, failures, now)
+        copied = {k: vectors[k] for k in out.copies if k in vectors}
+        self.index.copies.put([CopyRow(self.space.id, k, e.sha, out.prints[k].value, out.prints[k].weight_bytes,
+                                       out.copies[k][1] if k in copied else None, now)
+                               for k, e in vectors.items() if k in out.prints])  # fmt: skip
+        self.index.vectors.put(self.space.id, list(vectors.values()))
         missing = Failure("the worker returned no activations for it", transient=True)
-        outcomes = [plan.embedded(r, out.notes.get(r.repo_id, "")) if r.repo_id in stored
+        outcomes = [plan.embedded(r, out.notes.get(r.repo_id, "")) if r.repo_id in vectors
                     else r.with_status(ModelStatus.UNCHANGED, unchanged[r.repo_id]) if r.repo_id in unchanged
                     else plan.settle(r, failures.get(r.repo_id, missing), max_attempts=self.max_attempts)
                     for r in claimed]  # fmt: skip
         self.index.models.put(outcomes)
-        return [Outcome.of(r) for r in outcomes]
+        return [Outcome(r, "copied", r.reason) if r.repo_id in copied else Outcome.of(r) for r in outcomes]
 
     def fail(self, records: Sequence[ModelRecord], reason: str) -> list[Outcome]:
         """Fail ``records`` for good (e.g. a model that keeps killing Ray workers)."""
@@ -163,3 +175,23 @@ class SpaceLedger:
     def restore(self, records: Sequence[ModelRecord]) -> None:
         """Put ``records`` back as they were read, unclaimed (their base could not be loaded: no one is to blame)."""
         self.index.models.put(records)
+
+
+def resolve_copies(copies: Mapping[str, tuple[str, str]], stored: Mapping[str, Embedding],
+                   vectors: dict[str, Embedding], unchanged: dict[str, str], failures: dict[str, Failure],
+                   now: datetime) -> None:  # fmt: skip
+    """Give each copy (repo -> (sha, original)) its original's outcome, in place: the original's vector (computed
+    in this commit: ``vectors``, or ``stored`` before), its "no change from base", or its failure. A copy whose
+    original has none of these yet (it failed in an earlier commit) is retried: the next run downloads it if
+    still needed."""
+    for k, (sha, original) in copies.items():
+        found = vectors.get(original) or stored.get(original)
+        if found is not None:
+            vectors[k] = Embedding(k, sha, found.vector, now)
+        elif original in unchanged:
+            unchanged[k] = f"a copy of {original}; {unchanged[original]}"
+        elif original in failures:
+            why = failures[original]
+            failures[k] = Failure(f"a copy of {original}, which failed: {why.reason}", transient=why.transient)
+        else:
+            failures[k] = Failure(f"a copy of {original}, which has no vector in this space yet", transient=True)

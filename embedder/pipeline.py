@@ -187,6 +187,19 @@ class ClaimLedger(Ledger, Protocol):
     def restore(self, records: Sequence[ModelRecord]) -> None: ...
 
 
+def work_chunks(records: Sequence[ModelRecord], batch: int) -> list[tuple[list[ModelRecord], bool]]:
+    """The run's chunks in order, each with whether it holds suspects: suspects first, one chunk each, then fresh."""
+    suspects = [r for r in records if r.status == ModelStatus.EMBEDDING]
+    fresh = [r for r in records if r.status != ModelStatus.EMBEDDING]
+    return [(c, True) for c in plan.chunks(suspects, batch)] + [(c, False) for c in plan.chunks(fresh, batch)]
+
+
+def run_order(records: Sequence[ModelRecord], batch: int) -> list[str]:
+    """The repo ids in the order their downloads are submitted (a :class:`~hubdelta.embedder.copies.CopyRegistry`
+    decides originals by it)."""
+    return [r.repo_id for chunk, _ in work_chunks(records, batch) for r in chunk]
+
+
 class Pipeline:
     """One base's share of a pipelined run: claim in groups, compute as files arrive, write in groups.
 
@@ -219,10 +232,7 @@ class Pipeline:
     def start(self, records: Sequence[ModelRecord], fetch_one: Fetch, cache_dir: Path | None = None) -> None:
         """Order the work (suspects first, a chunk each) and start its downloads (``cache_dir``: where they go, for
         a download process's disk ledger to hear of what this process deletes there)."""
-        suspects = [r for r in records if r.status == ModelStatus.EMBEDDING]
-        fresh = [r for r in records if r.status != ModelStatus.EMBEDDING]
-        self._chunks = [(c, True) for c in plan.chunks(suspects, self.flow.batch)]
-        self._chunks += [(c, False) for c in plan.chunks(fresh, self.flow.batch)]
+        self._chunks = work_chunks(records, self.flow.batch)
         self._read = {r.repo_id: r for r in records}
         items = [item for chunk, _ in self._chunks for item in revisions(chunk)]
         self._prefetch = Prefetcher(fetch_one, items, workers=self.flow.download_workers,

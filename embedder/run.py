@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import structlog
 
 from hubdelta.embedder import hub_retry, plan
+from hubdelta.embedder.copies import CopyRegistry, Fingerprint
 from hubdelta.embedder.disk import disk_ledger
 from hubdelta.embedder.fetch import FetchedModel, fetch, release
 from hubdelta.embedder.plan import Failure
@@ -42,6 +43,7 @@ from hubdelta.kernel.errors import ConfigError, one_line
 from hubdelta.kernel.settings import Settings
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 Progress = Callable[[str, ModelRecord], None]  # (outcome, record) after each model
 Fetch = Callable[[str, str], FetchedModel]  # (repo id, revision) -> its verified download
@@ -52,7 +54,7 @@ class Outcome:
     """What became of one model in a run."""
 
     record: ModelRecord  # as written (an activation space) or as read (a family space)
-    outcome: str  # embedded, reused, skipped, unchanged, queued (to be retried) or failed
+    outcome: str  # embedded, copied, reused, skipped, unchanged, queued (to be retried) or failed
     reason: str = ""
 
     @classmethod
@@ -74,6 +76,7 @@ class RunCounts:
     stopped: bool = False  # should_stop ended the run early
     unchanged: int = 0  # no change from base (hubdelta.embedder.vetting): no vector, hidden from queries
     bases_failed: int = 0  # bases that could not be fetched, loaded or run (or a bad [embed] option)
+    copied: int = 0  # copies found before download: the vector of the model with the same weight files
 
     def add(self, o: Outcome) -> None:
         """Count one model's outcome."""
@@ -87,6 +90,8 @@ class RunCounts:
             self.requeued += 1
         elif o.outcome == "unchanged":
             self.unchanged += 1
+        elif o.outcome == "copied":
+            self.copied += 1
         else:
             self.failed += 1
             self.failures.append((o.record.repo_id, o.reason))
@@ -100,6 +105,9 @@ class ChunkOutput:
     arrays: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
     failures: dict[str, Failure] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)  # repo -> a line its embedded record keeps as its reason
+    # repo -> (sha, the model it is a copy of): found from its listing, nothing downloaded, its vector is the other's
+    copies: dict[str, tuple[str, str]] = field(default_factory=dict)
+    prints: dict[str, Fingerprint] = field(default_factory=dict)  # repo -> its fingerprint, where the listing gave one
 
     @classmethod
     def merged(cls, outputs: Iterable[ChunkOutput]) -> ChunkOutput:
@@ -109,7 +117,18 @@ class ChunkOutput:
             out.arrays.update(o.arrays)
             out.failures.update(o.failures)
             out.notes.update(o.notes)
+            out.copies.update(o.copies)
+            out.prints.update(o.prints)
         return out
+
+    def only(self, repo_id: str) -> ChunkOutput:
+        """What this output says about ``repo_id`` alone."""
+
+        def mine(d: Mapping[str, T]) -> dict[str, T]:
+            return {k: v for k, v in d.items() if k == repo_id}
+
+        return ChunkOutput(mine(self.arrays), mine(self.failures), mine(self.notes), mine(self.copies),
+                           mine(self.prints))  # fmt: skip
 
 
 class Runner(Protocol):
@@ -128,14 +147,14 @@ class Ledger(Protocol):
     def commit(self, claimed: Sequence[ModelRecord], out: ChunkOutput) -> list[Outcome]: ...
 
 
-def fetcher(settings: Settings, limits: Limits, base: BaseInfo) -> Fetch:
+def fetcher(settings: Settings, limits: Limits, base: BaseInfo, copies: CopyRegistry | None = None) -> Fetch:
     """Fetch a model repo at a revision, safely, against ``base`` (see :func:`~hubdelta.embedder.fetch.fetch`).
     The cache's disk use is walked afresh at the first download (another process may have changed it). Plain
     data only, the retry policy included: it runs as well in a download process as on a thread."""
     disk_ledger(settings.cache_dir / "hub").rescan()
     return functools.partial(fetch, endpoint=settings.hf_endpoint, token=settings.hf_token,
                              cache_dir=settings.cache_dir / "hub", limits=limits, base=base,
-                             backoff=hub_retry.DEFAULT_BACKOFF)  # fmt: skip
+                             backoff=hub_retry.DEFAULT_BACKOFF, copies=copies)  # fmt: skip
 
 
 def revisions(records: Iterable[ModelRecord]) -> list[tuple[str, str]]:
@@ -165,6 +184,9 @@ def run_fetched(runner: Runner, fetched: Mapping[str, FetchedModel],
     time, and their downloaded weights are deleted after.
     """
     out = ChunkOutput(failures=dict(failures or {}))
+    out.copies = {k: (f.sha, f.copy_of) for k, f in fetched.items() if f.copy_of is not None}
+    out.prints = {k: f.fingerprint for k, f in fetched.items() if f.fingerprint is not None}
+    fetched = {k: f for k, f in fetched.items() if f.copy_of is None}  # a copy has no files: nothing to run
     adapters = {k: f.path for k, f in fetched.items() if f.kind == RepoKind.ADAPTER}
     arrays: dict[str, np.ndarray] = {}
     try:
@@ -188,7 +210,13 @@ def run_fetched(runner: Runner, fetched: Mapping[str, FetchedModel],
                 release(f)
     out.arrays = {k: (fetched[k].sha, a) for k, a in arrays.items()}
     out.notes = {k: mirror_note(f.declared_base) for k, f in fetched.items() if f.declared_base and k in arrays}
+    out.notes.update({k: copy_note(original) for k, (_, original) in out.copies.items()})
     return out
+
+
+def copy_note(original: str) -> str:
+    """What a copy found before download keeps on its record (``show`` prints it)."""
+    return f"a copy of {original}: the same weight files (sha256), not downloaded; its vector reused"
 
 
 def mirror_note(declared: str) -> str:
@@ -206,9 +234,7 @@ def _vet(out: ChunkOutput, arrays: dict[str, np.ndarray], key: str, folder: Path
 
 def _commit_alone(ledger: Ledger, record: ModelRecord, out: ChunkOutput) -> list[Outcome]:
     """Commit one model of a chunk whose write failed; if its own write fails too, it fails with the store's why."""
-    mine = ChunkOutput({k: v for k, v in out.arrays.items() if k == record.repo_id},
-                       {k: v for k, v in out.failures.items() if k == record.repo_id},
-                       {k: v for k, v in out.notes.items() if k == record.repo_id})  # fmt: skip
+    mine = out.only(record.repo_id)
     try:
         return ledger.commit([record], mine)
     except Exception as e:

@@ -15,11 +15,12 @@ from functools import partial
 from hubdelta.embedder import plan
 from hubdelta.embedder.activations import ResidentBase, space_for
 from hubdelta.embedder.bases import download_base
+from hubdelta.embedder.copies import CopyRegistry
 from hubdelta.embedder.delta_path import Activations
 from hubdelta.embedder.ledger import EmbedSummary, SpaceLedger, select_queued
 from hubdelta.embedder.local import base_info_from_folder
 from hubdelta.embedder.options import EmbedOptions
-from hubdelta.embedder.pipeline import Pipeline, Timings
+from hubdelta.embedder.pipeline import Pipeline, Timings, run_order
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.run import Outcome, Progress, Run, fetcher
 from hubdelta.embedder.safety import Limits
@@ -92,9 +93,9 @@ def _embed_base(run: Run, index: Index, settings: Settings, opts: EmbedOptions, 
     reused, todo = ledger.reuse(records)
     run.record(reused)
     with Pipeline(run, ledger, opts, timings) as pipeline:
-        pipeline.start(
-            todo, fetcher(settings, Limits.from_embed_settings(settings.embed), info), settings.cache_dir / "hub"
-        )
+        copies = CopyRegistry(run_order(todo, opts.batch), ledger.known_copies())  # one download a fingerprint
+        fetch_one = fetcher(settings, Limits.from_embed_settings(settings.embed), info, copies)
+        pipeline.start(todo, fetch_one, settings.cache_dir / "hub")
         with timings.timed("base_s"):
             rb = ResidentBase(base_dir, space, device=opts.device)
         with rb:

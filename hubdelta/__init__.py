@@ -34,8 +34,11 @@ def similar(
     relation: str | None = None,
     space: str | None = None,
     home: str | Path | None = None,
+    show_all: bool = False,
 ) -> Similar:
     """The ``k`` models nearest to ``repo`` (or to a ``.npy`` vector) by cosine, best first.
+
+    Copies (re-uploads, near-copies) are one neighbour with ``copies`` naming the rest; ``show_all`` lists each.
 
     Reads the index of ``home`` (default: ``$HUBDELTA_HOME`` or ``~/.hubdelta``) and its hubdelta.toml, as the
     CLI does. Iterate the result for :class:`~hubdelta.query.records.Neighbor` records; ``result.space_id``
@@ -49,7 +52,7 @@ def similar(
 
     settings = load_settings(home=Path(home) if home is not None else None)
     path = Path(vector) if vector is not None else None
-    return query(settings, repo, vector=path, k=k, where=where, relation=relation, space=space)
+    return query(settings, repo, vector=path, k=k, where=where, relation=relation, space=space, show_all=show_all)
 
 
 def labels(repo: str, *, home: str | Path | None = None) -> list[ModelLabels]:

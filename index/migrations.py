@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 from lancedb import DBConnection
 
+from hubdelta.index.copies import COPIES, COPIES_SCHEMA
 from hubdelta.index.embeddings import SPACES, SPACES_SCHEMA
 from hubdelta.index.families import FAMILY_SCHEMAS
 from hubdelta.index.labels import LABEL_SCHEMAS
@@ -86,6 +87,11 @@ def m005_create_layouts(db: DBConnection) -> None:
         db.create_table(name, schema=schema, exist_ok=True)
 
 
+def m006_create_copies(db: DBConnection) -> None:
+    """copies: embedded models' fingerprints (weight files' sha256) and the vectors reused without download."""
+    db.create_table(COPIES, schema=COPIES_SCHEMA, exist_ok=True)
+
+
 def m007_create_labels(db: DBConnection) -> None:
     """labels and labels_meta: each model's suggested tags from its documented neighbours (``hubdelta labels``).
 
@@ -102,6 +108,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m003_create_reports,
     m004_create_families,
     m005_create_layouts,
+    m006_create_copies,
     m007_create_labels,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

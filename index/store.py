@@ -10,6 +10,7 @@ daemon) sees each new commit on its next read.
 - ``index.models`` (:class:`~hubdelta.index.models_store.ModelsStore`) and ``index.tracked``
   (:class:`~hubdelta.index.models_store.TrackedStore`);
 - ``index.vectors`` (:class:`~hubdelta.index.vectors_store.VectorsStore`): spaces, vectors, nearest, ANN upkeep;
+- ``index.copies`` (:class:`~hubdelta.index.copies_store.CopiesStore`): fingerprints and copy groups;
 - ``index.families`` (:class:`~hubdelta.index.families_store.FamiliesStore`);
 - ``index.reports`` (:class:`~hubdelta.index.reports_store.ReportsStore`);
 - ``index.layouts`` (:class:`~hubdelta.index.layouts_store.LayoutsStore`): each space's map layout;
@@ -29,6 +30,7 @@ import lancedb
 
 from hubdelta.index import ann, migrations
 from hubdelta.index.compaction import CompactionPolicy
+from hubdelta.index.copies_store import CopiesStore
 from hubdelta.index.families_store import FamiliesStore
 from hubdelta.index.labels_store import LabelsStore
 from hubdelta.index.layouts_store import LayoutsStore
@@ -66,6 +68,7 @@ class Index:
         self.models = ModelsStore(self._tables)
         self.tracked = TrackedStore(self._tables)
         self.vectors = VectorsStore(self._tables, self.models, self.ann)
+        self.copies = CopiesStore(self._tables, self.models, self.vectors)
         self.families = FamiliesStore(self._tables)
         self.reports = ReportsStore(self._tables)
         self.layouts = LayoutsStore(self._tables)

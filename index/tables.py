@@ -19,6 +19,7 @@ from lancedb.table import Table
 
 from hubdelta.index import migrations
 from hubdelta.index.compaction import CompactionPolicy, TableStats, compact_table, due, table_stats
+from hubdelta.index.copies import COPIES
 from hubdelta.index.embeddings import EMB_PREFIX, SPACES, emb_schema, emb_table_name
 from hubdelta.index.families import FAMILY_SCHEMAS
 from hubdelta.index.labels import LABEL_SCHEMAS
@@ -53,7 +54,7 @@ class Tables:
         self.db = db
         self.writer = writer
         self.closed = False
-        fixed = (*SCHEMAS, SPACES, REPORTS, *FAMILY_SCHEMAS, *LAYOUT_SCHEMAS, *LABEL_SCHEMAS)
+        fixed = (*SCHEMAS, SPACES, REPORTS, *FAMILY_SCHEMAS, *LAYOUT_SCHEMAS, COPIES, *LABEL_SCHEMAS)
         self._open: dict[str, Table] = {name: db.open_table(name) for name in fixed}
 
     # ---- access ----

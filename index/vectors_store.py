@@ -94,6 +94,14 @@ class VectorsStore:
         flt = None if repo_ids is None else id_filter(repo_ids)
         return embeddings_from_table(self._t.scan(table.name, flt))
 
+    def shas(self, space_id: str, repo_ids: Iterable[str]) -> dict[str, str | None]:
+        """The sha each of ``repo_ids`` has a vector at in ``space_id`` (two columns read, no vectors)."""
+        table = self._t.emb(space_id)
+        if table is None:
+            return {}
+        rows = self._t.scan(table.name, id_filter(repo_ids), columns=["repo_id", "sha"]).to_pydict()
+        return dict(zip(rows["repo_id"], rows["sha"], strict=True))
+
     def visible(self, space_id: str, repo_ids: Iterable[str] | None = None) -> dict[str, Embedding]:
         """Like :meth:`get`, without the vectors of models hidden from queries (removed from the Hub).
 

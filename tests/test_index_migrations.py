@@ -25,9 +25,9 @@ def test_first_writer_creates_and_stamps_the_store(uri: str, tmp_path: Path) -> 
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
         assert index.applied_migrations == ["m001_create_tables", "m002_create_spaces", "m003_create_reports",
                                            "m004_create_families", "m005_create_layouts",
-                                           "m007_create_labels"]  # fmt: skip
+                                           "m006_create_copies", "m007_create_labels"]  # fmt: skip
         meta = index.meta()
-        assert meta["schema_version"] == str(SCHEMA_VERSION) == "6"
+        assert meta["schema_version"] == str(SCHEMA_VERSION) == "7"
         assert meta["hubdelta_version"] and meta["created_at"].endswith("+00:00")
         index.models.put([record(1)])
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
@@ -61,8 +61,10 @@ def test_an_older_store_is_migrated_by_a_writer_and_refused_by_a_reader(uri: str
 
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
         assert index.applied_migrations == ["m002_create_spaces", "m003_create_reports", "m004_create_families",
-                                            "m005_create_layouts", "m007_create_labels"]  # fmt: skip
-        assert index.meta()["schema_version"] == "6" and index.models.count() == 1
+                                            "m005_create_layouts", "m006_create_copies",
+                                            "m007_create_labels"]  # fmt: skip
+        assert index.meta()["schema_version"] == "7" and index.models.count() == 1
+        assert index.copies.of_space("any") == {}
         assert index.vectors.spaces() == {} and index.reports.latest() is None and index.families.all() == {}
         assert index.layouts.versions() == {} and index.labels.heads() == {}
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
@@ -79,8 +81,8 @@ def test_a_writer_killed_before_stamping_resumes(uri: str, tmp_path: Path) -> No
         # m001 re-runs over its own partial result
         assert index.applied_migrations == ["m001_create_tables", "m002_create_spaces", "m003_create_reports",
                                            "m004_create_families", "m005_create_layouts",
-                                           "m007_create_labels"]  # fmt: skip
-        assert index.meta()["schema_version"] == "6"
+                                           "m006_create_copies", "m007_create_labels"]  # fmt: skip
+        assert index.meta()["schema_version"] == "7"
 
 
 def test_a_foreign_lance_database_is_not_touched(uri: str, tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ def test_similar_is_the_brute_force_cosine_ranking(zoo: tuple[Path, Zoo]) -> Non
     assert got == data.ranking(data.vectors["org/model-005"], exclude="org/model-005")[:7]
     first = doc["neighbors"][0]
     assert set(first) == {"rank", "repo_id", "score", "relation", "base", "downloads", "likes", "license",
-                          "cluster", "card", "labels"}  # fmt: skip
+                          "cluster", "card", "labels", "copies"}  # fmt: skip
     m = data.models[first["repo_id"]]
     assert (first["rank"], first["base"], first["downloads"], first["license"]) == (1, BASE, m.downloads, m.license)
     assert first["card"] == m.card_summary and first["cluster"] is None and first["labels"] is None  # none computed

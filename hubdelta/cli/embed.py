@@ -63,7 +63,8 @@ def embed_cmd(
         typer.echo(json.dumps(doc, indent=1))
         raise typer.Exit(summary.exit_code)  # non-zero for a run of errors (EmbedSummary.exit_code)
     typer.echo(
-        f"embedded {summary.embedded}, reused {summary.reused}, failed {summary.failed}, skipped {summary.skipped}, "
+        f"embedded {summary.embedded}, copied {summary.copied}, reused {summary.reused}, failed {summary.failed}, "
+        f"skipped {summary.skipped}, "
         f"requeued {summary.requeued}, unchanged {summary.unchanged} in {summary.seconds:.1f} s "
         f"(spaces: {', '.join(summary.spaces) or 'none'})"
     )
@@ -85,7 +86,7 @@ def _run(settings: Any, kwargs: dict[str, Any], *, quiet: bool, on_ray: bool) ->
     # Ray prints its cluster's error messages (a worker died, ...) to stdout: they belong with the logs.
     with contextlib.redirect_stdout(sys.stderr) if on_ray else contextlib.nullcontext():
         summary = run_embed(settings, **kwargs) if quiet else _with_progress(settings, kwargs)
-    if summary.embedded:
+    if summary.embedded or summary.copied:
         refresh_after_writes(settings, kwargs["command"])
         labels.refresh_after_writes(settings, kwargs["command"])
     return summary

@@ -59,12 +59,14 @@ def _neighbors_table(neighbors: list[Any], title: str) -> None:
         columns["cluster"] = ("left", lambda n: n.cluster or "")
     if any(n.labels is not None and n.labels.tags for n in neighbors):
         columns["labels"] = ("left", _labels_cell)  # suggested: the top tags and their confidence
+    if any(n.copies for n in neighbors):  # a copy group shown once: how many more it stands for (--all lists them)
+        columns["copies"] = ("right", lambda n: f"+{len(n.copies)}" if n.copies else "")
     columns["card"] = ("left", lambda n: n.card)
     natural = {name: max([len(name), *(len(cell(n)) for n in neighbors)]) for name, (_, cell) in columns.items()}
     widths = {**natural, "card": min(natural["card"], 24)}  # the card alone may be cut (…), so it asks little
     width = Console().width
-    keep = fit_columns(widths, width, ("card", "license", "likes", "labels", "base", "cluster", "relation",
-                                       "downloads"))  # fmt: skip
+    drop = ("card", "license", "likes", "labels", "base", "cluster", "relation", "downloads", "copies")
+    keep = fit_columns(widths, width, drop)
     spare = width - sum(widths[c] + 3 for c in keep) - 1
     table = Table(title=title, title_justify="left")
     for name in keep:
@@ -97,9 +99,15 @@ def similar_cmd(
     base: Annotated[
         str | None, typer.Option("--base", help="With --embed of a local folder: its base (repo id or folder).")
     ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="One row per model: copies (same weights or behaviour) not collapsed.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The models that behave most like REPO: nearest by cosine of their Delta Activations.
+
+    Copies (byte-identical re-uploads, near-copies) are one row, their group's earliest created model, with
+    "+N" copies; --all shows each of them.
 
     Example: hubdelta similar hubdelta-pool/smollm2-lora-math-1 -k 5 --where "downloads > 10"
     """
@@ -108,7 +116,8 @@ def similar_cmd(
     settings = ctx.obj
     if embed and repo is not None:
         repo = _embed_first(settings, repo, base)
-    result = similar(settings, repo, vector=vector, k=k, where=where, relation=relation, space=space)
+    result = similar(settings, repo, vector=vector, k=k, where=where, relation=relation, space=space,
+                     show_all=show_all)  # fmt: skip
     if as_json:
         _dump(result)
         _done()
@@ -194,10 +203,24 @@ def show_cmd(ctx: typer.Context, repo: Annotated[str, typer.Argument(help="A rep
     elif shown.hidden:
         lines.append("  REMOVED    gone from the Hub: hidden from similar, task, report, export and eval "
                      "(its record and vectors are kept)")  # fmt: skip
+    lines += _copy_lines(shown)
     typer.echo("\n".join(lines))
     if shown.neighbors:
         _neighbors_table(shown.neighbors, f"nearest to {m.repo_id}")
     _done()
+
+
+def _copy_lines(shown: Any) -> list[str]:
+    """What ``show`` says of a model's copies: whose vector it reused, its group, the group's representative."""
+    lines = []
+    if shown.copied_from:
+        lines.append(f"  copy of    {shown.copied_from} (the same weight files: not downloaded, its vector reused)")
+    if shown.copy_of and shown.copy_of != shown.copied_from:
+        lines.append(f"  same as    {shown.copy_of} (its copy group's earliest; similar shows the group once)")
+    if shown.copies:
+        more = f" and {len(shown.copies) - 10} more" if len(shown.copies) > 10 else ""
+        lines.append(f"  copies     {', '.join(shown.copies[:10])}{more}")
+    return lines
 
 
 def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:

@@ -73,16 +73,18 @@ class Daemon:
         limit = self.settings.daemon.embed_limit
         s = run_embed(self.settings, limit=limit, command=f"{COMMAND}: embed", should_stop=self.stopping.is_set,
                       workers=self._ray_workers())  # fmt: skip
-        out: dict[str, Any] = {"embedded": s.embedded, "failed": s.failed, "reused": s.reused, "stopped": s.stopped}
+        out: dict[str, Any] = {"embedded": s.embedded, "copied": s.copied, "failed": s.failed, "reused": s.reused,
+                               "stopped": s.stopped}  # fmt: skip
         if s.workers:
             out |= {"workers": s.workers, "worker_deaths": s.worker_deaths}
-        if not s.stopped and s.embedded + s.failed < limit:  # families fill from what their bases' spaces hold
+        settled = s.embedded + s.copied + s.failed
+        if not s.stopped and settled < limit:  # families fill from what their bases' spaces hold
             families = embed_families(self.settings, limit=limit, command=f"{COMMAND}: family embed",
                                       should_stop=self.stopping.is_set)  # fmt: skip
             if families:
                 out["family_embedded"] = sum(f.embedded for f in families)
                 out["stopped"] = out["stopped"] or any(f.stopped for f in families)
-        if out["embedded"] or out.get("family_embedded"):
+        if out["embedded"] or out["copied"] or out.get("family_embedded"):
             out["layouts"] = self._layouts()
             out["labels"] = self._labels()
         return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from hubdelta.index.store import Index
 from hubdelta.kernel.errors import HubdeltaError, NotFoundError, StoreError, UsageError
 from hubdelta.kernel.settings import Settings
 from hubdelta.query.choose import WHERE_FIX, choose_space, close_ids, first_fetch, model_filter, next_fetch
+from hubdelta.query.copies import Collapsed, collapsed_nearest, group_of
 from hubdelta.query.labels import labels_of_repo, read_labels
 from hubdelta.query.records import Neighbor, Similar, VectorInfo
 
@@ -235,8 +236,12 @@ def similar(
     space: str | None = None,
     filters: Selector | None = None,
     reader: SharedReader | None = None,
+    show_all: bool = False,
 ) -> Similar:
     """The models nearest to ``repo`` (or to a saved vector) by cosine, within one space.
+
+    Copies (the same weight files, or near-copy vectors: :mod:`hubdelta.index.copies`) are one row: the group's
+    representative, its other members found in ``copies``; ``show_all`` gives every model its own row.
 
     Args:
         settings: where the index is, and the ``[embed]`` settings that pick a default space.
@@ -249,6 +254,7 @@ def similar(
         filters: structured metadata filters (:func:`hubdelta.index.selectors.by_metadata`): the web
             service's, which never passes SQL text.
         reader: a long-lived process's open index (default: one opened for this query).
+        show_all: one row per model, copies included (``similar --all``).
 
     Raises:
         UsageError: bad arguments, an unknown repo (with close ids), a bad filter or vector file.
@@ -271,13 +277,25 @@ def similar(
             query = _vector_query(index, vector, space)
         if chosen is not None and index.vectors.count(query.space_id) == 0:
             check_filter(index, chosen)  # nothing to filter: still refuse a malformed filter
-        hits = nearest_filtered(index, query.space_id, query.vector, k, chosen, query.exclude)
-        records = index.models.get([h[0] for h in hits])
+
+        rows = _rows(index, query, k, chosen, show_all)
+        records = index.models.get([r.repo_id for r in rows])
         clusters = cluster_names(index, query.space_id)
-        labels = read_labels(index, query.space_id, [h[0] for h in hits], thorough=False)
-    neighbors = [replace(Neighbor.of(i + 1, score, records.get(rid), rid, clusters.get(rid)), labels=labels.get(rid))
-                 for i, (rid, score) in enumerate(hits)]  # fmt: skip
+        labels = read_labels(index, query.space_id, [r.repo_id for r in rows], thorough=False)
+    neighbors = [Neighbor.of(i + 1, r.score, records.get(r.repo_id), r.repo_id, clusters.get(r.repo_id), r.copies,
+                             labels.get(r.repo_id)) for i, r in enumerate(rows)]  # fmt: skip
     return Similar(query.label, query.space_id, k, where, relation, neighbors, query.other_spaces)
+
+
+def _rows(index: Index, query: _Query, k: int, chosen: Selector | None, show_all: bool) -> list[Collapsed]:
+    """The answer's rows: the k nearest models, each copy group as one row unless ``show_all``."""
+
+    def search(n: int) -> list[tuple[str, float]]:
+        return nearest_filtered(index, query.space_id, query.vector, n, chosen, query.exclude)
+
+    if show_all:
+        return [Collapsed(rid, score) for rid, score in search(k)]
+    return collapsed_nearest(index, query.space_id, k, search)
 
 
 @dataclass(frozen=True)
@@ -289,6 +307,9 @@ class Shown:
     neighbors: list[Neighbor]
     hidden: bool = False  # removed from the Hub: hidden from queries (no neighbours are looked up)
     labels: list[ModelLabels] = field(default_factory=list)  # its suggested labels, a space each
+    copies: list[str] = field(default_factory=list)  # the other models of its copy group (same weights or behaviour)
+    copy_of: str | None = None  # its group's representative (the earliest created), when that is another model
+    copied_from: str | None = None  # the model whose vector it reused without download (same weight files)
 
 
 def show(
@@ -314,6 +335,14 @@ def show(
         labels = labels_of_repo(index, repo)
     hidden = not visible_to_queries(record.status)
     found: list[Neighbor] = []
-    if neighbors and vectors and not hidden:
-        found = similar(settings, repo, k=k, reader=reader).neighbors
-    return Shown(record, infos, found, hidden, labels)
+    if not (vectors and not hidden):
+        return Shown(record, infos, found, hidden, labels)
+    answer = similar(settings, repo, k=max(k, 1), reader=reader)
+    found = answer.neighbors if neighbors else []
+    near = [m for n in answer.neighbors for m in (n.repo_id, *n.copies)]
+    with reading(settings, reader) as index:
+        group = group_of(index, answer.space_id, repo, near)
+        row = index.copies.of_space(answer.space_id, [repo]).get(repo)
+    others = [m for m in group.members if m != repo] if group is not None else []
+    copy_of = group.representative if group is not None and group.representative != repo else None
+    return Shown(record, infos, found, hidden, labels, others, copy_of, row.copy_of if row is not None else None)

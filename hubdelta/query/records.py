@@ -31,19 +31,28 @@ class Neighbor:
     cluster: str | None  # the cluster of the latest report, once reports exist
     card: str  # the card's first lines, shortened
     labels: ModelLabels | None = None  # its suggested labels in this space (None: not labelled yet)
+    copies: tuple[str, ...] = ()  # the other models of its copy group in this answer (collapsed into this row)
 
     @classmethod
     def of(
-        cls, rank: int, score: float, record: ModelRecord | None, repo_id: str, cluster: str | None = None
+        cls,
+        rank: int,
+        score: float,
+        record: ModelRecord | None,
+        repo_id: str,
+        cluster: str | None = None,
+        copies: tuple[str, ...] = (),
+        labels: ModelLabels | None = None,
     ) -> Neighbor:
         """A neighbour from its index record (``None`` for a vector whose record is gone: shown bare)."""
         if record is None:
-            return cls(rank, repo_id, score, "", "", 0, 0, None, cluster, "")
+            return cls(rank, repo_id, score, "", "", 0, 0, None, cluster, "", labels, copies)
         m = record.model
         card = " ".join(m.card_summary.split())
         card = card if len(card) <= CARD_CHARS else card[: CARD_CHARS - 1] + "…"
         base = m.base_models[0] if m.base_models else ""
-        return cls(rank, repo_id, score, m.relation.value, base, m.downloads, m.likes, m.license, cluster, card)
+        return cls(rank, repo_id, score, m.relation.value, base, m.downloads, m.likes, m.license, cluster, card,
+                   labels, copies)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,10 @@ def shown_doc(shown: Shown) -> dict[str, Any]:
             "neighbors": shown.neighbors,
             "hidden": shown.hidden,
             "labels": shown.labels,
+            "copies": shown.copies,
+            "copy_of": shown.copy_of,
+            "copied_from": shown.copied_from,
+            "no_change_from_base": r.status.value == "unchanged",
         }
     )
 

@@ -103,7 +103,15 @@ def summary(report: Report) -> dict[str, object]:
         "changes": {k.value: len(report.changes_of(k)) for k in ChangeKind},
         "failures": sum(f.count for f in report.failures),
         "spaces": {
-            s.space_id: {"vectors": s.vectors, "clustered": s.clustered, "method": s.method} for s in report.spaces
+            s.space_id: {
+                "vectors": s.vectors,
+                "clustered": s.clustered,
+                "method": s.method,
+                "copy_groups": len(s.copy_groups),
+                "copies_reused": s.copies_reused,
+                "bytes_not_downloaded": s.bytes_not_downloaded,
+            }
+            for s in report.spaces
         },
         "next_cluster": report.next_cluster,
         "previous_id": report.previous_id,

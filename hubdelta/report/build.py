@@ -249,6 +249,14 @@ def next_numbers(previous: StoredReport | None) -> dict[str, int]:
     return derived
 
 
+def with_copies(index: Index, summary: SpaceSummary) -> SpaceSummary:
+    """``summary`` with its space's copy groups and the bytes its copies did not download."""
+    groups, near = index.copies.report_groups(summary.space_id)
+    reused, saved = index.copies.saved_bytes(summary.space_id)
+    return replace(summary, copy_groups=tuple(g.members for g in groups), copies_reused=reused,
+                   bytes_not_downloaded=saved, near_checked=near)  # fmt: skip
+
+
 def space_input(
     index: Index, space_id: str, space: SpaceRow, facts: ModelFacts, params: ReportParams | None = None
 ) -> SpaceInput:
@@ -300,6 +308,7 @@ def build_report(
                                next_number=numbers.get(space_id, 1), previously_clustered=clustered_before,
                                params=params)  # fmt: skip
         del data  # the space's vectors: the next space's may be as large
+        result = replace(result, summary=with_copies(index, result.summary))
         listed = {n.repo_id for m in result.new_models for n in m.neighbors}
         result = replace(result, new_models=with_records(result.new_models, index.models.get(listed)))
         result = replace(result, new_models=with_labels(result.new_models, index, space_id))

@@ -92,6 +92,10 @@ class SpaceSummary:
     vectors: int
     clustered: int  # vectors in some cluster; the rest are noise
     method: str = "hdbscan"  # hdbscan (exact) or sampled-hdbscan (above ClusterParams.exact_max live vectors)
+    copy_groups: tuple[tuple[str, ...], ...] = ()  # same weights or behaviour: the representative first
+    copies_reused: int = 0  # models whose vector was reused without download (the same weight files)
+    bytes_not_downloaded: int = 0  # their weight bytes
+    near_checked: bool = True  # near-copies looked for (else only equal fingerprints: a space too large)
 
     @property
     def noise(self) -> int:
@@ -198,6 +202,9 @@ class Report:
                     "vectors": s.vectors,
                     "clustered": s.clustered,
                     "method": s.method,
+                    "copy_groups": [list(g) for g in s.copy_groups],
+                    "copies_reused": s.copies_reused,
+                    "bytes_not_downloaded": s.bytes_not_downloaded,
                 }
                 for s in self.spaces
             ],

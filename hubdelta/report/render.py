@@ -18,10 +18,11 @@ from urllib.parse import quote
 
 from hubdelta.report.map import draw_map
 from hubdelta.report.match import id_order
-from hubdelta.report.records import ChangeKind, Cluster, ClusterChange, NewModel, Report
+from hubdelta.report.records import ChangeKind, Cluster, ClusterChange, NewModel, Report, SpaceSummary
 
 MEMBERS_SHOWN = 12  # per cluster in the tables; the JSON and the index keep them all
 NEIGHBOURS_SHOWN = 5
+COPY_GROUPS_SHOWN = 50  # per space; report --json has them all
 NEW_SHOWN = 500  # new models listed in the files (a first report over a big index would list them all)
 
 CSS = """
@@ -177,6 +178,7 @@ def markdown(report: Report) -> str:
         clusters = _space_clusters(report, space.space_id)
         lines += [f"### {space.space_id} ({_md(space.base)})", "",
                   f"{space.vectors} models, {len(clusters)} clusters, {space.noise} unclustered.", ""]  # fmt: skip
+        lines += _md_copies(space)
         if clusters:
             lines += ["| id | name | size | change | members |", "|---|---|---:|---|---|"]
             for c in clusters:
@@ -341,6 +343,7 @@ def _html_clusters(report: Report, links: _Links) -> str:
         clusters = _space_clusters(report, space.space_id)
         out.append(f"<h3>{_e(space.space_id)} <small>({_e(space.base)})</small></h3>")
         out.append(f"<p>{space.vectors} models, {len(clusters)} clusters, {space.noise} unclustered.</p>")
+        out += [f"<p>{_e(line)}</p>" for line in copies_lines(space)]
         rows = []
         for c in clusters:
             change = _change_of(report, c)
@@ -369,3 +372,23 @@ def _html_maps(report: Report, images: dict[str, bytes]) -> str:
         out.append(f"<h3>{_e(space_map.space_id)}</h3>")
         out.append(f'<img class="map" alt="map of {_e(space_map.space_id)}" src="data:image/png;base64,{data}">')
     return "\n".join(out)
+
+
+def copies_lines(space: SpaceSummary) -> list[str]:
+    """What a report says of a space's copies: the count, the bytes not downloaded, each group (plain text)."""
+    if not space.copy_groups and not space.copies_reused:
+        return []
+    near = "" if space.near_checked else " (equal weight files only: too many models to compare vectors)"
+    lines = [f"Copies: {len(space.copy_groups)} groups{near}; {space.copies_reused} models reused a vector without "
+             f"download, {space.bytes_not_downloaded:,} bytes not downloaded."]  # fmt: skip
+    for group in space.copy_groups[:COPY_GROUPS_SHOWN]:
+        shown, more = _shown(group[1:])
+        lines.append(f"{group[0]}: " + ", ".join(shown) + (f" and {more} more" if more else ""))
+    if len(space.copy_groups) > COPY_GROUPS_SHOWN:
+        lines.append(f"and {len(space.copy_groups) - COPY_GROUPS_SHOWN} more groups")
+    return lines
+
+
+def _md_copies(space: SpaceSummary) -> list[str]:
+    lines = copies_lines(space)
+    return [lines[0], "", *(f"- {_md(line)}" for line in lines[1:]), ""] if lines else []

@@ -57,9 +57,11 @@ def api_model(repo_id: str, site: SiteDep, k: Annotated[int, Query(ge=1, le=K_MA
 
 @router.get("/similar", summary="The models nearest to a repo (hubdelta similar --json)")
 def api_similar(site: SiteDep, repo: Text, filters: Annotated[Filters, Depends(filters_query)],
-                space: Text | None = None, k: K = 10) -> Any:  # fmt: skip
+                space: Text | None = None, k: K = 10, show_all: Annotated[bool, Query(alias="all")] = False,
+                ) -> Any:  # fmt: skip
     found = similar(site.settings, check_repo_id(repo), k=k, space=space, filters=filters.selector(),
-                    relation=filters.relation.value if filters.relation else None, reader=site.reader)  # fmt: skip
+                    relation=filters.relation.value if filters.relation else None, reader=site.reader,
+                    show_all=show_all)  # fmt: skip
     return {**plain(found), "filters": filters.described()}
 
 

@@ -20,7 +20,7 @@ class RequestRecord:
     t: float  # epoch seconds when the request arrived
     method: str
     path: str  # path and query string
-    kind: str  # list | model_info | tree | resolve | other
+    kind: str  # list | model_info | tree | paths_info | resolve | other
     bucket: str  # api | resolvers | none (the rate-limit bucket)
     status: int  # 0 when no response was sent (hang)
     bytes: int  # body bytes sent (half the body when truncated; planned count if the client hung up)

@@ -20,7 +20,7 @@ MAIN_REVS = ("main", "refs/heads/main", "refs%2Fheads%2Fmain")
 class Route:
     """What a path addresses."""
 
-    kind: str  # list | model_info | tree | resolve | other
+    kind: str  # list | model_info | tree | paths_info | resolve | other
     bucket: str  # api | resolvers | pages
     repo_id: str | None = None
     revision: str | None = None
@@ -88,6 +88,8 @@ def parse_route(raw_path: str) -> Route:
             return Route("model_info", "api", repo_id, tail[1])
         if tail[0] == "tree" and len(tail) >= 2:
             return Route("tree", "api", repo_id, tail[1], "/".join(tail[2:]))
+        if tail[0] == "paths-info" and len(tail) == 2:
+            return Route("paths_info", "api", repo_id, tail[1])
         return Route("other", "api")
     for offset in (0, 1):  # /{repo}/resolve/... and /models/{repo}/resolve/...
         s = segs[offset:]
@@ -129,7 +131,7 @@ def _revision(repo: RepoRecord, rev: str | None) -> Response | None:
 def handle(req: Request, snap: Snapshot, page_size: int) -> Response:
     """Answer one Hub request from ``snap``."""
     route = req.route
-    allowed = ("GET", "HEAD") if route.kind == "resolve" else ("GET",)
+    allowed = {"resolve": ("GET", "HEAD"), "paths_info": ("POST",)}.get(route.kind, ("GET",))
     if route.kind == "other" or req.method not in allowed:
         return error(404, f"Cannot {req.method} {route.kind} path", None)
     if route.kind == "list":
@@ -145,7 +147,18 @@ def handle(req: Request, snap: Snapshot, page_size: int) -> Response:
         return model_info(req, repo, snap)
     if route.kind == "tree":
         return tree(req, repo, snap, page_size)
+    if route.kind == "paths_info":
+        return paths_info(req, repo, snap)
     return resolve(req, repo, snap)
+
+
+def paths_info(req: Request, repo: RepoRecord, snap: Snapshot) -> Response:
+    """``POST /api/models/{repo_id}/paths-info/{rev}`` (form ``paths=...&expand=...``): the tree entries of the
+    asked paths (files with their LFS sha256, folders), in the tree's order; a path that is not there is left out."""
+    wanted = set(req.params.get("paths", []))
+    expand = listing.truthy(req.params.get("expand", ["false"])[-1])
+    entries = payloads.tree_entries(repo, snap, "", recursive=True, expand=expand) or []
+    return json_response([e for e in entries if e["path"] in wanted])
 
 
 def list_models(req: Request, snap: Snapshot, page_size: int) -> Response:

@@ -242,7 +242,9 @@ class DevhubServer:
             time.sleep(decision.hang_s)
             h.close_connection = True
             return
-        resp = self._answer(h, method, split.query, route, token, decision)
+        # paths-info posts its parameters as a form: read them as the query string's
+        query = "&".join(q for q in (split.query, body.decode("latin-1") if route.kind == "paths_info" else "") if q)
+        resp = self._answer(h, method, query, route, token, decision)
         truncate = decision.action == "truncate" and method == "GET" and resp.length > 1
         if decision.action == "truncate" and not truncate:
             self.injector.uncount("truncate")

@@ -1,0 +1,132 @@
+"""Copies found before download: a repo's fingerprint from its listing, and who downloads which fingerprint.
+
+**Fingerprint** (:func:`fingerprint`): the sha256 the Hub lists for every weight file (LFS metadata of
+``model_info(files_metadata=True)``), plus the git blob id of the configs that change what those weights mean
+(``adapter_config.json``: alpha, targets, rank; ``config.json``: the architecture). Names are part of it. Cards,
+tokenizers and anything else are not: a re-upload under a new name with a new card has the same fingerprint, while
+byte-identical safetensors under another ``lora_alpha`` do not. No fingerprint without a sha256 for every weight
+file (a Hub that does not list them, a file outside LFS): such a repo is downloaded as before.
+
+**Who downloads** (:class:`CopyRegistry`): one download per fingerprint in a space. A fingerprint already embedded
+in the space (``index.copies.known``) is never downloaded again: the repo is a copy of the first model embedded
+with it. Within one run, the original is the first of the fingerprint's repos **in the run's order** (discovery
+order: first seen, then repo id; suspects first): a repo waits, after its listing, until every repo before it in
+the run has listed, so which one downloads does not depend on which download thread was quicker. Downloads start
+in the run's order, so the wait is for listings already under way (one request each), never for a download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack")
+MEANING_CONFIGS = frozenset({"adapter_config.json", "config.json"})  # what the weights mean: they count
+WAIT_S = 20.0  # longest wait for the listings before a repo (a run stopping cancels some: they never list)
+
+
+@dataclass(frozen=True)
+class ListedFile:
+    """One file of a listing: its name, size, git blob id and LFS sha256 (None outside LFS)."""
+
+    name: str
+    size: int | None
+    blob_id: str | None
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A repo's fingerprint at one sha, and the bytes of the weight files it covers."""
+
+    value: str
+    weight_bytes: int
+
+
+def fingerprint(files: Iterable[ListedFile]) -> Fingerprint | None:
+    """The fingerprint of a listing (pure), or None when a weight file has no sha256 or there is no weight file."""
+    parts: list[tuple[str, str]] = []
+    weight_bytes = 0
+    for f in files:
+        leaf = f.name.rsplit("/", 1)[-1]
+        if f.name.lower().endswith(WEIGHT_SUFFIXES):
+            if not f.sha256 or f.size is None:
+                return None
+            parts.append((f.name, "sha256:" + f.sha256))
+            weight_bytes += f.size
+        elif leaf in MEANING_CONFIGS:
+            if not f.blob_id:
+                return None
+            parts.append((f.name, "blob:" + f.blob_id))
+    if not any(v.startswith("sha256:") for _, v in parts):
+        return None
+    digest = hashlib.sha256(json.dumps(sorted(parts)).encode()).hexdigest()
+    return Fingerprint(digest, weight_bytes)
+
+
+def listed_files(siblings: Iterable[Any]) -> list[ListedFile]:
+    """``ModelInfo.siblings`` (with file metadata) as :class:`ListedFile` rows."""
+    return [
+        ListedFile(s.rfilename, s.size, getattr(s, "blob_id", None),
+                   getattr(getattr(s, "lfs", None), "sha256", None))
+        for s in siblings
+    ]  # fmt: skip
+
+
+class CopyRegistry:
+    """Which repo of a run downloads each fingerprint; the others are copies of it (see the module's docstring).
+
+    Shared by one run's download threads; pickled once into a download process (its lock is made anew there).
+
+    Args:
+        order: the run's repo ids, in the order their downloads are submitted.
+        known: fingerprint -> the model already embedded with it in the space.
+        wait_s: the longest wait for earlier repos' listings.
+    """
+
+    def __init__(self, order: Sequence[str], known: Mapping[str, str], wait_s: float = WAIT_S) -> None:
+        self._order = list(dict.fromkeys(order))
+        self._position = {k: i for i, k in enumerate(self._order)}
+        self._known = dict(known)
+        self._wait_s = wait_s
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._cond = threading.Condition()
+        self._listed: dict[str, str | None] = {}  # repo -> its fingerprint (None: none, or no listing)
+        self._next = 0  # every repo before this position has listed
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"order": self._order, "known": self._known, "wait_s": self._wait_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["order"], state["known"], state["wait_s"])  # type: ignore[misc]
+
+    def decide(self, repo_id: str, fp: str | None) -> str | None:
+        """After ``repo_id``'s listing: the repo it is a copy of (no download), or None (it downloads)."""
+        if fp is not None and self._known.get(fp, repo_id) != repo_id:
+            self.listed(repo_id, None)
+            return self._known[fp]
+        self.listed(repo_id, fp)
+        if fp is None or repo_id not in self._position:
+            return None
+        mine = self._position[repo_id]
+        deadline = time.monotonic() + self._wait_s
+        with self._cond:
+            while self._next < mine and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            before = [k for k, f in self._listed.items() if f == fp and self._position.get(k, mine) < mine]
+        return min(before, key=self._position.__getitem__) if before else None
+
+    def listed(self, repo_id: str, fp: str | None) -> None:
+        """``repo_id`` has listed (or ended before it could: ``fp`` None); repos after it may decide."""
+        with self._cond:
+            self._listed.setdefault(repo_id, fp)
+            while self._next < len(self._order) and self._order[self._next] in self._listed:
+                self._next += 1
+            self._cond.notify_all()
