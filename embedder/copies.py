@@ -1,11 +1,13 @@
 """Copies found before download: a repo's fingerprint from its listing, and who downloads which fingerprint.
 
 **Fingerprint** (:func:`fingerprint`): the sha256 the Hub lists for every weight file (LFS metadata of
-``model_info(files_metadata=True)``), plus the git blob id of the configs that change what those weights mean
-(``adapter_config.json``: alpha, targets, rank; ``config.json``: the architecture). Names are part of it. Cards,
-tokenizers and anything else are not: a re-upload under a new name with a new card has the same fingerprint, while
-byte-identical safetensors under another ``lora_alpha`` do not. No fingerprint without a sha256 for every weight
-file (a Hub that does not list them, a file outside LFS): such a repo is downloaded as before.
+``model_info(files_metadata=True)``), plus the git blob id of every other file but the card and git's own
+bookkeeping (:data:`IGNORED_SUFFIXES`, :data:`IGNORED_NAMES`). Names are part of it. A re-upload under a new name with a new card has the same
+fingerprint; byte-identical safetensors under another ``lora_alpha``, another shard index or another tokenizer
+do not (any file the embedder reads may change what the weights compute, or whether they pass its checks: a
+copy inherits its original's outcome, refusals included). No fingerprint without a sha256 for every weight file
+and a blob id for every other counted file (a Hub that does not list them, a weight outside LFS): such a repo is
+downloaded as before.
 
 **Who downloads** (:class:`CopyRegistry`): one download per fingerprint in a space. A fingerprint already embedded
 in the space (``index.copies.known``) is never downloaded again: the repo is a copy of the first model embedded
@@ -26,7 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack")
-MEANING_CONFIGS = frozenset({"adapter_config.json", "config.json"})  # what the weights mean: they count
+# Files that change nothing the embedder reads: the card (any markdown) and git's bookkeeping.
+IGNORED_SUFFIXES = (".md",)
+IGNORED_NAMES = frozenset({".gitattributes", ".gitignore"})
 WAIT_S = 20.0  # longest wait for the listings before a repo (a run stopping cancels some: they never list)
 
 
@@ -59,7 +63,7 @@ def fingerprint(files: Iterable[ListedFile]) -> Fingerprint | None:
                 return None
             parts.append((f.name, "sha256:" + f.sha256))
             weight_bytes += f.size
-        elif leaf in MEANING_CONFIGS:
+        elif not (leaf in IGNORED_NAMES or leaf.lower().endswith(IGNORED_SUFFIXES)):
             if not f.blob_id:
                 return None
             parts.append((f.name, "blob:" + f.blob_id))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import socket
 import subprocess
 import sys
@@ -366,3 +368,31 @@ def full_files(cfg: dict[str, Any] | None = None, extra: dict[str, int] | None =
     header, size = safetensors_header(base_shapes())
     files = {"config.json": 500, "model.safetensors": size, "tokenizer.json": 2000, **(extra or {})}
     return files, {"config.json": {**FULL_CFG, **(cfg or {})}}, {"model.safetensors": header}
+
+
+def _settled(settings: Settings) -> int:
+    from hubdelta.index.door import open_reader
+    from hubdelta.index.records import ModelStatus
+
+    try:
+        with open_reader(settings) as index:
+            counts = index.models.count_by_status()
+    except Exception:  # the first run has not migrated the index yet
+        return -1
+    return counts[ModelStatus.EMBEDDED] + counts[ModelStatus.UNCHANGED]
+
+
+def kill_after_progress(proc: subprocess.Popen[bytes], settings: Settings, rng: random.Random) -> int:
+    """Kill ``proc`` a random moment (0-1.5 s) after its first commit of results: mid-run, whatever the machine's
+    speed (a fixed delay missed the run on a quiet machine). Returns 1 if it was killed."""
+    before = max(0, _settled(settings))
+    while proc.poll() is None:
+        time.sleep(0.2)
+        if _settled(settings) > before:
+            time.sleep(rng.uniform(0.0, 1.5))
+            break
+    if proc.poll() is not None:
+        return 0
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return 1

@@ -29,7 +29,7 @@ def listing(weights: str = "a" * 64, config: str = "c1", card: str = "r1") -> li
             ListedFile("README.md", 50, card, None)]  # fmt: skip
 
 
-def test_the_fingerprint_is_the_weights_and_what_they_mean_not_the_card() -> None:
+def test_the_fingerprint_is_every_file_but_the_card() -> None:
     first = fingerprint(listing())
     assert first is not None and first.weight_bytes == 1000
     assert fingerprint(listing(card="r2")) == first  # a new card: the same weights
@@ -37,6 +37,13 @@ def test_the_fingerprint_is_the_weights_and_what_they_mean_not_the_card() -> Non
     assert fingerprint(listing(weights="b" * 64)) != first
     assert fingerprint(listing(weights="")) is None  # a weight file without a listed sha256: no fingerprint
     assert fingerprint([ListedFile("README.md", 5, "r", None)]) is None  # nothing to fingerprint
+    # Any other file the embedder may read counts: a shard index or a tokenizer changes what loads, or whether
+    # it passes the checks (two hostile repos with the same shards and different indexes are not copies).
+    index = ListedFile("model.safetensors.index.json", 80, "i1", None)
+    assert fingerprint([*listing(), index]) not in (None, first)
+    assert fingerprint([*listing(), index]) != fingerprint([*listing(), ListedFile(index.name, 80, "i2", None)])
+    assert fingerprint([*listing(), ListedFile(".gitattributes", 9, "g", None)]) == first  # git's, not the model's
+    assert fingerprint([*listing(), ListedFile("tokenizer.json", 9, None, None)]) is None  # unlisted blob id
 
 
 def test_the_original_is_the_first_in_the_runs_order_whoever_lists_first() -> None:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from hubdelta_dev.devhub.server import DevhubServer
 from hubdelta_dev.pool.base import BASE_REPO_ID
 from hubdelta_dev.pool.build import PoolManifest
 from hubdelta_dev.pool.copies import ALPHA_VARIANT, NEAR_COPY, ZERO_B, CopyTree, build_copy_tree
-from tests.helpers import Processes, settings_for
+from tests.helpers import Processes, kill_after_progress, settings_for
 
 pytestmark = pytest.mark.pool
 
@@ -196,7 +194,7 @@ def test_kill_9_on_the_copy_path_then_rerun_loses_and_doubles_nothing(
         for _ in range(3):
             proc = processes.popen([sys.executable, "-m", "hubdelta", "embed", "--batch", "3"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-            killed += _kill_after_progress(proc, settings, rng)
+            killed += kill_after_progress(proc, settings, rng)
         last = run_embed(settings)
     assert killed >= 2 and last.failed == 0
     with open_reader(settings) as index:
@@ -216,31 +214,3 @@ def test_kill_9_on_the_copy_path_then_rerun_loses_and_doubles_nothing(
     with open_reader(embedded.settings) as index:
         reference = index.vectors.get(space)
     assert all(np.allclose(vectors[k].vector, reference[k].vector, atol=1e-5) for k in reference)
-
-
-def _settled(settings: Settings) -> int:
-    from hubdelta.index.door import open_reader
-    from hubdelta.index.records import ModelStatus
-
-    try:
-        with open_reader(settings) as index:
-            counts = index.models.count_by_status()
-    except Exception:  # the first run has not migrated the index yet
-        return -1
-    return counts[ModelStatus.EMBEDDED] + counts[ModelStatus.UNCHANGED]
-
-
-def _kill_after_progress(proc: subprocess.Popen[bytes], settings: Settings, rng: random.Random) -> int:
-    """Kill ``proc`` a random moment (0-1.5 s) after its first commit of results: mid-run, whatever the machine's
-    speed (a fixed delay missed the run on a quiet machine). Returns 1 if it was killed."""
-    before = max(0, _settled(settings))
-    while proc.poll() is None:
-        time.sleep(0.2)
-        if _settled(settings) > before:
-            time.sleep(rng.uniform(0.0, 1.5))
-            break
-    if proc.poll() is not None:
-        return 0
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return 1

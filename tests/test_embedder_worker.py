@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ from hubdelta_dev.devhub.badrepos import write_bad_repos
 from hubdelta_dev.devhub.server import DevhubServer
 from hubdelta_dev.pool.base import BASE_REPO_ID
 from hubdelta_dev.pool.build import PoolManifest
-from tests.helpers import Processes, one_line_error, settings_for
+from tests.helpers import Processes, kill_after_progress, one_line_error, settings_for
 
 
 def statuses(settings: Settings) -> dict[str, tuple[str, str]]:
@@ -114,11 +112,7 @@ def test_kill_9_during_embedding_then_rerun_embeds_every_model_exactly_once(
     for _ in range(3):
         proc = processes.popen([sys.executable, "-m", "hubdelta", "embed", "--batch", "3"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(rng.uniform(8.0, 14.0))  # start-up (~5 s), the base, then a few chunks
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.wait()
+        killed += kill_after_progress(proc, settings, rng)  # mid-run, whatever the machine's speed
         statuses(settings)  # the store opens every time
     assert killed >= 2
     last = run_embed(settings)  # may find nothing left when the run that was not killed finished
