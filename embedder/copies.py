@@ -2,12 +2,12 @@
 
 **Fingerprint** (:func:`fingerprint`): the sha256 the Hub lists for every weight file (LFS metadata of
 ``model_info(files_metadata=True)``), plus the git blob id of every other file but the card and git's own
-bookkeeping (:data:`IGNORED_SUFFIXES`, :data:`IGNORED_NAMES`). Names are part of it. A re-upload under a new name with a new card has the same
-fingerprint; byte-identical safetensors under another ``lora_alpha``, another shard index or another tokenizer
-do not (any file the embedder reads may change what the weights compute, or whether they pass its checks: a
-copy inherits its original's outcome, refusals included). No fingerprint without a sha256 for every weight file
-and a blob id for every other counted file (a Hub that does not list them, a weight outside LFS): such a repo is
-downloaded as before.
+bookkeeping (:data:`IGNORED_SUFFIXES`, :data:`IGNORED_NAMES`). Names are part of it. A re-upload under a new
+name with a new card has the same fingerprint; byte-identical safetensors under another ``lora_alpha``, another
+shard index or another tokenizer do not (any file the embedder reads may change what the weights compute, or
+whether they pass its checks: a copy inherits its original's outcome, refusals included). No fingerprint without
+a sha256 for every weight file and a blob id for every other counted file (a Hub that does not list them, a
+weight outside LFS): such a repo is downloaded as before.
 
 **Who downloads** (:class:`CopyRegistry`): one download per fingerprint in a space. A fingerprint already embedded
 in the space (``index.copies.known``) is never downloaded again: the repo is a copy of the first model embedded

@@ -56,7 +56,7 @@ def test_an_older_store_is_migrated_by_a_writer_and_refused_by_a_reader(uri: str
     db.open_table("models").add(models_to_table([record(1)]))
     with pytest.raises(IndexSchemaError) as e:
         Index.open(uri)
-    assert (e.value.found, e.value.expected) == (1, 6)
+    assert (e.value.found, e.value.expected) == (1, SCHEMA_VERSION)
     assert "fix: run any write command such as `hubdelta crawl`" in e.value.one_line()
 
     with Index.open(uri, lock_dir=tmp_path, writer="w") as index:
