@@ -11,10 +11,12 @@ weight outside LFS): such a repo is downloaded as before.
 
 **Who downloads** (:class:`CopyRegistry`): one download per fingerprint in a space. A fingerprint already embedded
 in the space (``index.copies.known``) is never downloaded again: the repo is a copy of the first model embedded
-with it. Within one run, the original is the first of the fingerprint's repos **in the run's order** (discovery
-order: first seen, then repo id; suspects first): a repo waits, after its listing, until every repo before it in
-the run has listed, so which one downloads does not depend on which download thread was quicker. Downloads start
-in the run's order, so the wait is for listings already under way (one request each), never for a download.
+with it, **at the sha that row names**. Within one run, the original is the first of the fingerprint's repos **in
+the run's order** (discovery order: first seen, then repo id; suspects first), at the revision it listed: a repo
+waits, after its listing, until every repo before it in the run has listed, so which one downloads does not depend
+on which download thread was quicker. Downloads start in the run's order, so the wait is for listings already under
+way (one request each), never for a download. A copy takes its original's vector only at that revision (the
+original may be re-embedded at another sha meanwhile: :func:`hubdelta.embedder.ledger.resolve_copies`).
 """
 
 from __future__ import annotations
@@ -89,11 +91,11 @@ class CopyRegistry:
 
     Args:
         order: the run's repo ids, in the order their downloads are submitted.
-        known: fingerprint -> the model already embedded with it in the space.
+        known: fingerprint -> (the model already embedded with it in the space, the sha it was embedded at).
         wait_s: the longest wait for earlier repos' listings.
     """
 
-    def __init__(self, order: Sequence[str], known: Mapping[str, str], wait_s: float = WAIT_S) -> None:
+    def __init__(self, order: Sequence[str], known: Mapping[str, tuple[str, str]], wait_s: float = WAIT_S) -> None:
         self._order = list(dict.fromkeys(order))
         self._position = {k: i for i, k in enumerate(self._order)}
         self._known = dict(known)
@@ -103,6 +105,7 @@ class CopyRegistry:
     def _init_state(self) -> None:
         self._cond = threading.Condition()
         self._listed: dict[str, str | None] = {}  # repo -> its fingerprint (None: none, or no listing)
+        self._shas: dict[str, str] = {}  # repo -> the revision it listed at
         self._next = 0  # every repo before this position has listed
 
     def __getstate__(self) -> dict[str, Any]:
@@ -111,11 +114,14 @@ class CopyRegistry:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["order"], state["known"], state["wait_s"])  # type: ignore[misc]
 
-    def decide(self, repo_id: str, fp: str | None) -> str | None:
-        """After ``repo_id``'s listing: the repo it is a copy of (no download), or None (it downloads)."""
-        if fp is not None and self._known.get(fp, repo_id) != repo_id:
+    def decide(self, repo_id: str, sha: str, fp: str | None) -> tuple[str, str] | None:
+        """After ``repo_id``'s listing at revision ``sha``: (the repo it is a copy of, that repo's revision with
+        these files) — no download — or None (it downloads)."""
+        if fp is not None and fp in self._known and self._known[fp][0] != repo_id:
             self.listed(repo_id, None)
             return self._known[fp]
+        with self._cond:
+            self._shas[repo_id] = sha
         self.listed(repo_id, fp)
         if fp is None or repo_id not in self._position:
             return None
@@ -125,7 +131,8 @@ class CopyRegistry:
             while self._next < mine and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
             before = [k for k, f in self._listed.items() if f == fp and self._position.get(k, mine) < mine]
-        return min(before, key=self._position.__getitem__) if before else None
+            first = min(before, key=self._position.__getitem__) if before else None
+            return (first, self._shas[first]) if first is not None else None
 
     def listed(self, repo_id: str, fp: str | None) -> None:
         """``repo_id`` has listed (or ended before it could: ``fp`` None); repos after it may decide."""

@@ -54,6 +54,7 @@ class FetchedModel:
     declared_base: str | None = None  # an adapter naming a mirror of the base (accepted: its shapes fit)
     fingerprint: Fingerprint | None = None  # from the listing (hubdelta.embedder.copies)
     copy_of: str | None = None  # a copy of this model: nothing was downloaded (path, files: empty)
+    copy_of_sha: str | None = None  # the revision of ``copy_of`` whose files these are (its vector must be at it)
 
 
 def _parsing_reason(e: SafetensorsParsingError) -> str:
@@ -267,21 +268,28 @@ def fetch(
     return fetched
 
 
-def _listing(hub: _Hub, copies: CopyRegistry | None) -> tuple[dict[str, int], Fingerprint | None, str | None]:
-    """The listing's sizes and fingerprint, and the model this repo is a copy of (None: it is to be downloaded)."""
+def _listing(hub: _Hub, copies: CopyRegistry | None) -> tuple[dict[str, int], Fingerprint | None,
+                                                              tuple[str, str] | None]:  # fmt: skip
+    """The listing's sizes and fingerprint, and (the model this repo is a copy of, its revision) (None: it is to
+    be downloaded)."""
     try:
         files, fp = hub.listing()
-        return files, fp, copies.decide(hub.repo_id, fp.value if fp else None) if copies is not None else None
+        if copies is None:
+            return files, fp, None
+        return files, fp, copies.decide(hub.repo_id, hub.sha, fp.value if fp else None)
     finally:
         if copies is not None:
             copies.listed(hub.repo_id, None)  # a repo that failed before its listing must not hold later ones up
 
 
-def _copy(repo_id: str, sha: str, files: dict[str, int], fp: Fingerprint | None, original: str) -> FetchedModel:
-    """A repo answered from its listing: a copy of ``original``, nothing downloaded."""
+def _copy(repo_id: str, sha: str, files: dict[str, int], fp: Fingerprint | None,
+          original: tuple[str, str]) -> FetchedModel:  # fmt: skip
+    """A repo answered from its listing: a copy of ``original`` (repo, revision), nothing downloaded."""
     kind = RepoKind.ADAPTER if safety_adapter.CONFIG in files else RepoKind.FULL
-    log.info("fetch.copy", repo=repo_id, copy_of=original, weight_bytes=fp.weight_bytes if fp else 0)
-    return FetchedModel(repo_id, sha, kind, Path(), (), (), 0, None, False, fingerprint=fp, copy_of=original)
+    log.info("fetch.copy", repo=repo_id, copy_of=original[0], copy_of_sha=original[1],
+             weight_bytes=fp.weight_bytes if fp else 0)  # fmt: skip
+    return FetchedModel(repo_id, sha, kind, Path(), (), (), 0, None, False, fingerprint=fp, copy_of=original[0],
+                        copy_of_sha=original[1])  # fmt: skip
 
 
 def delete_weights(fetched: FetchedModel) -> int:

@@ -127,8 +127,8 @@ class SpaceLedger:
         self.index.models.put(claimed)
         return claimed
 
-    def known_copies(self) -> dict[str, str]:
-        """fingerprint -> the model embedded in this space with it: a run downloads none of these again."""
+    def known_copies(self) -> dict[str, tuple[str, str]]:
+        """fingerprint -> (the model embedded in this space with it, its sha): a run downloads none of these again."""
         return self.index.copies.known(self.space.id)
 
     def commit(self, claimed: Sequence[ModelRecord], out: ChunkOutput) -> list[Outcome]:
@@ -151,7 +151,7 @@ class SpaceLedger:
                 unchanged[k] = verdict.reason
             else:
                 failures[k] = Failure(verdict.reason)
-        before = self.index.vectors.get(self.space.id, {o for _, o in out.copies.values()} - set(vectors))
+        before = self.index.vectors.get(self.space.id, {o for _, o, _ in out.copies.values()} - set(vectors))
         resolve_copies(out.copies, before, vectors, unchanged, failures, now)
         copied = {k: vectors[k] for k in out.copies if k in vectors}
         self.index.copies.put([CopyRow(self.space.id, k, e.sha, out.prints[k].value, out.prints[k].weight_bytes,
@@ -177,16 +177,21 @@ class SpaceLedger:
         self.index.models.put(records)
 
 
-def resolve_copies(copies: Mapping[str, tuple[str, str]], stored: Mapping[str, Embedding],
+def resolve_copies(copies: Mapping[str, tuple[str, str, str]], stored: Mapping[str, Embedding],
                    vectors: dict[str, Embedding], unchanged: dict[str, str], failures: dict[str, Failure],
                    now: datetime) -> None:  # fmt: skip
-    """Give each copy (repo -> (sha, original)) its original's outcome, in place: the original's vector (computed
-    in this commit: ``vectors``, or ``stored`` before), its "no change from base", or its failure. A copy whose
-    original has none of these yet (it failed in an earlier commit) is retried: the next run downloads it if
-    still needed."""
-    for k, (sha, original) in copies.items():
+    """Give each copy (repo -> (sha, original, the original's revision with the same files)) its original's
+    outcome, in place.
+
+    Its vector only where the original's vector (computed in this commit: ``vectors``, or ``stored`` before) is at
+    that revision: the original may have been re-embedded at another sha since, and a vector of other weights is
+    never a copy's. Else the original's "no change from base" or failure in this commit (the original's outcome at
+    that revision: a vector at it would have come first). Else the copy is retried: the next run downloads it if
+    its original still has no vector with these files (it failed in an earlier commit, or moved to another sha).
+    """
+    for k, (sha, original, original_sha) in copies.items():
         found = vectors.get(original) or stored.get(original)
-        if found is not None:
+        if found is not None and found.sha == original_sha:
             vectors[k] = Embedding(k, sha, found.vector, now)
         elif original in unchanged:
             unchanged[k] = f"a copy of {original}; {unchanged[original]}"
@@ -194,4 +199,5 @@ def resolve_copies(copies: Mapping[str, tuple[str, str]], stored: Mapping[str, E
             why = failures[original]
             failures[k] = Failure(f"a copy of {original}, which failed: {why.reason}", transient=why.transient)
         else:
-            failures[k] = Failure(f"a copy of {original}, which has no vector in this space yet", transient=True)
+            failures[k] = Failure(f"a copy of {original}@{original_sha[:12]}, whose vector at that sha is not "
+                                  "in this space", transient=True)  # fmt: skip

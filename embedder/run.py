@@ -105,8 +105,9 @@ class ChunkOutput:
     arrays: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
     failures: dict[str, Failure] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)  # repo -> a line its embedded record keeps as its reason
-    # repo -> (sha, the model it is a copy of): found from its listing, nothing downloaded, its vector is the other's
-    copies: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # repo -> (sha, the model it is a copy of, that model's revision with these files): found from its listing,
+    # nothing downloaded; its vector is the other's at that revision
+    copies: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     prints: dict[str, Fingerprint] = field(default_factory=dict)  # repo -> its fingerprint, where the listing gave one
 
     @classmethod
@@ -184,7 +185,7 @@ def run_fetched(runner: Runner, fetched: Mapping[str, FetchedModel],
     time, and their downloaded weights are deleted after.
     """
     out = ChunkOutput(failures=dict(failures or {}))
-    out.copies = {k: (f.sha, f.copy_of) for k, f in fetched.items() if f.copy_of is not None}
+    out.copies = {k: (f.sha, f.copy_of, f.copy_of_sha or "") for k, f in fetched.items() if f.copy_of is not None}
     out.prints = {k: f.fingerprint for k, f in fetched.items() if f.fingerprint is not None}
     fetched = {k: f for k, f in fetched.items() if f.copy_of is None}  # a copy has no files: nothing to run
     adapters = {k: f.path for k, f in fetched.items() if f.kind == RepoKind.ADAPTER}
@@ -210,7 +211,7 @@ def run_fetched(runner: Runner, fetched: Mapping[str, FetchedModel],
                 release(f)
     out.arrays = {k: (fetched[k].sha, a) for k, a in arrays.items()}
     out.notes = {k: mirror_note(f.declared_base) for k, f in fetched.items() if f.declared_base and k in arrays}
-    out.notes.update({k: copy_note(original) for k, (_, original) in out.copies.items()})
+    out.notes.update({k: copy_note(original) for k, (_, original, _) in out.copies.items()})
     return out
 
 

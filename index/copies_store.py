@@ -44,16 +44,17 @@ class CopiesStore:
         flt = id_filter(fingerprints, column="fingerprint", where=f"space_id = {sql_string(space_id)}")
         return {r.repo_id: r for r in copies_from_table(self._t.scan(COPIES, flt))}
 
-    def known(self, space_id: str) -> dict[str, str]:
-        """fingerprint -> a model of ``space_id`` with that fingerprint whose vector is stored at the row's sha:
-        what a run may reuse without downloading. The first embedded (a downloaded one before its copies)."""
+    def known(self, space_id: str) -> dict[str, tuple[str, str]]:
+        """fingerprint -> (a model of ``space_id`` with that fingerprint whose vector is stored at the row's sha,
+        that sha): what a run may reuse without downloading. The first embedded (a downloaded one before its
+        copies)."""
         rows = self.of_space(space_id)
         stored = self._vectors.shas(space_id, list(rows))
         found: dict[str, CopyRow] = {}
         for r in sorted(rows.values(), key=lambda r: (r.copy_of is not None, r.recorded_at or _LONG_AGO, r.repo_id)):
             if r.repo_id in stored and stored[r.repo_id] == r.sha:
                 found.setdefault(r.fingerprint, r)
-        return {fp: r.repo_id for fp, r in found.items()}
+        return {fp: (r.repo_id, r.sha or "") for fp, r in found.items()}
 
     def groups(self, space_id: str, repo_ids: Iterable[str] | None = None) -> list[CopyGroup]:
         """The copy groups among the visible models ``repo_ids`` of ``space_id`` (all visible models when None)."""

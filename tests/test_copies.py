@@ -51,7 +51,7 @@ def test_the_original_is_the_first_in_the_runs_order_whoever_lists_first() -> No
     answers: dict[str, str | None] = {}
 
     def decide(repo: str, fp: str) -> None:
-        answers[repo] = registry.decide(repo, fp)
+        answers[repo] = registry.decide(repo, f"sha-{repo}", fp)
 
     late = threading.Thread(target=decide, args=("org/second", "F"))
     late.start()  # the second lists first: it waits for the first's listing
@@ -60,16 +60,16 @@ def test_the_original_is_the_first_in_the_runs_order_whoever_lists_first() -> No
     decide("org/first", "F")
     late.join(5)
     decide("org/other", "G")
-    assert answers == {"org/first": None, "org/second": "org/first", "org/other": None}
+    assert answers == {"org/first": None, "org/second": ("org/first", "sha-org/first"), "org/other": None}
 
 
 def test_a_fingerprint_already_embedded_is_never_downloaded_and_the_registry_pickles() -> None:
-    registry = pickle.loads(pickle.dumps(CopyRegistry(["org/new"], known={"F": "org/old"})))
-    assert registry.decide("org/new", "F") == "org/old"
+    registry = pickle.loads(pickle.dumps(CopyRegistry(["org/new"], known={"F": ("org/old", "sha-old")})))
+    assert registry.decide("org/new", "s", "F") == ("org/old", "sha-old")
     ended = CopyRegistry(["org/gone", "org/next"], known={}, wait_s=5)
     ended.listed("org/gone", None)  # failed before its listing: the next does not wait for it
     started = time.monotonic()
-    assert ended.decide("org/next", "F") is None and time.monotonic() - started < 1
+    assert ended.decide("org/next", "s", "F") is None and time.monotonic() - started < 1
 
 
 def test_groups_join_equal_fingerprints_and_near_copies_only() -> None:
@@ -95,15 +95,38 @@ def test_a_copy_takes_its_originals_outcome() -> None:
     vectors = {"o/ok": Embedding("o/ok", "s", vec, now)}
     unchanged = {"o/same": "no change from base: the delta's norm is 0"}
     failures = {"o/bad": Failure("refused: size", transient=False)}
-    copies = {"c/1": ("s1", "o/ok"), "c/2": ("s2", "o/same"), "c/3": ("s3", "o/bad"), "c/4": ("s4", "o/late"),
-              "c/5": ("s5", "o/stored")}  # fmt: skip
+    copies = {"c/1": ("s1", "o/ok", "s"), "c/2": ("s2", "o/same", "s"), "c/3": ("s3", "o/bad", "s"),
+              "c/4": ("s4", "o/late", "s"), "c/5": ("s5", "o/stored", "s")}  # fmt: skip
     stored = {"o/stored": Embedding("o/stored", "s", 2 * vec, now)}
     resolve_copies(copies, stored, vectors, unchanged, failures, now)
     assert np.array_equal(vectors["c/1"].vector, vec) and vectors["c/1"].sha == "s1"
     assert np.array_equal(vectors["c/5"].vector, 2 * vec)
     assert unchanged["c/2"].startswith("a copy of o/same; no change from base")
     assert failures["c/3"] == Failure("a copy of o/bad, which failed: refused: size", transient=False)
-    assert failures["c/4"].transient and "no vector in this space yet" in failures["c/4"].reason
+    assert failures["c/4"].transient and "whose vector at that sha is not in this space" in failures["c/4"].reason
+
+
+def test_a_copy_never_takes_its_originals_vector_at_another_sha() -> None:
+    now = datetime.now(UTC)
+    old, new = np.ones(4, np.float32), 3 * np.ones(4, np.float32)
+    stored = {"org/A": Embedding("org/A", "sha-old", old, now)}
+    # B re-uploads A@sha-new; A@sha-new fails this commit: B inherits that failure, never A@sha-old's vector.
+    vectors: dict[str, Embedding] = {}
+    failures = {"org/A": Failure("503", transient=True)}
+    resolve_copies({"org/B": ("sha-b", "org/A", "sha-new")}, stored, vectors, {}, failures, now)
+    assert "org/B" not in vectors and failures["org/B"] == Failure("a copy of org/A, which failed: 503", transient=True)
+    # ... or comes out unchanged: so does B.
+    vectors, unchanged = {}, {"org/A": "no change from base"}
+    resolve_copies({"org/B": ("sha-b", "org/A", "sha-new")}, stored, vectors, unchanged, {}, now)
+    assert "org/B" not in vectors and unchanged["org/B"] == "a copy of org/A; no change from base"
+    # B re-uploads the OLD A, and A is re-embedded at sha-new in this commit: B is retried, not given A's new vector.
+    vectors, failures = {"org/A": Embedding("org/A", "sha-new", new, now)}, {}
+    resolve_copies({"org/B": ("sha-b", "org/A", "sha-old")}, stored, vectors, {}, failures, now)
+    assert "org/B" not in vectors and failures["org/B"].transient and "sha-old" in failures["org/B"].reason
+    # The old A's vector still stored at sha-old, while A@sha-new fails: it is B's (the same weight files).
+    vectors, failures = {}, {"org/A": Failure("refused: size", transient=False)}
+    resolve_copies({"org/B": ("sha-b", "org/A", "sha-old")}, stored, vectors, {}, failures, now)
+    assert np.array_equal(vectors["org/B"].vector, old) and "org/B" not in failures
 
 
 def test_devhub_lists_every_lfs_files_true_sha256(tmp_path: Path) -> None:
@@ -163,7 +186,7 @@ def test_known_fingerprints_need_a_vector_at_the_rows_sha(tmp_path: Path) -> Non
                 CopyRow("s1", "o/gone", "sha-g", "H", 10, None, now),
             ]
         )  # no vector: a kill before it
-        assert index.copies.known("s1") == {"F": "o/a"}
+        assert index.copies.known("s1") == {"F": ("o/a", "sha-a")}
         assert index.copies.saved_bytes("s1") == (1, 10)
         assert [g.members for g in index.copies.groups("s1")] == [("o/a", "o/b", "o/c")]  # equal vectors: near
 
@@ -203,3 +226,38 @@ def test_the_cli_collapses_copies_and_all_shows_them(tmp_path: Path) -> None:
     assert "+1" in table and "org/again" not in table
     shown = runner.invoke(app, [*home, "show", "org/again"]).stdout
     assert "copy of    org/first" in shown and "copies     org/first" in shown
+
+
+def test_a_commit_never_gives_a_copy_its_originals_vector_at_another_sha(tmp_path: Path) -> None:
+    from hubdelta.embedder.copies import Fingerprint
+    from hubdelta.embedder.ledger import SpaceLedger
+    from hubdelta.embedder.run import ChunkOutput
+    from hubdelta.embedder.space import Space
+    from hubdelta.index.copies import CopyRow
+    from hubdelta.index.door import open_writer
+    from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
+    from tests.helpers import settings_for
+
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    base = np.zeros((2, 8), np.float32)
+    space = Space("org/base", "0" * 40, "p", "h", 8)
+    settings = settings_for(tmp_path / "home", "http://127.0.0.1:9")
+    a_new, b = (ModelRecord(HubModel(k, s * 40, Relation.ADAPTER, ("org/base",)), ModelStatus.EMBEDDING)
+                for k, s in (("org/A", "2"), ("org/B", "b")))  # fmt: skip
+    with open_writer(settings, "test") as index:
+        ledger = SpaceLedger(index, space, max_attempts=3)
+        ledger.base(lambda: base)
+        index.vectors.put(space.id, [Embedding("org/A", "1" * 40, np.ones(8, np.float32), now)])
+        index.copies.put([CopyRow(space.id, "org/A", "1" * 40, "OLD", 10, None, now)])
+        known = ledger.known_copies()
+        assert known == {"OLD": ("org/A", "1" * 40)}
+        # B re-uploads A@1 (known); A is re-embedded at 2 in the same commit, with other weights.
+        out = ChunkOutput({"org/A": ("2" * 40, np.full((2, 8), 5, np.float32))},
+                          copies={"org/B": ("b" * 40, *known["OLD"])},
+                          prints={"org/A": Fingerprint("NEW", 10), "org/B": Fingerprint("OLD", 10)})  # fmt: skip
+        outcomes = {o.record.repo_id: o for o in ledger.commit([a_new, b], out)}
+        stored = index.vectors.get(space.id, ["org/A", "org/B"])
+        assert set(stored) == {"org/A"} and stored["org/A"].sha == "2" * 40
+        assert outcomes["org/B"].record.status == ModelStatus.QUEUED and "org/A@1111" in outcomes["org/B"].record.reason
+        assert set(index.copies.of_space(space.id)) == {"org/A"}
+        assert ledger.known_copies() == {"NEW": ("org/A", "2" * 40)}
