@@ -2,7 +2,8 @@
 
 The one place that says which models of a space are copies of each other (:func:`hubdelta.index.copies
 .copy_groups` over the stored fingerprints and vectors): ``similar`` collapses by it, ``show`` and the report
-list by it. Copies stay visible to queries (:func:`hubdelta.index.records.visible_to_queries` is unchanged):
+list by it. A fingerprint row counts only while its model's vector is stored at the row's sha (:meth:`CopiesStore
+._current`). Copies stay visible to queries (:func:`hubdelta.index.records.visible_to_queries` is unchanged):
 they are collapsed for display, never hidden.
 """
 
@@ -34,26 +35,31 @@ class CopiesStore:
             self._t.upsert(COPIES, "key", copies_to_table(rows))
 
     def of_space(self, space_id: str, repo_ids: Iterable[str] | None = None) -> dict[str, CopyRow]:
-        """The rows of ``space_id`` by repo id (those of ``repo_ids``, or all)."""
+        """The current rows of ``space_id`` by repo id (those of ``repo_ids``, or all): see :meth:`_current`."""
         where = f"space_id = {sql_string(space_id)}"
         flt = where if repo_ids is None else id_filter(repo_ids, where=where)
-        return {r.repo_id: r for r in copies_from_table(self._t.scan(COPIES, flt))}
+        return self._current(space_id, copies_from_table(self._t.scan(COPIES, flt)))
 
     def with_fingerprints(self, space_id: str, fingerprints: Iterable[str]) -> dict[str, CopyRow]:
-        """The rows of ``space_id`` whose fingerprint is one of ``fingerprints``, by repo id."""
+        """The current rows of ``space_id`` whose fingerprint is one of ``fingerprints``, by repo id."""
         flt = id_filter(fingerprints, column="fingerprint", where=f"space_id = {sql_string(space_id)}")
-        return {r.repo_id: r for r in copies_from_table(self._t.scan(COPIES, flt))}
+        return self._current(space_id, copies_from_table(self._t.scan(COPIES, flt)))
+
+    def _current(self, space_id: str, rows: Sequence[CopyRow]) -> dict[str, CopyRow]:
+        """THE rule of what a row says: only while the model's vector in the space is stored at the row's sha. A
+        model re-embedded without a fingerprint (a Ray run, a listing without sha256) keeps its old row, which
+        then describes weights it no longer has; a row whose vector never landed (a kill between the writes)
+        describes nothing. Neither groups, counts as saved bytes, names a ``copied_from`` or is reused."""
+        stored = self._vectors.shas(space_id, [r.repo_id for r in rows])
+        return {r.repo_id: r for r in rows if r.repo_id in stored and stored[r.repo_id] == r.sha}
 
     def known(self, space_id: str) -> dict[str, tuple[str, str]]:
-        """fingerprint -> (a model of ``space_id`` with that fingerprint whose vector is stored at the row's sha,
-        that sha): what a run may reuse without downloading. The first embedded (a downloaded one before its
-        copies)."""
-        rows = self.of_space(space_id)
-        stored = self._vectors.shas(space_id, list(rows))
+        """fingerprint -> (a model of ``space_id`` with that fingerprint, the sha its vector is stored at): what a
+        run may reuse without downloading. The first embedded (a downloaded one before its copies)."""
         found: dict[str, CopyRow] = {}
-        for r in sorted(rows.values(), key=lambda r: (r.copy_of is not None, r.recorded_at or _LONG_AGO, r.repo_id)):
-            if r.repo_id in stored and stored[r.repo_id] == r.sha:
-                found.setdefault(r.fingerprint, r)
+        rows = self.of_space(space_id).values()
+        for r in sorted(rows, key=lambda r: (r.copy_of is not None, r.recorded_at or _LONG_AGO, r.repo_id)):
+            found.setdefault(r.fingerprint, r)
         return {fp: (r.repo_id, r.sha or "") for fp, r in found.items()}
 
     def groups(self, space_id: str, repo_ids: Iterable[str] | None = None) -> list[CopyGroup]:

@@ -228,6 +228,40 @@ def test_the_cli_collapses_copies_and_all_shows_them(tmp_path: Path) -> None:
     assert "copy of    org/first" in shown and "copies     org/first" in shown
 
 
+def test_a_stale_fingerprint_row_groups_nothing_saves_nothing_and_names_no_original(tmp_path: Path) -> None:
+    from hubdelta.index.copies import CopyRow
+    from hubdelta.index.door import open_writer
+    from hubdelta.index.embeddings import SpaceRow
+    from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
+    from hubdelta.query.api import show
+    from tests.helpers import settings_for
+
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    rng = np.random.default_rng(2)
+    old, other = rng.normal(size=8).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    settings = settings_for(tmp_path / "home", "http://127.0.0.1:9")
+    with open_writer(settings, "test") as index:
+        index.models.put([ModelRecord(HubModel(k, "b" * 40, Relation.ADAPTER, ("org/base",),
+                                               created_at=now + timedelta(days=d)), ModelStatus.EMBEDDED)
+                          for k, d in {"org/orig": 0, "org/moved": 1, "org/far": 2}.items()])  # fmt: skip
+        index.vectors.put_space(SpaceRow("sp", {"base_repo": "org/base"}, np.ones((2, 8), np.float32), now))
+        index.vectors.put("sp", [Embedding("org/orig", "a" * 40, old, now), Embedding("org/far", "b" * 40, -old, now)])
+        index.copies.put([CopyRow("sp", "org/orig", "a" * 40, "F", 100, None, now),
+                          CopyRow("sp", "org/moved", "a" * 40, "F", 100, "org/orig", now),  # a copy at sha a...
+                          CopyRow("sp", "org/lost", "a" * 40, "F", 100, "org/orig", now)])  # fmt: skip
+        # (org/lost's vector never landed: a kill between the writes)
+        assert index.copies.saved_bytes("sp") == (0, 0)  # org/moved's vector is not there yet
+        index.vectors.put("sp", [Embedding("org/moved", "a" * 40, old, now)])
+        assert [g.members for g in index.copies.groups("sp")] == [("org/orig", "org/moved")]
+        assert index.copies.saved_bytes("sp") == (1, 100)
+        # ... re-embedded at sha b without a fingerprint (a Ray run): other weights, its row describes none of them.
+        index.vectors.put("sp", [Embedding("org/moved", "b" * 40, other, now)])
+        assert index.copies.groups("sp") == [] and index.copies.group_of("sp", "org/orig") is None
+        assert index.copies.saved_bytes("sp") == (0, 0) and index.copies.known("sp") == {"F": ("org/orig", "a" * 40)}
+    shown = show(settings, "org/moved")
+    assert (shown.copied_from, shown.copy_of, shown.copies) == (None, None, [])
+
+
 def test_a_commit_never_gives_a_copy_its_originals_vector_at_another_sha(tmp_path: Path) -> None:
     from hubdelta.embedder.copies import Fingerprint
     from hubdelta.embedder.ledger import SpaceLedger
