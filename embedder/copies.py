@@ -33,7 +33,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5
 # Files that change nothing the embedder reads: the card (any markdown) and git's bookkeeping.
 IGNORED_SUFFIXES = (".md",)
 IGNORED_NAMES = frozenset({".gitattributes", ".gitignore"})
-WAIT_S = 20.0  # longest wait for the listings before a repo (a run stopping cancels some: they never list)
+WAIT_S = 20.0  # longest wait for the listings before a repo (a run stopping cancels some: they never list);
+# a listing still missing after one repo's full wait is skipped for every repo after it
 
 
 @dataclass(frozen=True)
@@ -130,14 +131,29 @@ class CopyRegistry:
         with self._cond:
             while self._next < mine and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
+            self._give_up(mine)
             before = [k for k, f in self._listed.items() if f == fp and self._position.get(k, mine) < mine]
             first = min(before, key=self._position.__getitem__) if before else None
             return (first, self._shas[first]) if first is not None else None
+
+    def _give_up(self, mine: int) -> None:
+        """The repos before position ``mine`` still without a listing after a full wait are skipped for everyone
+        (as if they had ended unlisted, so none of them is an original): each later repo would otherwise wait its
+        own full ``wait_s`` for the same stuck listing. Called holding the lock."""
+        if self._next >= mine:
+            return
+        for k in self._order[self._next : mine]:
+            self._listed.setdefault(k, None)
+        self._advance()
 
     def listed(self, repo_id: str, fp: str | None) -> None:
         """``repo_id`` has listed (or ended before it could: ``fp`` None); repos after it may decide."""
         with self._cond:
             self._listed.setdefault(repo_id, fp)
-            while self._next < len(self._order) and self._order[self._next] in self._listed:
-                self._next += 1
-            self._cond.notify_all()
+            self._advance()
+
+    def _advance(self) -> None:
+        """Move past the repos that have listed (or were skipped); wake the waiters. Called holding the lock."""
+        while self._next < len(self._order) and self._order[self._next] in self._listed:
+            self._next += 1
+        self._cond.notify_all()

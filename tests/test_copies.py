@@ -72,6 +72,15 @@ def test_a_fingerprint_already_embedded_is_never_downloaded_and_the_registry_pic
     assert ended.decide("org/next", "s", "F") is None and time.monotonic() - started < 1
 
 
+def test_a_listing_that_outlasts_one_repos_wait_is_skipped_for_every_later_repo() -> None:
+    registry = CopyRegistry(["org/stuck", "org/a", "org/b", "org/c"], known={}, wait_s=2)
+    assert registry.decide("org/a", "sa", "F") is None  # waited its 2 s for org/stuck: it downloads
+    started = time.monotonic()
+    assert registry.decide("org/b", "sb", "F") == ("org/a", "sa")  # no second wait for org/stuck
+    assert registry.decide("org/c", "sc", "G") is None and time.monotonic() - started < 1
+    assert registry.decide("org/stuck", "ss", "F") is None  # skipped: never anyone's original, downloads itself
+
+
 def test_groups_join_equal_fingerprints_and_near_copies_only() -> None:
     rng = np.random.default_rng(0)
     v = rng.normal(size=64)
