@@ -278,3 +278,42 @@ def test_full_finetunes_merge_by_hand_into_a_checkpoint(pool_index: PoolIndex, w
     assert float((written - (base + 0.5 * (math - base) + 0.5 * (code - base))).abs().max()) <= 1e-6
     added = _add(writable_home, pool_index.hub_url, out, "local/merged-full")
     assert added["kind"] == "full" and added["space_id"] == doc["space"]
+
+
+def _rslora_copy(src: Path, dst: Path) -> Path:
+    """``src``'s adapter as an rsLoRA adapter of the same delta: alpha/sqrt(r) == the original alpha/r."""
+    import math
+
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "adapter_config.json").read_text())
+    config["use_rslora"] = True
+    config["lora_alpha"] = config["lora_alpha"] / math.sqrt(config["r"])
+    (dst / "adapter_config.json").write_text(json.dumps(config))
+    return dst
+
+
+def test_linear_merge_of_rslora_adapters_is_the_mean_of_their_deltas(pool_index: PoolIndex, tmp_path: Path) -> None:
+    """peft's cat merge keeps the first member's use_rslora: the merged delta must not grow by sqrt(R)."""
+    from hubdelta.embedder.fetch import FetchedModel
+    from hubdelta.embedder.lora import read_adapter
+    from hubdelta.embedder.safety import Limits
+    from hubdelta.embedder.safety_records import RepoKind
+    from hubdelta.embedder.training import load_causal_lm
+    from hubdelta.merge.apply import _write_cat
+    from hubdelta.merge.combine import adapter_delta
+
+    hub = pool_index.pool / "hub"
+    names = ("hubdelta-pool/smollm2-lora-math-1", "hubdelta-pool/smollm2-lora-code-2")
+    first = _rslora_copy(hub / names[0], tmp_path / "rs")  # the first member's config is the one peft copies
+    members = [(names[0], first), (names[1], hub / names[1])]
+    fetched = [FetchedModel(r, "0" * 40, RepoKind.ADAPTER, p, (), (), 0, None, False) for r, p in members]
+    out = tmp_path / "out"
+    out.mkdir()
+    _write_cat(out, hub / BASE_REPO_ID, BASE_REPO_ID, fetched, [0.5, 0.5], Limits())
+    model = load_causal_lm(hub / BASE_REPO_ID)
+    own = [adapter_delta(read_adapter(r, hub / r, model).factors) for r in names]  # the unchanged originals
+    written = adapter_delta(read_adapter("merged", out, model).factors)
+    assert set(written) == set(own[0]) | set(own[1])
+    for key, got in written.items():
+        want = sum(0.5 * d[key] for d in own if key in d)
+        assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max()), key

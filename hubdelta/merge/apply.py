@@ -196,6 +196,9 @@ def _write_cat(tmp: Path, base_folder: Path, base: str, fetched: Sequence[Fetche
     save_file(state, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     merged = model.peft_config["merged"]
     merged.base_model_name_or_path = base
+    # peft copies the first member's config (r = lora_alpha = R, scaling 1): the members' own scalings are
+    # already folded into the concatenated A, so rsLoRA's alpha/sqrt(R) would scale the delta by sqrt(R)
+    merged.use_rslora = False
     merged.save_pretrained(str(tmp))
 
 
