@@ -135,6 +135,8 @@ def test_refusals_are_one_line(pool_index: PoolIndex, tmp_path: Path) -> None:
         (["--apply", str(tmp_path / "no" / "out")], "does not exist"),
         (["--apply", str(tmp_path), "--method", "linear"], "already exists"),
         (["--apply", str(tmp_path / "x"), "--method", "slerp"], "--method"),
+        (["--method", "ties"], "--apply"),  # without --apply it would be silently ignored
+        (["--density", "0.5"], "--apply"),
     ]
     for args, expected in cases:
         line = one_line_error(runner.invoke(app, [*home, "merge-plan", *args], env=env))
@@ -317,3 +319,29 @@ def test_linear_merge_of_rslora_adapters_is_the_mean_of_their_deltas(pool_index:
     for key, got in written.items():
         want = sum(0.5 * d[key] for d in own if key in d)
         assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max()), key
+
+
+def test_a_member_without_a_vector_and_a_failed_rename_are_one_line_errors(pool_index: PoolIndex,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    from dataclasses import replace
+
+    from hubdelta.embedder.fetch import FetchedModel
+    from hubdelta.embedder.safety import Limits
+    from hubdelta.embedder.safety_records import RepoKind
+    from hubdelta.kernel.errors import HubdeltaError
+    from hubdelta.merge.api import merge_plan
+    from hubdelta.merge.apply import _members, _write
+
+    anchor = "hubdelta-pool/smollm2-lora-code-2"
+    plan = merge_plan(pool_index.settings, anchor=anchor, k=1)
+    ghost = replace(plan, members=(*plan.members, replace(plan.members[0], repo_id="acme/ghost")))
+    with pytest.raises(HubdeltaError, match="acme/ghost has no vector") as caught:
+        _members(pool_index.settings, ghost)
+    assert "\n" not in str(caught.value) and "merge-plan again" in (caught.value.fix or "")
+    out = tmp_path / "out"
+    (out / "taken").mkdir(parents=True)  # OUT appeared after the up-front check: the rename cannot replace it
+    hub = pool_index.pool / "hub"
+    fetched = [FetchedModel(anchor, "0" * 40, RepoKind.ADAPTER, hub / anchor, (), (), 0, None, False)]
+    with pytest.raises(OutputError, match="--apply"):
+        _write(out, "adapter", hub / BASE_REPO_ID, plan, fetched, "linear", [1.0], 0.2, Limits())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and [p.name for p in out.iterdir()] == ["taken"]

@@ -95,6 +95,8 @@ def _members(settings: Settings, plan: MergePlan) -> list[tuple[str, str]]:
         if record is not None and (record.model.card_summary or "").startswith("local folder"):
             raise HubdeltaError(f"{rid} was added from a local folder: --apply fetches members from the Hub",
                                 fix="leave it out with --where \"repo_id != '" + rid + "'\"")  # fmt: skip
+        if rid not in vectors:  # removed or hidden between the plan and now
+            raise HubdeltaError(f"{rid} has no vector in {plan.space_id} any more", fix="run merge-plan again")
         out.append((rid, vectors[rid].sha or "main"))
     return out
 
@@ -147,7 +149,10 @@ def _write(out: Path, kind: str, base_folder: Path, plan: MergePlan, fetched: Se
                   "density": density if method == "ties" else None, "members": members}  # fmt: skip
         (tmp / RECIPE).write_text(json.dumps(recipe, indent=2) + "\n")
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-        os.rename(tmp, out)
+        try:
+            os.rename(tmp, out)
+        except OSError as e:  # OUT appeared meanwhile, or its folder stopped taking writes
+            raise OutputError(str(out), e.strerror or type(e).__name__, option="--apply") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
