@@ -18,7 +18,7 @@ from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
 from hubdelta.kernel.errors import OutputError, UsageError
 from hubdelta.merge.apply import check_out
 from hubdelta.merge.combine import check_method
-from hubdelta.merge.plan import farthest_points, medoid, nearest_rows, unit_rows, unmergeable
+from hubdelta.merge.plan import distinct, farthest_points, group_labels, medoid, nearest_rows, unit_rows, unmergeable
 from hubdelta_dev.pool.base import BASE_REPO_ID
 from tests.helpers import PoolIndex, free_port, one_line_error, settings_for
 
@@ -51,6 +51,33 @@ def test_farthest_points_is_the_brute_max_min_greedy(seed: int) -> None:
     for n, (row, d, near) in enumerate(picks[1:], start=1):
         before = [p[0] for p in picks[:n]]
         assert near in before and d == pytest.approx(min(1 - unit[row] @ unit[j] for j in before))
+
+
+def test_farthest_points_never_takes_a_copy_of_a_chosen_row() -> None:
+    unit = unit_rows(np.array([[1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0], [1.0, 0.0]]))  # 3: not a copy, same vector
+    assert [p[0] for p in farthest_points(unit, 0, 3)] == [0, 1, 2]  # a tie at distance 0: the lowest row
+    assert [p[0] for p in farthest_points(unit, 0, 3, [-1, 0, 0, -1])] == [0, 1, 3]  # row 2 is row 1's copy
+    assert distinct([-1, 0, 0, -1]) == 3 and group_labels(["a", "b", "c"], [("c", "a")]) == [0, -1, 0]
+
+
+def test_a_reupload_and_its_original_are_never_two_members(tmp_path: Path) -> None:
+    from hubdelta.index.copies import CopyRow
+    from hubdelta.merge.api import merge_plan
+
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    vectors = {"org/query": [1.0, 0.0], "org/first": [-1.0, 0.0], "org/again": [-1.0, 0.0], "org/other": [0.0, 1.0]}
+    settings = settings_for(tmp_path / "home", "http://127.0.0.1:9")
+    with open_writer(settings, "test") as index:
+        index.models.put([ModelRecord(HubModel(k, "a" * 40, Relation.ADAPTER, ("org/base",)), ModelStatus.EMBEDDED)
+                          for k in vectors])  # fmt: skip
+        index.vectors.put_space(SpaceRow("sp", {"base_repo": "org/base"}, np.ones((2, 2), np.float32), now))
+        index.vectors.put("sp", [Embedding(k, "a" * 40, np.asarray(v, np.float32), now) for k, v in vectors.items()])
+        index.copies.put([CopyRow("sp", "org/first", "a" * 40, "F", 100, None, now),
+                          CopyRow("sp", "org/again", "a" * 40, "F", 100, "org/first", now)])  # fmt: skip
+    plan = merge_plan(settings, anchor="org/query", k=3)
+    assert len({"org/first", "org/again"} & set(plan.repo_ids)) == 1 and "org/other" in plan.repo_ids
+    with pytest.raises(UsageError, match=r"2 mergeable models sp offers after --where \(copies counted once\)"):
+        merge_plan(settings, anchor="org/query", k=3, where="repo_id != 'org/other'")  # the copy would be 3rd
 
 
 def test_medoid_and_nearest_rows() -> None:
