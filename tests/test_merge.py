@@ -372,3 +372,19 @@ def test_a_member_without_a_vector_and_a_failed_rename_are_one_line_errors(pool_
     with pytest.raises(OutputError, match="--apply"):
         _write(out, "adapter", hub / BASE_REPO_ID, plan, fetched, "linear", [1.0], 0.2, Limits())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and [p.name for p in out.iterdir()] == ["taken"]
+
+
+def test_a_full_merge_beyond_the_memory_bound_is_refused_up_front(pool_index: PoolIndex, tmp_path: Path) -> None:
+    from hubdelta.kernel.errors import HubdeltaError
+    from hubdelta.merge.api import merge_plan
+    from hubdelta.merge.apply import apply_plan
+
+    settings = pool_index.settings
+    full = merge_plan(settings, anchor=FULL[0], k=2, where="relation = 'finetune'")
+    adapters = merge_plan(settings, anchor="hubdelta-pool/smollm2-lora-math-1", k=3, where="relation = 'adapter'")
+    # 135M params: the base's files twice + (k + 2) float32 copies of the model, well over 1 GB
+    for plan, method in ((full, "linear"), (adapters, "ties")):
+        with pytest.raises(HubdeltaError, match=r"needs about [2-9]\.\d\d GB of memory, 1\.00 GB is available") as e:
+            apply_plan(settings, plan, tmp_path / "out", method=method, memory_bytes=10**9)
+        assert "-k" in (e.value.fix or "")
+    assert list(tmp_path.iterdir()) == []
