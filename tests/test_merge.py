@@ -18,7 +18,7 @@ from hubdelta.index.records import HubModel, ModelRecord, ModelStatus, Relation
 from hubdelta.kernel.errors import OutputError, UsageError
 from hubdelta.merge.apply import check_out
 from hubdelta.merge.combine import check_method
-from hubdelta.merge.plan import farthest_points, medoid, nearest_rows, unit_rows, unmergeable
+from hubdelta.merge.plan import distinct, farthest_points, group_labels, medoid, nearest_rows, unit_rows, unmergeable
 from hubdelta_dev.pool.base import BASE_REPO_ID
 from tests.helpers import PoolIndex, free_port, one_line_error, settings_for
 
@@ -51,6 +51,33 @@ def test_farthest_points_is_the_brute_max_min_greedy(seed: int) -> None:
     for n, (row, d, near) in enumerate(picks[1:], start=1):
         before = [p[0] for p in picks[:n]]
         assert near in before and d == pytest.approx(min(1 - unit[row] @ unit[j] for j in before))
+
+
+def test_farthest_points_never_takes_a_copy_of_a_chosen_row() -> None:
+    unit = unit_rows(np.array([[1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0], [1.0, 0.0]]))  # 3: not a copy, same vector
+    assert [p[0] for p in farthest_points(unit, 0, 3)] == [0, 1, 2]  # a tie at distance 0: the lowest row
+    assert [p[0] for p in farthest_points(unit, 0, 3, [-1, 0, 0, -1])] == [0, 1, 3]  # row 2 is row 1's copy
+    assert distinct([-1, 0, 0, -1]) == 3 and group_labels(["a", "b", "c"], [("c", "a")]) == [0, -1, 0]
+
+
+def test_a_reupload_and_its_original_are_never_two_members(tmp_path: Path) -> None:
+    from hubdelta.index.copies import CopyRow
+    from hubdelta.merge.api import merge_plan
+
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    vectors = {"org/query": [1.0, 0.0], "org/first": [-1.0, 0.0], "org/again": [-1.0, 0.0], "org/other": [0.0, 1.0]}
+    settings = settings_for(tmp_path / "home", "http://127.0.0.1:9")
+    with open_writer(settings, "test") as index:
+        index.models.put([ModelRecord(HubModel(k, "a" * 40, Relation.ADAPTER, ("org/base",)), ModelStatus.EMBEDDED)
+                          for k in vectors])  # fmt: skip
+        index.vectors.put_space(SpaceRow("sp", {"base_repo": "org/base"}, np.ones((2, 2), np.float32), now))
+        index.vectors.put("sp", [Embedding(k, "a" * 40, np.asarray(v, np.float32), now) for k, v in vectors.items()])
+        index.copies.put([CopyRow("sp", "org/first", "a" * 40, "F", 100, None, now),
+                          CopyRow("sp", "org/again", "a" * 40, "F", 100, "org/first", now)])  # fmt: skip
+    plan = merge_plan(settings, anchor="org/query", k=3)
+    assert len({"org/first", "org/again"} & set(plan.repo_ids)) == 1 and "org/other" in plan.repo_ids
+    with pytest.raises(UsageError, match=r"2 mergeable models sp offers after --where \(copies counted once\)"):
+        merge_plan(settings, anchor="org/query", k=3, where="repo_id != 'org/other'")  # the copy would be 3rd
 
 
 def test_medoid_and_nearest_rows() -> None:
@@ -135,6 +162,8 @@ def test_refusals_are_one_line(pool_index: PoolIndex, tmp_path: Path) -> None:
         (["--apply", str(tmp_path / "no" / "out")], "does not exist"),
         (["--apply", str(tmp_path), "--method", "linear"], "already exists"),
         (["--apply", str(tmp_path / "x"), "--method", "slerp"], "--method"),
+        (["--method", "ties"], "--apply"),  # without --apply it would be silently ignored
+        (["--density", "0.5"], "--apply"),
     ]
     for args, expected in cases:
         line = one_line_error(runner.invoke(app, [*home, "merge-plan", *args], env=env))
@@ -278,3 +307,84 @@ def test_full_finetunes_merge_by_hand_into_a_checkpoint(pool_index: PoolIndex, w
     assert float((written - (base + 0.5 * (math - base) + 0.5 * (code - base))).abs().max()) <= 1e-6
     added = _add(writable_home, pool_index.hub_url, out, "local/merged-full")
     assert added["kind"] == "full" and added["space_id"] == doc["space"]
+
+
+def _rslora_copy(src: Path, dst: Path) -> Path:
+    """``src``'s adapter as an rsLoRA adapter of the same delta: alpha/sqrt(r) == the original alpha/r."""
+    import math
+
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "adapter_config.json").read_text())
+    config["use_rslora"] = True
+    config["lora_alpha"] = config["lora_alpha"] / math.sqrt(config["r"])
+    (dst / "adapter_config.json").write_text(json.dumps(config))
+    return dst
+
+
+def test_linear_merge_of_rslora_adapters_is_the_mean_of_their_deltas(pool_index: PoolIndex, tmp_path: Path) -> None:
+    """peft's cat merge keeps the first member's use_rslora: the merged delta must not grow by sqrt(R)."""
+    from hubdelta.embedder.fetch import FetchedModel
+    from hubdelta.embedder.lora import read_adapter
+    from hubdelta.embedder.safety import Limits
+    from hubdelta.embedder.safety_records import RepoKind
+    from hubdelta.embedder.training import load_causal_lm
+    from hubdelta.merge.apply import _write_cat
+    from hubdelta.merge.combine import adapter_delta
+
+    hub = pool_index.pool / "hub"
+    names = ("hubdelta-pool/smollm2-lora-math-1", "hubdelta-pool/smollm2-lora-code-2")
+    first = _rslora_copy(hub / names[0], tmp_path / "rs")  # the first member's config is the one peft copies
+    members = [(names[0], first), (names[1], hub / names[1])]
+    fetched = [FetchedModel(r, "0" * 40, RepoKind.ADAPTER, p, (), (), 0, None, False) for r, p in members]
+    out = tmp_path / "out"
+    out.mkdir()
+    _write_cat(out, hub / BASE_REPO_ID, BASE_REPO_ID, fetched, [0.5, 0.5], Limits())
+    model = load_causal_lm(hub / BASE_REPO_ID)
+    own = [adapter_delta(read_adapter(r, hub / r, model).factors) for r in names]  # the unchanged originals
+    written = adapter_delta(read_adapter("merged", out, model).factors)
+    assert set(written) == set(own[0]) | set(own[1])
+    for key, got in written.items():
+        want = sum(0.5 * d[key] for d in own if key in d)
+        assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max()), key
+
+
+def test_a_member_without_a_vector_and_a_failed_rename_are_one_line_errors(pool_index: PoolIndex,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    from dataclasses import replace
+
+    from hubdelta.embedder.fetch import FetchedModel
+    from hubdelta.embedder.safety import Limits
+    from hubdelta.embedder.safety_records import RepoKind
+    from hubdelta.kernel.errors import HubdeltaError
+    from hubdelta.merge.api import merge_plan
+    from hubdelta.merge.apply import _members, _write
+
+    anchor = "hubdelta-pool/smollm2-lora-code-2"
+    plan = merge_plan(pool_index.settings, anchor=anchor, k=1)
+    ghost = replace(plan, members=(*plan.members, replace(plan.members[0], repo_id="acme/ghost")))
+    with pytest.raises(HubdeltaError, match="acme/ghost has no vector") as caught:
+        _members(pool_index.settings, ghost)
+    assert "\n" not in str(caught.value) and "merge-plan again" in (caught.value.fix or "")
+    out = tmp_path / "out"
+    (out / "taken").mkdir(parents=True)  # OUT appeared after the up-front check: the rename cannot replace it
+    hub = pool_index.pool / "hub"
+    fetched = [FetchedModel(anchor, "0" * 40, RepoKind.ADAPTER, hub / anchor, (), (), 0, None, False)]
+    with pytest.raises(OutputError, match="--apply"):
+        _write(out, "adapter", hub / BASE_REPO_ID, plan, fetched, "linear", [1.0], 0.2, Limits())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and [p.name for p in out.iterdir()] == ["taken"]
+
+
+def test_a_full_merge_beyond_the_memory_bound_is_refused_up_front(pool_index: PoolIndex, tmp_path: Path) -> None:
+    from hubdelta.kernel.errors import HubdeltaError
+    from hubdelta.merge.api import merge_plan
+    from hubdelta.merge.apply import apply_plan
+
+    settings = pool_index.settings
+    full = merge_plan(settings, anchor=FULL[0], k=2, where="relation = 'finetune'")
+    adapters = merge_plan(settings, anchor="hubdelta-pool/smollm2-lora-math-1", k=3, where="relation = 'adapter'")
+    # 135M params: the base's files twice + (k + 2) float32 copies of the model, well over 1 GB
+    for plan, method in ((full, "linear"), (adapters, "ties")):
+        with pytest.raises(HubdeltaError, match=r"needs about [2-9]\.\d\d GB of memory, 1\.00 GB is available") as e:
+            apply_plan(settings, plan, tmp_path / "out", method=method, memory_bytes=10**9)
+        assert "-k" in (e.value.fix or "")
+    assert list(tmp_path.iterdir()) == []

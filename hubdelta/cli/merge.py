@@ -21,18 +21,27 @@ def merge_plan_cmd(
     apply: Annotated[
         Path | None, typer.Option("--apply", help="Merge the set into this new folder (hubdelta add embeds it).")
     ] = None,
-    method: Annotated[str, typer.Option("--method", help="With --apply: linear or ties.")] = "linear",
-    density: Annotated[float, typer.Option("--density", help="With --method ties: the fraction kept.")] = 0.2,
+    method: Annotated[str | None, typer.Option("--method", help="With --apply: linear (default) or ties.")] = None,
+    density: Annotated[
+        float | None, typer.Option("--density", help="With --method ties: the fraction kept (default 0.2).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Propose models to merge: an anchor plus the models most dispersed from it and each other in the space.
 
     Example: hubdelta merge-plan --space <space> --anchor hubdelta-pool/smollm2-lora-math-1 -k 3 --apply merged
     """
+    from hubdelta.kernel.errors import UsageError
     from hubdelta.merge.api import merge_plan
-    from hubdelta.merge.combine import check_method
+    from hubdelta.merge.combine import DEFAULT_DENSITY, check_method
 
     settings = ctx.obj
+    if apply is None:
+        for option, value in (("--method", method), ("--density", density)):
+            if value is not None:  # it would be silently ignored: only a merge has a method
+                raise UsageError(option, f"{option} applies only to a merge", fix="add --apply OUT, or leave it out")
+    method = method if method is not None else "linear"
+    density = density if density is not None else DEFAULT_DENSITY
     if apply is not None:  # refused before any work: a bad method or an OUT that exists or cannot be written
         from hubdelta.merge.apply import check_out
 

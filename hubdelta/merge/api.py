@@ -18,7 +18,18 @@ from hubdelta.index.records import ModelRecord, visible_to_queries
 from hubdelta.index.store import Index
 from hubdelta.kernel.errors import HubdeltaError, NotFoundError, UsageError
 from hubdelta.kernel.settings import Settings
-from hubdelta.merge.plan import MergePlan, covered, describe, farthest_points, medoid, pairwise, unit_rows, unmergeable
+from hubdelta.merge.plan import (
+    MergePlan,
+    covered,
+    describe,
+    distinct,
+    farthest_points,
+    group_labels,
+    medoid,
+    pairwise,
+    unit_rows,
+    unmergeable,
+)
 from hubdelta.query.api import NOT_EMBEDDED_FIX, check_filter, removed_error
 from hubdelta.query.choose import close_ids, model_filter
 
@@ -144,14 +155,18 @@ def merge_plan(
             check_anchor(index, anchor, space_id)
         offer = candidates(index, space_id, where, anchor)
         clusters, source, _ = space_clusters(index, space_id)
-    if k > len(offer.ids):
+        copies, _ = index.copies.report_groups(space_id)  # the index's rule: same files, or near-copy vectors
+    labels = group_labels(offer.ids, [g.members for g in copies])
+    offered = distinct(labels)  # a re-upload and its original are one model to a merge
+    if k > offered:
         after = " after --where" if where else ""
-        raise UsageError("-k", f"{k} is more than the {len(offer.ids)} mergeable models {space_id} offers{after}",
-                         fix=f"use -k {len(offer.ids)} or less" + (", or loosen --where" if where else ""))  # fmt: skip
+        apart = " (copies counted once)" if offered < len(offer.ids) else ""
+        raise UsageError("-k", f"{k} is more than the {offered} mergeable models {space_id} offers{after}{apart}",
+                         fix=f"use -k {offered} or less" + (", or loosen --where" if where else ""))  # fmt: skip
     names = {m: c.name for c in clusters for m in c.members}
     rule = "given" if anchor is not None else MEDOID_RULE
     start = offer.ids.index(anchor) if anchor is not None else medoid(offer.unit)
-    picks = farthest_points(offer.unit, start, k)
+    picks = farthest_points(offer.unit, start, k, labels)
     members = describe(offer.ids, picks, names, offer.relations, rule)
     rows = [p[0] for p in picks]
     hit = covered([m.repo_id for m in members], names)

@@ -18,10 +18,11 @@ OUT is written beside itself under a temporary name and renamed into place: a fa
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from hubdelta.embedder.safety_records import RepoKind
 from hubdelta.index.door import reading
 from hubdelta.kernel.errors import HubdeltaError, OutputError, UsageError
 from hubdelta.kernel.settings import Settings
-from hubdelta.merge.combine import adapter_delta, check_method, combine, default_weights
+from hubdelta.merge.combine import adapter_delta, check_method, combine, default_weights, full_merge_bytes
 from hubdelta.merge.plan import MergePlan
 
 if TYPE_CHECKING:
@@ -95,19 +96,25 @@ def _members(settings: Settings, plan: MergePlan) -> list[tuple[str, str]]:
         if record is not None and (record.model.card_summary or "").startswith("local folder"):
             raise HubdeltaError(f"{rid} was added from a local folder: --apply fetches members from the Hub",
                                 fix="leave it out with --where \"repo_id != '" + rid + "'\"")  # fmt: skip
+        if rid not in vectors:  # removed or hidden between the plan and now
+            raise HubdeltaError(f"{rid} has no vector in {plan.space_id} any more", fix="run merge-plan again")
         out.append((rid, vectors[rid].sha or "main"))
     return out
 
 
-def apply_plan(settings: Settings, plan: MergePlan, out: Path, *, method: str = "linear",
-               density: float = 0.2, weights: Sequence[float] | None = None) -> Applied:  # fmt: skip
+def apply_plan(settings: Settings, plan: MergePlan, out: Path, *, method: str = "linear", density: float = 0.2,
+               weights: Sequence[float] | None = None, memory_bytes: int | None = None) -> Applied:  # fmt: skip
     """Merge ``plan``'s members onto their base into the new folder ``out``.
+
+    ``memory_bytes``: what a full merge may hold (default: the machine's available memory); a larger estimate
+    is refused before any download.
 
     Raises:
         UsageError: a bad method, density or weights; OUT exists.
         OutputError: OUT cannot be written.
         ModelRefused / ModelUnavailable: a member is refused by the safety rules or cannot be fetched.
-        HubdeltaError: the members cannot be merged (a tensor that does not fit the base).
+        HubdeltaError: the members cannot be merged (a tensor that does not fit the base), or a full merge would
+            need more memory than ``memory_bytes``.
     """
     check_method(method, density)
     check_out(out)
@@ -119,7 +126,10 @@ def apply_plan(settings: Settings, plan: MergePlan, out: Path, *, method: str = 
     members = _members(settings, plan)
     ref = resolve_base(settings, plan.base)
     limits = Limits.from_embed_settings(settings.embed)
-    fetch_one = fetcher(settings, limits, base_info_from_folder(ref.folder, ref.repo_id))
+    info = base_info_from_folder(ref.folder, ref.repo_id)
+    if method != "linear" or any(m.relation != "adapter" for m in plan.members):  # refused before any download
+        check_memory(plan, ref.folder, info.weight_shapes, memory_bytes)
+    fetch_one = fetcher(settings, limits, info)
     fetched: list[FetchedModel] = []
     try:
         for rid, sha in members:  # one at a time, so a failure still releases those fetched before it
@@ -147,11 +157,45 @@ def _write(out: Path, kind: str, base_folder: Path, plan: MergePlan, fetched: Se
                   "density": density if method == "ties" else None, "members": members}  # fmt: skip
         (tmp / RECIPE).write_text(json.dumps(recipe, indent=2) + "\n")
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-        os.rename(tmp, out)
+        try:
+            os.rename(tmp, out)
+        except OSError as e:  # OUT appeared meanwhile, or its folder stopped taking writes
+            raise OutputError(str(out), e.strerror or type(e).__name__, option="--apply") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return files
+
+
+def available_memory() -> int | None:
+    """The memory the kernel says a new allocation can get without swapping (Linux), else None (unbounded)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(plan: MergePlan, base_folder: Path, shapes: Mapping[str, tuple[int, ...]],
+                 memory_bytes: int | None) -> None:  # fmt: skip
+    """Refuse a full merge whose peak memory (:func:`~hubdelta.merge.combine.full_merge_bytes`) exceeds the bound.
+
+    Raises:
+        HubdeltaError: naming the estimate, the bound and what to do instead.
+    """
+    bound = memory_bytes if memory_bytes is not None else available_memory()
+    if bound is None:
+        return
+    params = sum(math.prod(s) for s in shapes.values())  # the headers' shapes (a tied head counted twice: safe)
+    base_bytes = sum(p.stat().st_size for p in base_folder.glob("*.safetensors"))
+    need = full_merge_bytes(params, base_bytes, len(plan.members))
+    if need > bound:
+        raise HubdeltaError(f"a full merge of {len(plan.members)} models onto {plan.base} needs about "
+                            f"{need / 1e9:.2f} GB of memory, {bound / 1e9:.2f} GB is available",
+                            fix="merge fewer models (-k), merge adapters only with --method linear (written as an "
+                                "adapter), or run on a machine with more memory")  # fmt: skip
 
 
 def _release(fetched: Sequence[FetchedModel]) -> None:
@@ -196,6 +240,9 @@ def _write_cat(tmp: Path, base_folder: Path, base: str, fetched: Sequence[Fetche
     save_file(state, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     merged = model.peft_config["merged"]
     merged.base_model_name_or_path = base
+    # peft copies the first member's config (r = lora_alpha = R, scaling 1): the members' own scalings are
+    # already folded into the concatenated A, so rsLoRA's alpha/sqrt(R) would scale the delta by sqrt(R)
+    merged.use_rslora = False
     merged.save_pretrained(str(tmp))
 
 

@@ -38,6 +38,13 @@ def default_weights(method: str, k: int) -> list[float]:
     return [1.0 / k] * k if method == "linear" else [1.0] * k
 
 
+def full_merge_bytes(params: int, base_bytes: int, k: int) -> int:
+    """The memory a full merge of ``k`` members holds at its peak: the base twice (its files' tensors and the
+    loaded model the adapters are checked against), ``k`` float32 task vectors, the merged one, and one full
+    member's tensors while its task vector is taken (float32 at most)."""
+    return 2 * base_bytes + (k + 2) * 4 * params
+
+
 def adapter_delta(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor, float]]) -> dict[str, torch.Tensor]:
     """A LoRA adapter's task vector: ``module.weight -> scaling · B @ A`` in float32 (out, in)."""
     return {f"{m}.weight": (b.float() @ a.float()) * s for m, (a, b, s) in factors.items()}  # (out, r) @ (r, in)

@@ -89,29 +89,54 @@ def medoid(unit: np.ndarray) -> int:
     return int(np.argmax(unit @ unit.sum(axis=0)))
 
 
-def farthest_points(unit: np.ndarray, anchor: int, k: int) -> list[tuple[int, float | None, int | None]]:
+def farthest_points(
+    unit: np.ndarray, anchor: int, k: int, groups: Sequence[int] | None = None
+) -> list[tuple[int, float | None, int | None]]:
     """Greedy max-min cosine-distance selection of ``k`` rows starting from ``anchor``.
+
+    ``groups``: a copy-group label per row (-1: no copy); once a row is chosen, the other rows of its group are
+    not candidates any more (a re-upload of a member adds nothing to a merge). ``k`` must not exceed
+    :func:`distinct`.
 
     Returns:
         ``(row, distance to the nearest row chosen before it, that row)`` in the order chosen; the anchor first
         with ``(anchor, None, None)``. Ties go to the lowest row, so the answer is deterministic.
     """
-    assert 1 <= k <= len(unit), (k, len(unit))
+    labels = np.asarray(groups if groups is not None else [-1] * len(unit))
+    assert 1 <= k <= distinct(labels), (k, len(unit))
     chosen: list[tuple[int, float | None, int | None]] = [(anchor, None, None)]
     nearest_d = 1.0 - unit @ unit[anchor]  # (N,) distance of every row to its nearest chosen row
     nearest_i = np.full(len(unit), anchor)
     taken = np.zeros(len(unit), dtype=bool)
-    taken[anchor] = True
+
+    def take(row: int) -> None:
+        taken[row] = True
+        if labels[row] >= 0:
+            taken[labels == labels[row]] = True
+
+    take(anchor)
     while len(chosen) < k:
         scores = np.where(taken, -np.inf, nearest_d)
         row = int(np.argmax(scores))
         chosen.append((row, float(nearest_d[row]), int(nearest_i[row])))
-        taken[row] = True
+        take(row)
         d = 1.0 - unit @ unit[row]
         closer = d < nearest_d
         nearest_d = np.where(closer, d, nearest_d)
         nearest_i = np.where(closer, row, nearest_i)
     return chosen
+
+
+def distinct(groups: Sequence[int] | np.ndarray) -> int:
+    """How many rows a merge set can hold: rows without a copy (-1) plus one a copy group."""
+    labels = np.asarray(groups)
+    return int((labels < 0).sum()) + len(set(labels[labels >= 0].tolist()))
+
+
+def group_labels(ids: Sequence[str], groups: Sequence[Sequence[str]]) -> list[int]:
+    """A copy-group label per id (-1 for an id in no group), for :func:`farthest_points`."""
+    label = {m: n for n, members in enumerate(groups) for m in members}
+    return [label.get(i, -1) for i in ids]
 
 
 def nearest_rows(unit: np.ndarray, anchor: int, k: int) -> list[int]:
