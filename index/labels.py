@@ -8,8 +8,9 @@ Two tables (migration m007):
   a refresh can tell which models a new documented vector would enter the neighbourhood of);
 - ``labels_meta``: one row a space: what its labels were computed from (``source``: the vectors' fingerprint,
   ``through``: the latest ``embedded_at`` covered, ``vectors``: the vector table's rows) and how (``rule``:
-  the scoring's parameters). A reader compares ``source`` (or, cheaply, ``vectors``) with the space's current
-  state to say whether the labels are stale.
+  the scoring's parameters; ``docs``: a digest of the documented models' evidence, so a change of tags, cards
+  or names recomputes them even when no vector moved). A reader compares ``source`` (or, cheaply,
+  ``vectors``) with the space's current state to say whether the labels are stale.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ LABELS_META_SCHEMA = pa.schema(
         pa.field("n", pa.int64(), nullable=False),
         pa.field("computed_at", TIMESTAMP, nullable=False),
         pa.field("vectors", pa.int64(), nullable=False),  # rows of the space's vector table then (a cheap check)
+        pa.field("docs", pa.string(), nullable=False),  # digest of the documented models' evidence then
     ]
 )
 
@@ -102,6 +104,7 @@ class LabelsHead:
     n: int
     computed_at: datetime
     vectors: int = 0  # rows of the space's vector table at computation, hidden ones too
+    docs: str = ""  # digest of the documented models' evidence at computation (report.labels.docs_digest)
 
 
 def label_key(space_id: str, repo_id: str) -> str:
@@ -152,6 +155,7 @@ def meta_row(head: LabelsHead) -> pa.Table:
             "n": [head.n],
             "computed_at": [utc(head.computed_at, "computed_at")],
             "vectors": [head.vectors],
+            "docs": [head.docs],
         },
         schema=LABELS_META_SCHEMA,
     )
@@ -168,4 +172,4 @@ def heads_from_rows(rows: pa.Table) -> dict[str, LabelsHead]:
 def _head(r: dict[str, Any], through: datetime | None, computed: datetime | None) -> LabelsHead:
     assert computed is not None  # a non-null column
     return LabelsHead(r["space_id"], r["source"], through, r["rule"], frozenset(r["common"].split()), r["n"],
-                      computed, r["vectors"])  # fmt: skip
+                      computed, r["vectors"], r["docs"])  # fmt: skip

@@ -3,9 +3,12 @@ recomputed when its neighbourhood changes.
 
 **When.** Labels are a view of the vectors, like the map's layout: every run that writes vectors (``hubdelta
 embed``, the daemon's embed job, ``hubdelta add``) and every report refreshes them afterwards, and ``hubdelta
-labels`` does on demand. A space whose vectors did not change since (``index.vectors.fingerprint``) costs one
-small read. Readers (``show``, ``similar``, the web API) never compute: they show the stored labels and say
-``stale`` when the fingerprint moved since, which the next refresh fixes.
+labels`` does on demand. A space whose vectors did not change since (``index.vectors.fingerprint``) costs a
+read of its models' documentation (tags, card summary, names: the models table's columns), whose digest
+(:func:`docs_digest`, stored as the head's ``docs``) says whether the documentation changed. Readers
+(``show``, ``similar``, the web API) never compute: they show the stored labels and say ``stale`` when the
+fingerprint moved since, which the next refresh fixes (a documentation change alone is not flagged to readers:
+the crawl that made it is followed by the next embed's or report's refresh).
 
 **Incremental.** A refresh recomputes only the models whose neighbourhood can have changed:
 
@@ -15,14 +18,19 @@ small read. Readers (``show``, ``similar``, the web API) never compute: they sho
   product of the new vectors against the space, ``new x N`` (1,000 new against 1M: ~10 s here).
 
 Everything is recomputed when there are no stored labels, the scoring's parameters changed (``RULE``), the
-space's common tokens changed, or more than half the space would be anyway. The neighbours are exact, found in
+space's documentation changed (a tag or card the crawler updated, an undocumented model now documented, a
+common token more or less: the digest over every documented model's evidence moved), or more than half the
+space would be anyway. A documentation change recomputes the space whole rather than the models near the
+changed ones: which models' evidence changed is not stored, and a whole refresh is one ``N x documented``
+product (bench/labels.py scale). The neighbours are exact, found in
 blocked matrix products (:func:`hubdelta.report.neighbours.nearest`): ``N x documented`` for a full
 computation. Figures: bench/labels.py and docs/evaluation.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -54,11 +62,20 @@ class SpaceDocs:
 
 
 def read_space(index: Index, space_id: str) -> SpaceDocs:
-    """The visible vectors of ``space_id`` and the documentation of its models (two columns at a time)."""
-    space = index.vectors.spaces()[space_id]
+    """The visible vectors of ``space_id`` and the documentation of its models."""
     matrix = index.vectors.visible_matrix(space_id)
     unit = clustering.normalise_in_place(np.ascontiguousarray(matrix.vectors, np.float32))
-    wanted = set(matrix.repo_ids)
+    docs, common = read_docs(index, space_id, matrix.repo_ids)
+    return SpaceDocs(matrix.repo_ids, unit, matrix.embedded_at, docs, common)
+
+
+def read_docs(
+    index: Index, space_id: str, repo_ids: Sequence[str]
+) -> tuple[dict[str, dict[str, float]], frozenset[str]]:
+    """The documented models of ``repo_ids`` (``space_id``'s) with their evidence, and the space's common tokens
+    (a read of the models table, four columns at a time)."""
+    space = index.vectors.spaces()[space_id]
+    wanted = set(repo_ids)
     described: dict[str, tuple[tuple[str, ...], str]] = {}
     firsts: set[str] = set()
     for batch in index.models.column_batches(COLUMNS):
@@ -67,9 +84,19 @@ def read_space(index: Index, space_id: str) -> SpaceDocs:
                 described[repo_id] = (tags, card or "")
                 firsts.update(bases[:1])
     ignore = naming.base_words([str(space.params.get("base_repo", "")), *sorted(firsts)])
-    found = {r: suggest.evidence(r, *described.get(r, ((), "")), ignore) for r in matrix.repo_ids}
+    found = {r: suggest.evidence(r, *described.get(r, ((), "")), ignore) for r in repo_ids}
     common = suggest.common_tokens(found.values())
-    return SpaceDocs(matrix.repo_ids, unit, matrix.embedded_at, suggest.documented(found, common), common)
+    return suggest.documented(found, common), common
+
+
+def docs_digest(docs: Mapping[str, Mapping[str, float]]) -> str:
+    """A short digest of the documented models' evidence (pure): it moves when a model gains, loses or changes
+    documentation, or the common tokens change (they are dropped from the evidence)."""
+    h = hashlib.sha256()
+    for repo_id in sorted(docs):
+        found = docs[repo_id]
+        h.update(f"{repo_id}\t{' '.join(f'{t}={found[t]:g}' for t in sorted(found))}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def label_rows(space_id: str, data: SpaceDocs, rows: Sequence[int], k: int = suggest.K) -> list[ModelLabels]:
@@ -149,7 +176,8 @@ def refresh_space(index: Index, space_id: str, *, force: bool = False, now: date
     source = index.vectors.fingerprint(space_id)  # before the vectors: a write in between only recomputes again
     count = index.vectors.count(space_id)
     data = read_space(index, space_id)
-    if force or head is None or head.rule != suggest.RULE or head.common != data.common:
+    digest = docs_digest(data.docs)
+    if force or head is None or (head.rule, head.common, head.docs) != (suggest.RULE, data.common, digest):
         here = set(data.repo_ids)
         rows, gone = list(range(len(data.repo_ids))), [r for r in index.labels.neighbourhoods(space_id)[0]
                                                         if r not in here]  # fmt: skip
@@ -164,8 +192,17 @@ def refresh_space(index: Index, space_id: str, *, force: bool = False, now: date
     known = [t for t in data.embedded_at if t is not None]
     when = now or datetime.now(UTC)
     index.labels.put(LabelsHead(space_id, source, max(known, default=None), suggest.RULE, data.common,
-                                len(data.repo_ids), when, count), labels, gone)  # fmt: skip
+                                len(data.repo_ids), when, count, digest), labels, gone)  # fmt: skip
     return len(labels), whole
+
+
+def current(index: Index, head: LabelsHead) -> bool:
+    """Whether ``head``'s labels still hold: same vectors, same rule, same documentation. With the vectors
+    unchanged the space's visible models are the ones labelled, so their ids come from the labels."""
+    if (head.source, head.rule) != (index.vectors.fingerprint(head.space_id), suggest.RULE):
+        return False
+    labelled = index.labels.neighbourhoods(head.space_id)[0]
+    return docs_digest(read_docs(index, head.space_id, labelled)[0]) == head.docs
 
 
 def refresh(
@@ -176,7 +213,8 @@ def refresh(
     should_stop: Callable[[], bool] | None = None,
     now: datetime | None = None,
 ) -> LabelRun:
-    """Refresh the labels of ``spaces`` (default: all) whose vectors changed since they were computed.
+    """Refresh the labels of ``spaces`` (default: all) whose vectors or documentation changed since they were
+    computed.
 
     Raises:
         NotFoundError: a space in ``spaces`` that the index does not hold.
@@ -191,9 +229,8 @@ def refresh(
     out = LabelRun()
     for space_id in wanted:
         head = heads.get(space_id)
-        current = head and (head.source, head.rule) == (index.vectors.fingerprint(space_id), suggest.RULE)
-        if current and not force:
-            out.unchanged[space_id] = head.n if head else 0
+        if not force and head is not None and current(index, head):
+            out.unchanged[space_id] = head.n
             continue
         if should_stop is not None and should_stop():
             return LabelRun(out.computed, out.unchanged, out.full, stopped=True)
