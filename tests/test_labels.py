@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from hubdelta.cli import app
 from hubdelta.index.labels import SuggestedTag
 from hubdelta.report import suggest
-from hubdelta.report.labels import SpaceDocs, entered, label_rows, to_recompute
+from hubdelta.report.labels import SpaceDocs, entered, evidence_digest, label_rows, redocumented, to_recompute
 
 IGNORE = frozenset({"huggingfacetb", "smollm2", "135m"})
 
@@ -57,6 +57,17 @@ def test_a_name_with_a_real_word_documents_and_junk_never_becomes_a_suggestion()
                          ("d/code-helper", 0.6)], docs)  # fmt: skip
     assert list(docs) == ["d/code-helper"] and [t.tag for t in s.tags] == ["code", "helper"]
     assert "my" not in s.behaves_like and "nearest documented: d/code-helper" in s.behaves_like
+
+
+def test_a_refresh_finds_the_models_whose_documentation_changed() -> None:
+    was = {"o/a": {"math": 0.5}, "o/b": {"code": 1.0, "python": 1.0}, "o/c": {"legal": 0.5}}
+    stored = {r: evidence_digest(was.get(r)) for r in ("o/a", "o/b", "o/c", "o/bare", "o/later")}
+    assert stored["o/bare"] == "" and len({stored["o/a"], stored["o/b"], stored["o/c"]}) == 3
+    assert redocumented(was, stored) == frozenset()  # nothing changed: the space is current
+    now = {"o/a": {"math": 1.0}, "o/b": {"python": 1.0, "code": 1.0}, "o/later": {"chemistry": 1.0}}
+    # a: a tag now states its name word; b: same evidence (order does not matter); c: no longer documented;
+    # later: documented since; bare: still undocumented.
+    assert redocumented(now, stored) == {"o/a", "o/c", "o/later"}
 
 
 def test_tokens_most_models_share_are_common_and_undocumented_models_are_left_out() -> None:

@@ -4,25 +4,23 @@ recomputed when its neighbourhood changes.
 **When.** Labels are a view of the vectors, like the map's layout: every run that writes vectors (``hubdelta
 embed``, the daemon's embed job, ``hubdelta add``) and every report refreshes them afterwards, and ``hubdelta
 labels`` does on demand. A space whose vectors did not change since (``index.vectors.fingerprint``) costs a
-read of its models' documentation (tags, card summary, names: the models table's columns), whose digest
-(:func:`docs_digest`, stored as the head's ``docs``) says whether the documentation changed. Readers
+read of its models' documentation (tags, card summary, names: the models table's columns), compared with the
+digest of each model's evidence stored with its label (:func:`evidence_digest`). Readers
 (``show``, ``similar``, the web API) never compute: they show the stored labels and say ``stale`` when the
 fingerprint moved since, which the next refresh fixes (a documentation change alone is not flagged to readers:
 the crawl that made it is followed by the next embed's or report's refresh).
 
 **Incremental.** A refresh recomputes only the models whose neighbourhood can have changed:
 
-- the models embedded (or re-embedded) since the last refresh, and those never labelled;
+- the models embedded (or re-embedded) since the last refresh, those never labelled, and those whose
+  documentation changed since (a tag or card the crawler updated, documented since or no longer: no vector
+  moved, but they are, or stop being, some models' neighbours; :func:`redocumented`);
 - the models that listed, as a neighbour, one of those or one that left the space (removed, hidden);
-- the models a new *documented* vector comes closer to than their ``k``-th neighbour (``kth``, stored): one
-  product of the new vectors against the space, ``new x N`` (1,000 new against 1M: ~10 s here).
+- the models a new (or newly) *documented* vector comes closer to than their ``k``-th neighbour (``kth``,
+  stored): one product of those vectors against the space, ``new x N`` (1,000 new against 1M: ~10 s here).
 
 Everything is recomputed when there are no stored labels, the scoring's parameters changed (``RULE``), the
-space's documentation changed (a tag or card the crawler updated, an undocumented model now documented, a
-common token more or less: the digest over every documented model's evidence moved), or more than half the
-space would be anyway. A documentation change recomputes the space whole rather than the models near the
-changed ones: which models' evidence changed is not stored, and a whole refresh is one ``N x documented``
-product (bench/labels.py scale). The neighbours are exact, found in
+space's common tokens changed, or more than half the space would be anyway. The neighbours are exact, found in
 blocked matrix products (:func:`hubdelta.report.neighbours.nearest`): ``N x documented`` for a full
 computation. Figures: bench/labels.py and docs/evaluation.md.
 """
@@ -89,14 +87,18 @@ def read_docs(
     return suggest.documented(found, common), common
 
 
-def docs_digest(docs: Mapping[str, Mapping[str, float]]) -> str:
-    """A short digest of the documented models' evidence (pure): it moves when a model gains, loses or changes
-    documentation, or the common tokens change (they are dropped from the evidence)."""
-    h = hashlib.sha256()
-    for repo_id in sorted(docs):
-        found = docs[repo_id]
-        h.update(f"{repo_id}\t{' '.join(f'{t}={found[t]:g}' for t in sorted(found))}\n".encode())
-    return h.hexdigest()[:16]
+def evidence_digest(found: Mapping[str, float] | None) -> str:
+    """A short digest of one model's evidence (pure; "" when it has none: undocumented)."""
+    if not found:
+        return ""
+    text = " ".join(f"{t}={found[t]:g}" for t in sorted(found))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def redocumented(docs: Mapping[str, Mapping[str, float]], stored: Mapping[str, str]) -> frozenset[str]:
+    """The labelled models (``stored``: their evidence digests then) whose documentation changed since (pure):
+    tags or card changed, documented since, or no longer documented."""
+    return frozenset(r for r, was in stored.items() if evidence_digest(docs.get(r)) != was)
 
 
 def label_rows(space_id: str, data: SpaceDocs, rows: Sequence[int], k: int = suggest.K) -> list[ModelLabels]:
@@ -176,8 +178,7 @@ def refresh_space(index: Index, space_id: str, *, force: bool = False, now: date
     source = index.vectors.fingerprint(space_id)  # before the vectors: a write in between only recomputes again
     count = index.vectors.count(space_id)
     data = read_space(index, space_id)
-    digest = docs_digest(data.docs)
-    if force or head is None or (head.rule, head.common, head.docs) != (suggest.RULE, data.common, digest):
+    if force or head is None or (head.rule, head.common) != (suggest.RULE, data.common):
         here = set(data.repo_ids)
         rows, gone = list(range(len(data.repo_ids))), [r for r in index.labels.neighbourhoods(space_id)[0]
                                                         if r not in here]  # fmt: skip
@@ -185,6 +186,7 @@ def refresh_space(index: Index, space_id: str, *, force: bool = False, now: date
     else:
         changed = frozenset(r for r, t in zip(data.repo_ids, data.embedded_at, strict=True)
                             if head.through is None or t is None or t > head.through)  # fmt: skip
+        changed |= redocumented(data.docs, index.labels.evidence(space_id))
         rows, gone = to_recompute(data, index.labels.neighbourhoods(space_id), changed)
         whole = len(rows) > len(data.repo_ids) // 2
         rows = list(range(len(data.repo_ids))) if whole else rows  # as costly: keep every label of one moment
@@ -192,7 +194,8 @@ def refresh_space(index: Index, space_id: str, *, force: bool = False, now: date
     known = [t for t in data.embedded_at if t is not None]
     when = now or datetime.now(UTC)
     index.labels.put(LabelsHead(space_id, source, max(known, default=None), suggest.RULE, data.common,
-                                len(data.repo_ids), when, count, digest), labels, gone)  # fmt: skip
+                                len(data.repo_ids), when, count), labels, gone,
+                     {r: evidence_digest(e) for r, e in data.docs.items()})  # fmt: skip
     return len(labels), whole
 
 
@@ -201,8 +204,9 @@ def current(index: Index, head: LabelsHead) -> bool:
     unchanged the space's visible models are the ones labelled, so their ids come from the labels."""
     if (head.source, head.rule) != (index.vectors.fingerprint(head.space_id), suggest.RULE):
         return False
-    labelled = index.labels.neighbourhoods(head.space_id)[0]
-    return docs_digest(read_docs(index, head.space_id, labelled)[0]) == head.docs
+    stored = index.labels.evidence(head.space_id)
+    docs, common = read_docs(index, head.space_id, sorted(stored))
+    return common == head.common and not redocumented(docs, stored)
 
 
 def refresh(
