@@ -65,8 +65,10 @@ def build_home(work: Path, recipe: str) -> tuple[Settings, dict[str, str]]:
     build_pool(pool, cache_dir=Path.home() / ".cache" / "hubdelta-test" / "pool", seed=0, recipe=recipe)
     truth = json.loads((pool / "labels.json").read_text())
     home = work / f"home-{recipe}"
-    if (home / "done").is_file():
-        return load_settings({}, home=home), truth
+    if (home / "done").is_file():  # a kept index: its labels refreshed (recomputed if the rule changed)
+        settings = load_settings({}, home=home)
+        labelling.refresh_labels(settings, command="bench/labels.py")
+        return settings, truth
     with DevhubServer(pool / "hub") as hub:
         settings = load_settings({"HF_ENDPOINT": hub.url}, home=home)
         track(settings, BASE_REPO_ID)

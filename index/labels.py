@@ -5,7 +5,9 @@ Two tables (migration m007):
 
 - ``labels``: one row a (space, model): the suggested tags with their support, the one-line "behaves like",
   a confidence, and the neighbours they came from with their cosines (``kth``: the lowest of those cosines, so
-  a refresh can tell which models a new documented vector would enter the neighbourhood of);
+  a refresh can tell which models a new documented vector would enter the neighbourhood of), and ``evidence``:
+  a digest of the model's own documentation then (its tags, card and name's evidence; "" when undocumented),
+  so a refresh can tell whose documentation changed when no vector moved;
 - ``labels_meta``: one row a space: what its labels were computed from (``source``: the vectors' fingerprint,
   ``through``: the latest ``embedded_at`` covered, ``vectors``: the vector table's rows) and how (``rule``:
   the scoring's parameters). A reader compares ``source`` (or, cheaply, ``vectors``) with the space's current
@@ -14,6 +16,7 @@ Two tables (migration m007):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,6 +41,7 @@ LABELS_SCHEMA = pa.schema(
         pa.field("sims", pa.list_(pa.float32()), nullable=False),  # their cosines
         pa.field("kth", pa.float32(), nullable=False),  # lowest cosine used; -1 when fewer than k were found
         pa.field("computed_at", TIMESTAMP, nullable=False),
+        pa.field("evidence", pa.string(), nullable=False),  # digest of the model's own evidence; "": undocumented
     ]
 )
 
@@ -108,8 +112,8 @@ def label_key(space_id: str, repo_id: str) -> str:
     return f"{space_id}\t{repo_id}"
 
 
-def label_rows(labels: list[ModelLabels], computed_at: datetime) -> pa.Table:
-    """``labels`` rows (one per model)."""
+def label_rows(labels: list[ModelLabels], computed_at: datetime, evidence: Mapping[str, str]) -> pa.Table:
+    """``labels`` rows (one per model); ``evidence``: each model's evidence digest by repo id ("" when absent)."""
     when = utc(computed_at, "computed_at")
     return pa.table(
         {
@@ -124,6 +128,7 @@ def label_rows(labels: list[ModelLabels], computed_at: datetime) -> pa.Table:
             "sims": [list(x.sims) for x in labels],
             "kth": [x.kth for x in labels],
             "computed_at": [when] * len(labels),
+            "evidence": [evidence.get(x.repo_id, "") for x in labels],
         },
         schema=LABELS_SCHEMA,
     )

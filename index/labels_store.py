@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -36,8 +36,15 @@ class LabelsStore:
     def __init__(self, tables: Tables) -> None:
         self._t = tables
 
-    def put(self, head: LabelsHead, labels: Sequence[ModelLabels], drop: Iterable[str] = ()) -> None:
-        """Upsert ``labels`` of ``head.space_id``, delete those of ``drop``, then record ``head``.
+    def put(
+        self,
+        head: LabelsHead,
+        labels: Sequence[ModelLabels],
+        drop: Iterable[str] = (),
+        evidence: Mapping[str, str] | None = None,
+    ) -> None:
+        """Upsert ``labels`` of ``head.space_id`` (with each model's ``evidence`` digest, "" when absent), delete
+        those of ``drop``, then record ``head``.
 
         Raises:
             StoreError: the index is read-only.
@@ -48,7 +55,7 @@ class LabelsStore:
             raise ValueError(f"labels of another space than {head.space_id!r}")
         meta = meta_row(head)  # a naive time fails here, before anything is written
         if labels:
-            self._t.upsert(LABELS, "key", label_rows(list(labels), head.computed_at))
+            self._t.upsert(LABELS, "key", label_rows(list(labels), head.computed_at, evidence or {}))
         gone = [label_key(head.space_id, r) for r in dict.fromkeys(drop)]
         for start in range(0, len(gone), 1000):  # bounded IN lists
             self._t.delete_where(LABELS, in_list("key", gone[start : start + 1000]))
@@ -81,6 +88,12 @@ class LabelsStore:
         rows = self._t.read(run)
         kth = rows["kth"].to_numpy().astype(np.float32) if rows.num_rows else np.zeros(0, np.float32)
         return rows["repo_id"].to_pylist(), kth, string_tuples(rows["neighbours"]) if rows.num_rows else []
+
+    def evidence(self, space_id: str) -> dict[str, str]:
+        """Each stored model of ``space_id``'s evidence digest then, by repo id (what tells a refresh whose
+        documentation changed since)."""
+        rows = self._t.scan(LABELS, f"space_id = {sql_string(space_id)}", columns=["repo_id", "evidence"])
+        return dict(zip(rows["repo_id"].to_pylist(), rows["evidence"].to_pylist(), strict=True))
 
     def delete(self, space_id: str) -> bool:
         """Forget a space's labels (head first: readers then see none). Returns whether a head was stored."""

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from hubdelta.cli import app
 from hubdelta.index.labels import SuggestedTag
 from hubdelta.report import suggest
-from hubdelta.report.labels import SpaceDocs, entered, label_rows, to_recompute
+from hubdelta.report.labels import SpaceDocs, entered, evidence_digest, label_rows, redocumented, to_recompute
 
 IGNORE = frozenset({"huggingfacetb", "smollm2", "135m"})
 
@@ -27,6 +27,47 @@ def test_evidence_weighs_tags_and_card_over_name_words_and_drops_boilerplate() -
     assert suggest.evidence("acme/math-7b", ["math"], "")["math"] == 1.0
     # Boilerplate only: no evidence at all.
     assert suggest.evidence("acme/checkpoint-500", ["safetensors", "license:mit", "lora"], "license: mit") == {}
+
+
+# Real Hub tags of an adapter with no card: boilerplate only.
+HUB_TAGS = ["transformers", "safetensors", "text-generation", "license:apache-2.0", "region:us",
+            "base_model:adapter:HuggingFaceTB/SmolLM2-135M", "peft", "lora"]  # fmt: skip
+
+
+@pytest.mark.parametrize("repo_id", ["bob/my-finetune", "x/test-model-final", "u/output", "u/results",
+                                     "u/new_model", "u/finetuned-checkpoint-v2", "u/sft-lora-merged",
+                                     "u/my_test_run-3"])  # fmt: skip
+def test_a_name_of_junk_words_documents_nothing(repo_id: str) -> None:
+    found = suggest.evidence(repo_id, HUB_TAGS, "license: apache-2.0", IGNORE)
+    assert found == {}
+    assert suggest.documented({repo_id: found}, frozenset()) == {}
+
+
+def test_a_name_with_a_real_word_documents_and_junk_never_becomes_a_suggestion() -> None:
+    # The pool's names: the domain word survives (only the name documents these models).
+    assert suggest.evidence("pool/smollm2-lora-math-2", HUB_TAGS, "", IGNORE) == {"math": suggest.NAME_WEIGHT}
+    assert suggest.evidence("bob/my-legal-finetune-final", HUB_TAGS, "", IGNORE) == {"legal": suggest.NAME_WEIGHT}
+    # A tag still states what a junk name word would not: tags are not filtered by the name list.
+    assert suggest.evidence("bob/my-model", ["test"], "", IGNORE) == {"test": 1.0}
+    # A mostly undocumented neighbourhood: junk-named twins say nothing, the one documented model speaks.
+    raw = {r: suggest.evidence(r, HUB_TAGS, "", IGNORE) for r in ("a/my-finetune", "b/my-model-final", "c/output")}
+    raw["d/code-helper"] = suggest.evidence("d/code-helper", [*HUB_TAGS, "code"], "", IGNORE)
+    docs = suggest.documented(raw, suggest.common_tokens(raw.values()))
+    s = suggest.suggest([("a/my-finetune", 0.99), ("b/my-model-final", 0.98), ("c/output", 0.97),
+                         ("d/code-helper", 0.6)], docs)  # fmt: skip
+    assert list(docs) == ["d/code-helper"] and [t.tag for t in s.tags] == ["code", "helper"]
+    assert "my" not in s.behaves_like and "nearest documented: d/code-helper" in s.behaves_like
+
+
+def test_a_refresh_finds_the_models_whose_documentation_changed() -> None:
+    was = {"o/a": {"math": 0.5}, "o/b": {"code": 1.0, "python": 1.0}, "o/c": {"legal": 0.5}}
+    stored = {r: evidence_digest(was.get(r)) for r in ("o/a", "o/b", "o/c", "o/bare", "o/later")}
+    assert stored["o/bare"] == "" and len({stored["o/a"], stored["o/b"], stored["o/c"]}) == 3
+    assert redocumented(was, stored) == frozenset()  # nothing changed: the space is current
+    now = {"o/a": {"math": 1.0}, "o/b": {"python": 1.0, "code": 1.0}, "o/later": {"chemistry": 1.0}}
+    # a: a tag now states its name word; b: same evidence (order does not matter); c: no longer documented;
+    # later: documented since; bare: still undocumented.
+    assert redocumented(now, stored) == {"o/a", "o/c", "o/later"}
 
 
 def test_tokens_most_models_share_are_common_and_undocumented_models_are_left_out() -> None:

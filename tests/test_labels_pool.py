@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 import hubdelta
 from hubdelta.cli import app
 from hubdelta.embedder.api import add_local
-from hubdelta.index.door import open_reader
+from hubdelta.index.door import open_reader, open_writer
 from hubdelta.kernel.errors import NotFoundError
+from hubdelta.kernel.settings import Settings
 from hubdelta.query.api import similar
 from hubdelta.query.labels import read_labels
 from hubdelta.report import labels as labelling
@@ -123,3 +124,46 @@ def test_the_report_lists_new_models_with_their_labels(pool_index: PoolIndex) ->
     assert "| suggested labels |" in markdown
     line = next(x for x in markdown.splitlines() if x.startswith(f"| `{MATH1}`"))
     assert "| math" in line and "(confidence 0." in line
+
+
+def _retag(settings: Settings, repo_id: str, **changes: object) -> None:
+    """What a crawl that found new tags or a new card does to the models table."""
+    with open_writer(settings, "test: crawl") as index:
+        (record,) = index.models.get([repo_id]).values()
+        index.models.put([replace(record, model=replace(record.model, **changes))])  # type: ignore[arg-type]
+
+
+def test_labels_are_recomputed_when_a_neighbours_documentation_changes(pool_index: PoolIndex, tmp_path: Path) -> None:
+    """No vector moves: the crawler tags a documented neighbour, then documents an undocumented model."""
+    home = tmp_path / "home"
+    shutil.copytree(pool_index.home, home, ignore=shutil.ignore_patterns("*.lock"))
+    settings = settings_for(home, pool_index.hub_url)
+    space_id, hub = _space(pool_index), pool_index.pool / "hub" / ORG
+    code2, twin = f"{ORG}/smollm2-lora-code-2", "local/checkpoint-7"
+    add_local(settings, hub / "smollm2-lora-code-2", BASE_REPO_ID, name=twin)  # code-2's weights, no documentation
+    labelling.refresh_labels(settings)
+    with open_reader(settings) as index:
+        before = index.labels.get(space_id, [MATH1, code2])
+    assert twin not in before[code2].neighbours  # undocumented: never a source
+    assert labelling.refresh_labels(settings).unchanged == {space_id: len(_truth(pool_index)) + 1}
+
+    math2 = f"{ORG}/smollm2-lora-math-2"
+    with open_reader(settings) as index:
+        tags = index.models.get([math2])[math2].model.tags
+    _retag(settings, math2, tags=(*tags, "arithmetic"))
+    done = labelling.refresh_labels(settings)
+    assert done.computed.get(space_id, 0) > 0 and space_id not in done.unchanged  # before: unchanged, never looked
+    with open_reader(settings) as index:
+        after = index.labels.get(space_id, [MATH1, code2])
+        data = read_space(index, space_id)
+    fresh = labelling.label_rows(space_id, data, [data.repo_ids.index(MATH1)])
+    assert math2 in after[MATH1].neighbours and "arithmetic" in [t.tag for t in after[MATH1].tags]
+    assert after[MATH1].tags == fresh[0].tags != before[MATH1].tags
+
+    _retag(settings, twin, tags=("python",), card_summary="model_name: python-helper")
+    done = labelling.refresh_labels(settings)
+    assert done.computed.get(space_id, 0) > 0
+    with open_reader(settings) as index:
+        now = index.labels.get(space_id, [code2])[code2]
+    assert now.neighbours[0] == twin and "python" in [t.tag for t in now.tags]  # it contributes now
+    assert labelling.refresh_labels(settings).unchanged == {space_id: len(_truth(pool_index)) + 1}

@@ -3,16 +3,21 @@ recomputed when its neighbourhood changes.
 
 **When.** Labels are a view of the vectors, like the map's layout: every run that writes vectors (``hubdelta
 embed``, the daemon's embed job, ``hubdelta add``) and every report refreshes them afterwards, and ``hubdelta
-labels`` does on demand. A space whose vectors did not change since (``index.vectors.fingerprint``) costs one
-small read. Readers (``show``, ``similar``, the web API) never compute: they show the stored labels and say
-``stale`` when the fingerprint moved since, which the next refresh fixes.
+labels`` does on demand. A space whose vectors did not change since (``index.vectors.fingerprint``) costs a
+read of its models' documentation (tags, card summary, names: the models table's columns), compared with the
+digest of each model's evidence stored with its label (:func:`evidence_digest`). Readers
+(``show``, ``similar``, the web API) never compute: they show the stored labels and say ``stale`` when the
+fingerprint moved since, which the next refresh fixes (a documentation change alone is not flagged to readers:
+the crawl that made it is followed by the next embed's or report's refresh).
 
 **Incremental.** A refresh recomputes only the models whose neighbourhood can have changed:
 
-- the models embedded (or re-embedded) since the last refresh, and those never labelled;
+- the models embedded (or re-embedded) since the last refresh, those never labelled, and those whose
+  documentation changed since (a tag or card the crawler updated, documented since or no longer: no vector
+  moved, but they are, or stop being, some models' neighbours; :func:`redocumented`);
 - the models that listed, as a neighbour, one of those or one that left the space (removed, hidden);
-- the models a new *documented* vector comes closer to than their ``k``-th neighbour (``kth``, stored): one
-  product of the new vectors against the space, ``new x N`` (1,000 new against 1M: ~10 s here).
+- the models a new (or newly) *documented* vector comes closer to than their ``k``-th neighbour (``kth``,
+  stored): one product of those vectors against the space, ``new x N`` (1,000 new against 1M: ~10 s here).
 
 Everything is recomputed when there are no stored labels, the scoring's parameters changed (``RULE``), the
 space's common tokens changed, or more than half the space would be anyway. The neighbours are exact, found in
@@ -22,7 +27,8 @@ computation. Figures: bench/labels.py and docs/evaluation.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -54,11 +60,20 @@ class SpaceDocs:
 
 
 def read_space(index: Index, space_id: str) -> SpaceDocs:
-    """The visible vectors of ``space_id`` and the documentation of its models (two columns at a time)."""
-    space = index.vectors.spaces()[space_id]
+    """The visible vectors of ``space_id`` and the documentation of its models."""
     matrix = index.vectors.visible_matrix(space_id)
     unit = clustering.normalise_in_place(np.ascontiguousarray(matrix.vectors, np.float32))
-    wanted = set(matrix.repo_ids)
+    docs, common = read_docs(index, space_id, matrix.repo_ids)
+    return SpaceDocs(matrix.repo_ids, unit, matrix.embedded_at, docs, common)
+
+
+def read_docs(
+    index: Index, space_id: str, repo_ids: Sequence[str]
+) -> tuple[dict[str, dict[str, float]], frozenset[str]]:
+    """The documented models of ``repo_ids`` (``space_id``'s) with their evidence, and the space's common tokens
+    (a read of the models table, four columns at a time)."""
+    space = index.vectors.spaces()[space_id]
+    wanted = set(repo_ids)
     described: dict[str, tuple[tuple[str, ...], str]] = {}
     firsts: set[str] = set()
     for batch in index.models.column_batches(COLUMNS):
@@ -67,9 +82,23 @@ def read_space(index: Index, space_id: str) -> SpaceDocs:
                 described[repo_id] = (tags, card or "")
                 firsts.update(bases[:1])
     ignore = naming.base_words([str(space.params.get("base_repo", "")), *sorted(firsts)])
-    found = {r: suggest.evidence(r, *described.get(r, ((), "")), ignore) for r in matrix.repo_ids}
+    found = {r: suggest.evidence(r, *described.get(r, ((), "")), ignore) for r in repo_ids}
     common = suggest.common_tokens(found.values())
-    return SpaceDocs(matrix.repo_ids, unit, matrix.embedded_at, suggest.documented(found, common), common)
+    return suggest.documented(found, common), common
+
+
+def evidence_digest(found: Mapping[str, float] | None) -> str:
+    """A short digest of one model's evidence (pure; "" when it has none: undocumented)."""
+    if not found:
+        return ""
+    text = " ".join(f"{t}={found[t]:g}" for t in sorted(found))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def redocumented(docs: Mapping[str, Mapping[str, float]], stored: Mapping[str, str]) -> frozenset[str]:
+    """The labelled models (``stored``: their evidence digests then) whose documentation changed since (pure):
+    tags or card changed, documented since, or no longer documented."""
+    return frozenset(r for r, was in stored.items() if evidence_digest(docs.get(r)) != was)
 
 
 def label_rows(space_id: str, data: SpaceDocs, rows: Sequence[int], k: int = suggest.K) -> list[ModelLabels]:
@@ -149,7 +178,7 @@ def refresh_space(index: Index, space_id: str, *, force: bool = False, now: date
     source = index.vectors.fingerprint(space_id)  # before the vectors: a write in between only recomputes again
     count = index.vectors.count(space_id)
     data = read_space(index, space_id)
-    if force or head is None or head.rule != suggest.RULE or head.common != data.common:
+    if force or head is None or (head.rule, head.common) != (suggest.RULE, data.common):
         here = set(data.repo_ids)
         rows, gone = list(range(len(data.repo_ids))), [r for r in index.labels.neighbourhoods(space_id)[0]
                                                         if r not in here]  # fmt: skip
@@ -157,6 +186,7 @@ def refresh_space(index: Index, space_id: str, *, force: bool = False, now: date
     else:
         changed = frozenset(r for r, t in zip(data.repo_ids, data.embedded_at, strict=True)
                             if head.through is None or t is None or t > head.through)  # fmt: skip
+        changed |= redocumented(data.docs, index.labels.evidence(space_id))
         rows, gone = to_recompute(data, index.labels.neighbourhoods(space_id), changed)
         whole = len(rows) > len(data.repo_ids) // 2
         rows = list(range(len(data.repo_ids))) if whole else rows  # as costly: keep every label of one moment
@@ -164,8 +194,19 @@ def refresh_space(index: Index, space_id: str, *, force: bool = False, now: date
     known = [t for t in data.embedded_at if t is not None]
     when = now or datetime.now(UTC)
     index.labels.put(LabelsHead(space_id, source, max(known, default=None), suggest.RULE, data.common,
-                                len(data.repo_ids), when, count), labels, gone)  # fmt: skip
+                                len(data.repo_ids), when, count), labels, gone,
+                     {r: evidence_digest(e) for r, e in data.docs.items()})  # fmt: skip
     return len(labels), whole
+
+
+def current(index: Index, head: LabelsHead) -> bool:
+    """Whether ``head``'s labels still hold: same vectors, same rule, same documentation. With the vectors
+    unchanged the space's visible models are the ones labelled, so their ids come from the labels."""
+    if (head.source, head.rule) != (index.vectors.fingerprint(head.space_id), suggest.RULE):
+        return False
+    stored = index.labels.evidence(head.space_id)
+    docs, common = read_docs(index, head.space_id, sorted(stored))
+    return common == head.common and not redocumented(docs, stored)
 
 
 def refresh(
@@ -176,7 +217,8 @@ def refresh(
     should_stop: Callable[[], bool] | None = None,
     now: datetime | None = None,
 ) -> LabelRun:
-    """Refresh the labels of ``spaces`` (default: all) whose vectors changed since they were computed.
+    """Refresh the labels of ``spaces`` (default: all) whose vectors or documentation changed since they were
+    computed.
 
     Raises:
         NotFoundError: a space in ``spaces`` that the index does not hold.
@@ -191,9 +233,8 @@ def refresh(
     out = LabelRun()
     for space_id in wanted:
         head = heads.get(space_id)
-        current = head and (head.source, head.rule) == (index.vectors.fingerprint(space_id), suggest.RULE)
-        if current and not force:
-            out.unchanged[space_id] = head.n if head else 0
+        if not force and head is not None and current(index, head):
+            out.unchanged[space_id] = head.n
             continue
         if should_stop is not None and should_stop():
             return LabelRun(out.computed, out.unchanged, out.full, stopped=True)

@@ -4,7 +4,9 @@
 
 - its tags (``key:value`` tags give their value; bookkeeping keys such as ``license:``, ``base_model:``,
   ``region:`` are dropped) and its card's ``model_name`` / ``datasets``: weight 1 (the owner said so);
-- the words of its repo name (the owner dropped): weight ``NAME_WEIGHT`` = 0.5 (a name hints, a tag states).
+- the words of its repo name (the owner dropped): weight ``NAME_WEIGHT`` = 0.5 (a name hints, a tag states),
+  less ``NAME_JUNK``: words a Hub name carries whatever the model does (``my-finetune``, ``test-model-final``,
+  ``output``, ``results``, ``new_model``, ``sft``...).
 
 Words that say nothing about behaviour are dropped as :mod:`hubdelta.report.naming` drops them (stop words,
 numbers and sizes, ``lora``/``adapter``/``safetensors``/``peft``/``autotrain``/licence names..., the base
@@ -12,8 +14,11 @@ model's own words), and so are the space's **common** tokens: those carried by m
 with any evidence (at least ``COMMON_MIN`` of them), e.g. an organisation's house tag on all of its repos.
 
 **Documented.** A model is documented when it has evidence left after that: a meaningful tag, card field or
-name word. Only documented models are neighbours here; an undocumented one (``acme/checkpoint-500`` with only
-``safetensors`` and ``license:mit``) never contributes, and a model never labels itself.
+name word (a name of junk words alone documents nothing, so ``bob/my-finetune`` never suggests "my"). Names
+still count: on the test pool, as on much of the Hub, a name such as ``smollm2-lora-math-2`` is the only
+documentation a model has. Only documented models are neighbours here; an undocumented one
+(``acme/checkpoint-500`` with only ``safetensors`` and ``license:mit``) never contributes, and a model never
+labels itself.
 
 **Scoring.** For a model with documented neighbours ``j`` (its ``k`` nearest by cosine ``c_j``, best ``c_1``;
 those of cosine <= 0 say nothing), with weights ``w_j = exp((c_j - c_1) / TAU)`` (the nearest counts 1, one
@@ -47,9 +52,19 @@ MIN_SUPPORT = 0.25
 MAX_TAGS = 5
 COMMON_SHARE = 0.5
 COMMON_MIN = 3
+# Name words that say nothing about behaviour, beyond naming's stop words (which already drop lora, model,
+# finetune, merged, checkpoint, numbers and v1/v2): a name made of them only is no documentation.
+NAME_JUNK = frozenset(
+    str.split(
+        """my mine our own test tests testing final output outputs result results new old demo tmp temp try trial
+    trials experiment experiments exp run runs ckpt best last latest epoch epochs step steps sample samples sft
+    ft dpo save saved copy backup draft wip repo project custom updated update fixed dummy sandbox playground
+    hello world foo bar baz first second third"""
+    )
+)
 CARD_KEYS = ("model_name", "datasets")  # of the crawler's card summary; license and language say nothing here
 # Stored with each space's labels: a change of any parameter recomputes every label.
-RULE = f"v2 k={K} tau={TAU} name={NAME_WEIGHT} min={MIN_SUPPORT} max={MAX_TAGS} common={COMMON_SHARE}/{COMMON_MIN}"
+RULE = f"v3 k={K} tau={TAU} name={NAME_WEIGHT} min={MIN_SUPPORT} max={MAX_TAGS} common={COMMON_SHARE}/{COMMON_MIN}"
 
 Evidence = Mapping[str, float]  # token -> weight (1 or NAME_WEIGHT)
 
@@ -85,7 +100,7 @@ def evidence(repo_id: str, tags: Iterable[str], card: str, ignore: frozenset[str
             stated |= naming.words(tag, ignore)
         elif key not in naming.DROPPED_TAG_KEYS:
             stated |= naming.words(value, ignore)
-    found = dict.fromkeys(naming.words(repo_id.rsplit("/", 1)[-1], ignore), NAME_WEIGHT)
+    found = dict.fromkeys(naming.words(repo_id.rsplit("/", 1)[-1], ignore | NAME_JUNK), NAME_WEIGHT)
     found.update(dict.fromkeys(stated, 1.0))
     return found
 
