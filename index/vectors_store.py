@@ -34,7 +34,7 @@ from hubdelta.index.models_store import ModelsStore
 from hubdelta.index.schema import datetimes
 from hubdelta.index.selectors import id_filter
 from hubdelta.index.tables import PutResult, Tables
-from hubdelta.kernel.errors import StoreError
+from hubdelta.kernel.errors import NotFoundError, StoreError
 
 
 class VectorsStore:
@@ -50,6 +50,20 @@ class VectorsStore:
     def spaces(self) -> dict[str, SpaceRow]:
         """Every embedding space, by id."""
         return {r.space_id: r for r in spaces_from_table(self._t.scan(SPACES))}
+
+    def named(self, spaces: Iterable[str] | None) -> list[str]:
+        """``spaces`` in order without repeats, or every space (sorted) for None: what a refresh of derived data
+        (layouts, labels) goes over.
+
+        Raises:
+            NotFoundError: a named space the index does not hold.
+        """
+        known = self.spaces()
+        wanted = sorted(known) if spaces is None else list(dict.fromkeys(spaces))
+        for space_id in wanted:
+            if space_id not in known:
+                raise NotFoundError(space_id, "no such space", fix="see `hubdelta status` for the spaces")
+        return wanted
 
     def put_space(self, space: SpaceRow) -> None:
         """Create a space's vector table, then record the space and its base activations (one commit each).

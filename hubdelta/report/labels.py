@@ -38,7 +38,6 @@ import structlog
 from hubdelta.index.door import open_writer
 from hubdelta.index.labels import LabelsHead, ModelLabels
 from hubdelta.index.store import Index
-from hubdelta.kernel.errors import NotFoundError
 from hubdelta.kernel.settings import Settings
 from hubdelta.report import cluster as clustering
 from hubdelta.report import naming, neighbours, suggest
@@ -224,11 +223,7 @@ def refresh(
         NotFoundError: a space in ``spaces`` that the index does not hold.
         StoreError: the index is read-only.
     """
-    known = index.vectors.spaces()
-    wanted = sorted(known) if spaces is None else list(dict.fromkeys(spaces))
-    for space_id in wanted:
-        if space_id not in known:
-            raise NotFoundError(space_id, "no such space", fix="see `hubdelta status` for the spaces")
+    wanted = index.vectors.named(spaces)
     heads = index.labels.heads()
     out = LabelRun()
     for space_id in wanted:

@@ -157,11 +157,7 @@ def refresh(
         NotFoundError: a space in ``spaces`` that the index does not hold.
         StoreError: the index is read-only.
     """
-    known = index.vectors.spaces()
-    wanted = sorted(known) if spaces is None else list(dict.fromkeys(spaces))
-    for space_id in wanted:
-        if space_id not in known:
-            raise NotFoundError(space_id, "no such space", fix="see `hubdelta status` for the spaces")
+    wanted = index.vectors.named(spaces)
     report = index.reports.latest()
     report_id = report.report_id if report else None
     heads = index.layouts.heads()
