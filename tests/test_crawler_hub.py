@@ -158,7 +158,8 @@ def test_kill_9_at_random_points_then_rerun_gives_the_same_index(
     root, bases = small_root
     reference = _reference(root, bases, tmp_path / "ref")
     rng = random.Random(11)
-    with DevhubServer(root, page_size=50) as hub:
+    # 40 ms a request, a Hub-like round trip: over bare loopback a crawl can end before the earliest kill
+    with DevhubServer(root, page_size=50, faults=FaultConfig(shape_latency_ms=40)) as hub:
         settings = settings_for(tmp_path / "home", hub.url)
         for base in bases:
             track(settings, base, ALL, check=False)
