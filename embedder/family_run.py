@@ -215,7 +215,8 @@ class FamilyRun:
         from hubdelta.embedder.scoring import ResidentScorer
 
         folder, sha = download_base(self.settings, base)
-        with ResidentScorer(folder, PAPER_PROBES, cset, device=self.device) as scorer:
+        with ResidentScorer(folder, PAPER_PROBES, cset, device=self.device,
+                            memory_gb=self.settings.family.memory_gb) as scorer:  # fmt: skip
             ledger = MemberLedger(self.index, space, self._base_profile(space, base, sha, scorer, recipe, cset), recipe)
             runner = _Profiles(scorer, cset, recipe, self.batch)
             fetch_one = fetcher(self.settings, self.limits, base_info_from_folder(folder, base))

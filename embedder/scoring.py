@@ -1,42 +1,53 @@
 """Scoring a continuation set: the log-probability of every continuation token under a model, batched.
 
 Each model scores in its own tokenizer: the probe with the tokenizer's special tokens (as the activation
-probes are), then the continuation text without them. Rows are right-padded; only continuation positions go
-through the LM head, in chunks, so a 262k-token vocabulary (Gemma) never materialises a full logit tensor.
+probes are), then the continuation text without them. The probe's tokens are the same for all of its texts, so
+they run through the decoder once per forward and the texts attend to their cached keys and values: a text row
+costs its own tokens only (the probes are ~37 tokens, as long as a 32-token text). Rows are right-padded; only
+continuation positions go through the LM head, in chunks, so a 262k-token vocabulary (Gemma) never materialises
+a full logit tensor. Forwards and head chunks are sized to a memory budget (:mod:`.score_batching`).
 LoRA adapters reuse the activation path's batched hooks on a resident base (:mod:`hubdelta.embedder.lora`).
 """
 
 from __future__ import annotations
 
+import copy
 import gc
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from hubdelta.embedder.activations import load_causal_lm, text_config
 from hubdelta.embedder.continuations import ContinuationSet
 from hubdelta.embedder.lora import lora_hooks, read_adapter, stack_factors
 from hubdelta.embedder.meaning import TextScores
 from hubdelta.embedder.probes import ProbeSet
+from hubdelta.embedder.score_batching import Batching, Dims
 from hubdelta.kernel.errors import EmbedError
 
-HEAD_CHUNK = 256  # continuation positions per LM-head matmul: 256 x 262k fp32 logits = 268 MB
-ROWS_PER_FORWARD = 40  # (probe, text) rows per forward, before multiplying by the adapters batched together
+DEFAULT_MEMORY_GB = 2.0  # activations of one scoring forward (``[family] memory_gb``), weights not included
 
 
 @dataclass(frozen=True)
 class ScoreRows:
-    """A continuation set tokenized for one tokenizer: one right-padded row per (probe, text)."""
+    """A continuation set tokenized for one tokenizer, split where the probe ends.
 
-    input_ids: torch.Tensor  # (R, T)
-    attention_mask: torch.Tensor  # (R, T)
-    starts: tuple[int, ...]  # index of each row's first continuation token
-    lengths: tuple[int, ...]  # continuation tokens per row
-    token_ends: tuple[np.ndarray, ...]  # per row: character end offset of each continuation token
+    Every text of one probe shares the probe's tokens, so they run through the decoder once per forward (a key/value
+    cache) and each row carries only the probe's last token (whose output predicts the text's first token) and the
+    text. Rows of one probe are contiguous, probe by probe.
+    """
+
+    prefixes: tuple[torch.Tensor, ...]  # per probe: its tokens but the last, (L_q - 1,)
+    tails: torch.Tensor  # (R, W): the probe's last token, then the text's tokens; right-padded
+    mask: torch.Tensor  # (R, W)
+    probe_of: tuple[int, ...]  # the probe of each row
+    lengths: tuple[int, ...]  # text tokens per row
+    token_ends: tuple[np.ndarray, ...]  # per row: character end offset of each text token
     shape: tuple[int, int]  # (P, n)
 
     @classmethod
@@ -45,82 +56,121 @@ class ScoreRows:
             raise EmbedError(f"continuation set {cset.hash} was not sampled for probe set {probes.version}")
         if not tok.is_fast:
             raise EmbedError("scoring needs a fast tokenizer (character offsets of tokens)", item=str(tok.name_or_path))
+        prefixes: list[torch.Tensor] = []
         rows: list[list[int]] = []
-        starts, lengths, ends = [], [], []
-        for probe, texts in zip(probes.texts, cset.texts, strict=True):
-            prompt = tok(probe)["input_ids"]
+        probe_of, lengths, ends = [], [], []
+        for q, (probe, texts) in enumerate(zip(probes.texts, cset.texts, strict=True)):
+            prompt = list(tok(probe)["input_ids"])
+            if not prompt:
+                raise EmbedError(f"probe {q} has no tokens in this tokenizer", item=str(tok.name_or_path))
+            prefixes.append(torch.tensor(prompt[:-1], dtype=torch.long))
             for text in texts:
                 enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-                ids = list(enc["input_ids"])
-                rows.append(prompt + ids)
-                starts.append(len(prompt))
-                lengths.append(len(ids))
+                rows.append(prompt[-1:] + list(enc["input_ids"]))
+                probe_of.append(q)
+                lengths.append(len(enc["input_ids"]))
                 ends.append(np.array([e for _, e in enc["offset_mapping"]], dtype=np.int64))
         width = max(len(r) for r in rows)
-        input_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        tails = torch.zeros((len(rows), width), dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):
-            input_ids[i, : len(r)] = torch.tensor(r)
+            tails[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = 1
-        return cls(input_ids, mask, tuple(starts), tuple(lengths), tuple(ends), (len(probes), len(cset.texts[0])))
+        shape = (len(probes), len(cset.texts[0]))
+        return cls(tuple(prefixes), tails, mask, tuple(probe_of), tuple(lengths), tuple(ends), shape)
 
     def __len__(self) -> int:
-        return int(self.input_ids.shape[0])
+        return int(self.tails.shape[0])
+
+    def batching(self, config: Any, memory_gb: float) -> Batching:
+        """Batches that fit ``memory_gb`` of activations for a model of ``config`` (:mod:`.score_batching`)."""
+        prefix = max(int(p.shape[0]) for p in self.prefixes)
+        return Batching.fit(Dims.of(config), prefix=prefix, width=int(self.tails.shape[1]),
+                            budget_bytes=memory_gb * 2**30)  # fmt: skip
+
+    def of_probe(self, q: int) -> list[int]:
+        return [r for r, p in enumerate(self.probe_of) if p == q]
 
 
-def _head_logprobs(model: PreTrainedModel, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) for each (hidden state, target) pair, the LM head applied in chunks."""
+def _head_logprobs(model: PreTrainedModel, hidden: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    """log p(target) for each (hidden state, target) pair, the LM head applied ``chunk`` positions at a time."""
     head = model.get_output_embeddings()
     cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     out = torch.empty(targets.shape[0], dtype=torch.float32)
-    for i in range(0, targets.shape[0], HEAD_CHUNK):
-        logits = head(hidden[i : i + HEAD_CHUNK]).float()  # (c, V)
+    for i in range(0, targets.shape[0], chunk):
+        logits = head(hidden[i : i + chunk]).float()  # (c, V)
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        lp = logits.log_softmax(-1).gather(1, targets[i : i + HEAD_CHUNK, None])[:, 0]
-        out[i : i + HEAD_CHUNK] = lp.cpu()
+        # log p = logit - logsumexp: no (c, V) log-softmax tensor is written, only read
+        lp = logits.gather(1, targets[i : i + chunk, None])[:, 0] - torch.logsumexp(logits, -1)
+        out[i : i + chunk] = lp.cpu()
     return out
 
 
-def _row_logprobs(model: PreTrainedModel, rows: ScoreRows, index: list[int], k: int) -> list[np.ndarray]:
-    """Per-token log p of the continuations of ``rows[index]``, repeated ``k`` times (group ``g`` = adapter g).
+def _prefix_cache(model: PreTrainedModel, prefix: torch.Tensor, k: int) -> DynamicCache | None:
+    """The key/value cache of ``prefix`` repeated for ``k`` row groups (None for an empty prefix)."""
+    if prefix.numel() == 0:
+        return None
+    device = next(model.parameters()).device
+    cache = DynamicCache(config=model.config)
+    model.get_decoder()(input_ids=prefix.to(device).repeat(k, 1), cache=cache, use_cache=True)
+    return cache
+
+
+def _row_logprobs(
+    model: PreTrainedModel, rows: ScoreRows, index: list[int], k: int, cache: DynamicCache | None, chunk: int
+) -> list[np.ndarray]:
+    """Per-token log p of the texts of ``rows[index]`` (one probe's rows, whose prefix is in ``cache``, made for
+    ``k`` groups), repeated ``k`` times (group ``g`` = adapter g).
 
     Returns:
         ``k * len(index)`` arrays, grouped by repeat.
     """
     device = next(model.parameters()).device
-    ids = rows.input_ids[index].repeat(k, 1).to(device)
-    mask = rows.attention_mask[index].repeat(k, 1).to(device)
+    ids = rows.tails[index].repeat(k, 1).to(device)
+    mask = rows.mask[index].repeat(k, 1).to(device)
     width = int(mask.sum(1).max())
     ids, mask = ids[:, :width], mask[:, :width]
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    past = 0
+    if cache is not None:
+        past = cache.get_seq_length()
+        cache = copy.deepcopy(cache)  # the forward appends the texts' keys: the prefix's stay clean for the next
+        cache.batch_repeat_interleave(len(index))  # group-major, as the rows are
+        mask = torch.cat([torch.ones((mask.shape[0], past), dtype=mask.dtype, device=device), mask], 1)
+    positions = torch.arange(past, past + width, device=device)
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=positions.expand(ids.shape[0], -1),
+                                 cache=cache, use_cache=cache is not None).last_hidden_state  # fmt: skip
     picks_r: list[int] = []
     picks_t: list[int] = []
-    targets: list[torch.Tensor] = []
     sizes: list[int] = []
-    for g in range(k):
-        for j, r in enumerate(index):
-            s, n = rows.starts[r], rows.lengths[r]
-            row = g * len(index) + j
-            picks_r += [row] * n
-            picks_t += range(s - 1, s + n - 1)  # position t predicts token t + 1
-            targets.append(ids[row, s : s + n])
-            sizes.append(n)
-    sel = hidden[torch.tensor(picks_r, device=device), torch.tensor(picks_t, device=device)]  # (N, C)
-    lp = _head_logprobs(model, sel, torch.cat(targets)).numpy()
+    for row in range(ids.shape[0]):
+        n = rows.lengths[index[row % len(index)]]
+        picks_r += [row] * n
+        picks_t += range(n)  # position t (the probe's last token, then the text) predicts token t + 1
+        sizes.append(n)
+    r_idx = torch.tensor(picks_r, dtype=torch.long, device=device)
+    t_idx = torch.tensor(picks_t, dtype=torch.long, device=device)
+    lp = _head_logprobs(model, hidden[r_idx, t_idx], ids[r_idx, t_idx + 1], chunk).numpy()
     return list(np.split(lp, np.cumsum(sizes)[:-1]))
 
 
-def score_rows(model: PreTrainedModel, rows: ScoreRows, k: int = 1) -> list[TextScores]:
-    """Scores of ``k`` row groups (a plain model: ``k == 1``; inside :func:`lora_hooks`: one per adapter)."""
+def score_rows(
+    model: PreTrainedModel, rows: ScoreRows, k: int = 1, *, memory_gb: float = DEFAULT_MEMORY_GB
+) -> list[TextScores]:
+    """Scores of ``k`` row groups (a plain model: ``k == 1``; inside :func:`lora_hooks`: one per adapter), in
+    forwards sized to ``memory_gb`` of activations."""
+    batching = rows.batching(model.config.get_text_config(), memory_gb)
+    step = max(1, batching.rows // k)
     per_group: list[list[np.ndarray]] = [[] for _ in range(k)]
-    step = max(1, ROWS_PER_FORWARD // k)
     with torch.inference_mode():
-        for i in range(0, len(rows), step):
-            index = list(range(i, min(i + step, len(rows))))
-            lps = _row_logprobs(model, rows, index, k)
-            for g in range(k):
-                per_group[g] += lps[g * len(index) : (g + 1) * len(index)]
+        for q, prefix in enumerate(rows.prefixes):
+            cache = _prefix_cache(model, prefix, k)
+            of_q = rows.of_probe(q)
+            for i in range(0, len(of_q), step):
+                index = of_q[i : i + step]
+                lps = _row_logprobs(model, rows, index, k, cache, batching.head)
+                for g in range(k):
+                    per_group[g] += lps[g * len(index) : (g + 1) * len(index)]
     p, n = rows.shape
     ends = [rows.token_ends[q * n : (q + 1) * n] for q in range(p)]
     return [
@@ -135,9 +185,11 @@ class ResidentScorer:
     The counterpart of :class:`~hubdelta.embedder.activations.ResidentBase` for meaning spaces.
     """
 
-    def __init__(self, base_dir: Path, probes: ProbeSet, cset: ContinuationSet, *, device: str = "cpu") -> None:
+    def __init__(self, base_dir: Path, probes: ProbeSet, cset: ContinuationSet, *, device: str = "cpu",
+                 memory_gb: float = DEFAULT_MEMORY_GB) -> None:  # fmt: skip
         self.base_dir = Path(base_dir)
         self.device = torch.device(device)
+        self.memory_gb = memory_gb
         self.config = text_config(self.base_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir, trust_remote_code=False, local_files_only=True)
         self.rows = ScoreRows.build(self.tokenizer, probes, cset)
@@ -160,19 +212,21 @@ class ResidentScorer:
     def base_scores(self) -> TextScores:
         """The base's own scores (computed on first use, then kept)."""
         if self._base is None:
-            self._base = score_rows(self.model, self.rows)[0]
+            self._base = score_rows(self.model, self.rows, memory_gb=self.memory_gb)[0]
         return self._base
 
     def adapter_scores(self, adapters: Mapping[str, Path], per_forward: int = 4) -> dict[str, TextScores]:
-        """Scores of several LoRA adapters on the resident base, ``per_forward`` adapters batched at a time."""
+        """Scores of several LoRA adapters on the resident base, ``per_forward`` adapters batched at a time (fewer
+        where one row of each would not fit the memory budget)."""
         out: dict[str, TextScores] = {}
         items = list(adapters.items())
+        per_forward = max(1, min(per_forward, self.rows.batching(self.config, self.memory_gb).rows))
         for i in range(0, len(items), per_forward):
             chunk = items[i : i + per_forward]
             loaded = [read_adapter(key, Path(path), self.model) for key, path in chunk]
             stacked = stack_factors(loaded, torch.float32, self.device)
             with lora_hooks(self.model, stacked, len(chunk)):
-                scores = score_rows(self.model, self.rows, len(chunk))
+                scores = score_rows(self.model, self.rows, len(chunk), memory_gb=self.memory_gb)
             out.update({key: s for (key, _), s in zip(chunk, scores, strict=True)})
         return out
 
@@ -184,7 +238,7 @@ class ResidentScorer:
                              item=item or str(model_dir))  # fmt: skip
         model = load_causal_lm(Path(model_dir), torch.float32, self.device)
         try:
-            return score_rows(model, self.rows)[0]
+            return score_rows(model, self.rows, memory_gb=self.memory_gb)[0]
         finally:
             del model
             gc.collect()

@@ -61,17 +61,38 @@ def test_batched_adapter_scores_equal_one_at_a_time_and_the_merged_model(family_
     assert np.all(_flat(base) < 0)
 
 
-def test_gemma_scores_do_not_depend_on_the_batch_or_its_padding(family_pool: Path, monkeypatch) -> None:
+def test_gemma_scores_do_not_depend_on_the_batch_or_its_padding(family_pool: Path) -> None:
     hub = family_pool / "hub"
     with ResidentScorer(hub / GEMMA_REPO_ID, PAPER_PROBES, fixed_set()) as scorer:
         rows = scorer.rows
         batched = score_rows(scorer.model, rows)[0]
-        monkeypatch.setattr(scoring, "ROWS_PER_FORWARD", 1)
-        single = score_rows(scorer.model, rows)[0]
+        # a budget of a few kB: one row per forward and one position per head matmul
+        assert rows.batching(scorer.config, 1e-6) == scoring.Batching(rows=1, head=1)
+        single = score_rows(scorer.model, rows, memory_gb=1e-6)[0]
         adapter = scorer.adapter_scores({"g": hub / GEMMA_ADAPTERS[0]})["g"]
-    assert len(set(rows.lengths)) > 1 and rows.input_ids.shape[0] == len(PAPER_PROBES) * len(TEXTS)
+    assert len(set(rows.lengths)) > 1 and len(rows) == len(PAPER_PROBES) * len(TEXTS)
     assert np.allclose(_flat(batched), _flat(single), atol=2e-4)
     assert np.abs(_flat(adapter) - _flat(batched)).max() > 1e-2  # the trained adapter changes likelihoods
+
+
+@pytest.mark.parametrize("base", [BASE_REPO_ID, GEMMA_REPO_ID])
+def test_texts_scored_after_a_cached_probe_equal_one_plain_forward_of_probe_and_text(family_pool: Path,
+                                                                                      base: str) -> None:  # fmt: skip
+    """The probe runs once per forward (a key/value cache); each text's scores are still exactly those of the
+    whole sequence run through the model in one piece, its logits log-softmaxed."""
+    import torch
+
+    with ResidentScorer(family_pool / "hub" / base, PAPER_PROBES, fixed_set()) as scorer:
+        got = scorer.base_scores()
+        tok, model = scorer.tokenizer, scorer.model
+        with torch.inference_mode():
+            for q, probe in enumerate(PAPER_PROBES.texts):
+                prompt = tok(probe)["input_ids"]
+                for i, text in enumerate(TEXTS):
+                    ids = prompt + tok(text, add_special_tokens=False)["input_ids"]
+                    logp = model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+                    want = logp[torch.arange(len(prompt) - 1, len(ids) - 1), torch.tensor(ids[len(prompt) :])]
+                    assert np.allclose(got.token_lp[q][i], want.numpy(), atol=2e-4), (q, i)
 
 
 def test_sampling_is_seeded_and_exactly_as_long_as_asked(family_pool: Path) -> None:
@@ -193,10 +214,10 @@ def _check_a_task_in_the_family_space(cli: Callable[..., Any], settings: Setting
     with open_reader(settings) as index:
         target = family_target(index, "small", BASE_REPO_ID)
         stored = index.vectors.get(space_id)[member].vector
-    placed, cached = meaning_of(target, hub / BASE_REPO_ID, tmp_path / "member", "cpu")
+    placed, cached = meaning_of(target, hub / BASE_REPO_ID, tmp_path / "member", "cpu", 2.0)
     assert not cached and target.members == 4 and target.centre is not None
     assert np.allclose(placed, stored, atol=1e-4), float(np.abs(placed - stored).max())
-    assert np.array_equal(meaning_of(target, hub / BASE_REPO_ID, tmp_path / "member", "cpu")[0], placed)
+    assert np.array_equal(meaning_of(target, hub / BASE_REPO_ID, tmp_path / "member", "cpu", 2.0)[0], placed)
 
     heldout = str(pool / "heldout" / "math.jsonl")
     args = ("task", heldout, "--base", BASE_REPO_ID, "--family", "small", "-k", "6", "--max-examples", "8", "--json")

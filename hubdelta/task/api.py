@@ -115,7 +115,7 @@ def task_search(
     target = _check_index(settings, base_id, chosen_filter, family)
 
     made = _task_vector(settings, base, base_id, chosen.examples, str(examples), plan, progress, target)
-    space_id, vector, family_notes = _placed(made, target, base_id)
+    space_id, vector, family_notes = _placed(made, target, base_id, settings.family.memory_gb)
     with open_reader(settings) as index:
         neighbors, clusters, source, note = search_space(index, space_id, vector, k, chosen_filter)
         why = _explain(index, made, plan, k, chosen_filter, neighbors, target is None) if explain else None
@@ -131,11 +131,12 @@ def task_search(
                       neighbors, cluster, notes, plan.describe(), why, vector, family)  # fmt: skip
 
 
-def _placed(made: _Made, target: FamilyTarget | None, base_id: str) -> tuple[str, np.ndarray, tuple[str, ...]]:
+def _placed(made: _Made, target: FamilyTarget | None, base_id: str,
+            memory_gb: float) -> tuple[str, np.ndarray, tuple[str, ...]]:  # fmt: skip
     """The space searched, the task's vector there, and a note: the base's own space, or the family's."""
     if target is None:
         return made.space_id, made.vector, ()
-    vector, scored_before = meaning_of(target, made.folder, made.adapter.path, made.device)
+    vector, scored_before = meaning_of(target, made.folder, made.adapter.path, made.device, memory_gb)
     centre = (f"centred by the mean of its {target.members} {base_id} members" if target.centre is not None
               else f"not centred: {target.members} {base_id} members, centring waits for {CENTRE_MIN}")  # fmt: skip
     again = "; its scores read from the cache" if scored_before else ""

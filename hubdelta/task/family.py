@@ -85,12 +85,13 @@ def check_revision(target: FamilyTarget, base_id: str, sha: str) -> None:
                          f"new finetune of {base_id}")  # fmt: skip
 
 
-def meaning_of(target: FamilyTarget, base_folder: Path, adapter: Path, device: str) -> tuple[np.ndarray, bool]:
+def meaning_of(target: FamilyTarget, base_folder: Path, adapter: Path, device: str,
+               memory_gb: float) -> tuple[np.ndarray, bool]:  # fmt: skip
     """The task adapter's vector in the family space (centred as its members are), and whether it was cached."""
     cached = adapter / f"meaning-{target.space_id}.npy"
     raw, hit = _read(cached, target.dim), True
     if raw is None:
-        raw, hit = _score(target, base_folder, adapter, device), False
+        raw, hit = _score(target, base_folder, adapter, device, memory_gb), False
         tmp = cached.with_name(f".{cached.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.npy")
         np.save(tmp, raw, allow_pickle=False)
         tmp.replace(cached)
@@ -110,12 +111,12 @@ def _read(path: Path, dim: int) -> np.ndarray | None:
     return raw if raw is not None and raw.dtype == np.float32 and raw.shape == (dim,) else None
 
 
-def _score(target: FamilyTarget, base_folder: Path, adapter: Path, device: str) -> np.ndarray:
+def _score(target: FamilyTarget, base_folder: Path, adapter: Path, device: str, memory_gb: float) -> np.ndarray:
     """The adapter's own (raw) meaning vector: its profile minus the base's stored profile."""
     from hubdelta.embedder.probes import PAPER_PROBES
     from hubdelta.embedder.scoring import ResidentScorer
 
-    with ResidentScorer(base_folder, PAPER_PROBES, target.cset, device=device) as scorer:
+    with ResidentScorer(base_folder, PAPER_PROBES, target.cset, device=device, memory_gb=memory_gb) as scorer:
         scores = scorer.adapter_scores({"task": adapter})["task"]
     profile = scores.profile(target.cset.texts, target.recipe).astype(np.float32)
     if profile.size != target.profile.profile.size:
