@@ -1,6 +1,7 @@
 """Delta Meaning across two architectures: do SmolLM2 and Gemma-3 finetunes of one domain land together? (issue 8)
 
-Usage: .venv/bin/python bench/family_pool.py POOL_DIR [--out docs/evaluation.md] [--n 40] [--tokens 64]
+Usage: .venv/bin/python bench/family_pool.py POOL_DIR [--out docs/evaluation.md] [--n 20] [--tokens 32]
+       [--also 40x64,20x32@1]
 
 POOL_DIR is a pool built with both bases (``hubdelta devhub build-pool --out POOL_DIR --gemma``). On its 20 split
 adapters (5 domains x 2 on SmolLM2-135M-Instruct and on Gemma-3-270M, trained on the same data), one run:
@@ -11,7 +12,10 @@ adapters (5 domains x 2 on SmolLM2-135M-Instruct and on Gemma-3-270M, trained on
 3. turns the scores into vectors under each recipe variant (the paper's recipe, and the ones beyond it), on
    subsets of the texts (one source or both, fewer or shorter texts), and prints silhouette by domain and
    cross-base nearest-neighbour domain accuracy for each, side by side;
-4. computes Delta Activations per base on the same adapters for comparison (they cannot cross bases);
+4. scores the sets of ``--also`` (other sizes, e.g. the earlier default 40 x 64, and other sampling seeds) under
+   the default recipe, each sampled afresh, for the cost table: seconds per adapter on each base (scoring on a
+   resident base, 4 adapters a forward, as ``family embed`` does), silhouette, cross-base accuracy;
+5. computes Delta Activations per base on the same adapters for comparison (they cannot cross bases);
 
 and writes the figures to ``--json`` and, with ``--out``, a section of the evaluation results file.
 """
@@ -38,6 +42,7 @@ from hubdelta.embedder.scoring import ResidentScorer
 from hubdelta.evaluation.pool import Pool, PoolModel, activations
 from hubdelta.evaluation.scores import cross_group_accuracy, score_distances
 from hubdelta.kernel.recipe import PAPER, Recipe
+from hubdelta.kernel.settings import FamilySettings
 
 MARK_BEGIN = "<!-- family: written by bench/family_pool.py -->"
 MARK_END = "<!-- family: end -->"
@@ -55,36 +60,28 @@ class Variant:
 
 
 def variants(tokens: int, per_source: int) -> list[Variant]:
-    short = min(32, tokens)
-    half = min(10, per_source)
+    """The recipes side by side on the whole set, then the default recipe on cheaper subsets of it."""
     text_concat = Recipe("text", "loglik", "concat", centre=True, per_base=False)
     words_ll = Recipe("word", "loglik", "concat", centre=True, per_base=False)
     words_ip = Recipe("word", "invppl", "concat", centre=True, per_base=False)
     default = Recipe()
-    both = (0, 1)
+    both, full = (0, 1), f"{2 * per_source} x {tokens} tok"
     return [
-        Variant("paper: 20 x 32 tok from SmolLM2, inv-ppl, mean", PAPER, (0,), min(20, per_source), short),
-        Variant("paper, texts from both bases", PAPER, both, half, short),
-        Variant("paper, per-base centred", replace(PAPER, per_base=True), both, half, short),
-        Variant("text log-lik, mean", Recipe("text", "loglik", "mean", False, False), both, half, short),
-        Variant("text log-lik, concat", Recipe("text", "loglik", "concat", False, False), both, half, short),
-        Variant("text log-lik, concat, centred", text_concat, both, half, short),
-        Variant(f"text log-lik, concat, centred, {2 * per_source} x {tokens} tok", text_concat, both, None, None),
-        Variant("text log-lik, concat, centred, per-base", replace(text_concat, per_base=True), both, half, short),
-        Variant("words, log-lik, centred", words_ll, both, half, short),
-        Variant("words, inv-ppl, centred", words_ip, both, half, short),
-        Variant("words, log-lik, centred, per-base", replace(words_ll, per_base=True), both, half, short),
-        Variant("words, inv-ppl, centred, per-base (20 x 32 tok)", default, both, half, short),
-        Variant(f"  same, {per_source} SmolLM2 texts x {tokens} tok", default, (0,), None, None),
-        Variant(f"  same, {per_source} Gemma texts x {tokens} tok", default, (1,), None, None),
-        Variant(f"  same, {2 * per_source} texts x {tokens} tok (the default)", default, both, None, None),
-        Variant(
-            f"words, log-lik, centred, per-base, {2 * per_source} x {tokens} tok",
-            replace(words_ll, per_base=True),
-            both,
-            None,
-            None,
-        ),
+        Variant(f"paper: {per_source} x {tokens} tok from SmolLM2, inv-ppl, mean", PAPER, (0,)),
+        Variant("paper, texts from both bases", PAPER, both),
+        Variant("paper, per-base centred", replace(PAPER, per_base=True), both),
+        Variant("text log-lik, mean", Recipe("text", "loglik", "mean", False, False), both),
+        Variant("text log-lik, concat", Recipe("text", "loglik", "concat", False, False), both),
+        Variant("text log-lik, concat, centred", text_concat, both),
+        Variant("text log-lik, concat, centred, per-base", replace(text_concat, per_base=True), both),
+        Variant("words, log-lik, centred", words_ll, both),
+        Variant("words, inv-ppl, centred", words_ip, both),
+        Variant("words, log-lik, centred, per-base", replace(words_ll, per_base=True), both),
+        Variant(f"words, inv-ppl, centred, per-base: {full} (the default)", default, both),
+        Variant(f"  same, {per_source} SmolLM2 texts x {tokens} tok", default, (0,)),
+        Variant(f"  same, {per_source} Gemma texts x {tokens} tok", default, (1,)),
+        Variant(f"  same, {2 * (per_source // 2)} texts x {tokens} tok", default, both, per_source // 2),
+        Variant(f"  same, {2 * per_source} texts x {tokens // 2} tok", default, both, None, tokens // 2),
     ]
 
 
@@ -130,6 +127,7 @@ def all_scores(pool: Pool, models: dict[str, list[PoolModel]], cset: Continuatio
     """TextScores of every base and model (repo id -> scores), scoring only what the cache lacks."""
     out: dict[str, TextScores] = {}
     timings: dict[str, float] = {}
+    timing_file = cache / f"timings-{cset.hash}.json"
     for base, members in models.items():
         paths = {
             m: cache / f"scores-{cset.hash}-{m.replace('/', '--')}.npz" for m in [base] + [x.repo_id for x in members]
@@ -149,6 +147,10 @@ def all_scores(pool: Pool, models: dict[str, list[PoolModel]], cset: Continuatio
                 timings[f"{base} per adapter"] = per
             print(f"scored {base}: {len(missing)} models in {time.perf_counter() - t0:.0f} s ({per:.1f} s an adapter)")
         out.update({m: _load(p) for m, p in paths.items()})
+    if not timings:  # every score came from the cache: the run that scored them measured the time
+        timings = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+    else:
+        timing_file.write_text(json.dumps(timings))
     return {"scores": out, "timings": timings}
 
 
@@ -247,9 +249,24 @@ def render(doc: dict[str, Any]) -> str:
               "", "| base | dim | silhouette | NN acc |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
     for base, r in doc["delta_activations"].items():
         lines.append(f"| {base} | {r['dim']} | {r['silhouette']:.3f} | {r['nn_accuracy']:.2f} |")
-    t = doc["timings_s"]
-    per = ", ".join(f"{k} {v:.1f} s" for k, v in t.items())
-    lines += ["", f"Scoring time on {doc['machine']} ({doc['torch_threads']} threads): {per}.", MARK_END]
+    lines += ["", "The default recipe on the sets of each sampling seed, and on cheaper subsets of them (silhouette / "
+              "cross-base NN):", "", "| variant | " + " | ".join(f"seed {x['seed']}" for x in doc["seeds"]) + " |",
+              "| --- |" + " ---: |" * len(doc["seeds"])]  # fmt: skip
+    for i, row in enumerate(doc["seeds"][0]["rows"]):
+        cells = [f"{x['rows'][i]['silhouette']:.3f} / {x['rows'][i]['cross_base_nn']:.2f}" for x in doc["seeds"]]
+        lines.append(f"| {row['variant'].strip()} | " + " | ".join(cells) + " |")
+    lines += ["", f"The default recipe on whole sampled sets, and what scoring one adapter costs ({doc['machine']}, "
+              f"{doc['torch_threads']} threads, {FamilySettings().batch} adapters a forward; a fresh set is sampled "
+              "for each size and seed):", "",
+              "| texts x tokens | seed | s / SmolLM2 adapter | s / Gemma-3 adapter | silhouette | cross-base NN |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for c in doc["costs"]:
+        per = c["seconds_per_adapter"]
+        smol = next((v for k, v in per.items() if "SmolLM2" in k), float("nan"))
+        gemma = next((v for k, v in per.items() if "gemma" in k.lower()), float("nan"))
+        lines.append(f"| {c['set']} | {c['seed']} | {smol:.1f} | {gemma:.1f} | {c['silhouette']:.3f} | "
+                     f"{c['cross_base_nn']:.2f} |")  # fmt: skip
+    lines += [MARK_END]
     return "\n".join(lines) + "\n"
 
 
@@ -265,11 +282,74 @@ def write_section(path: Path, section: str, begin: str = MARK_BEGIN, end: str = 
     path.write_text(text)
 
 
+def vectors_of(scores: dict[str, TextScores], cset: ContinuationSet, v: Variant, label: dict[str, str],
+               base_of: dict[str, str], cuts: list[list[int]] | None) -> dict[str, np.ndarray]:  # fmt: skip
+    """Every model's vector under ``v`` (its recipe on its subset of the scored texts)."""
+    vecs = {}
+    for repo in label:
+        mine, texts = _subset(scores[repo], cset, v, cuts or [])
+        base, _ = _subset(scores[base_of[repo]], cset, v, cuts or [])
+        vecs[repo] = meaning_vector(mine.profile(texts, v.recipe), base.profile(texts, v.recipe), v.recipe)
+    return centre_by_base(vecs, base_of) if v.recipe.per_base else vecs
+
+
+def cost_row(name: str, sampling: Sampling, r: dict[str, float], timings: dict[str, float]) -> dict[str, Any]:
+    per = {k.removesuffix(" per adapter"): v for k, v in timings.items() if k.endswith(" per adapter")}
+    return {"set": name, "n": sampling.n, "tokens": sampling.tokens, "seed": sampling.seed,
+            "seconds_per_adapter": per, **r}  # fmt: skip
+
+
+def study(pool: Pool, models: dict[str, list[PoolModel]], sampling: Sampling, cache: Path) -> dict[str, Any]:
+    """The variants table on one sampled set, and the default recipe's cost row for it."""
+    label = {m.repo_id: m.label for ms in models.values() for m in ms}
+    base_of = {m.repo_id: m.base for ms in models.values() for m in ms}
+    cset = continuation_set(pool, sampling, cache)
+    scored = all_scores(pool, models, cset, cache)
+    cuts: dict[int | None, list[list[int]] | None] = {None: None}
+    rows = []
+    print(f"{'variant':58} {'dim':>6} {'silh':>6} {'NN':>5} {'x-base NN':>9}")
+    for v in variants(sampling.tokens, sampling.n // len(cset.sources)):
+        if v.prefix_tokens not in cuts:
+            cuts[v.prefix_tokens] = prefix_chars(pool, cset, v.prefix_tokens or 0)
+        r = evaluate(vectors_of(scored["scores"], cset, v, label, base_of, cuts[v.prefix_tokens]), label, base_of)
+        rows.append({"variant": v.name, "recipe": str(v.recipe), **r})
+        print(f"{v.name:58} {r['dim']:6d} {r['silhouette']:6.3f} {r['nn_accuracy']:5.2f} {r['cross_base_nn']:9.2f}")
+    default = next(r for r in rows if r["variant"].endswith("(the default)"))
+    return {"cset": cset, "rows": rows, "timings": scored["timings"], "default": default}
+
+
+def measured_set(pool: Pool, models: dict[str, list[PoolModel]], sampling: Sampling, cache: Path,
+                 name: str) -> dict[str, Any]:  # fmt: skip
+    """The default recipe on a whole other sampled set (another size or seed): its figures and scoring cost."""
+    label = {m.repo_id: m.label for ms in models.values() for m in ms}
+    base_of = {m.repo_id: m.base for ms in models.values() for m in ms}
+    cset = continuation_set(pool, sampling, cache)
+    scored = all_scores(pool, models, cset, cache)
+    v = Variant(name, Recipe(), (0, 1))
+    r = evaluate(vectors_of(scored["scores"], cset, v, label, base_of, None), label, base_of)
+    print(f"{name:58} {r['dim']:6d} {r['silhouette']:6.3f} {r['nn_accuracy']:5.2f} {r['cross_base_nn']:9.2f}")
+    return cost_row(name, sampling, r, scored["timings"])
+
+
+def _sets(text: str) -> list[tuple[int, int, int]]:
+    """``40x64,20x32@1`` -> [(40, 64, 0), (20, 32, 1)]: texts per probe x tokens, @ the sampling seed."""
+    out = []
+    for part in filter(None, text.split(",")):
+        size, _, seed = part.partition("@")
+        n, tokens = size.split("x")
+        out.append((int(n), int(tokens), int(seed or 0)))
+    return out
+
+
 def main() -> None:
+    defaults = FamilySettings()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("pool", type=Path)
-    ap.add_argument("--n", type=int, default=40, help="continuations per probe, split over the two bases")
-    ap.add_argument("--tokens", type=int, default=64, help="tokens per continuation")
+    ap.add_argument("--n", type=int, default=defaults.n, help="continuations per probe, split over the two bases")
+    ap.add_argument("--tokens", type=int, default=defaults.tokens, help="tokens per continuation")
+    ap.add_argument("--seeds", default="0,1,2", help="sampling seeds of the --n x --tokens sets, each sampled afresh")
+    ap.add_argument("--also", default="40x64",
+                    help="other sets scored under the default recipe for the cost table: NxT[@seed],...")  # fmt: skip
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "hubdelta-bench" / "family")
     ap.add_argument("--json", type=Path, default=Path("docs/family.json"))
     ap.add_argument("--render", action="store_true", help="only re-render --out from --json")
@@ -283,35 +363,26 @@ def main() -> None:
     models = pool_models(pool)
     if len(models) < 2 or any(len(v) < 10 for v in models.values()):
         raise SystemExit(f"{args.pool}: need two bases with 5 domains x 2 adapters; build with --gemma")
-    label = {m.repo_id: m.label for ms in models.values() for m in ms}
-    base_of = {m.repo_id: m.base for ms in models.values() for m in ms}
-    cset = continuation_set(pool, Sampling(n=args.n, tokens=args.tokens), args.cache)
-    scored = all_scores(pool, models, cset, args.cache)
-    scores = scored["scores"]
-    cuts = prefix_chars(pool, cset, 32)
-    rows = []
-    print(f"{'variant':58} {'dim':>6} {'silh':>6} {'NN':>5} {'x-base NN':>9}")
-    for v in variants(args.tokens, args.n // len(cset.sources)):
-        vecs = {}
-        for repo in label:
-            mine, texts = _subset(scores[repo], cset, v, cuts)
-            base, _ = _subset(scores[base_of[repo]], cset, v, cuts)
-            vecs[repo] = meaning_vector(mine.profile(texts, v.recipe), base.profile(texts, v.recipe), v.recipe)
-        if v.recipe.per_base:
-            vecs = centre_by_base(vecs, base_of)
-        r = evaluate(vecs, label, base_of)
-        rows.append({"variant": v.name, "recipe": str(v.recipe), **r})
-        print(f"{v.name:58} {r['dim']:6d} {r['silhouette']:6.3f} {r['nn_accuracy']:5.2f} {r['cross_base_nn']:9.2f}")
-    print(f"(cross-base chance {rows[0]['cross_chance']:.2f}; NN chance within the family {0.2:.2f})")
+    runs = []
+    costs = []
+    for seed in (int(x) for x in args.seeds.split(",")):
+        print(f"--- {args.n} x {args.tokens} tok, seed {seed}")
+        run = study(pool, models, Sampling(n=args.n, tokens=args.tokens, seed=seed), args.cache)
+        runs.append(run)
+        costs.append(cost_row(f"{args.n} x {args.tokens} tok (the default)", run["cset"].sampling, run["default"],
+                              run["timings"]))  # fmt: skip
+    for n, tokens, seed in _sets(args.also):
+        name = f"{n} x {tokens} tok" + (f", seed {seed}" if seed else "")
+        costs.append(measured_set(pool, models, Sampling(n=n, tokens=tokens, seed=seed), args.cache, name))
     da = delta_activations(pool, models)
     for base, r in da.items():
         print(f"Delta Activations, {base}: silhouette {r['silhouette']:.3f}, NN {r['nn_accuracy']:.2f} (n={r['n']})")
-    timings = scored["timings"]
-    if not timings and args.json.is_file():  # every score came from the cache: keep the run that measured them
-        timings = json.loads(args.json.read_text()).get("timings_s", {})
+    cset = runs[0]["cset"]
+    seeds = [{"seed": r["cset"].sampling.seed, "rows": [x for x in r["rows"] if x["recipe"] == str(Recipe())]}
+             for r in runs]  # fmt: skip
     doc = {"machine": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
            "continuations": {"hash": cset.hash, "sources": list(cset.sources), **asdict(cset.sampling)},
-           "timings_s": timings, "variants": rows, "delta_activations": da}  # fmt: skip
+           "variants": runs[0]["rows"], "seeds": seeds, "costs": costs, "delta_activations": da}  # fmt: skip
     args.json.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.json}")
     if args.out is not None:

@@ -194,9 +194,14 @@ def test_a_family_of_two_architectures_end_to_end(family_pool: Path, tmp_path: P
                                           "pending": 0}  # fmt: skip
         assert per_base[GEMMA_REPO_ID]["embedded"] == 2 and shown["vectors"] == 6
 
-        again = _json(cli("family", "embed", "--json"))[0]
+        # New [family] defaults make new families' spaces only: this one keeps its texts, recipe and space
+        other = tmp_path / "other.toml"
+        other.write_text('[family]\nn = 2\ntokens = 4\nrecipe = "paper"\nmemory_gb = 0.01\n')
+        again = _json(cli("--config", str(other), "family", "embed", "--json"))[0]
         assert (again["embedded"], again["failed"], again["pending"], again["sampled"]) == (0, 0, 0, False)
         assert again["space_id"] == space_id
+        kept = _json(cli("family", "show", "small", "--json"))["options"]
+        assert (kept["n"], kept["tokens"], kept["recipe"]) == (4, 16, "default")
 
         _check_queries_of_the_family_space(cli, tmp_path, space_id, embedded["spaces"])
         _check_a_task_in_the_family_space(cli, settings, family_pool, space_id, tmp_path)
@@ -234,7 +239,8 @@ def _check_a_task_in_the_family_space(cli: Callable[..., Any], settings: Setting
     assert len(why["checkpoints"]) == why["steps"] == first["training"]["steps"]
 
     assert "no such family" in one_line_error(cli("task", heldout, "--base", BASE_REPO_ID, "--family", "nope"))
-    assert cli("family", "create", "gemma-only", "--base", GEMMA_REPO_ID).exit_code == 0
+    new = _json(cli("family", "create", "gemma-only", "--base", GEMMA_REPO_ID, "--json"))["options"]
+    assert (new["n"], new["tokens"]) == (20, 32)  # today's [family] defaults, for this new family
     wrong_base = one_line_error(cli("task", heldout, "--base", BASE_REPO_ID, "--family", "gemma-only"))
     assert f"gemma-only's bases are {GEMMA_REPO_ID}, not {BASE_REPO_ID}" in wrong_base
     empty = one_line_error(cli("task", heldout, "--base", GEMMA_REPO_ID, "--family", "gemma-only"))
