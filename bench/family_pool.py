@@ -295,8 +295,8 @@ def vectors_of(scores: dict[str, TextScores], cset: ContinuationSet, v: Variant,
 
 def cost_row(name: str, sampling: Sampling, r: dict[str, float], timings: dict[str, float]) -> dict[str, Any]:
     per = {k.removesuffix(" per adapter"): v for k, v in timings.items() if k.endswith(" per adapter")}
-    return {"set": name, "n": sampling.n, "tokens": sampling.tokens, "seed": sampling.seed,
-            "seconds_per_adapter": per, **r}  # fmt: skip
+    return {**r, "set": name, "texts": sampling.n, "tokens": sampling.tokens, "seed": sampling.seed,
+            "seconds_per_adapter": per}  # fmt: skip
 
 
 def study(pool: Pool, models: dict[str, list[PoolModel]], sampling: Sampling, cache: Path) -> dict[str, Any]:
