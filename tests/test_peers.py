@@ -116,3 +116,14 @@ def test_render_writes_a_replaceable_section(tmp_path: Path) -> None:
     assert "old" not in out and out.index("## Peers: LLM DNA") < out.index("## Later")
     peers.write_section(doc_path, text, peers.MARK_BEGIN, peers.MARK_END)
     assert doc_path.read_text() == out
+
+
+def test_projected_is_llm_dnas_seeded_projection() -> None:
+    rng = np.random.default_rng(0)
+    vecs = {f"m{i}": rng.standard_normal(2000).astype(np.float32) for i in range(6)}
+    a, b = peers.projected(vecs, 128, 42), peers.projected(vecs, 128, 42)
+    assert all(a[k].shape == (128,) and np.array_equal(a[k], b[k]) for k in vecs)
+    assert not np.array_equal(a["m0"], peers.projected(vecs, 128, 7)["m0"])
+    # A random projection keeps lengths to within a few tens of percent at 128 coordinates.
+    ratio = [np.linalg.norm(a[k]) / np.linalg.norm(vecs[k]) * np.sqrt(2000 / 128) for k in vecs]
+    assert all(0.7 < r < 1.3 for r in ratio)
