@@ -83,15 +83,18 @@ def within_base(vectors: dict[str, np.ndarray], label: dict[str, str], base_of: 
     return out
 
 
-def meaning_timings(scored: dict[str, Any], cset_hash: str, cache: Path, family_json: Path) -> dict[str, float]:
-    """Scoring seconds for this continuation set: this run's if it scored, else the last run's that did (ours or
-    bench/family_pool.py's), else none."""
+def meaning_timings(
+    scored: dict[str, Any], cset_hash: str, cache: Path, family_json: Path, family_cache: Path | None = None
+) -> dict[str, float]:
+    """Scoring seconds for this continuation set: this run's if it scored, else the last run's that did (ours, or
+    bench/family_pool.py's: beside its scores, or in its results file), else none."""
     path = cache / f"meaning-timings-{cset_hash}.json"
     if scored["timings"]:
         path.write_text(json.dumps(scored["timings"], indent=1))
         return dict(scored["timings"])
-    if path.is_file():
-        return dict(json.loads(path.read_text()))
+    for known in (path, (family_cache or cache) / f"timings-{cset_hash}.json"):
+        if known.is_file():
+            return dict(json.loads(known.read_text()))
     if family_json.is_file():
         doc = json.loads(family_json.read_text())
         if doc.get("continuations", {}).get("hash") == cset_hash:
@@ -125,7 +128,7 @@ def meaning_rows(pool: Pool, models: dict, sampling: Sampling, label: dict, base
     raw = {r: meaning_vector(scores[r].profile(texts, RECIPE), scores[base_of[r]].profile(texts, RECIPE), RECIPE)
            for r in label}  # fmt: skip
     vecs = centre_by_base(raw, base_of)
-    t = meaning_timings(scored, cset.hash, args.cache, args.family_json)
+    t = meaning_timings(scored, cset.hash, args.cache, args.family_json, args.family_cache)
     if not t and args.time_sample:
         t = sample_timings(pool, models, cset, args.time_sample, args.cache)
     row = {"method": f"Delta Meaning, {sampling.n} x {sampling.tokens} tok", "setting": str(RECIPE),

@@ -87,6 +87,10 @@ def test_meaning_timings_fall_back_to_the_run_that_measured_them(tmp_path: Path)
     family.write_text(json.dumps({"continuations": {"hash": "abc"}, "timings_s": {f"{SMOL} per adapter": 27.6}}))
     assert peers.meaning_timings({"timings": {}}, "abc", tmp_path, family) == {f"{SMOL} per adapter": 27.6}
     assert peers.meaning_timings({"timings": {}}, "other", tmp_path, family) == {}
+    fam_cache = tmp_path / "family"
+    fam_cache.mkdir()
+    (fam_cache / "timings-beside.json").write_text(json.dumps({f"{SMOL} per adapter": 4.3}))
+    assert peers.meaning_timings({"timings": {}}, "beside", tmp_path, family, fam_cache) == {f"{SMOL} per adapter": 4.3}
     peers.meaning_timings({"timings": {f"{SMOL} per adapter": 12.0}}, "other", tmp_path, family)
     assert peers.meaning_timings({"timings": {}}, "other", tmp_path, family) == {f"{SMOL} per adapter": 12.0}
 
