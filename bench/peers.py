@@ -142,6 +142,7 @@ def meaning_rows(pool: Pool, models: dict, sampling: Sampling, label: dict, base
         row
         | {
             "method": f"  same, projected to {DnaSettings.dna_dim}-d",
+            "setting": f"{RECIPE}, LLM DNA's projection",
             **evaluate(small, label, base_of),
             "within": within_base(small, label, base_of),
             "seconds_once": {},
@@ -230,14 +231,18 @@ def _seconds_note(doc: dict[str, Any], dna: dict[str, Any]) -> str:
         f" (and merging the adapter {p['merge']:.1f} s)"
         for b, p in dna["parts"].items()
     )
-    once = [f"{short(b)} base {v:.1f} s" for r in doc["rows"] for b, v in r.get("seconds_once", {}).items() if v]
+    once = [
+        f"{r['method'].split(', ')[-1]}: " + ", ".join(f"{short(b)} {v:.1f} s" for b, v in r["seconds_once"].items())
+        for r in doc["rows"]
+        if r.get("seconds_once") and all(r["seconds_once"].values())
+    ]
     sampled = [f"{r['method']}: timed on {r['timed_on']} adapters a base, its scores being cached"
                for r in doc["rows"] if r.get("timed_on")]  # fmt: skip
     return (
         f"Seconds a model on {doc['machine']} ({doc['torch_threads']} threads). LLM DNA, means per model: {parts}; "
         f"the encoder loads once ({dna['encoder_load_s']:.1f} s); {dna['empty_replies']} empty replies in all. "
-        "Delta Meaning: scoring one adapter on its resident base (bench/family_pool.py's timing), plus once per base "
-        f"and set: {', '.join(once) or 'n/a'}, and sampling the set once"
+        "Delta Meaning: scoring one adapter on its resident base (bench/family_pool.py's timing), plus each base once "
+        f"a set ({'; '.join(once) or 'n/a'}), and sampling the set once"
         + "".join(f"; {x}" for x in sampled)
         + ". Delta Activations: the base's whole run (base pass included) divided by its adapters."
     )
