@@ -11,7 +11,7 @@ pool cache: ``build-pool --gemma`` trains them once), serves them with devhub, a
     hubdelta eval --labels labels.csv --space <the family space>     # and each base's activation space
 
 with the default ``[family]`` settings, then prints silhouette, nearest-neighbour and cross-base accuracy.
-About 20 minutes on 2 cores (the family's scoring is most of it).
+About 4 minutes on 2 cores with the default [family] settings (20 texts x 32 tokens a probe).
 """
 
 from __future__ import annotations
