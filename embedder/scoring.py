@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import gc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,9 @@ from hubdelta.embedder.probes import ProbeSet
 from hubdelta.embedder.score_batching import Batching, Dims
 from hubdelta.kernel.errors import EmbedError
 
+# A forward's fixed cost in text tokens (the prefix cache copied, every layer's kernels launched): what a cut
+# between rows of different lengths must save in padding to pay for itself.
+FORWARD_OVERHEAD = 64
 DEFAULT_MEMORY_GB = 2.0  # activations of one scoring forward (``[family] memory_gb``), weights not included
 
 
@@ -154,29 +157,50 @@ def _row_logprobs(
     return list(np.split(lp, np.cumsum(sizes)[:-1]))
 
 
+def length_chunks(lengths: Sequence[int], max_rows: int, overhead: int = FORWARD_OVERHEAD) -> list[list[int]]:
+    """Rows grouped into forwards of similar length: fewer padded positions, at ``overhead`` tokens a forward.
+
+    The rows (indices into ``lengths``) are sorted by length and cut into contiguous groups of at most
+    ``max_rows``, choosing the cuts that minimise ``Σ (rows × longest + overhead)`` (a small dynamic programme;
+    a forward of K adapters repeats each row K times, so its caller divides the overhead by K).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    best = [0] + [2**62] * len(order)  # best[j]: the cheapest cover of order[:j]
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(max(0, j - max_rows), j):
+            cost = best[i] + (j - i) * lengths[order[j - 1]] + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(order)
+    while j > 0:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
 def score_rows(
     model: PreTrainedModel, rows: ScoreRows, k: int = 1, *, memory_gb: float = DEFAULT_MEMORY_GB
 ) -> list[TextScores]:
     """Scores of ``k`` row groups (a plain model: ``k == 1``; inside :func:`lora_hooks`: one per adapter), in
-    forwards sized to ``memory_gb`` of activations."""
+    forwards sized to ``memory_gb`` of activations, each over rows of one probe and similar length."""
     batching = rows.batching(model.config.get_text_config(), memory_gb)
     step = max(1, batching.rows // k)
-    per_group: list[list[np.ndarray]] = [[] for _ in range(k)]
+    per_group: list[dict[int, np.ndarray]] = [{} for _ in range(k)]
     with torch.inference_mode():
         for q, prefix in enumerate(rows.prefixes):
             cache = _prefix_cache(model, prefix, k)
             of_q = rows.of_probe(q)
-            for i in range(0, len(of_q), step):
-                index = of_q[i : i + step]
+            for part in length_chunks([rows.lengths[r] for r in of_q], step, max(1, FORWARD_OVERHEAD // k)):
+                index = [of_q[i] for i in part]
                 lps = _row_logprobs(model, rows, index, k, cache, batching.head)
                 for g in range(k):
-                    per_group[g] += lps[g * len(index) : (g + 1) * len(index)]
+                    per_group[g].update(zip(index, lps[g * len(index) : (g + 1) * len(index)], strict=True))
     p, n = rows.shape
     ends = [rows.token_ends[q * n : (q + 1) * n] for q in range(p)]
-    return [
-        TextScores(tuple(tuple(lps[q * n : (q + 1) * n]) for q in range(p)), tuple(tuple(e) for e in ends))
-        for lps in per_group
-    ]
+    spans = [range(q * n, (q + 1) * n) for q in range(p)]
+    return [TextScores(tuple(tuple(lps[r] for r in span) for span in spans), tuple(tuple(e) for e in ends))
+            for lps in per_group]  # fmt: skip
 
 
 class ResidentScorer:

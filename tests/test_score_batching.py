@@ -41,3 +41,49 @@ def test_longer_rows_and_more_heads_cost_more() -> None:
         assert Batching.fit(dims, prefix=38, width=45, budget_bytes=2 * 2**30).rows >= 4 * 20
     # on a 262k vocabulary the head is what the budget bounds first
     assert Batching.fit(gemma, prefix=38, width=45, budget_bytes=2**30).head == 2**30 // (262144 * FLOAT * HEAD_COPIES)
+
+
+def _cost(groups: list[list[int]], lengths: list[int], overhead: int) -> int:
+    return sum(len(g) * max(lengths[i] for i in g) + overhead for g in groups)
+
+
+def _brute(lengths: list[int], max_rows: int, overhead: int) -> int:
+    """The cheapest split of the sorted rows into contiguous groups, by trying every set of cuts."""
+    from itertools import combinations, pairwise
+
+    s = sorted(lengths)
+    best = None
+    for n_cuts in range(len(s)):
+        for cuts in combinations(range(1, len(s)), n_cuts):
+            bounds = [0, *cuts, len(s)]
+            parts = [s[a:b] for a, b in pairwise(bounds)]
+            if all(len(p) <= max_rows for p in parts):
+                cost = sum(len(p) * p[-1] + overhead for p in parts)
+                best = cost if best is None else min(best, cost)
+    assert best is not None
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rows_are_cut_into_forwards_of_similar_length_at_the_least_padded_cost(seed: int) -> None:
+    import random
+
+    from hubdelta.embedder.scoring import length_chunks
+
+    rng = random.Random(seed)
+    lengths = [rng.choice([33, 33, 33, 35, 38, 41, 44, 60]) for _ in range(rng.randint(1, 11))]
+    max_rows, overhead = rng.randint(1, 6), rng.choice([0, 16, 64, 500])
+    groups = length_chunks(lengths, max_rows, overhead)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))  # every row once
+    assert all(1 <= len(g) <= max_rows for g in groups)
+    flat = [lengths[i] for g in groups for i in g]
+    assert flat == sorted(flat)  # contiguous in length
+    assert _cost(groups, lengths, overhead) == _brute(lengths, max_rows, overhead)
+
+
+def test_one_forward_when_the_lengths_are_even_or_a_cut_would_not_pay() -> None:
+    from hubdelta.embedder.scoring import length_chunks
+
+    assert length_chunks([32] * 20, 80) == [list(range(20))]
+    assert len(length_chunks([33] * 10 + [44] * 10, 80, overhead=16)) == 2  # 10 x 11 padded positions saved
+    assert len(length_chunks([33] * 10 + [44] * 10, 80, overhead=200)) == 1
