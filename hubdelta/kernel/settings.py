@@ -51,7 +51,8 @@ class EmbedSettings:
 class FamilySettings:
     """``[family]`` in hubdelta.toml: defaults for new families' meaning spaces (each family keeps its own)."""
 
-    # 20 x 32 scores ~4x fewer tokens than the earlier 40 x 64 at the same quality on the pool (docs/evaluation.md)
+    # 20 x 32: a quarter of the earlier 40 x 64's tokens, the same figures on the pool for one sampling seed and
+    # within their seed-to-seed spread for others (docs/evaluation.md, Families)
     n: int = 20  # continuations per probe, split evenly over the family's reference models
     tokens: int = 32  # tokens per continuation (in the tokenizer of the model it was sampled from)
     temperature: float = 1.0
