@@ -48,7 +48,6 @@ class ScoreRows:
     prefixes: tuple[torch.Tensor, ...]  # per probe: its tokens but the last, (L_q - 1,)
     tails: torch.Tensor  # (R, W): the probe's last token, then the text's tokens; right-padded
     mask: torch.Tensor  # (R, W)
-    probe_of: tuple[int, ...]  # the probe of each row
     lengths: tuple[int, ...]  # text tokens per row
     token_ends: tuple[np.ndarray, ...]  # per row: character end offset of each text token
     shape: tuple[int, int]  # (P, n)
@@ -61,7 +60,7 @@ class ScoreRows:
             raise EmbedError("scoring needs a fast tokenizer (character offsets of tokens)", item=str(tok.name_or_path))
         prefixes: list[torch.Tensor] = []
         rows: list[list[int]] = []
-        probe_of, lengths, ends = [], [], []
+        lengths, ends = [], []
         for q, (probe, texts) in enumerate(zip(probes.texts, cset.texts, strict=True)):
             prompt = list(tok(probe)["input_ids"])
             if not prompt:
@@ -70,7 +69,6 @@ class ScoreRows:
             for text in texts:
                 enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
                 rows.append(prompt[-1:] + list(enc["input_ids"]))
-                probe_of.append(q)
                 lengths.append(len(enc["input_ids"]))
                 ends.append(np.array([e for _, e in enc["offset_mapping"]], dtype=np.int64))
         width = max(len(r) for r in rows)
@@ -80,7 +78,7 @@ class ScoreRows:
             tails[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = 1
         shape = (len(probes), len(cset.texts[0]))
-        return cls(tuple(prefixes), tails, mask, tuple(probe_of), tuple(lengths), tuple(ends), shape)
+        return cls(tuple(prefixes), tails, mask, tuple(lengths), tuple(ends), shape)
 
     def __len__(self) -> int:
         return int(self.tails.shape[0])
@@ -92,7 +90,8 @@ class ScoreRows:
                             budget_bytes=memory_gb * 2**30)  # fmt: skip
 
     def of_probe(self, q: int) -> list[int]:
-        return [r for r, p in enumerate(self.probe_of) if p == q]
+        n = self.shape[1]
+        return list(range(q * n, (q + 1) * n))
 
 
 def _head_logprobs(model: PreTrainedModel, hidden: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
