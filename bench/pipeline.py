@@ -25,7 +25,7 @@ process shared the cores.
 
 Usage: .venv/bin/python bench/pipeline.py [--n 230] [--dtypes float32,bfloat16] [--pool DIR] [--no-shaped]
     [--latency-ms 100] [--bandwidth 50000000] [--batch B] [--workers W] [--repeat R] [--keep DIR]
-    [--product CHECKOUT] [--devhub-idle] [--downloads process,threads]
+    [--product CHECKOUT] [--devhub-idle] [--downloads process,threads] [--variant NAME:KEY=VALUE[;KEY=VALUE]]
 
 ``--repeat R`` runs every phase R times in turn and ends with each figure's median: this machine's speed drifts
 by up to 40% between two processes a minute apart, so one repetition's ratios move with it.
@@ -103,8 +103,30 @@ def build_pool(out: Path) -> Path:
     return out
 
 
+def distinct_weights(path: Path, i: int) -> None:
+    """Rewrite the hard link ``path`` as its own file whose first tensor's first two elements differ in their
+    lowest mantissa bits by ``i``: another upload (another sha256) of nearly the same adapter, as the Hub's many
+    LoRA finetunes of one base are, rather than a re-upload that would be found as a copy before download."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+    first = min(tensors)
+    ints = {2: torch.int16, 4: torch.int32}[tensors[first].element_size()]
+    bits = tensors[first].contiguous().view(ints).view(-1)
+    bits[0] ^= i & 0x3F
+    bits[1] ^= (i >> 6) & 0x3F
+    tensors[first] = bits.view(tensors[first].dtype).view(tensors[first].shape)
+    path.unlink()
+    save_file(tensors, str(path), metadata=metadata)
+
+
 def make_tree(pool: Path, root: Path, n: int) -> list[str]:
-    """A devhub root: the base, and ``n`` adapter repos hard-linked from the pool's adapters in turn."""
+    """A devhub root: the base, and ``n`` adapter repos hard-linked from the pool's adapters in turn (each beyond
+    the pool's own with byte-distinct weights: :func:`distinct_weights`)."""
     from datetime import UTC, datetime, timedelta
 
     from hubdelta_dev.pool.base import BASE_REPO_ID
@@ -120,6 +142,8 @@ def make_tree(pool: Path, root: Path, n: int) -> list[str]:
         repo_id = f"{REPO}/adapter-{i:04d}"
         src, dst = sources[i % len(sources)], root / REPO / f"adapter-{i:04d}"
         link_tree(src, dst)
+        if i >= len(sources):  # byte-identical copies would be found before download (docs/embedder.md: Copies)
+            distinct_weights(dst / "adapter_model.safetensors", i)
         (dst / "README.md").unlink(missing_ok=True)
         meta = {"base_model": BASE_REPO_ID, "library_name": "peft", "license": "apache-2.0", "tags": ["bench"]}
         (dst / "README.md").write_text(card_text(meta, repo_id, f"A copy of {src.name}."))
@@ -167,7 +191,7 @@ def base_cache(pool_root: Path, endpoint: str, work: Path) -> tuple[Path, float]
 
 
 def end_to_end(name: str, work: Path, endpoint: str, base_folder: Path, dtype: str, n: int, batch: int | None,
-               workers: int | None, rep: int = 0, downloads: str | None = None) -> EndToEnd:  # fmt: skip
+               workers: int | None, rep: int = 0, settings: str = "") -> EndToEnd:  # fmt: skip
     from hubdelta_dev.pool.base import BASE_REPO_ID
 
     home = work / f"{name}-{rep}"
@@ -175,7 +199,7 @@ def end_to_end(name: str, work: Path, endpoint: str, base_folder: Path, dtype: s
     shutil.copytree(base_folder, home / "cache" / "hub" / base_folder.name, copy_function=os.link, symlinks=True)
     toml = f'[embed]\ndtype = "{dtype}"\n' + (f"batch = {batch}\n" if batch else "")
     toml += f"download_workers = {workers}\n" if workers else ""
-    toml += f"download_process = {str(downloads == 'process').lower()}\n" if downloads else ""
+    toml += settings
     (home / "hubdelta.toml").write_text(toml)
     track_s, _ = hubdelta(home, endpoint, "track", BASE_REPO_ID)
     crawl_s, _ = hubdelta(home, endpoint, "crawl")
@@ -254,12 +278,22 @@ def measure(args: argparse.Namespace, pool: Path, work: Path, hub: Any, base_fol
     for shape, faults in shapes:
         hub.set_faults(FaultConfig(**faults))
         for d in dtypes:
-            for mode in args.downloads.split(",") if args.downloads else [None]:
-                name = f"{d}-{shape}" + (f"-{mode}" if mode else "")
+            for variant, settings in variants(args).items():
+                name = f"{d}-{shape}" + (f"-{variant}" if variant else "")
                 print(f"running {name} ...", flush=True)
                 runs.append(end_to_end(name, work, hub.url, base_folder, d, args.n, args.batch, args.workers, rep,
-                                       mode))  # fmt: skip
+                                       settings))  # fmt: skip
     return reference, compute, runs
+
+
+def variants(args: argparse.Namespace) -> dict[str, str]:
+    """Each end-to-end configuration's name and its ``[embed]`` lines, run side by side in every repetition:
+    ``--downloads`` and ``--variant NAME:KEY=VALUE[;KEY=VALUE]``; one unnamed run when neither is given."""
+    out = {m: f"download_process = {str(m == 'process').lower()}\n" for m in (args.downloads or "").split(",") if m}
+    for v in args.variant:
+        name, _, pairs = v.partition(":")
+        out[name] = "".join(f"{p.strip()}\n" for p in pairs.split(";") if p.strip())
+    return out or {"": ""}
 
 
 def idle_if(hub: Any, idle: bool) -> Any:
@@ -309,6 +343,9 @@ def main() -> None:
         help="process,threads: each run once per [embed] download_process value, "
         "side by side (default: hubdelta's default only)",
     )
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME:KEY=VALUE[;KEY=VALUE]: each run also with these [embed] values, side by side "
+                        "(repeatable), e.g. --variant 'window:prefetch_gb=0'")  # fmt: skip
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temporary folder)")
     parser.add_argument("--repeat", type=int, default=1, help="repetitions of every phase, then each figure's "
                         "median (the machine's speed drifts by up to 40%% between processes)")  # fmt: skip
