@@ -39,7 +39,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from hubdelta.embedder.activations import ResidentBase, load_causal_lm, space_for
+from hubdelta.embedder.activations import ResidentBase, load_causal_lm
+from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.delta import delta_vector
 from hubdelta.embedder.probes import PAPER_PROBES
 from hubdelta.embedder.runtime import keep_freed_memory

@@ -125,7 +125,8 @@ class Costs:
 
 def measure_costs(pool: Path, batch: int) -> Costs:
     """Per-model costs in this process (2 torch threads), from the pool's files on local disk."""
-    from hubdelta.embedder.activations import ResidentBase, space_for
+    from hubdelta.embedder.activations import ResidentBase
+    from hubdelta.embedder.bases import space_for
     from hubdelta.embedder.runtime import keep_freed_memory
     from hubdelta_dev.pool.base import BASE_REPO_ID
 

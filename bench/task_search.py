@@ -82,7 +82,8 @@ def train_checkpoints(pool_dir: Path, domain: str, sched: Schedule, seed: int, w
     import torch
     from transformers import AutoTokenizer
 
-    from hubdelta.embedder.activations import ResidentBase, space_for
+    from hubdelta.embedder.activations import ResidentBase
+    from hubdelta.embedder.bases import space_for
     from hubdelta.embedder.delta import delta_vector
     from hubdelta.embedder.training import load_causal_lm, lora_model, save_adapter, train
     from hubdelta.evaluation.pool import Pool

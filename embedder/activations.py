@@ -33,9 +33,10 @@ from hubdelta.embedder.difference import decoder_linears, recording, to_differen
 from hubdelta.embedder.local import base_info_from_folder, check_full_folder
 from hubdelta.embedder.lora import check_adapter as check_adapter  # re-exported: callers check before fetching
 from hubdelta.embedder.lora import lora_hooks, read_adapter, stack_factors
+from hubdelta.embedder.options import resolve_device
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
 from hubdelta.embedder.safety_records import BaseInfo
-from hubdelta.embedder.space import LayerSpec, Space
+from hubdelta.embedder.space import Space
 from hubdelta.kernel.errors import EmbedError, ModelRefused
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -71,34 +72,6 @@ def text_config(model_dir: Path) -> PretrainedConfig:
     """The (text) config of a local checkpoint, read without running any code from it."""
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
     return config.get_text_config()
-
-
-def space_for(
-    base_dir: Path,
-    base_repo: str,
-    base_sha: str,
-    *,
-    probes: ProbeSet = PAPER_PROBES,
-    layer: LayerSpec = None,
-    position: str = "last",
-    dtype: str = "float32",
-) -> Space:
-    """The space of a local base checkpoint: dimension and depth (for a fractional ``layer``) from its config.
-
-    Raises:
-        ValueError: an option is malformed or out of range.
-    """
-    config = text_config(base_dir)
-    return Space.create(
-        base_repo,
-        base_sha,
-        probes=probes,
-        dim=config.hidden_size,
-        num_layers=config.num_hidden_layers,
-        layer=layer,
-        position=position,
-        dtype=dtype,
-    )
 
 
 def load_causal_lm(model_dir: Path, dtype: torch.dtype, device: torch.device) -> PreTrainedModel:
@@ -215,7 +188,7 @@ class ResidentBase:
             base_dir: a local checkpoint folder (config, safetensors weights, tokenizer).
             space: the space to embed in; its dtype decides the weights' and the compute's dtype.
             probes: the probe set named by ``space``.
-            device: where the model runs.
+            device: where the model runs (``auto``: CUDA when torch sees a GPU).
 
         Raises:
             EmbedError: ``probes`` is not the space's probe set, or the checkpoint does not fit the space.
@@ -225,7 +198,7 @@ class ResidentBase:
         self.base_dir = Path(base_dir)
         self.space = space
         self.probes = probes
-        self.device = torch.device(device)
+        self.device = torch.device(resolve_device(device) if device == "auto" else device)
         # Activations are fp32 in every space; a bfloat16 space runs the Linears' matmuls on the difference to the
         # base in bf16 (see hubdelta.embedder.difference), so the base itself is loaded and run in fp32.
         self.dtype = TORCH_DTYPES[space.dtype]

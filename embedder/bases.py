@@ -10,14 +10,16 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hubdelta.embedder.disk import cache_bytes
 from hubdelta.embedder.fetch import mark_base, repo_cache_folder
 from hubdelta.embedder.hub_retry import retried
-from hubdelta.embedder.local import LOCAL_SHA, local_base_id
+from hubdelta.embedder.local import LOCAL_SHA, local_base_id, read_json
+from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
 from hubdelta.embedder.safety import check_disk, human_bytes, path_problem
 from hubdelta.embedder.safety_records import Limits, Refusal, Rule, refuse
+from hubdelta.embedder.space import LayerSpec, Space
 from hubdelta.index.records import check_repo_id
 from hubdelta.kernel.errors import HubdeltaError, ModelRefused
 from hubdelta.kernel.hub_errors import hub_errors
@@ -26,7 +28,6 @@ from hubdelta.kernel.settings import Settings
 
 if TYPE_CHECKING:
     from hubdelta.embedder.options import EmbedOptions
-    from hubdelta.embedder.space import Space
 
 BASE_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.model", "*.txt"]
 BASE_FIX = "a base gets the bounds of any downloaded model: [embed] disk_budget_gb, free disk (docs/untrusted.md)"
@@ -59,9 +60,11 @@ def _missing_bytes(snapshot: Path, files: Mapping[str, int], chosen: Sequence[st
     return sum(files[n] for n in chosen if not (snapshot / n).is_file())
 
 
-def _checked_listing(settings: Settings, base: str, revision: str | None, patterns: Sequence[str]) -> str:
-    """The sha to download, after every bound, from one ``model_info(files_metadata=True)``: no weight byte
-    is requested before the sizes the Hub declares are checked against the limits and the free disk.
+def _checked_listing(settings: Settings, base: str, revision: str | None,
+                     patterns: Sequence[str]) -> tuple[str, int]:  # fmt: skip
+    """The sha to download and the bytes of it not cached yet, after every bound, from one
+    ``model_info(files_metadata=True)``: no weight byte is requested before the sizes the Hub declares are
+    checked against the limits and the free disk.
 
     Raises:
         ModelRefused: a file name, a size or the disk refuses the download (the disk only for now: retryable).
@@ -79,7 +82,7 @@ def _checked_listing(settings: Settings, base: str, revision: str | None, patter
     chosen = sorted(filter_repo_objects(files, allow_patterns=list(patterns)))
     limits = Limits.from_embed_settings(settings.embed)
     cache = settings.cache_dir / "hub"
-    refusal = base_download_problem(files, chosen, limits)
+    refusal, need = base_download_problem(files, chosen, limits), 0
     if refusal is None:
         cache.mkdir(parents=True, exist_ok=True)
         need = _missing_bytes(repo_cache_folder(cache, base) / "snapshots" / sha, files, chosen)
@@ -87,7 +90,7 @@ def _checked_listing(settings: Settings, base: str, revision: str | None, patter
     if refusal is not None:
         raise ModelRefused(base, f"base {base} not downloaded: {refusal.reason}", rule=refusal.rule, file=refusal.file,
                            retryable=refusal.retryable, fix=BASE_FIX)  # fmt: skip
-    return sha
+    return sha, need
 
 
 def download_base(
@@ -105,9 +108,11 @@ def download_base(
     """
     from huggingface_hub import snapshot_download
 
-    sha = _checked_listing(settings, base, revision, patterns)
+    sha, need = _checked_listing(settings, base, revision, patterns)
     cache = settings.cache_dir / "hub"
     mark_base(cache, base)
+    if need == 0:  # every file at this sha is cached: no second listing (snapshot_download's) and no HEADs
+        return repo_cache_folder(cache, base) / "snapshots" / sha, sha
     folder = retried(lambda: snapshot_download(base, revision=sha, allow_patterns=list(patterns), cache_dir=cache,
                                                endpoint=settings.hf_endpoint, token=settings.hf_token or False),
                      what=f"{base} snapshot")  # fmt: skip
@@ -149,6 +154,37 @@ def resolve_base(settings: Settings, base: str) -> BaseRef:
 
 def base_space(ref: BaseRef, opts: EmbedOptions) -> Space:
     """The space ``hubdelta embed`` puts vectors of ``ref``'s children in, under ``opts``."""
-    from hubdelta.embedder.activations import space_for
-
     return space_for(ref.folder, ref.repo_id, ref.sha, layer=opts.layer, position=opts.position, dtype=opts.dtype)
+
+
+def space_for(base_dir: Path, base_repo: str, base_sha: str, *, probes: ProbeSet = PAPER_PROBES,
+              layer: LayerSpec = None, position: str = "last", dtype: str = "float32") -> Space:  # fmt: skip
+    """The space of a local base checkpoint: dimension and depth (for a fractional ``layer``) from its config.
+
+    Read from ``config.json`` itself where it states both (torch is not imported: ``hubdelta embed`` starts its
+    downloads before it pays for torch); transformers' reading of the config otherwise (values left to a
+    model class's defaults).
+
+    Raises:
+        ValueError: an option is malformed or out of range.
+    """
+    dims = text_dims(read_json(Path(base_dir) / "config.json", "config.json", Limits()))
+    if dims is None:
+        from hubdelta.embedder.activations import text_config
+
+        config = text_config(base_dir)
+        dims = config.hidden_size, config.num_hidden_layers
+    return Space.create(base_repo, base_sha, probes=probes, dim=dims[0], num_layers=dims[1], layer=layer,
+                        position=position, dtype=dtype)  # fmt: skip
+
+
+def text_dims(config: dict[str, Any] | Refusal) -> tuple[int, int] | None:
+    """(hidden size, decoder layers) of a config's text model as its JSON states them (a multimodal config's
+    ``text_config``, as transformers' ``get_text_config`` takes it), or None when either is not stated."""
+    if isinstance(config, Refusal):
+        return None
+    text = config.get("text_config", config)
+    if not isinstance(text, dict):
+        return None
+    hidden, layers = text.get("hidden_size"), text.get("num_hidden_layers")
+    return (hidden, layers) if type(hidden) is int and type(layers) is int else None

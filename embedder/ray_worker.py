@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from hubdelta.embedder.activations import ResidentBase, space_for
-from hubdelta.embedder.bases import download_base
+from hubdelta.embedder.activations import ResidentBase
+from hubdelta.embedder.bases import download_base, space_for
 from hubdelta.embedder.delta_path import embed_chunk
 from hubdelta.embedder.local import base_info_from_folder
 from hubdelta.embedder.options import EmbedOptions, resolve_device

@@ -26,8 +26,7 @@ from typing import Any
 import structlog
 
 from hubdelta.embedder import plan
-from hubdelta.embedder.activations import space_for
-from hubdelta.embedder.bases import download_base
+from hubdelta.embedder.bases import download_base, space_for
 from hubdelta.embedder.dispatch import Batch, Dispatcher
 from hubdelta.embedder.ledger import EmbedSummary, SpaceLedger, select_queued
 from hubdelta.embedder.options import EmbedOptions

@@ -154,6 +154,18 @@ def test_download_base_marks_the_base(hub: Hub, tmp_path: Path) -> None:
     assert (folder.parent.parent / ".hubdelta-base").is_file()
 
 
+def test_a_cached_base_costs_one_listing_and_no_file_request(hub: Hub, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "home", hub.server.url)
+    folder, sha = download_base(settings, BASE_ID)
+    before = len(hub.server.request_records())
+    again, sha_again = download_base(settings, BASE_ID)
+    seen = hub.server.request_records()[before:]
+    assert (again, sha_again) == (folder, sha) and [r.kind for r in seen] == ["model_info"]
+    (folder / "config.json").unlink()  # a file missing from the snapshot: downloaded again
+    download_base(settings, BASE_ID)
+    assert (folder / "config.json").is_file()
+
+
 def _http_error(status: int) -> HfHubHTTPError:
     response = httpx2.Response(status, request=httpx2.Request("GET", "http://hub/api/models/a/b"))
     return HfHubHTTPError(f"{status} error", response=response)

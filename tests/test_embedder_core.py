@@ -27,13 +27,14 @@ from hubdelta.embedder.activations import (
     check_adapter,
     load_causal_lm,
     probe_activations,
-    space_for,
+    text_config,
 )
+from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.delta import delta_vector, left_pad, pool_positions, position_ids
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
 from hubdelta.embedder.space import Space, resolve_layer
 from hubdelta.kernel.errors import EmbedError
-from hubdelta_dev.pool.base import BASE_REPO_ID
+from hubdelta_dev.pool.base import BASE_REPO_ID, GEMMA_REPO_ID
 
 _TAIL = "\n\n### Instruction:\nPlease provide a response. Input:Input.\n\n### Response:"
 PAPER_TEXTS = (
@@ -362,3 +363,21 @@ def test_a_checkpoint_of_another_shape_or_probe_set_is_refused(tmp_path: Path) -
 def test_probe_set_needs_slots() -> None:
     with pytest.raises(ValueError):
         ProbeSet("bad", ("no slots",), "t", "i")
+
+
+@pytest.mark.pool
+def test_a_space_read_from_config_json_is_the_one_transformers_reads(family_pool: Path, tmp_path: Path) -> None:
+    """``space_for`` reads the dimensions from config.json (no torch before a run's downloads); transformers'
+    reading (the model class's defaults) is the fallback for configs that leave them out."""
+    for repo in (BASE_REPO_ID, GEMMA_REPO_ID):
+        folder = family_pool / "hub" / repo
+        text = text_config(folder)
+        for layer in (None, "1/2"):
+            want = Space.create(repo, "sha", probes=PAPER_PROBES, dim=text.hidden_size,
+                                num_layers=text.num_hidden_layers, layer=layer, dtype="bfloat16")  # fmt: skip
+            assert space_for(folder, repo, "sha", layer=layer, dtype="bfloat16").id == want.id
+    smol = family_pool / "hub" / BASE_REPO_ID
+    cfg = json.loads((smol / "config.json").read_text())
+    del cfg["num_hidden_layers"]  # the class default (LlamaConfig: 32) is transformers' to know
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert space_for(tmp_path, "x/y", "sha", layer="1/2").layer == 16

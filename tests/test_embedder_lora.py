@@ -22,7 +22,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from hubdelta.embedder.activations import ProbeBatch, ResidentBase, load_causal_lm, probe_activations, space_for
+from hubdelta.embedder.activations import ProbeBatch, ResidentBase, load_causal_lm, probe_activations
+from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.difference import decoder_linears, recording, to_difference
 from hubdelta.embedder.lora import check_adapter, lora_hooks, read_adapter, stack_factors
 from hubdelta.embedder.probes import PAPER_PROBES

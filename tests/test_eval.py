@@ -12,7 +12,8 @@ from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from hubdelta.cli import app
-from hubdelta.embedder.activations import ResidentBase, load_causal_lm, probe_activations, space_for
+from hubdelta.embedder.activations import ResidentBase, load_causal_lm, probe_activations
+from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.lora import read_adapter
 from hubdelta.evaluation import baselines as bl
 from hubdelta.evaluation.labels import parse_labels

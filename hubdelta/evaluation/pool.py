@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hubdelta.embedder.activations import ResidentBase, space_for
+from hubdelta.embedder.activations import ResidentBase
+from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.delta import delta_vector
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
 from hubdelta.embedder.space import LayerSpec
