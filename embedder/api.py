@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hubdelta.embedder.bases import BaseRef, base_space, resolve_base
 from hubdelta.embedder.ledger import EmbedSummary
 from hubdelta.embedder.options import options as options  # the daemon sizes its Ray workers with these
 from hubdelta.embedder.run import Progress
 from hubdelta.embedder.safety_records import Plan
-from hubdelta.embedder.scaleout import RayOptions, RayWorkers, embed_queued_ray
 from hubdelta.embedder.worker import embed_queued
 from hubdelta.index.door import open_writer
 from hubdelta.index.records import EMBEDDABLE, HubModel, ModelRecord, ModelStatus, Relation, check_repo_id
@@ -22,9 +22,14 @@ from hubdelta.index.store import Index
 from hubdelta.kernel.errors import EmbedError, HubdeltaError, ModelRefused, UsageError
 from hubdelta.kernel.settings import Settings
 
+if TYPE_CHECKING:  # the Ray path's modules load torch: imported when a run goes to Ray
+    from hubdelta.embedder.scaleout import RayOptions, RayWorkers
+
 
 def ray_options(settings: Settings, *, address: str | None = None, workers: int | None = None) -> RayOptions:
     """``[ray]`` with the command line's ``--ray ADDRESS`` and ``--workers`` over it."""
+    from hubdelta.embedder.scaleout import RayOptions
+
     r = settings.ray
     return RayOptions(address=address or r.address or None, workers=workers or r.workers or None,
                       cpus_per_worker=r.cpus_per_worker, inflight=r.inflight,
@@ -58,6 +63,8 @@ def run_embed(
         if not on_ray or counts[ModelStatus.QUEUED] + counts[ModelStatus.EMBEDDING] == 0:  # no Ray for nothing
             summary = embed_queued(index, settings, opts, progress, should_stop=should_stop)
         else:
+            from hubdelta.embedder.scaleout import RayOptions, RayWorkers, embed_queued_ray
+
             with contextlib.ExitStack() as stack:
                 if workers is None:
                     workers = stack.enter_context(RayWorkers(settings, opts, ray or RayOptions()))

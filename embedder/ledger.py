@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 import numpy as np
 
 from hubdelta.embedder import plan
-from hubdelta.embedder.delta_path import vector
 from hubdelta.embedder.options import EmbedOptions
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.run import ChunkOutput, Outcome, RunCounts
@@ -137,6 +136,8 @@ class SpaceLedger:
 
         A claimed model the chunk says nothing about (a worker lost it) is retried like network trouble.
         """
+        from hubdelta.embedder.delta_path import vector  # torch: not imported before a run's downloads start
+
         assert self.row is not None, f"no base activations for {self.space.id}: call base() first"
         now = datetime.now(UTC)
         base = self.row.base_activations

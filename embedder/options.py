@@ -23,20 +23,26 @@ class EmbedOptions:
     download_workers: int = 8  # see [embed] in hubdelta.kernel.settings
     download_process: bool = True
     prefetch: int = 4
+    prefetch_gb: float = 1.0
     commit_every: int = 64
     commit_interval_s: float = 30.0
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
 def resolve_device(device: str) -> str:
     """``auto`` is CUDA when torch sees a GPU, else the CPU; ``cuda`` without a GPU is an error."""
+    if device not in DEVICES:
+        raise UsageError("--device", f"unknown device {device!r}", fix="use auto, cpu or cuda")
+    if device == "cpu":
+        return device
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+    if not torch.cuda.is_available():
         raise UsageError("--device cuda", "no CUDA device is visible to torch", fix="use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise UsageError("--device", f"unknown device {device!r}", fix="use auto, cpu or cuda")
     return device
 
 
@@ -56,14 +62,17 @@ def parse_layer(text: str) -> str | None:
 
 def options(settings: Settings, *, limit: int | None, device: str | None, batch: int | None,
             on_ray: bool = False) -> EmbedOptions:  # fmt: skip
-    """The embedding options; ``on_ray`` leaves ``auto`` for each Ray worker to resolve against its own GPU."""
+    """The embedding options (``device`` may stay ``auto``: see :func:`resolve_device`)."""
     e = settings.embed
     wanted = device or e.device
-    if on_ray and wanted not in ("auto", "cpu", "cuda"):
-        resolve_device(wanted)  # the same one-line error for an unknown device
+    if wanted not in DEVICES:
+        resolve_device(wanted)  # its one-line error
+    # ``auto`` stays unresolved until the base loads (ResidentBase), or on each Ray worker against its own GPU:
+    # asking torch now would import it (2-3 s) before the run's downloads start. ``cuda`` is checked now.
+    resolved = resolve_device(wanted) if wanted == "cuda" and not on_ray else wanted
     return EmbedOptions(
         batch=batch or e.batch,
-        device=wanted if on_ray else resolve_device(wanted),
+        device=resolved,
         dtype=e.dtype,
         layer=parse_layer(e.layer),
         position=e.position,
@@ -72,6 +81,7 @@ def options(settings: Settings, *, limit: int | None, device: str | None, batch:
         download_workers=e.download_workers,
         download_process=e.download_process,
         prefetch=e.prefetch,
+        prefetch_gb=e.prefetch_gb,
         commit_every=e.commit_every,
         commit_interval_s=e.commit_interval_s,
     )

@@ -24,6 +24,7 @@ what killed the run): they are claimed and written a chunk at a time, so the att
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -83,36 +84,71 @@ class _Threads:
 
 
 class Prefetcher:
-    """Downloads ``items`` in order on ``workers`` threads, at most ``ahead`` items past what was taken.
+    """Downloads ``items`` in order on ``workers`` threads, at most ``ahead`` items past what was taken, and further
+    while the downloads that ended and wait to be taken hold under ``ahead_bytes``.
 
-    Each item's download is :data:`Fetch`'s; its exception becomes the item's :class:`Failure`. With ``process``,
-    the threads are a child process's (:mod:`~hubdelta.embedder.fetch_process`; ``fetch_one`` must pickle).
+    The byte lookahead lets small repos (LoRA adapters: megabytes) be fetched far ahead, e.g. while this process
+    imports torch and loads the base, without letting large ones (full finetunes) fill the disk: past ``ahead``,
+    a download starts only when fewer than ``workers`` run (a repo's size is known once it has ended) and what
+    waits is under the bound. Each item's download is :data:`Fetch`'s; its exception becomes the item's
+    :class:`Failure`. With ``process``, the threads are a child process's
+    (:mod:`~hubdelta.embedder.fetch_process`; ``fetch_one`` must pickle).
     """
 
     def __init__(self, fetch_one: Fetch, items: Sequence[tuple[str, str]], *, workers: int, ahead: int,
-                 process: bool = False, cache_dir: Path | None = None) -> None:  # fmt: skip
-        self._items, self._ahead = list(items), max(1, ahead)
+                 ahead_bytes: int = 0, process: bool = False, cache_dir: Path | None = None) -> None:  # fmt: skip
+        self._items, self._ahead, self._ahead_bytes = list(items), max(1, ahead), ahead_bytes
+        self._workers = max(1, workers)
         self._pool: _Threads | ChildFetcher = _Threads(fetch_one, workers)
         if process and self._items:  # no process to start for nothing
             self._pool = ChildFetcher(fetch_one, workers=workers, nice=CHILD_NICE, cache_dir=cache_dir)
+        self._lock = threading.RLock()  # downloads end (and fill) on the pool's threads
         self._futures: dict[str, Future[FetchedModel]] = {}
+        self._ended: dict[str, int] = {}  # ended and not taken: the bytes each holds on disk
         self._submitted = self._taken = 0
+        self._filling = False
         self._fill()
 
     def _fill(self) -> None:
-        while self._submitted < len(self._items) and self._submitted < self._taken + self._ahead:
-            repo_id, sha = self._items[self._submitted]
-            self._futures[repo_id] = self._pool.submit(repo_id, sha)
-            self._submitted += 1
+        with self._lock:
+            if self._filling:  # a download that ended at once, inside this loop: the loop goes on
+                return
+            self._filling = True
+            try:
+                while self._submitted < len(self._items) and self._may_start():
+                    repo_id, sha = self._items[self._submitted]
+                    self._submitted += 1
+                    future = self._pool.submit(repo_id, sha)
+                    self._futures[repo_id] = future
+                    future.add_done_callback(functools.partial(self._done, repo_id))
+            finally:
+                self._filling = False
+
+    def _may_start(self) -> bool:
+        if self._submitted < self._taken + self._ahead:
+            return True
+        running = self._submitted - self._taken - len(self._ended)
+        return running < self._workers and sum(self._ended.values()) < self._ahead_bytes
+
+    def _done(self, repo_id: str, future: Future[FetchedModel]) -> None:
+        """A download ended: count what it holds on disk until it is taken, and start the next ones."""
+        ok = not future.cancelled() and future.exception() is None
+        with self._lock:
+            if repo_id in self._futures:  # not taken yet
+                self._ended[repo_id] = future.result().bytes if ok else 0
+        if self._ahead_bytes:
+            self._fill()
 
     def take(self, items: Sequence[tuple[str, str]]) -> tuple[dict[str, FetchedModel], dict[str, Failure]]:
         """The downloads of ``items`` (the next ones in order), waiting for them; (fetched, failures)."""
         fetched: dict[str, FetchedModel] = {}
         failures: dict[str, Failure] = {}
         for repo_id, _ in items:
-            self._taken += 1
+            with self._lock:
+                self._taken += 1
+                future = self._futures.pop(repo_id)
+                self._ended.pop(repo_id, None)
             self._fill()  # before waiting: the next downloads start while this one finishes
-            future = self._futures.pop(repo_id)
             try:
                 fetched[repo_id] = future.result()
             except DownloadsLost:  # not this model's failure: the run stops and gives its claims back
@@ -125,11 +161,13 @@ class Prefetcher:
 
     def ready(self, items: Sequence[tuple[str, str]]) -> bool:
         """Whether the downloads of ``items`` (submitted) have all ended."""
-        return all(k in self._futures and self._futures[k].done() for k, _ in items)
+        with self._lock:
+            return all(k in self._futures and self._futures[k].done() for k, _ in items)
 
     def cancel(self) -> None:
         """Start no more downloads (those running go on)."""
-        self._items = self._items[: self._submitted]
+        with self._lock:
+            self._items = self._items[: self._submitted]
         self._pool.cancel()
 
     def close(self) -> None:
@@ -237,6 +275,7 @@ class Pipeline:
         items = [item for chunk, _ in self._chunks for item in revisions(chunk)]
         self._prefetch = Prefetcher(fetch_one, items, workers=self.flow.download_workers,
                                     ahead=self.flow.prefetch * self.flow.batch,
+                                    ahead_bytes=int(self.flow.prefetch_gb * 1e9),
                                     process=self.flow.download_process, cache_dir=cache_dir)  # fmt: skip
 
     def go(self, runner: Runner) -> None:

@@ -13,10 +13,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from hubdelta.embedder import plan
-from hubdelta.embedder.activations import ResidentBase, space_for
-from hubdelta.embedder.bases import download_base
+from hubdelta.embedder.bases import download_base, space_for
 from hubdelta.embedder.copies import CopyRegistry
-from hubdelta.embedder.delta_path import Activations
 from hubdelta.embedder.ledger import EmbedSummary, SpaceLedger, select_queued
 from hubdelta.embedder.local import base_info_from_folder
 from hubdelta.embedder.options import EmbedOptions
@@ -96,6 +94,10 @@ def _embed_base(run: Run, index: Index, settings: Settings, opts: EmbedOptions, 
         copies = CopyRegistry(run_order(todo, opts.batch), ledger.known_copies())  # one download a fingerprint
         fetch_one = fetcher(settings, Limits.from_embed_settings(settings.embed), info, copies)
         pipeline.start(todo, fetch_one, settings.cache_dir / "hub")
+        # torch and transformers only now: their import (2-3 s on a CPU box) runs beside the first downloads.
+        from hubdelta.embedder.activations import ResidentBase
+        from hubdelta.embedder.delta_path import Activations
+
         with timings.timed("base_s"):
             rb = ResidentBase(base_dir, space, device=opts.device)
         with rb:

@@ -31,7 +31,7 @@ from hubdelta.index.door import open_writer
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.index.store import Index
 from hubdelta.kernel.errors import ModelUnavailable
-from tests.helpers import records, settings_for
+from tests.helpers import Processes, records, settings_for
 
 P, C = 2, 4
 SPACE = Space("acme/base", "0" * 40, "paper-v1", "h", dim=C)
@@ -123,6 +123,32 @@ def test_prefetch_keeps_a_bounded_window_ahead_and_turns_errors_into_failures() 
     assert list(rest) == [k for k, _ in items[6:]] and most >= 2  # downloads ran side by side
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert nice == {min(19, mine + DOWNLOAD_NICE)}  # downloads yield the cores to the compute
+
+
+def test_small_downloads_run_further_ahead_until_what_waits_reaches_the_byte_bound() -> None:
+    started: list[str] = []
+    lock = threading.Lock()
+    items = [(f"o/m{i}", "sha") for i in range(20)]
+    size = {k: 100 if i < 12 else 10_000 for i, (k, _) in enumerate(items)}  # adapters, then full finetunes
+
+    def quick(repo_id: str, sha: str) -> FetchedModel:
+        with lock:
+            started.append(repo_id)
+        time.sleep(0.01)
+        return replace(fetched(repo_id, sha), bytes=size[repo_id])
+
+    prefetch = Prefetcher(quick, items, workers=2, ahead=2, ahead_bytes=1000)
+    time.sleep(0.5)
+    # 2 in the window, then 100 bytes each until 1,000 wait to be taken (one more may have started beside the 10th)
+    assert len(started) in (10, 11)
+    got, _ = prefetch.take(items[:4])
+    time.sleep(0.5)
+    assert list(got) == [k for k, _ in items[:4]]
+    # 400 bytes taken: more start, until the first 10,000-byte download ends (the one beside it may have started)
+    assert started[:10] == [k for k, _ in items[:10]] and len(started) in (13, 14)
+    rest, _ = prefetch.take(items[4:])
+    prefetch.close()
+    assert list(rest) == [k for k, _ in items[4:]] and len(started) == 20
 
 
 def test_a_run_claims_and_writes_in_groups_and_embeds_each_model_once(index: Index) -> None:
@@ -310,3 +336,22 @@ def test_a_stop_writes_results_before_waiting_for_a_slow_download(index: Index) 
     assert events == ["written", "download ended"]  # the stop did not wait for the download to write
     rows = index.models.get([r.repo_id for r in todo])
     assert {(rows[r.repo_id].status, rows[r.repo_id].attempts) for r in todo[2:]} == {(ModelStatus.QUEUED, 0)}
+
+
+def test_an_embed_run_reaches_its_downloads_before_importing_torch(tmp_path: Path, processes: Processes) -> None:
+    """torch and transformers cost 2-3 s to import on a CPU box: ``hubdelta embed`` imports them after its
+    downloads have started (docs/embedder.md), so the modules it runs until then must not pull them in."""
+    code = (
+        "import sys\n"
+        "from hubdelta.cli import app\n"
+        "from hubdelta.cli import embed\n"
+        "from hubdelta.embedder import api, worker, pipeline, fetch_process, bases\n"
+        "from hubdelta.embedder.options import options\n"
+        "from hubdelta.kernel.settings import load_settings\n"
+        "opts = options(load_settings(), limit=None, device=None, batch=None)\n"
+        "cpu = options(load_settings(), limit=None, device='cpu', batch=None)\n"
+        "print(opts.device, cpu.device, sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "HUBDELTA_HOME": str(tmp_path)}
+    done = processes.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["auto", "cpu", "[]"]  # auto is resolved where the base loads

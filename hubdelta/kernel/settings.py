@@ -43,6 +43,7 @@ class EmbedSettings:
     download_workers: int = 8  # threads downloading ahead of the compute (4 left a bf16 run waiting at 100 ms)
     download_process: bool = True  # the download threads in a child process (their GIL away from the compute's)
     prefetch: int = 4  # chunks downloaded ahead of the compute at most: bounds the disk and the Hub's load
+    prefetch_gb: float = 1.0  # and further ahead while what waits to be computed is under this (small adapters)
     commit_every: int = 64  # models whose claims, vectors and statuses share one index commit each
     commit_interval_s: float = 30.0  # computed results are written at least this often (what a kill can cost)
 
@@ -104,7 +105,8 @@ class ServeSettings:
     trusted_proxy: str = ""  # a reverse proxy's address: its X-Forwarded-For/-Proto name the client and scheme
 
 
-_ZERO_OK = {"family.seed", "ray.workers", "daemon.layout_every_s"}  # 0 meaningful: a seed; "automatic"; "always"
+_ZERO_OK = {"family.seed", "ray.workers", "daemon.layout_every_s", "embed.prefetch_gb"}  # 0 meaningful: a seed;
+# "automatic"; "always"; no lookahead past [embed] prefetch
 _CHOICES = {
     "embed.device": ("auto", "cpu", "cuda"),
     "embed.dtype": ("float32", "bfloat16"),
