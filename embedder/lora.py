@@ -234,10 +234,18 @@ def _pairs(item: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[to
 
 def _check_values(item: str, tensors: Mapping[str, torch.Tensor]) -> None:
     """Every value finite and within ``MAX_FACTOR``. Checked on all tensors at once: hundreds of small tensors
-    checked one by one cost ~10 ms an adapter in dispatch alone; only a failed check looks for the culprit."""
-    flat = [t.reshape(-1).float() for t in tensors.values() if t.numel()]
-    whole = torch.cat(flat) if flat else torch.zeros(0)
-    if bool(torch.isfinite(whole).all()) and (not whole.numel() or float(whole.abs().max()) <= MAX_FACTOR):
+    checked one by one cost ~10 ms an adapter in dispatch alone; only a failed check looks for the culprit.
+
+    One fused pass (``_foreach`` ops: each tensor's largest magnitude, NaN when it holds one) instead of
+    concatenating and testing the copy: 2.2 ms against 7.5 ms a SmolLM2 adapter, a tenth of a bf16 run's
+    compute. A NaN or an infinity fails ``<= MAX_FACTOR`` as a value too large does.
+    """
+    present = [t for t in tensors.values() if t.numel()]
+    if not present:
+        return
+    peaks = torch._foreach_max(torch._foreach_abs(present))
+    same = len({p.dtype for p in peaks}) == 1
+    if float(torch.stack(peaks if same else [p.float() for p in peaks]).max()) <= MAX_FACTOR:
         return
     for name, tensor in tensors.items():
         if not bool(torch.isfinite(tensor).all()):
@@ -289,11 +297,19 @@ def stack_factors(
         a0, b0, _ = next(e for e in entries if e is not None)
         rank = max(e[0].shape[0] for e in entries if e is not None)
         padded = [_padded(e, rank, a0.shape[1], b0.shape[0]) for e in entries]
-        a_s = torch.stack([a.to(dtype) for a, _, _ in padded])  # (K, r, in)
-        b_t = torch.stack([b.T.to(wide) for _, b, _ in padded])  # (K, r, out)
+        a_s = _stacked([a for a, _, _ in padded], dtype)  # (K, r, in)
+        b_t = _stacked([b.T for _, b, _ in padded], wide)  # (K, r, out)
         b_t.mul_(torch.tensor([s for _, _, s in padded], dtype=wide).view(k, 1, 1))
         stacked[module] = (a_s.to(device), b_t.to(device=device, dtype=dtype))
     return stacked
+
+
+def _stacked(tensors: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """``tensors`` stacked, in ``dtype``: converted once after stacking when they share a dtype (one op, not one a
+    tensor: a chunk's factors are hundreds of modules × K adapters), each before it otherwise. Same values."""
+    if len({t.dtype for t in tensors}) == 1:
+        return torch.stack(list(tensors)).to(dtype)
+    return torch.stack([t.to(dtype) for t in tensors])
 
 
 def _padded(

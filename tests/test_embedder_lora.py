@@ -25,7 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 from hubdelta.embedder.activations import ProbeBatch, ResidentBase, load_causal_lm, probe_activations
 from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.difference import decoder_linears, recording, to_difference
-from hubdelta.embedder.lora import check_adapter, lora_hooks, read_adapter, stack_factors
+from hubdelta.embedder.lora import MAX_FACTOR, _check_values, check_adapter, lora_hooks, read_adapter, stack_factors
 from hubdelta.embedder.probes import PAPER_PROBES
 from hubdelta.embedder.space import Space
 from hubdelta.kernel.errors import EmbedError
@@ -364,3 +364,20 @@ def test_resident_base_matches_peft_mixed_batch_on_the_pool(pool: Path) -> None:
     # like peft's lora_A, so MKL ran the same GEMMs) and 2.5-4.6e-5 apart on an Intel Xeon whose kernels block the
     # batched GEMMs differently: rounding over 30 layers. A wrong adapter or row shows as > 0.1 (asserted above).
     assert diff32 <= 2e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_adapter_values_are_checked_in_one_pass_whatever_their_dtypes(dtype: torch.dtype) -> None:
+    rng = torch.Generator().manual_seed(0)
+    good = {f"m{i}": (torch.randn(8, 16, generator=rng) * 1e-2).to(dtype) for i in range(300)}
+    good["wide"] = torch.randn(4, 4, generator=rng)  # another dtype beside them (fp32)
+    good["empty"] = torch.zeros(0, 4, dtype=dtype)
+    _check_values("ok/adapter", good)  # nothing raised
+    for bad, why in ((float("nan"), "NaN/Inf"), (float("-inf"), "NaN/Inf"), (MAX_FACTOR * 4, "over")):
+        tensors = dict(good)
+        tensors["m123"] = tensors["m123"].clone()
+        tensors["m123"][3, 5] = bad
+        if bad > torch.finfo(dtype).max:  # float16 holds no 4e6: stored, it is an infinity
+            why = "NaN/Inf"
+        with pytest.raises(EmbedError, match=f"m123.*{why}"):
+            _check_values("bad/adapter", tensors)
