@@ -171,6 +171,9 @@ class DnaRunner:
         finally:
             model.release()
         t2 = time.perf_counter()
+        if not any(r.strip() for r in replies):  # LLM DNA's own check raises a bare "All provided answers are empty"
+            raise SystemExit(f"{model_dir.name}: every LLM DNA reply is empty ({len(probes)} probes, {s.max_tokens} "
+                             "tokens each): use more --probes or --max-tokens")  # fmt: skip
         signature = self.extractor.extract_dna_from_answers(
             replies, model_name=model_dir.name, probe_set_id=f"rand_{len(probes)}", probe_inputs=probes
         )
@@ -223,8 +226,6 @@ def dna_vectors(
             rec |= {"repo": repo, "base": base, "key": key, "probes_hash": probes_hash, "encoder": encoder_id,
                     "encoder_load_s": runner.encoder_load_s, "llm_dna": llm_dna.__version__}  # fmt: skip
             rec["seconds"]["merge"] = merge_s
-            if rec["empty_replies"] == len(probes):
-                raise RuntimeError(f"{repo}: every LLM DNA reply is empty")
             path.write_text(json.dumps(rec, ensure_ascii=False, indent=1))
             t = rec["seconds"]
             say(f"LLM DNA {repo}: merge {merge_s:.1f} s, load {t['load']:.1f} s, generate {t['generate']:.1f} s, "
