@@ -172,7 +172,7 @@ class DnaRunner:
             model.release()
         t2 = time.perf_counter()
         if not any(r.strip() for r in replies):  # LLM DNA's own check raises a bare "All provided answers are empty"
-            raise SystemExit(f"{model_dir.name}: every LLM DNA reply is empty ({len(probes)} probes, {s.max_tokens} "
+            raise SystemExit(f"{model_dir.name}: every LLM DNA reply is empty ({len(probes)} probe(s), {s.max_tokens} "
                              "tokens each): use more --probes or --max-tokens")  # fmt: skip
         signature = self.extractor.extract_dna_from_answers(
             replies, model_name=model_dir.name, probe_set_id=f"rand_{len(probes)}", probe_inputs=probes
