@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from hubdelta.embedder.options import EmbedOptions
 
 BASE_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.model", "*.txt"]
+COMPOSITE_KEYS = ("decoder", "encoder", "generator", "text_encoder", "vision_config", "audio_config")
 BASE_FIX = "a base gets the bounds of any downloaded model: [embed] disk_budget_gb, free disk (docs/untrusted.md)"
 
 
@@ -55,14 +56,9 @@ def base_download_problem(files: Mapping[str, int], chosen: Sequence[str], limit
     return None
 
 
-def _missing_bytes(snapshot: Path, files: Mapping[str, int], chosen: Sequence[str]) -> int:
-    """Bytes of ``chosen`` not in the snapshot folder yet: a base cached by an earlier run needs no new space."""
-    return sum(files[n] for n in chosen if not (snapshot / n).is_file())
-
-
 def _checked_listing(settings: Settings, base: str, revision: str | None,
-                     patterns: Sequence[str]) -> tuple[str, int]:  # fmt: skip
-    """The sha to download and the bytes of it not cached yet, after every bound, from one
+                     patterns: Sequence[str]) -> tuple[str, bool]:  # fmt: skip
+    """The sha to download and whether every file of it is cached already, after every bound, from one
     ``model_info(files_metadata=True)``: no weight byte is requested before the sizes the Hub declares are
     checked against the limits and the free disk.
 
@@ -82,15 +78,17 @@ def _checked_listing(settings: Settings, base: str, revision: str | None,
     chosen = sorted(filter_repo_objects(files, allow_patterns=list(patterns)))
     limits = Limits.from_embed_settings(settings.embed)
     cache = settings.cache_dir / "hub"
-    refusal, need = base_download_problem(files, chosen, limits), 0
+    snapshot = repo_cache_folder(cache, base) / "snapshots" / sha
+    missing = [n for n in chosen if not (snapshot / n).is_file()]  # a base cached by an earlier run: no new space
+    refusal = base_download_problem(files, chosen, limits)
     if refusal is None:
         cache.mkdir(parents=True, exist_ok=True)
-        need = _missing_bytes(repo_cache_folder(cache, base) / "snapshots" / sha, files, chosen)
+        need = sum(files[n] for n in missing)
         refusal = check_disk(need, cache_bytes(cache), shutil.disk_usage(cache).free, limits) if need else None
     if refusal is not None:
         raise ModelRefused(base, f"base {base} not downloaded: {refusal.reason}", rule=refusal.rule, file=refusal.file,
                            retryable=refusal.retryable, fix=BASE_FIX)  # fmt: skip
-    return sha, need
+    return sha, bool(chosen) and not missing
 
 
 def download_base(
@@ -108,10 +106,10 @@ def download_base(
     """
     from huggingface_hub import snapshot_download
 
-    sha, need = _checked_listing(settings, base, revision, patterns)
+    sha, cached = _checked_listing(settings, base, revision, patterns)
     cache = settings.cache_dir / "hub"
     mark_base(cache, base)
-    if need == 0:  # every file at this sha is cached: no second listing (snapshot_download's) and no HEADs
+    if cached:  # every file at this sha is there: no second listing (snapshot_download's) and no HEADs
         return repo_cache_folder(cache, base) / "snapshots" / sha, sha
     folder = retried(lambda: snapshot_download(base, revision=sha, allow_patterns=list(patterns), cache_dir=cache,
                                                endpoint=settings.hf_endpoint, token=settings.hf_token or False),
@@ -180,8 +178,11 @@ def space_for(base_dir: Path, base_repo: str, base_sha: str, *, probes: ProbeSet
 
 def text_dims(config: dict[str, Any] | Refusal) -> tuple[int, int] | None:
     """(hidden size, decoder layers) of a config's text model as its JSON states them (a multimodal config's
-    ``text_config``, as transformers' ``get_text_config`` takes it), or None when either is not stated."""
+    ``text_config``, as transformers' ``get_text_config`` takes it), or None when either is not stated or the
+    config has other sub-configs (encoder-decoder, a vision tower without ``text_config``)."""
     if isinstance(config, Refusal):
+        return None
+    if any(k in config for k in COMPOSITE_KEYS):  # which sub-config is the text model is transformers' to say
         return None
     text = config.get("text_config", config)
     if not isinstance(text, dict):

@@ -39,6 +39,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"  # never adapter_model.bin: that w
 PEFT_PREFIX = "base_model.model."  # peft's saved names: this + the module's path in the CausalLM
 KINDS = {"lora_A.weight": "A", "lora_B.weight": "B"}
 ALL_LINEAR = "all-linear"
+FOREACH_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 MAX_FACTOR = 1e6  # trained LoRA factors are ~1e-3..1; beyond this their product overflows float32 activations
 # Options read or harmless at inference (dropout is off in eval; the *_config entries only feed their inits,
 # which are checked through init_lora_weights).
@@ -240,14 +241,16 @@ def _check_values(item: str, tensors: Mapping[str, torch.Tensor]) -> None:
     concatenating and testing the copy: 2.2 ms against 7.5 ms a SmolLM2 adapter, a tenth of a bf16 run's
     compute. A NaN or an infinity fails ``<= MAX_FACTOR`` as a value too large does.
     """
-    present = [t for t in tensors.values() if t.numel()]
+    # _foreach max is not implemented for every floating dtype (float8): those are widened first
+    present = [t if t.dtype in FOREACH_DTYPES else t.float() for t in tensors.values() if t.numel()]
     if not present:
         return
     peaks = torch._foreach_max(torch._foreach_abs(present))
     same = len({p.dtype for p in peaks}) == 1
     if float(torch.stack(peaks if same else [p.float() for p in peaks]).max()) <= MAX_FACTOR:
         return
-    for name, tensor in tensors.items():
+    for name, stored in tensors.items():
+        tensor = stored if stored.dtype in FOREACH_DTYPES else stored.float()  # isfinite has no float8 either
         if not bool(torch.isfinite(tensor).all()):
             raise EmbedError(f"{ADAPTER_WEIGHTS}: tensor {quote(name)} has NaN/Inf values (rule: finite)", item=item)
         if tensor.numel() and float(tensor.abs().max()) > MAX_FACTOR:

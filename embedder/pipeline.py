@@ -88,9 +88,10 @@ class Prefetcher:
     while the downloads that ended and wait to be taken hold under ``ahead_bytes``.
 
     The byte lookahead lets small repos (LoRA adapters: megabytes) be fetched far ahead, e.g. while this process
-    imports torch and loads the base, without letting large ones (full finetunes) fill the disk: past ``ahead``,
-    a download starts only when fewer than ``workers`` run (a repo's size is known once it has ended) and what
-    waits is under the bound. Each item's download is :data:`Fetch`'s; its exception becomes the item's
+    imports torch and loads the base: past ``ahead``, a download starts only when fewer than ``workers`` run and
+    what waits is under the bound. A repo's size is known once it has ended, so large ones (full finetunes) stop
+    the lookahead after the first, with at most ``workers`` of them started past the window (the disk ledger
+    still refuses what would not fit). Each item's download is :data:`Fetch`'s; its exception becomes the item's
     :class:`Failure`. With ``process``, the threads are a child process's
     (:mod:`~hubdelta.embedder.fetch_process`; ``fetch_one`` must pickle).
     """
@@ -117,8 +118,8 @@ class Prefetcher:
             try:
                 while self._submitted < len(self._items) and self._may_start():
                     repo_id, sha = self._items[self._submitted]
-                    self._submitted += 1
                     future = self._pool.submit(repo_id, sha)
+                    self._submitted += 1
                     self._futures[repo_id] = future
                     future.add_done_callback(functools.partial(self._done, repo_id))
             finally:
@@ -166,7 +167,7 @@ class Prefetcher:
 
     def cancel(self) -> None:
         """Start no more downloads (those running go on)."""
-        with self._lock:
+        with self._lock:  # first: a download ending during the pool's shutdown must find nothing left to start
             self._items = self._items[: self._submitted]
         self._pool.cancel()
 

@@ -16,7 +16,7 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from hubdelta.crawler.api import fetch_model, run_crawl, track
 from hubdelta.embedder import hub_retry
 from hubdelta.embedder.api import embed_hub_model, retry_models, run_embed
-from hubdelta.embedder.bases import base_download_problem, download_base
+from hubdelta.embedder.bases import base_download_problem, download_base, text_dims
 from hubdelta.embedder.fetch import fetch, mark_base, release
 from hubdelta.embedder.hub_retry import Backoff, retried, worth_retrying
 from hubdelta.embedder.local import base_info_from_folder
@@ -164,6 +164,25 @@ def test_a_cached_base_costs_one_listing_and_no_file_request(hub: Hub, tmp_path:
     (folder / "config.json").unlink()  # a file missing from the snapshot: downloaded again
     download_base(settings, BASE_ID)
     assert (folder / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("config", "dims"),
+    [
+        ({"model_type": "llama", "hidden_size": 576, "num_hidden_layers": 30}, (576, 30)),
+        ({"model_type": "gemma3", "text_config": {"hidden_size": 640, "num_hidden_layers": 18}}, (640, 18)),
+        ({"model_type": "gemma3", "text_config": {"hidden_size": 640}}, None),  # the class default: transformers'
+        ({"model_type": "llama", "hidden_size": 576}, None),
+        ({"model_type": "llava", "hidden_size": 1234, "num_hidden_layers": 7, "vision_config": {}}, None),
+        ({"model_type": "t5", "hidden_size": 512, "num_hidden_layers": 6, "decoder": {}}, None),
+        ({"hidden_size": 576.0, "num_hidden_layers": 30}, None),
+        ({"hidden_size": True, "num_hidden_layers": 30}, None),
+    ],
+)
+def test_a_space_takes_its_dimensions_from_config_json_only_where_it_states_them(
+    config: dict[str, object], dims: tuple[int, int] | None
+) -> None:
+    assert text_dims(config) == dims
 
 
 def _http_error(status: int) -> HfHubHTTPError:
