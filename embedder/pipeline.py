@@ -5,7 +5,8 @@ everything around it used to run one after another: a chunk's files fetched one 
 then three index commits, then the next chunk. Here three things overlap:
 
 - **downloads** run on a bounded pool of threads (``[embed] download_workers``) at most ``[embed] prefetch``
-  chunks ahead of the compute (:class:`Prefetcher`), so disk, memory and the Hub's load stay bounded. The threads
+  chunks ahead of the compute, small repos further while under ``[embed] prefetch_gb`` (:class:`Prefetcher`), so
+  disk, memory and the Hub's load stay bounded. They start before torch is imported (worker.py). The threads
   are a child process's (``[embed] download_process``, :mod:`~hubdelta.embedder.fetch_process`), so their
   Python never holds this interpreter's lock against the forwards. They never touch the index, so they never
   hold the writer lock's commits up, and a kill leaves only cached files behind;
