@@ -74,6 +74,12 @@ def text_config(model_dir: Path) -> PretrainedConfig:
     return config.get_text_config()
 
 
+def torch_device(device: str | torch.device) -> torch.device:
+    """Where a resident model runs: ``auto`` (left unresolved by the options, so torch is imported late) is
+    resolved here, by :func:`~hubdelta.embedder.options.resolve_device`'s rule."""
+    return torch.device(resolve_device(device) if device == "auto" else device)
+
+
 def load_causal_lm(model_dir: Path, dtype: torch.dtype, device: torch.device) -> PreTrainedModel:
     """A local safetensors checkpoint, never remote code, in eval mode without gradients.
 
@@ -198,7 +204,7 @@ class ResidentBase:
         self.base_dir = Path(base_dir)
         self.space = space
         self.probes = probes
-        self.device = torch.device(resolve_device(device) if device == "auto" else device)
+        self.device = torch_device(device)
         # Activations are fp32 in every space; a bfloat16 space runs the Linears' matmuls on the difference to the
         # base in bf16 (see hubdelta.embedder.difference), so the base itself is loaded and run in fp32.
         self.dtype = TORCH_DTYPES[space.dtype]

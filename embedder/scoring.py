@@ -22,11 +22,10 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from hubdelta.embedder.activations import load_causal_lm, text_config
+from hubdelta.embedder.activations import load_causal_lm, text_config, torch_device
 from hubdelta.embedder.continuations import ContinuationSet
 from hubdelta.embedder.lora import lora_hooks, read_adapter, stack_factors
 from hubdelta.embedder.meaning import TextScores
-from hubdelta.embedder.options import resolve_device
 from hubdelta.embedder.probes import ProbeSet
 from hubdelta.embedder.score_batching import Batching, Dims
 from hubdelta.kernel.errors import EmbedError
@@ -212,7 +211,7 @@ class ResidentScorer:
     def __init__(self, base_dir: Path, probes: ProbeSet, cset: ContinuationSet, *, device: str = "cpu",
                  memory_gb: float = DEFAULT_MEMORY_GB) -> None:  # fmt: skip
         self.base_dir = Path(base_dir)
-        self.device = torch.device(resolve_device(device) if device == "auto" else device)
+        self.device = torch_device(device)
         self.memory_gb = memory_gb
         self.config = text_config(self.base_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir, trust_remote_code=False, local_files_only=True)
