@@ -15,7 +15,10 @@ that share their cores with another process slow down many times over).
 
 Every phase runs with the same torch threads (``--threads``) and, unless ``--default-malloc``, the same allocator
 setting (:func:`hubdelta.embedder.runtime.keep_freed_memory`; it speeds hubdelta's batched forwards by ~9% here and
-the reference by ~1%).
+the reference by ~1%). hubdelta's phases also run the garbage collector as ``hubdelta embed`` does (paused over the
+base load, the heap frozen over the forwards and at exit: :mod:`hubdelta.embedder.runtime`); the reference runs
+as the paper's code does (frozen over its loop it measured 1.19 and 1.03 s an adapter against 1.16 and 1.14 plain,
+2026-12-06: within this machine's noise).
 
 Usage: /work/venv/bin/python bench/embed_throughput.py POOL_DIR [--n N] [--batch 8] [--threads 2] [--no-bf16]
     POOL_DIR: a directory written by `hubdelta devhub build-pool` (or the tests' pool fixture).
@@ -24,6 +27,7 @@ Usage: /work/venv/bin/python bench/embed_throughput.py POOL_DIR [--n N] [--batch
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -43,7 +47,7 @@ from hubdelta.embedder.activations import ResidentBase, load_causal_lm
 from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.delta import delta_vector
 from hubdelta.embedder.probes import PAPER_PROBES
-from hubdelta.embedder.runtime import keep_freed_memory
+from hubdelta.embedder.runtime import frozen_gc, keep_freed_memory, paused_gc
 from hubdelta_dev.pool.base import BASE_REPO_ID
 
 RESULT = "RESULT "  # prefix of a phase's one JSON line on stdout
@@ -136,16 +140,18 @@ def run_ours(
 ) -> tuple[float, list[float], dict[str, torch.Tensor]]:
     base_dir = pool / "hub" / BASE_REPO_ID
     started = time.perf_counter()
-    resident = ResidentBase(base_dir, space_for(base_dir, BASE_REPO_ID, "bench", dtype=dtype))
+    with paused_gc():  # the collector as `hubdelta embed` runs it (embedder/worker.py)
+        resident = ResidentBase(base_dir, space_for(base_dir, BASE_REPO_ID, "bench", dtype=dtype))
     base_acts = resident.base_activations()  # (P, C)
     setup = time.perf_counter() - started
     names, times, vectors = list(adapters), [], {}
-    for i in range(0, len(names), batch):
-        chunk = {k: adapters[k] for k in names[i : i + batch]}
-        started = time.perf_counter()
-        acts = resident.adapter_activations(chunk)  # reads and checks the files, then one forward
-        times.append(time.perf_counter() - started)
-        vectors.update({k: delta_vector(a, base_acts) for k, a in acts.items()})
+    with frozen_gc():
+        for i in range(0, len(names), batch):
+            chunk = {k: adapters[k] for k in names[i : i + batch]}
+            started = time.perf_counter()
+            acts = resident.adapter_activations(chunk)  # reads and checks the files, then one forward
+            times.append(time.perf_counter() - started)
+            vectors.update({k: delta_vector(a, base_acts) for k, a in acts.items()})
     resident.close()
     return setup, times, vectors
 
@@ -172,6 +178,8 @@ def phase_main(args: argparse.Namespace) -> None:
         args.phase, torch.get_num_threads(), other, setup, times, len(adapters), rss_start, peak_rss_mib()
     )
     print(RESULT + json.dumps(asdict(result)), flush=True)
+    if args.phase != "reference":
+        gc.freeze()  # and it exits as hubdelta's CLI does (hubdelta/cli/__init__.py: main)
 
 
 # ---- the driver ------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from hubdelta.embedder.options import EmbedOptions
 from hubdelta.embedder.pipeline import Pipeline, Timings, run_order
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.run import Outcome, Progress, Run, fetcher
+from hubdelta.embedder.runtime import frozen_gc, paused_gc
 from hubdelta.embedder.safety import Limits
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.index.selectors import by_ids, by_status
@@ -94,13 +95,14 @@ def _embed_base(run: Run, index: Index, settings: Settings, opts: EmbedOptions, 
         copies = CopyRegistry(run_order(todo, opts.batch), ledger.known_copies())  # one download a fingerprint
         fetch_one = fetcher(settings, Limits.from_embed_settings(settings.embed), info, copies)
         pipeline.start(todo, fetch_one, settings.cache_dir / "hub")
-        # torch and transformers only now: their import (2-3 s on a CPU box) runs beside the first downloads.
-        from hubdelta.embedder.activations import ResidentBase
-        from hubdelta.embedder.delta_path import Activations
+        with paused_gc():
+            # torch and transformers only now: their import (2-3 s on a CPU box) runs beside the first downloads.
+            from hubdelta.embedder.activations import ResidentBase
+            from hubdelta.embedder.delta_path import Activations
 
-        with timings.timed("base_s"):
-            rb = ResidentBase(base_dir, space, device=opts.device)
-        with rb:
+            with timings.timed("base_s"):
+                rb = ResidentBase(base_dir, space, device=opts.device)
+        with rb, frozen_gc():
             with timings.timed("base_s"):
                 ledger.base(lambda: rb.base_activations().numpy())
             spaces.append(space.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -40,6 +41,7 @@ def test_the_bad_repo_corpus_ends_with_the_right_statuses(tmp_path: Path) -> Non
         run_crawl(settings)
         summary = run_embed(settings, batch=4)
         got = statuses(settings)
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # the run's pause and freeze of the collector are undone
     assert set(got) == set(expected)
     for repo_id, (status, reason) in got.items():
         want = expected[repo_id]
