@@ -1,6 +1,8 @@
 """Process-wide settings for CPU embedding, applied once by an entry point (the worker, a CLI command, a benchmark).
 
-Nothing here runs on import: these change the whole process, so only the code that owns the process calls them.
+Nothing here runs on import: these change the whole process, so only the code that owns the process calls
+:func:`keep_freed_memory`. The garbage collector's context managers put the process back as they found it on
+exit, so the worker wraps its own imports and forwards in them.
 """
 
 from __future__ import annotations

@@ -84,9 +84,10 @@ def main() -> None:
     flushed: tearing down the interpreter after LanceDB's runtime has started costs ~0.2 s, a third of what a
     query may take, and such a command has nothing left to write or release.
 
-    Every other command exits normally (atexit handlers, finalizers), but with the heap frozen
-    (``gc.freeze``): the interpreter's last collections would walk every object torch and transformers made,
-    ~0.9 s at the end of each ``hubdelta embed`` here, to find the little garbage a finished command leaves.
+    Every other command exits normally (atexit handlers run; reference counting frees and finalizes as usual), but
+    with the heap frozen (``gc.freeze``): the interpreter's last collections would walk every object torch and
+    transformers made, ~0.9 s at the end of each ``hubdelta embed`` here, for the few reference cycles a finished
+    command leaves, which the process's end reclaims anyway. Nothing here writes through a cycle's finalizer.
     """
     sys.argv = optional_values(sys.argv)
     try:
