@@ -16,7 +16,7 @@ that share their cores with another process slow down many times over).
 Every phase runs with the same torch threads (``--threads``) and, unless ``--default-malloc``, the same allocator
 setting (:func:`hubdelta.embedder.runtime.keep_freed_memory`; it speeds hubdelta's batched forwards by ~9% here and
 the reference by ~1%). hubdelta's phases also run the garbage collector as ``hubdelta embed`` does (paused over the
-base load, the heap frozen over the forwards and at exit: :mod:`hubdelta.embedder.runtime`); the reference runs
+base load, the heap frozen over the forwards and at exit: (:mod:`hubdelta.kernel.collector`); the reference runs
 as the paper's code does (frozen over its loop it measured 1.19 and 1.03 s an adapter against 1.16 and 1.14 plain,
 2026-12-06: within this machine's noise).
 
@@ -47,7 +47,8 @@ from hubdelta.embedder.activations import ResidentBase, load_causal_lm
 from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.delta import delta_vector
 from hubdelta.embedder.probes import PAPER_PROBES
-from hubdelta.embedder.runtime import frozen_gc, keep_freed_memory, paused_gc
+from hubdelta.embedder.runtime import keep_freed_memory
+from hubdelta.kernel.collector import frozen_gc, paused_gc
 from hubdelta_dev.pool.base import BASE_REPO_ID
 
 RESULT = "RESULT "  # prefix of a phase's one JSON line on stdout

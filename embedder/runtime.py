@@ -1,17 +1,14 @@
 """Process-wide settings for CPU embedding, applied once by an entry point (the worker, a CLI command, a benchmark).
 
-Nothing here runs on import: these change the whole process, so only the code that owns the process calls
-:func:`keep_freed_memory`. The garbage collector's context managers put the process back as they found it on
-exit, so the worker wraps its own imports and forwards in them.
+Nothing here runs on import: these change the whole process, so only the code that owns the process calls them.
+(The garbage collector's pause and freeze, which put the process back as they found it, are in
+:mod:`hubdelta.kernel.collector`.)
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
@@ -47,37 +44,3 @@ def keep_freed_memory(*, mmap_threshold_mib: int = 32, trim_threshold_mib: int =
         (M_TOP_PAD, top_pad_mib),
     )
     return all(mallopt(param, mib * MIB) == 1 for param, mib in settings)
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """The cyclic garbage collector off within the block (imports and a model load), as it was after.
-
-    Importing torch and transformers and loading a base create ~0.5 M long-lived objects and almost no cyclic
-    garbage, yet the allocations alone trigger full collections, each walking everything made so far: measured in
-    ``hubdelta embed`` (SmolLM2, 2 cores) 8 of them, 1.2 s, before the first forward. Reference counting still
-    frees everything else meanwhile.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-@contextmanager
-def frozen_gc() -> Iterator[None]:
-    """Everything alive on entry is moved out of the collector's sight within the block (``gc.freeze``).
-
-    A long compute allocates enough Python objects to trigger full collections now and then; each walked the
-    ~0.5 M objects of torch, transformers and the index for ~0.25 s, and found nothing to free among them. Objects
-    made within the block are collected as usual. On exit everything frozen is handed back (``gc.unfreeze``), so a
-    long-lived process (the daemon) collects what became garbage meanwhile, such as a closed base's cycles.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()

@@ -21,11 +21,11 @@ from hubdelta.embedder.options import EmbedOptions
 from hubdelta.embedder.pipeline import Pipeline, Timings, run_order
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.run import Outcome, Progress, Run, fetcher
-from hubdelta.embedder.runtime import frozen_gc, paused_gc
 from hubdelta.embedder.safety import Limits
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.index.selectors import by_ids, by_status
 from hubdelta.index.store import Index
+from hubdelta.kernel.collector import frozen_gc, paused_gc
 from hubdelta.kernel.errors import ConfigError
 from hubdelta.kernel.settings import Settings
 

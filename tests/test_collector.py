@@ -1,4 +1,4 @@
-"""Process-wide runtime settings of an embedding process: the garbage collector's pause and freeze, the exit."""
+"""The garbage collector kept off long-lived heaps (hubdelta.kernel.collector) and the CLI's frozen exit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from hubdelta import cli
-from hubdelta.embedder.runtime import frozen_gc, paused_gc
+from hubdelta.kernel.collector import frozen_gc, paused_gc
 
 
 class Node:
