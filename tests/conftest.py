@@ -139,6 +139,16 @@ def _open_hub_gate() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _no_read_only_exit() -> Iterator[None]:
+    """A read-only query run in-process (CliRunner) sets ``finished_read_only``; left set, a later call of
+    ``hubdelta.cli.main`` would end pytest itself with ``os._exit(0)``: the rest of the suite silently unrun."""
+    from hubdelta.cli import query
+
+    yield
+    query.finished_read_only = False
+
+
+@pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """Undo ``configure_logging`` after CLI tests: it binds structlog and stdlib handlers to captured streams
     that are closed when the test ends, and server threads of later tests would log into them."""
