@@ -16,7 +16,7 @@ that share their cores with another process slow down many times over).
 Every phase runs with the same torch threads (``--threads``) and, unless ``--default-malloc``, the same allocator
 setting (:func:`hubdelta.embedder.runtime.keep_freed_memory`; it speeds hubdelta's batched forwards by ~9% here and
 the reference by ~1%). hubdelta's phases also run the garbage collector as ``hubdelta embed`` does (paused over the
-base load, the heap frozen over the forwards and at exit: (:mod:`hubdelta.kernel.collector`); the reference runs
+base load, the heap frozen over the forwards and at exit: :mod:`hubdelta.kernel.collector`); the reference runs
 as the paper's code does (frozen over its loop it measured 1.19 and 1.03 s an adapter against 1.16 and 1.14 plain,
 2026-12-06: within this machine's noise).
 

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 
 from hubdelta import cli
-from hubdelta.cli import query as query_commands
 from hubdelta.kernel.collector import frozen_gc, paused_gc
 
 
@@ -70,7 +69,6 @@ def test_the_cli_exits_with_the_heap_frozen(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(sys, "argv", ["hubdelta", "--help"])
-    monkeypatch.setattr(query_commands, "finished_read_only", False)  # see tests/conftest.py: _no_read_only_exit
     with pytest.raises(SystemExit) as done:
         cli.main()
     assert done.value.code == 0 and "Usage" in capsys.readouterr().out
