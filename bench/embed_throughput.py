@@ -6,7 +6,9 @@ One run, one pool, one machine; each phase runs in its own subprocess, so the pe
   the full CausalLM with its logits, ``unload()`` after each adapter (the base is loaded once);
 - hubdelta fp32: a :class:`ResidentBase` (its load and the base activations counted once), then the adapters in
   batches of ``--batch`` through ``adapter_activations``, reading their files included;
-- hubdelta bf16: the same in a bfloat16 space.
+- hubdelta bf16: the same in a bfloat16 space;
+- with ``--f-linear``, both again with ``prepack=False``: the Linears on ``F.linear`` (MKL in fp32) instead of
+  weights laid out once for oneDNN (:mod:`hubdelta.embedder.packed`), the default's evidence side by side.
 
 Prints per-adapter seconds (end to end: setup included; steady: adapters only), models/minute, the speed-ups,
 peak RSS, and how the phases' delta vectors agree (cosine). Asserts nothing. "other CPU" is how many cores other
@@ -21,6 +23,7 @@ as the paper's code does (frozen over its loop it measured 1.19 and 1.03 s an ad
 2026-12-06: within this machine's noise).
 
 Usage: /work/venv/bin/python bench/embed_throughput.py POOL_DIR [--n N] [--batch 8] [--threads 2] [--no-bf16]
+    [--f-linear]
     POOL_DIR: a directory written by `hubdelta devhub build-pool` (or the tests' pool fixture).
 """
 
@@ -95,6 +98,9 @@ def cpu_name() -> str:
     return next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), platform.machine())
 
 
+F_LINEAR = "-flinear"  # a phase name's suffix: the Linears on F.linear, not prepacked (hubdelta.embedder.packed)
+
+
 def pool_adapters(pool: Path, n: int | None) -> dict[str, Path]:
     folders = sorted(p.parent for p in (pool / "hub").glob("*/*/adapter_config.json"))
     return {p.name: p for p in folders[:n]}
@@ -137,12 +143,13 @@ def run_reference(pool: Path, adapters: dict[str, Path]) -> tuple[float, list[fl
 
 
 def run_ours(
-    pool: Path, adapters: dict[str, Path], dtype: str, batch: int
+    pool: Path, adapters: dict[str, Path], dtype: str, batch: int, *, prepack: bool = True
 ) -> tuple[float, list[float], dict[str, torch.Tensor]]:
     base_dir = pool / "hub" / BASE_REPO_ID
     started = time.perf_counter()
     with paused_gc():  # the collector as `hubdelta embed` runs it (embedder/worker.py)
-        resident = ResidentBase(base_dir, space_for(base_dir, BASE_REPO_ID, "bench", dtype=dtype))
+        space = space_for(base_dir, BASE_REPO_ID, "bench", dtype=dtype)
+        resident = ResidentBase(base_dir, space, prepack=prepack)
     base_acts = resident.base_activations()  # (P, C)
     setup = time.perf_counter() - started
     names, times, vectors = list(adapters), [], {}
@@ -171,7 +178,8 @@ def phase_main(args: argparse.Namespace) -> None:
     if args.phase == "reference":
         setup, times, vectors = run_reference(args.pool, adapters)
     else:
-        setup, times, vectors = run_ours(args.pool, adapters, args.phase.split("-")[1], args.batch)
+        dtype, prepack = args.phase.split("-")[1], not args.phase.endswith(F_LINEAR)
+        setup, times, vectors = run_ours(args.pool, adapters, dtype, args.batch, prepack=prepack)
     busy, own = busy_cpu_s()
     other = max(0.0, (busy - busy_start) - (own - own_start)) / (time.perf_counter() - started)
     save_file({k: v.contiguous() for k, v in vectors.items()}, str(args.vectors))
@@ -246,7 +254,11 @@ def main() -> None:
     parser.add_argument(
         "--default-malloc", action="store_true", help="leave glibc's allocator as is (default: keep_freed_memory)"
     )
-    parser.add_argument("--phase", choices=["reference", "ours-float32", "ours-bfloat16"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--f-linear", action="store_true", help="also hubdelta's phases with prepack=False (F.linear), side by side"
+    )
+    ours = [f"ours-{d}{s}" for d in ("float32", "bfloat16") for s in ("", F_LINEAR)]
+    parser.add_argument("--phase", choices=["reference", *ours], help=argparse.SUPPRESS)
     parser.add_argument("--vectors", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -259,6 +271,7 @@ def main() -> None:
         + ("glibc defaults" if args.default_malloc else "keep_freed_memory()")
     )
     phases = ["reference", "ours-float32"] + ([] if args.no_bf16 else ["ours-bfloat16"])
+    phases += [f"{p}{F_LINEAR}" for p in phases[1:]] if args.f_linear else []
     with tempfile.TemporaryDirectory() as tmp:
         runs = {phase: spawn(args, phase, Path(tmp)) for phase in phases}
     report([r for r, _ in runs.values()], {phase: v for phase, (_, v) in runs.items()})

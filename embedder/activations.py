@@ -34,6 +34,7 @@ from hubdelta.embedder.local import base_info_from_folder, check_full_folder
 from hubdelta.embedder.lora import check_adapter as check_adapter  # re-exported: callers check before fetching
 from hubdelta.embedder.lora import lora_hooks, read_adapter, stack_factors
 from hubdelta.embedder.options import resolve_device
+from hubdelta.embedder.packed import pack_linears
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
 from hubdelta.embedder.safety_records import BaseInfo
 from hubdelta.embedder.space import Space
@@ -186,7 +187,13 @@ class ResidentBase:
     """
 
     def __init__(
-        self, base_dir: Path, space: Space, probes: ProbeSet = PAPER_PROBES, *, device: str | torch.device = "cpu"
+        self,
+        base_dir: Path,
+        space: Space,
+        probes: ProbeSet = PAPER_PROBES,
+        *,
+        device: str | torch.device = "cpu",
+        prepack: bool = True,
     ) -> None:
         """Load the base checkpoint and tokenizer from ``base_dir`` and tokenize the probes once.
 
@@ -195,6 +202,8 @@ class ResidentBase:
             space: the space to embed in; its dtype decides the weights' and the compute's dtype.
             probes: the probe set named by ``space``.
             device: where the model runs (``auto``: CUDA when torch sees a GPU).
+            prepack: on a CPU, run the decoder's Linears on weights laid out once for oneDNN
+                (:mod:`~hubdelta.embedder.packed`); false keeps ``F.linear``.
 
         Raises:
             EmbedError: ``probes`` is not the space's probe set, or the checkpoint does not fit the space.
@@ -205,6 +214,7 @@ class ResidentBase:
         self.space = space
         self.probes = probes
         self.device = torch_device(device)
+        self.prepack = prepack
         # Activations are fp32 in every space; a bfloat16 space runs the Linears' matmuls on the difference to the
         # base in bf16 (see hubdelta.embedder.difference), so the base itself is loaded and run in fp32.
         self.dtype = TORCH_DTYPES[space.dtype]
@@ -214,13 +224,15 @@ class ResidentBase:
         self.batch = probe_batch(self.tokenizer, probes).to(self.device)
         model = load_causal_lm(self.base_dir, torch.float32, self.device)
         self._model: PreTrainedModel | None = model
+        linears = decoder_linears(model)
+        if prepack:  # before the base's forward: the base and every model compared with it run the same kernels
+            pack_linears(linears, self.device)
         if self.dtype == torch.float32:
             self._base_acts = probe_activations(model, self.batch, self.space)  # (P, C)
             return
-        linears = decoder_linears(model)
         with recording(linears) as records:
             self._base_acts = probe_activations(model, self.batch, self.space)  # (P, C), fp32
-        to_difference(linears, records, self.dtype)
+        to_difference(linears, records, self.dtype, prepack=prepack)
 
     def __enter__(self) -> ResidentBase:
         return self
@@ -311,6 +323,8 @@ class ResidentBase:
             raise EmbedError(f"config.json and its weights do not load together ({type(e).__name__}: {first})",
                              item=item or str(model_dir)) from e  # fmt: skip
         try:
+            if self.prepack:  # the base's kernels: an exact copy of the base gives exactly 0
+                pack_linears(decoder_linears(model), self.device)
             return probe_activations(model, self.batch, self.space)
         finally:
             del model

@@ -246,7 +246,7 @@ def add_local(settings: Settings, path: Path, base: str, *, name: str | None = N
         verdict = _checked(settings, path, ref, repo_id)
         space = base_space(ref, opts)
         ledger = SpaceLedger(index, space, max_attempts=opts.max_attempts)
-        with ResidentBase(ref.folder, space, device=opts.device) as rb:
+        with ResidentBase(ref.folder, space, device=opts.device, prepack=opts.prepack) as rb:
             base_acts = ledger.base(lambda: rb.base_activations().numpy())
             acts = Activations(rb).folder(path, verdict.kind, repo_id)
         problem = refusal_of(acts, base_acts, path)  # nothing is recorded for it, as for a refusal

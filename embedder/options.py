@@ -16,6 +16,7 @@ class EmbedOptions:
     batch: int = 8
     device: str = "cpu"
     dtype: str = "float32"
+    prepack: bool = True  # see hubdelta.embedder.packed
     layer: str | None = None  # None = final layer (after the final norm)
     position: str = "last"
     limit: int | None = None
@@ -74,6 +75,7 @@ def options(settings: Settings, *, limit: int | None, device: str | None, batch:
         batch=batch or e.batch,
         device=resolved,
         dtype=e.dtype,
+        prepack=e.prepack,
         layer=parse_layer(e.layer),
         position=e.position,
         limit=limit,

@@ -101,6 +101,6 @@ class EmbedWorker:
             raise EmbedError(f"this worker resolves it to space {space.id}, the driver to {order.space_id}",
                              item=order.base, fix=fix)  # fmt: skip
         self._info = base_info_from_folder(folder, order.base)
-        self._rb = ResidentBase(folder, space, device=o.device)
+        self._rb = ResidentBase(folder, space, device=o.device, prepack=o.prepack)
         self._key = (order.base, order.sha)
         return self._rb, self._info

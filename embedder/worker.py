@@ -101,7 +101,7 @@ def _embed_base(run: Run, index: Index, settings: Settings, opts: EmbedOptions, 
             from hubdelta.embedder.delta_path import Activations
 
             with timings.timed("base_s"):
-                rb = ResidentBase(base_dir, space, device=opts.device)
+                rb = ResidentBase(base_dir, space, device=opts.device, prepack=opts.prepack)
         with rb, frozen_gc():
             with timings.timed("base_s"):
                 ledger.base(lambda: rb.base_activations().numpy())

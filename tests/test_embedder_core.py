@@ -31,6 +31,7 @@ from hubdelta.embedder.activations import (
 )
 from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.delta import delta_vector, left_pad, pool_positions, position_ids
+from hubdelta.embedder.packed import dense
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
 from hubdelta.embedder.space import Space, resolve_layer
 from hubdelta.kernel.errors import EmbedError
@@ -184,7 +185,8 @@ def last_token(states: list[tuple[torch.Tensor, ...]], index: int = -1) -> torch
 def fingerprint(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode() + tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+        plain = dense(tensor.detach()).contiguous()  # a prepacked Linear weight read back (embedder.packed)
+        digest.update(name.encode() + plain.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

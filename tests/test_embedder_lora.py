@@ -26,6 +26,7 @@ from hubdelta.embedder.activations import ProbeBatch, ResidentBase, load_causal_
 from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.difference import decoder_linears, recording, to_difference
 from hubdelta.embedder.lora import MAX_FACTOR, _check_values, check_adapter, lora_hooks, read_adapter, stack_factors
+from hubdelta.embedder.packed import dense
 from hubdelta.embedder.probes import PAPER_PROBES
 from hubdelta.embedder.space import Space
 from hubdelta.kernel.errors import EmbedError
@@ -111,7 +112,8 @@ def peft_mixed(base: PreTrainedModel, batch: ProbeBatch, space: Space, dirs: Seq
 def fingerprint(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode() + tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+        plain = dense(tensor.detach()).contiguous()  # a prepacked Linear weight read back (embedder.packed)
+        digest.update(name.encode() + plain.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -360,9 +362,11 @@ def test_resident_base_matches_peft_mixed_batch_on_the_pool(pool: Path) -> None:
     print(f"\npool: vs peft mixed batch, float64 {diff64:.1e}, float32 {diff32:.1e} (|h| <= {peft64.abs().max():.0f})")
     assert min((a - base).abs().max().item() for a in got.values()) > 0.1  # the adapters do change the states
     assert diff64 <= 1e-5
-    # float64 above carries the math. In float32 the two paths were bit-identical on an AMD EPYC (A kept (r, in)
-    # like peft's lora_A, so MKL ran the same GEMMs) and 2.5-4.6e-5 apart on an Intel Xeon whose kernels block the
-    # batched GEMMs differently: rounding over 30 layers. A wrong adapter or row shows as > 0.1 (asserted above).
+    # float64 above carries the math. In float32 the two paths were bit-identical on an AMD EPYC while both ran
+    # the base's Linears on MKL (A kept (r, in) like peft's lora_A, so MKL ran the same GEMMs), 2.5-4.6e-5 apart on
+    # an Intel Xeon whose kernels block the batched GEMMs differently, and 6.1e-5 apart since the resident base's
+    # Linears run prepacked on oneDNN (embedder/packed.py): rounding over 30 layers. A wrong adapter or row shows
+    # as > 0.1 (asserted above).
     assert diff32 <= 2e-4
 
 

@@ -1,0 +1,106 @@
+"""Linears prepacked for oneDNN (hubdelta.embedder.packed): the same results as ``F.linear``, the weights kept
+readable, and a resident base that runs its base, its adapters and its full models through the same kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from hubdelta.embedder.activations import ResidentBase
+from hubdelta.embedder.bases import space_for
+from hubdelta.embedder.difference import decoder_linears
+from hubdelta.embedder.options import options
+from hubdelta.embedder.packed import dense, pack_linears, packs
+from hubdelta_dev.devhub.badrepos import (
+    BASE_ID,
+    HEADS,
+    TOKENIZER,
+    adapter_config,
+    base_shapes,
+    full_config,
+    lora_shapes,
+    safetensors_bytes,
+)
+from tests.helpers import settings_for
+
+# Wide enough that MKL's and oneDNN's sums differ in their last bits (the devhub tiny base's 16 do not).
+WIDE, INTER = 256, 512
+
+
+def wide_base(root: Path) -> tuple[Path, dict[str, Path]]:
+    """A two-layer llama of hidden size 256 with the tiny base's tokenizer, and a LoRA of it."""
+    config = full_config(hidden_size=WIDE, intermediate_size=INTER, head_dim=WIDE // HEADS)
+    weights = safetensors_bytes(base_shapes(hidden=WIDE, inter=INTER))
+    lora = {"adapter_config.json": adapter_config(), "adapter_model.safetensors": safetensors_bytes(
+        lora_shapes(4, hidden=WIDE), seed=1)}  # fmt: skip
+    files = {BASE_ID: {"config.json": config, **TOKENIZER, "model.safetensors": weights}, "a/lora": lora}
+    for repo, content in files.items():
+        for name, data in content.items():
+            (root / repo).mkdir(parents=True, exist_ok=True)
+            (root / repo / name).write_bytes(data.encode() if isinstance(data, str) else data)
+    return root / BASE_ID, {"a": root / "a/lora"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_packed_linear_computes_what_f_linear_does_for_any_number_of_rows(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 96).to(dtype)
+    weight, x = layer.weight.detach().clone(), torch.randn(3, 5, 64).to(dtype)
+    with torch.inference_mode():
+        want = layer(x)
+    cpu = torch.device("cpu")
+    if not packs(cpu, dtype):  # a CPU whose oneDNN lacks this dtype's kernels: left exactly as it was
+        assert pack_linears({"l": layer}, cpu) == 0 and not layer.weight.is_mkldnn
+        return
+    assert pack_linears({"l": layer}, cpu) == 1 and layer.weight.is_mkldnn
+    assert pack_linears({"l": layer}, cpu) == 0  # packed once
+    assert torch.equal(dense(layer.weight), weight)  # the layout changes, not one value
+    with torch.inference_mode():
+        got = layer(x)
+        repeated = layer(x.repeat(7, 1, 1)).view(7, *got.shape)  # the same rows in a batch 7 times taller
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got, want, atol=tolerance, rtol=tolerance)
+    assert all(torch.equal(r, got) for r in repeated)  # a row's result does not depend on its batch
+
+
+def test_nothing_is_packed_off_the_cpu_or_in_other_dtypes() -> None:
+    assert not packs(torch.device("meta"), torch.float32)
+    assert not packs(torch.device("cpu"), torch.float16)
+    layer = nn.Linear(8, 8).half()
+    assert pack_linears({"l": layer}, torch.device("cpu")) == 0 and not layer.weight.is_mkldnn
+
+
+def test_a_resident_base_packs_by_default_and_keeps_f_linear_on_request(tmp_path: Path) -> None:
+    base_dir, adapter = wide_base(tmp_path)
+    space = space_for(base_dir, BASE_ID, "0" * 40)
+    with ResidentBase(base_dir, space) as fast, ResidentBase(base_dir, space, prepack=False) as plain:
+        assert all(m.weight.is_mkldnn for m in decoder_linears(fast.model).values())
+        assert not any(m.weight.is_mkldnn for m in decoder_linears(plain.model).values())
+        torch.testing.assert_close(fast.base_activations(), plain.base_activations(), atol=1e-5, rtol=1e-5)
+        got, want = fast.adapter_activations(adapter)["a"], plain.adapter_activations(adapter)["a"]
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        # The base's own checkpoint loaded as a full model runs the base's kernels: no change, to the last bit.
+        assert torch.equal(fast.model_activations(base_dir), fast.base_activations())
+        assert torch.equal(plain.model_activations(base_dir), plain.base_activations())
+
+
+def test_a_bfloat16_space_runs_its_differences_on_packed_bf16_weights(tmp_path: Path) -> None:
+    base_dir, a = wide_base(tmp_path)
+    fp32, bf16 = (space_for(base_dir, BASE_ID, "0" * 40, dtype=d) for d in ("float32", "bfloat16"))
+    with ResidentBase(base_dir, fp32) as exact, ResidentBase(base_dir, bf16) as fast:
+        weights = [m.weight for m in decoder_linears(fast.model).values()]
+        assert all(w.dtype == torch.bfloat16 for w in weights)
+        assert all(w.is_mkldnn for w in weights) == packs(torch.device("cpu"), torch.bfloat16)
+        assert torch.equal(fast.base_activations(), exact.base_activations())  # both bases ran packed, in fp32
+        delta = fast.adapter_activations(a)["a"] - fast.base_activations()
+        want = exact.adapter_activations(a)["a"] - exact.base_activations()
+        assert torch.nn.functional.cosine_similarity(delta.flatten(), want.flatten(), dim=0) > 0.999
+
+
+def test_the_embed_setting_reaches_the_options(tmp_path: Path) -> None:
+    assert options(settings_for(tmp_path / "a", "http://127.0.0.1:9"), limit=None, device=None, batch=None).prepack
+    plain = settings_for(tmp_path / "b", "http://127.0.0.1:9", "[embed]\nprepack = false\n")
+    assert not options(plain, limit=None, device=None, batch=None).prepack
