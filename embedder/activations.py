@@ -34,8 +34,9 @@ from hubdelta.embedder.local import base_info_from_folder, check_full_folder
 from hubdelta.embedder.lora import check_adapter as check_adapter  # re-exported: callers check before fetching
 from hubdelta.embedder.lora import lora_hooks, read_adapter, stack_factors
 from hubdelta.embedder.options import resolve_device
-from hubdelta.embedder.packed import pack_linears
+from hubdelta.embedder.packed import own_memory, pack_linears
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
+from hubdelta.embedder.runtime import hand_back_freed_memory
 from hubdelta.embedder.safety_records import BaseInfo
 from hubdelta.embedder.space import Space
 from hubdelta.kernel.errors import EmbedError, ModelRefused
@@ -229,10 +230,13 @@ class ResidentBase:
             pack_linears(linears, self.device)
         if self.dtype == torch.float32:
             self._base_acts = probe_activations(model, self.batch, self.space)  # (P, C)
-            return
-        with recording(linears) as records:
-            self._base_acts = probe_activations(model, self.batch, self.space)  # (P, C), fp32
-        to_difference(linears, records, self.dtype, prepack=prepack)
+        else:
+            with recording(linears) as records:
+                self._base_acts = probe_activations(model, self.batch, self.space)  # (P, C), fp32
+            to_difference(linears, records, self.dtype, prepack=prepack)
+        if prepack or self.dtype != torch.float32:  # the checkpoint's own Linear weights are no longer used
+            own_memory(model)
+            hand_back_freed_memory()
 
     def __enter__(self) -> ResidentBase:
         return self

@@ -48,6 +48,19 @@ def pack_linears(linears: dict[str, nn.Linear], device: torch.device) -> int:
     return changed
 
 
+def own_memory(model: nn.Module) -> None:
+    """Copy ``model``'s plain parameters and buffers into memory of their own, in place.
+
+    A checkpoint that transformers loaded zero-copy stays mapped from its safetensors file for as long as one
+    tensor views it. Once the Linears are packed (or converted), the embeddings and norms alone would keep the
+    whole file mapped and its pages resident: 390 MB more RSS for SmolLM2-135M in fp32, measured.
+    """
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if not tensor.is_mkldnn:
+                tensor.data = tensor.data.clone()
+
+
 def packed(weight: torch.Tensor) -> torch.Tensor:
     """An ``(out, in)`` weight in oneDNN's layout for a Linear (no batch-size hint: the chunks' row counts vary)."""
     return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)

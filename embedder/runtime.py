@@ -44,3 +44,17 @@ def keep_freed_memory(*, mmap_threshold_mib: int = 32, trim_threshold_mib: int =
         (M_TOP_PAD, top_pad_mib),
     )
     return all(mallopt(param, mib * MIB) == 1 for param, mib in settings)
+
+
+def hand_back_freed_memory() -> None:
+    """Return the heap's free pages to the kernel now (glibc's ``malloc_trim``; nothing elsewhere).
+
+    For after a one-off burst of large frees, such as a resident base's weights replaced by packed or converted
+    copies: torch's 64-byte-aligned allocations cannot reuse the exact-sized chunks just freed, and
+    :func:`keep_freed_memory`'s trim threshold would keep them. Measured on SmolLM2-135M loaded in fp32: 1,355 MB
+    RSS with the packed weights, 949 MB after this (936 MB unpacked). Safe at any time: only free pages go.
+    """
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        return

@@ -13,7 +13,7 @@ from hubdelta.embedder.activations import ResidentBase
 from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.difference import decoder_linears
 from hubdelta.embedder.options import options
-from hubdelta.embedder.packed import dense, pack_linears, packs
+from hubdelta.embedder.packed import dense, own_memory, pack_linears, packs
 from hubdelta_dev.devhub.badrepos import (
     BASE_ID,
     HEADS,
@@ -104,3 +104,17 @@ def test_the_embed_setting_reaches_the_options(tmp_path: Path) -> None:
     assert options(settings_for(tmp_path / "a", "http://127.0.0.1:9"), limit=None, device=None, batch=None).prepack
     plain = settings_for(tmp_path / "b", "http://127.0.0.1:9", "[embed]\nprepack = false\n")
     assert not options(plain, limit=None, device=None, batch=None).prepack
+
+
+def test_own_memory_copies_tensors_out_of_the_buffer_they_view() -> None:
+    shared = torch.arange(40.0)  # a checkpoint's memory map, say
+    layer, packed_layer = nn.Linear(4, 4), nn.Linear(4, 4)
+    with torch.no_grad():
+        layer.weight.data, layer.bias.data = shared[:16].view(4, 4), shared[16:20]
+    pack_linears({"p": packed_layer}, torch.device("cpu"))
+    model = nn.Sequential(layer, packed_layer)
+    own_memory(model)
+    assert layer.weight.untyped_storage().nbytes() == 16 * 4 and layer.bias.untyped_storage().nbytes() == 4 * 4
+    shared.zero_()  # the buffer can go: the model no longer sees it
+    assert torch.equal(layer.weight, torch.arange(16.0).view(4, 4)) and torch.equal(layer.bias, torch.arange(16.0, 20))
+    assert packed_layer.weight.is_mkldnn == packs(torch.device("cpu"), torch.float32)  # packed weights left as they are
