@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+from typing import Any
 
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
@@ -32,11 +34,8 @@ def keep_freed_memory(*, mmap_threshold_mib: int = 32, trim_threshold_mib: int =
     Returns:
         Whether every setting took (False where the C library is not glibc or refuses a value).
     """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to tune
+    mallopt = _glibc("mallopt")
+    if mallopt is None:  # not glibc (musl, macOS, Windows): nothing to tune
         return False
     settings = (
         (M_MMAP_THRESHOLD, mmap_threshold_mib),
@@ -54,7 +53,16 @@ def hand_back_freed_memory() -> None:
     :func:`keep_freed_memory`'s trim threshold would keep them. Measured on SmolLM2-135M loaded in fp32: 1,355 MB
     RSS with the packed weights, 949 MB after this (936 MB unpacked). Safe at any time: only free pages go.
     """
+    trim = _glibc("malloc_trim")
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _glibc(function: str) -> Any:
+    """A function of the C library, or None where it is not there (not glibc). Looked up once: ``find_library``
+    runs ``ldconfig``."""
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        return
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), function)
+    except (OSError, AttributeError):
+        return None

@@ -14,6 +14,7 @@ from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.difference import decoder_linears
 from hubdelta.embedder.options import options
 from hubdelta.embedder.packed import dense, own_memory, pack_linears, packs
+from hubdelta.embedder.runtime import _glibc, hand_back_freed_memory
 from hubdelta_dev.devhub.badrepos import (
     BASE_ID,
     HEADS,
@@ -118,3 +119,9 @@ def test_own_memory_copies_tensors_out_of_the_buffer_they_view() -> None:
     shared.zero_()  # the buffer can go: the model no longer sees it
     assert torch.equal(layer.weight, torch.arange(16.0).view(4, 4)) and torch.equal(layer.bias, torch.arange(16.0, 20))
     assert packed_layer.weight.is_mkldnn == packs(torch.device("cpu"), torch.float32)  # packed weights left as they are
+
+
+def test_freed_memory_is_handed_back_where_the_c_library_can() -> None:
+    assert _glibc("no_such_function_in_any_libc") is None  # not glibc: each runtime setting is skipped
+    assert callable(_glibc("malloc_trim"))  # glibc, as on every machine this runs on
+    hand_back_freed_memory()  # callable at any time
