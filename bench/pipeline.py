@@ -295,12 +295,15 @@ def measure(args: argparse.Namespace, pool: Path, work: Path, hub: Any, base_fol
 
 def variants(args: argparse.Namespace) -> dict[str, str]:
     """Each end-to-end configuration's name and its ``[embed]`` lines, run side by side in every repetition:
-    ``--downloads`` and ``--variant NAME:KEY=VALUE[;KEY=VALUE]``; one unnamed run when neither is given."""
+    ``--downloads`` (one run per download mode) and ``--variant NAME:KEY=VALUE[;KEY=VALUE]`` (each beside the
+    defaults' unnamed run, as its help says, unless ``--downloads`` already runs them); one unnamed run when
+    neither is given."""
     out = {m: f"download_process = {str(m == 'process').lower()}\n" for m in (args.downloads or "").split(",") if m}
+    out = out or {"": ""}
     for v in args.variant:
         name, _, pairs = v.partition(":")
         out[name] = "".join(f"{p.strip()}\n" for p in pairs.split(";") if p.strip())
-    return out or {"": ""}
+    return out
 
 
 def idle_if(hub: Any, idle: bool) -> Any:
