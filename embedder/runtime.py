@@ -49,9 +49,10 @@ def hand_back_freed_memory() -> None:
     """Return the heap's free pages to the kernel now (glibc's ``malloc_trim``; nothing elsewhere).
 
     For after a one-off burst of large frees, such as a resident base's weights replaced by packed or converted
-    copies: torch's 64-byte-aligned allocations cannot reuse the exact-sized chunks just freed, and
-    :func:`keep_freed_memory`'s trim threshold would keep them. Measured on SmolLM2-135M loaded in fp32: 1,355 MB
-    RSS with the packed weights, 949 MB after this (936 MB unpacked). Safe at any time: only free pages go.
+    copies: the copies did not reuse the chunks just freed (torch asks for 64-byte-aligned memory, which an
+    exactly-sized free chunk may not give), and :func:`keep_freed_memory`'s trim threshold would keep them.
+    Measured on SmolLM2-135M loaded in fp32: 1,355 MB RSS with the packed weights, 949 MB after this (936 MB
+    unpacked). Safe at any time: only free pages go.
     """
     trim = _glibc("malloc_trim")
     if trim is not None:
