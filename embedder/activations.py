@@ -227,7 +227,7 @@ class ResidentBase:
         self._model: PreTrainedModel | None = model
         linears = decoder_linears(model)
         if prepack:  # before the base's forward: the base and every model compared with it run the same kernels
-            pack_linears(linears, self.device)
+            pack_linears(linears)
         if self.dtype == torch.float32:
             self._base_acts = probe_activations(model, self.batch, self.space)  # (P, C)
         else:
@@ -328,7 +328,7 @@ class ResidentBase:
                              item=item or str(model_dir)) from e  # fmt: skip
         try:
             if self.prepack:  # the base's kernels: an exact copy of the base gives exactly 0
-                pack_linears(decoder_linears(model), self.device)
+                pack_linears(decoder_linears(model))
             return probe_activations(model, self.batch, self.space)
         finally:
             del model

@@ -35,12 +35,12 @@ def dense(weight: torch.Tensor) -> torch.Tensor:
     return weight.to_dense() if weight.is_mkldnn else weight
 
 
-def pack_linears(linears: dict[str, nn.Linear], device: torch.device) -> int:
-    """Prepack each Linear's weight for oneDNN, in place; returns how many were packed (0 where :func:`packs` is
-    false: the Linears are then left as they are)."""
+def pack_linears(linears: dict[str, nn.Linear]) -> int:
+    """Prepack each Linear's weight for oneDNN, in place; returns how many were packed (a Linear whose weight's
+    device and dtype :func:`packs` refuses is left as it is)."""
     changed = 0
     for linear in linears.values():
-        if not packs(device, linear.weight.dtype) or linear.weight.is_mkldnn:
+        if linear.weight.is_mkldnn or not packs(linear.weight.device, linear.weight.dtype):
             continue
         linear.weight = nn.Parameter(packed(linear.weight.detach()), requires_grad=False)
         linear.forward = _packed_forward(linear)  # type: ignore[method-assign]

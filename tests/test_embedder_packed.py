@@ -54,10 +54,10 @@ def test_a_packed_linear_computes_what_f_linear_does_for_any_number_of_rows(dtyp
         want = layer(x)
     cpu = torch.device("cpu")
     if not packs(cpu, dtype):  # a CPU whose oneDNN lacks this dtype's kernels: left exactly as it was
-        assert pack_linears({"l": layer}, cpu) == 0 and not layer.weight.is_mkldnn
+        assert pack_linears({"l": layer}) == 0 and not layer.weight.is_mkldnn
         return
-    assert pack_linears({"l": layer}, cpu) == 1 and layer.weight.is_mkldnn
-    assert pack_linears({"l": layer}, cpu) == 0  # packed once
+    assert pack_linears({"l": layer}) == 1 and layer.weight.is_mkldnn
+    assert pack_linears({"l": layer}) == 0  # packed once
     assert torch.equal(dense(layer.weight), weight)  # the layout changes, not one value
     with torch.inference_mode():
         got = layer(x)
@@ -70,8 +70,9 @@ def test_a_packed_linear_computes_what_f_linear_does_for_any_number_of_rows(dtyp
 def test_nothing_is_packed_off_the_cpu_or_in_other_dtypes() -> None:
     assert not packs(torch.device("meta"), torch.float32)
     assert not packs(torch.device("cpu"), torch.float16)
-    layer = nn.Linear(8, 8).half()
-    assert pack_linears({"l": layer}, torch.device("cpu")) == 0 and not layer.weight.is_mkldnn
+    layer, elsewhere = nn.Linear(8, 8).half(), nn.Linear(8, 8, device="meta")
+    assert pack_linears({"l": layer, "m": elsewhere}) == 0
+    assert not layer.weight.is_mkldnn and not elsewhere.weight.is_mkldnn
 
 
 def test_a_resident_base_packs_by_default_and_keeps_f_linear_on_request(tmp_path: Path) -> None:
@@ -112,7 +113,7 @@ def test_own_memory_copies_tensors_out_of_the_buffer_they_view() -> None:
     layer, packed_layer = nn.Linear(4, 4), nn.Linear(4, 4)
     with torch.no_grad():
         layer.weight.data, layer.bias.data = shared[:16].view(4, 4), shared[16:20]
-    pack_linears({"p": packed_layer}, torch.device("cpu"))
+    pack_linears({"p": packed_layer})
     model = nn.Sequential(layer, packed_layer)
     own_memory(model)
     assert layer.weight.untyped_storage().nbytes() == 16 * 4 and layer.bias.untyped_storage().nbytes() == 4 * 4
