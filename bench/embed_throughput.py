@@ -5,7 +5,8 @@ One run, one pool, one machine; each phase runs in its own subprocess, so the pe
 - reference: one ``PeftModel.from_pretrained`` per adapter on a shared fp32 base, one probe per forward (batch 1),
   the full CausalLM with its logits, ``unload()`` after each adapter (the base is loaded once);
 - hubdelta fp32: a :class:`ResidentBase` (its load and the base activations counted once), then the adapters in
-  batches of ``--batch`` through ``adapter_activations``, reading their files included;
+  batches of ``--batch`` through ``adapter_activations``, reading their files included, up to ``--lanes`` batches
+  at once as ``hubdelta embed`` runs them (:mod:`hubdelta.embedder.lanes`; default: its automatic choice);
 - hubdelta bf16: the same in a bfloat16 space;
 - with ``--f-linear``, both again with ``prepack=False``: the Linears on ``F.linear`` (MKL in fp32) instead of
   weights laid out once for oneDNN (:mod:`hubdelta.embedder.packed`), the default's evidence side by side.
@@ -40,6 +41,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,6 +52,7 @@ from safetensors.torch import load_file, save_file
 from hubdelta.embedder.activations import ResidentBase, load_causal_lm
 from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.delta import delta_vector
+from hubdelta.embedder.lanes import lanes_for
 from hubdelta.embedder.packed import linear as packed_linear
 from hubdelta.embedder.packed import packed, packs
 from hubdelta.embedder.probes import PAPER_PROBES
@@ -145,7 +149,7 @@ def run_reference(pool: Path, adapters: dict[str, Path]) -> tuple[float, list[fl
 
 
 def run_ours(
-    pool: Path, adapters: dict[str, Path], dtype: str, batch: int, *, prepack: bool = True
+    pool: Path, adapters: dict[str, Path], dtype: str, batch: int, *, prepack: bool = True, lanes: int = 0
 ) -> tuple[float, list[float], dict[str, torch.Tensor]]:
     base_dir = pool / "hub" / BASE_REPO_ID
     started = time.perf_counter()
@@ -155,13 +159,24 @@ def run_ours(
     base_acts = resident.base_activations()  # (P, C)
     setup = time.perf_counter() - started
     names, times, vectors = list(adapters), [], {}
-    with frozen_gc():
-        for i in range(0, len(names), batch):
-            chunk = {k: adapters[k] for k in names[i : i + batch]}
-            started = time.perf_counter()
-            acts = resident.adapter_activations(chunk)  # reads and checks the files, then one forward
-            times.append(time.perf_counter() - started)
-            vectors.update({k: delta_vector(a, base_acts) for k, a in acts.items()})
+    flight: deque[Future[dict[str, torch.Tensor]]] = deque()
+    landed = time.perf_counter()
+
+    def land() -> None:  # a chunk's seconds: since the one before it landed (the lanes overlap them)
+        nonlocal landed
+        acts = flight.popleft().result()
+        times.append(time.perf_counter() - landed)
+        landed = time.perf_counter()
+        vectors.update({k: delta_vector(a, base_acts) for k, a in acts.items()})
+
+    with frozen_gc(), lanes_for(resident.device, lanes) as lane:  # up to lane.n chunks at once, as `embed` runs
+        landed = time.perf_counter()
+        for i in range(0, len(names), batch):  # each: its files read and checked, then one forward
+            flight.append(lane.submit(resident.adapter_activations, {k: adapters[k] for k in names[i : i + batch]}))
+            while len(flight) >= lane.n:
+                land()
+        while flight:
+            land()
     resident.close()
     return setup, times, vectors
 
@@ -181,7 +196,7 @@ def phase_main(args: argparse.Namespace) -> None:
         setup, times, vectors = run_reference(args.pool, adapters)
     else:
         dtype, prepack = args.phase.split("-")[1], not args.phase.endswith(F_LINEAR)
-        setup, times, vectors = run_ours(args.pool, adapters, dtype, args.batch, prepack=prepack)
+        setup, times, vectors = run_ours(args.pool, adapters, dtype, args.batch, prepack=prepack, lanes=args.lanes)
     busy, own = busy_cpu_s()
     other = max(0.0, (busy - busy_start) - (own - own_start)) / (time.perf_counter() - started)
     save_file({k: v.contiguous() for k, v in vectors.items()}, str(args.vectors))
@@ -256,6 +271,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None, help="adapters to embed (default: all of the pool's)")
     parser.add_argument("--batch", type=int, default=8, help="adapters per forward in hubdelta's phases")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads in every phase")
+    parser.add_argument("--lanes", type=int, default=0, help="hubdelta's [embed] lanes (default 0: its automatic)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 phase")
     parser.add_argument(
         "--default-malloc", action="store_true", help="leave glibc's allocator as is (default: keep_freed_memory)"

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import functools
 import gc
+import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from hubdelta.embedder.delta import left_pad, pool_positions, position_ids
 from hubdelta.embedder.difference import decoder_linears, recording, to_difference
 from hubdelta.embedder.local import base_info_from_folder, check_full_folder
 from hubdelta.embedder.lora import check_adapter as check_adapter  # re-exported: callers check before fetching
-from hubdelta.embedder.lora import lora_hooks, read_adapter, stack_factors
+from hubdelta.embedder.lora import delta_hooks, lora_deltas, read_adapter, stack_factors
 from hubdelta.embedder.options import resolve_device
 from hubdelta.embedder.packed import own_memory, pack_linears
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
@@ -136,15 +137,21 @@ def probe_activations(model: PreTrainedModel, batch: ProbeBatch, space: Space) -
         ``(B, C)`` float32 on the CPU.
     """
     with torch.inference_mode(), decoder_at(model, space.layer) as decoder:
-        out = decoder(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-        )
-        hidden = out.last_hidden_state  # (B, T, C)
-        assert hidden.shape == (*batch.input_ids.shape, space.dim), (hidden.shape, space.dim)
-        return pool_positions(hidden, batch.attention_mask, space.position).cpu()  # (B, C)
+        return pooled_activations(decoder, batch, space)
+
+
+def pooled_activations(decoder: nn.Module, batch: ProbeBatch, space: Space) -> torch.Tensor:
+    """:func:`probe_activations` of a decoder already cut to the space's layer (:func:`decoder_at`), in the
+    caller's inference mode. Returns ``(B, C)`` float32 on the CPU."""
+    out = decoder(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+    )
+    hidden = out.last_hidden_state  # (B, T, C)
+    assert hidden.shape == (*batch.input_ids.shape, space.dim), (hidden.shape, space.dim)
+    return pool_positions(hidden, batch.attention_mask, space.position).cpu()  # (B, C)
 
 
 def probe_batch(tokenizer: Any, probes: ProbeSet) -> ProbeBatch:
@@ -183,8 +190,10 @@ def check_fits(
 class ResidentBase:
     """A base model held in memory for one space, with its probe batch; the source of every activation.
 
-    Use as a context manager (or call :meth:`close`) to free the model. Not thread-safe: adapters' hooks sit
-    on the shared base for the duration of one :meth:`adapter_activations` call.
+    Use as a context manager (or call :meth:`close`) to free the model. Threads may call
+    :meth:`adapter_activations` at once (lanes, :mod:`~hubdelta.embedder.lanes`): the LoRA hooks stay on the base
+    and act on the factors of the thread running the forward, the layer stack is cut once, and full models
+    load one at a time.
     """
 
     def __init__(
@@ -225,6 +234,8 @@ class ResidentBase:
         self.batch = probe_batch(self.tokenizer, probes).to(self.device)
         model = load_causal_lm(self.base_dir, torch.float32, self.device)
         self._model: PreTrainedModel | None = model
+        self._modules = dict(model.named_modules())  # listed whole, before the layer stack is cut
+        self._full_model = threading.Lock()  # full models one at a time, whatever the lanes
         linears = decoder_linears(model)
         if prepack:  # before the base's forward: the base and every model compared with it run the same kernels
             pack_linears(linears)
@@ -237,6 +248,11 @@ class ResidentBase:
         if prepack or self.dtype != torch.float32:  # the checkpoint's own Linear weights are no longer used
             own_memory(model)
             hand_back_freed_memory()
+        # For the base's lifetime, not per call: lanes run forwards at once, and neither may change under another.
+        self._held = ExitStack()
+        hooked = [name for name, m in self._modules.items() if type(m) is nn.Linear]  # LoRA's only targets
+        self._held.enter_context(delta_hooks(model, hooked))  # no-ops while no adapter is set in the thread
+        self._decoder = self._held.enter_context(decoder_at(model, space.layer))
 
     def __enter__(self) -> ResidentBase:
         return self
@@ -246,6 +262,8 @@ class ResidentBase:
 
     def close(self) -> None:
         """Free the base model; later calls raise."""
+        if self._model is not None:
+            self._held.close()
         self._model = None
         gc.collect()
 
@@ -271,12 +289,12 @@ class ResidentBase:
         return self._base_acts.clone()
 
     def adapter_activations(self, adapters: Mapping[str, Path]) -> dict[str, torch.Tensor]:
-        """Pooled activations of several LoRA adapters on the resident base, in ONE forward.
+        """Pooled activations of several LoRA adapters on the resident base, in ONE forward (in this thread).
 
         Every adapter is read and checked against the base before the forward. Each adapter's rows see only
         that adapter (dense per-group deltas, see :mod:`hubdelta.embedder.lora`), so a result does not depend
-        on which adapters share the batch. The batch is ``len(adapters) * P`` rows: the caller chooses how many
-        adapters go in one call.
+        on which adapters share the batch, nor on what other threads run at the same time. The batch is
+        ``len(adapters) * P`` rows: the caller chooses how many adapters go in one call.
 
         Args:
             adapters: a folder (``adapter_config.json`` + ``adapter_model.safetensors``) per caller-chosen key.
@@ -290,11 +308,11 @@ class ResidentBase:
         if not adapters:
             return {}
         model = self.model
-        loaded = [read_adapter(key, Path(path), model) for key, path in adapters.items()]
+        loaded = [read_adapter(key, Path(path), model, self._modules) for key, path in adapters.items()]
         k, p = len(loaded), len(self.batch)
         stacked = stack_factors(loaded, torch.float32, self.device)  # added to fp32 outputs in every space
-        with lora_hooks(model, stacked, k):  # row group i (rows i*P .. i*P+P-1) runs through adapter i
-            pooled = probe_activations(model, self.batch.repeat(k), self.space)  # (K*P, C)
+        with torch.inference_mode(), lora_deltas(model, stacked, k):  # row group i (rows i*P..i*P+P-1): adapter i
+            pooled = pooled_activations(self._decoder, self.batch.repeat(k), self.space)  # (K*P, C)
         per_adapter = pooled.view(k, p, -1)  # (K, P, C)
         return {key: per_adapter[i].clone() for i, key in enumerate(adapters)}
 
@@ -320,12 +338,16 @@ class ResidentBase:
         # fp32 on a CPU in every space: one model's P rows gain little from bf16, and its deltas would reach only
         # cosine ~0.99 to fp32 (the base's recorded inputs are for the base's weights, not this model's).
         dtype = torch.float32 if self.device.type == "cpu" else self.dtype
+        with self._full_model:
+            return self._full_activations(Path(model_dir), item or str(model_dir), dtype)
+
+    def _full_activations(self, model_dir: Path, item: str, dtype: torch.dtype) -> torch.Tensor:
         try:
-            model = load_causal_lm(Path(model_dir), dtype, self.device)
+            model = load_causal_lm(model_dir, dtype, self.device)
         except (RuntimeError, ValueError, OSError, KeyError, TypeError, ImportError) as e:
             first = " ".join(str(e).split())[:160]  # transformers' own text runs to many lines
             raise EmbedError(f"config.json and its weights do not load together ({type(e).__name__}: {first})",
-                             item=item or str(model_dir)) from e  # fmt: skip
+                             item=item) from e  # fmt: skip
         try:
             if self.prepack:  # the base's kernels: an exact copy of the base gives exactly 0
                 pack_linears(decoder_linears(model))

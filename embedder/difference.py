@@ -16,6 +16,7 @@ recording; the recorded activations cost ``P·T·Σ(in + out)`` floats (~230 MB 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,10 +94,11 @@ def to_difference(
     return changed
 
 
-class _Memo:
+class _Memo(threading.local):
     """The last difference made: q, k and v (gate and up) get the same input tensor and share one recorded base
     input, so their difference is made once. Holding ``x`` keeps its identity unique. (Inference tensors have no
-    version counter: this relies on the decoder not changing a Linear's input in place, which none does.)"""
+    version counter: this relies on the decoder not changing a Linear's input in place, which none does.) One per
+    thread: lanes (:mod:`~hubdelta.embedder.lanes`) run forwards of the same Linears at once."""
 
     x: torch.Tensor | None = None
     x_b: torch.Tensor | None = None

@@ -1,11 +1,10 @@
 """LoRA adapters applied to a resident base by forward hooks: read from their files, batched as dense matmuls.
 
 An adapter's delta on a targeted ``nn.Linear`` is ``scaling · (x @ Aᵀ) @ Bᵀ`` (A: (r, in), B: (out, r)). For K
-adapters sharing one forward of K groups of rows, a hook on each targeted module reshapes the module's input to
-(K, rows, in) and adds the K deltas with two batched matmuls (``bmm`` + ``baddbmm``) onto the module's output.
-This replaces peft's mixed-batch routing (per-adapter row gathers, ``index_put``, many small matmuls), which cost
-~0.6 s per SmolLM2 adapter on a 2-core CPU where the base forward itself takes ~0.25 s; the hooks add ~0.01 s.
-The base weights are never touched: hooks only add to fresh outputs, and they are removed in ``finally``.
+adapters sharing one forward of K groups of rows, a hook on each targeted module adds the K deltas with two
+batched matmuls (``bmm`` + ``baddbmm``) onto its output, instead of peft's mixed-batch routing (row gathers,
+``index_put``, many small matmuls: ~0.6 s per SmolLM2 adapter on 2 CPU cores, the hooks ~0.01 s). The base
+weights are never touched: hooks only add to fresh outputs, and they are removed in ``finally``.
 
 Only what can be applied exactly is accepted: plain LoRA on ``nn.Linear`` modules (``r``, ``lora_alpha``,
 ``use_rslora``, ``rank_pattern``, ``alpha_pattern``, ``target_modules`` as peft matches them). Every other option
@@ -19,7 +18,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,13 +171,17 @@ class LoraAdapter:
     factors: dict[str, tuple[torch.Tensor, torch.Tensor, float]]  # module path in the CausalLM -> (A, B, s)
 
 
-def read_adapter(item: str, adapter_dir: Path, model: nn.Module) -> LoraAdapter:
+def read_adapter(
+    item: str, adapter_dir: Path, model: nn.Module, modules: Mapping[str, nn.Module] | None = None
+) -> LoraAdapter:
     """Read an adapter folder and check every tensor against ``model`` (a CausalLM) before anything runs.
 
     Args:
         item: a name for errors (e.g. the repo id).
         adapter_dir: ``adapter_config.json`` + ``adapter_model.safetensors`` (safetensors only: no pickle).
         model: the base the adapter must fit; read, never modified.
+        modules: ``model``'s modules by name, when the caller holds them (a resident base's, listed whole: its
+            layer stack may be cut short while a lane reads).
 
     Raises:
         EmbedError: see :func:`check_adapter`; or a tensor is not a LoRA A/B weight, sits on a module that is not
@@ -185,7 +189,7 @@ def read_adapter(item: str, adapter_dir: Path, model: nn.Module) -> LoraAdapter:
     """
     spec = check_adapter(item, adapter_dir)
     pairs = _pairs(item, _load_tensors(item, adapter_dir / ADAPTER_WEIGHTS))
-    linears = _targeted_linears(item, spec, model)
+    linears = _targeted_linears(item, spec, model, modules)
     unexpected = sorted(set(pairs) - set(linears))
     missing = sorted(set(linears) - set(pairs))
     if unexpected:
@@ -266,9 +270,11 @@ def _checkable(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.dtype in FOREACH_DTYPES else tensor.float()
 
 
-def _targeted_linears(item: str, spec: LoraSpec, model: nn.Module) -> dict[str, nn.Linear]:
+def _targeted_linears(
+    item: str, spec: LoraSpec, model: nn.Module, modules: Mapping[str, nn.Module] | None
+) -> dict[str, nn.Linear]:
     """The base modules peft would wrap for ``spec``; refused if one is not an ``nn.Linear`` or none match."""
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules()) if modules is None else modules
     suffixes: frozenset[str] = frozenset()
     if spec.target_modules == ALL_LINEAR:  # peft: every Linear's last name, minus the output layer's
         get_head = getattr(model, "get_output_embeddings", None)
@@ -331,28 +337,57 @@ def _padded(
     return a, b, s
 
 
+# This thread's LoRA factors: (``id`` of the model, {module name: (Aᵀ, s·Bᵀ, K)}), set by :func:`lora_deltas`. Per
+# thread so that lanes (:mod:`~hubdelta.embedder.lanes`) run different adapters through one base at once.
+_ACTIVE = threading.local()
+
+
 @contextmanager
 def lora_hooks(model: nn.Module, stacked: Mapping[str, tuple[torch.Tensor, torch.Tensor]], k: int) -> Iterator[None]:
     """Within the block, row group ``i`` of every batch (rows ``i*B/K .. (i+1)*B/K``) runs through adapter ``i``.
 
-    ``stacked`` is :func:`stack_factors`' output for K adapters. The hooks sit on the named modules of ``model``
-    and are removed on exit, exception or not.
-    """
+    ``stacked`` is :func:`stack_factors`' output for K adapters. For forwards in this thread (lanes use
+    :func:`delta_hooks` once and :func:`lora_deltas` in each lane); the hooks are removed on exit, error or not."""
+    with delta_hooks(model, stacked), lora_deltas(model, stacked, k):
+        yield
+
+
+@contextmanager
+def delta_hooks(model: nn.Module, modules: Iterable[str]) -> Iterator[None]:
+    """Within the block, the named modules of ``model`` add the LoRA deltas that :func:`lora_deltas` set for it in
+    the thread running the forward (nothing where none are set). Removed on exit, exception or not."""
     handles = []
     try:
-        for module, (a_s, b_t) in stacked.items():
-            handles.append(model.get_submodule(module).register_forward_hook(_delta_hook(a_s, b_t, k)))
+        for module in modules:
+            hook = _delta_hook(id(model), module)
+            handles.append(model.get_submodule(module).register_forward_hook(hook))
         yield
     finally:
         for handle in handles:
             handle.remove()
 
 
-def _delta_hook(a_s: torch.Tensor, b_t: torch.Tensor, k: int) -> Any:
-    """A forward hook adding each row group's own ``(x @ Aᵀ) @ (s·B)ᵀ`` to the Linear's output, in place."""
-    a_t = a_s.transpose(1, 2)  # (K, in, r), a view
+@contextmanager
+def lora_deltas(model: nn.Module, stacked: Mapping[str, tuple[torch.Tensor, torch.Tensor]], k: int) -> Iterator[None]:
+    """Within the block, in this thread, the hooked modules of ``model`` add row group ``i``'s delta of adapter
+    ``i`` (``stacked``: :func:`stack_factors`' output for K adapters)."""
+    previous = getattr(_ACTIVE, "factors", None)
+    _ACTIVE.factors = (id(model), {m: (a_s.transpose(1, 2), b_t, k) for m, (a_s, b_t) in stacked.items()})
+    try:
+        yield
+    finally:
+        _ACTIVE.factors = previous
 
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+
+def _delta_hook(model: int, name: str) -> Any:
+    """A forward hook adding each row group's own ``(x @ Aᵀ) @ (s·B)ᵀ`` to the Linear's output, in place."""
+
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+        active = getattr(_ACTIVE, "factors", None)
+        entry = active[1].get(name) if active is not None and active[0] == model else None
+        if entry is None:  # no adapter of this thread's batch targets the module
+            return None
+        a_t, b_t, k = entry  # (K, in, r) (a view of A), (K, r, out)
         x = args[0]  # (K*P, T, in)
         assert x.shape[0] % k == 0 and output.shape[:-1] == x.shape[:-1], (x.shape, output.shape, k)
         h = torch.bmm(x.reshape(k, -1, x.shape[-1]), a_t)  # (K, P*T, r)

@@ -17,6 +17,7 @@ class EmbedOptions:
     device: str = "cpu"
     dtype: str = "float32"
     prepack: bool = True  # see hubdelta.embedder.packed
+    lanes: int = 0  # see hubdelta.embedder.lanes (0: automatic)
     layer: str | None = None  # None = final layer (after the final norm)
     position: str = "last"
     limit: int | None = None
@@ -76,6 +77,7 @@ def options(settings: Settings, *, limit: int | None, device: str | None, batch:
         device=resolved,
         dtype=e.dtype,
         prepack=e.prepack,
+        lanes=e.lanes,
         layer=parse_layer(e.layer),
         position=e.position,
         limit=limit,

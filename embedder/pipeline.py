@@ -25,26 +25,25 @@ what killed the run): they are claimed and written a chunk at a time, so the att
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from hubdelta.embedder import plan
 from hubdelta.embedder.fetch import FetchedModel
-from hubdelta.embedder.fetch_process import ChildFetcher, FetchFailed
+from hubdelta.embedder.lanes import Lanes
 from hubdelta.embedder.options import EmbedOptions
 from hubdelta.embedder.plan import Failure
+from hubdelta.embedder.prefetch import Prefetcher
 from hubdelta.embedder.run import ChunkOutput, Fetch, Ledger, Run, Runner, revisions, run_fetched
 from hubdelta.index.records import ModelRecord, ModelStatus
-from hubdelta.kernel.errors import DownloadsLost, one_line
+from hubdelta.kernel.errors import one_line
 
 
 @dataclass
@@ -67,132 +66,7 @@ class Timings:
         return {k: round(v, 3) for k, v in self.spans.items()}
 
 
-class _Threads:
-    """Downloads on threads of this process (``[embed] download_process = false``; tests' in-process fetches)."""
-
-    def __init__(self, fetch_one: Fetch, workers: int) -> None:
-        self._fetch = fetch_one
-        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="hubdelta-fetch", initializer=_yielding)
-
-    def submit(self, repo_id: str, sha: str) -> Future[FetchedModel]:
-        return self._pool.submit(self._fetch, repo_id, sha)
-
-    def cancel(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
-class Prefetcher:
-    """Downloads ``items`` in order on ``workers`` threads, at most ``ahead`` items past what was taken, and further
-    while the downloads that ended and wait to be taken hold under ``ahead_bytes``.
-
-    The byte lookahead lets small repos (LoRA adapters: megabytes) be fetched far ahead, e.g. while this process
-    imports torch and loads the base: past ``ahead``, a download starts only when fewer than ``workers`` run and
-    what waits is under the bound. A repo's size is known once it has ended, so large ones (full finetunes) stop
-    the lookahead after the first, with at most ``workers`` of them started past the window (the disk ledger
-    still refuses what would not fit). Each item's download is :data:`Fetch`'s; its exception becomes the item's
-    :class:`Failure`. With ``process``, the threads are a child process's
-    (:mod:`~hubdelta.embedder.fetch_process`; ``fetch_one`` must pickle).
-    """
-
-    def __init__(self, fetch_one: Fetch, items: Sequence[tuple[str, str]], *, workers: int, ahead: int,
-                 ahead_bytes: int = 0, process: bool = False, cache_dir: Path | None = None) -> None:  # fmt: skip
-        self._items, self._ahead, self._ahead_bytes = list(items), max(1, ahead), ahead_bytes
-        self._workers = max(1, workers)
-        self._pool: _Threads | ChildFetcher = _Threads(fetch_one, workers)
-        if process and self._items:  # no process to start for nothing
-            self._pool = ChildFetcher(fetch_one, workers=workers, nice=CHILD_NICE, cache_dir=cache_dir)
-        self._lock = threading.RLock()  # downloads end (and fill) on the pool's threads
-        self._futures: dict[str, Future[FetchedModel]] = {}
-        self._ended: dict[str, int] = {}  # ended and not taken: the bytes each holds on disk
-        self._submitted = self._taken = 0
-        self._filling = False
-        self._fill()
-
-    def _fill(self) -> None:
-        with self._lock:
-            if self._filling:  # a download that ended at once, inside this loop: the loop goes on
-                return
-            self._filling = True
-            try:
-                while self._submitted < len(self._items) and self._may_start():
-                    repo_id, sha = self._items[self._submitted]
-                    future = self._pool.submit(repo_id, sha)
-                    self._submitted += 1
-                    self._futures[repo_id] = future
-                    future.add_done_callback(functools.partial(self._done, repo_id))
-            finally:
-                self._filling = False
-
-    def _may_start(self) -> bool:
-        if self._submitted < self._taken + self._ahead:
-            return True
-        running = self._submitted - self._taken - len(self._ended)
-        return running < self._workers and sum(self._ended.values()) < self._ahead_bytes
-
-    def _done(self, repo_id: str, future: Future[FetchedModel]) -> None:
-        """A download ended: count what it holds on disk until it is taken, and start the next ones."""
-        ok = not future.cancelled() and future.exception() is None
-        with self._lock:
-            if repo_id in self._futures:  # not taken yet
-                self._ended[repo_id] = future.result().bytes if ok else 0
-        if self._ahead_bytes:
-            self._fill()
-
-    def take(self, items: Sequence[tuple[str, str]]) -> tuple[dict[str, FetchedModel], dict[str, Failure]]:
-        """The downloads of ``items`` (the next ones in order), waiting for them; (fetched, failures)."""
-        fetched: dict[str, FetchedModel] = {}
-        failures: dict[str, Failure] = {}
-        for repo_id, _ in items:
-            with self._lock:
-                self._taken += 1
-                future = self._futures.pop(repo_id)
-                self._ended.pop(repo_id, None)
-            self._fill()  # before waiting: the next downloads start while this one finishes
-            try:
-                fetched[repo_id] = future.result()
-            except DownloadsLost:  # not this model's failure: the run stops and gives its claims back
-                raise
-            except FetchFailed as e:  # in the download process: already a Failure there
-                failures[repo_id] = e.failure
-            except Exception as e:
-                failures[repo_id] = Failure.of(e)
-        return fetched, failures
-
-    def ready(self, items: Sequence[tuple[str, str]]) -> bool:
-        """Whether the downloads of ``items`` (submitted) have all ended."""
-        with self._lock:
-            return all(k in self._futures and self._futures[k].done() for k, _ in items)
-
-    def cancel(self) -> None:
-        """Start no more downloads (those running go on)."""
-        with self._lock:  # first: a download ending during the pool's shutdown must find nothing left to start
-            self._items = self._items[: self._submitted]
-        self._pool.cancel()
-
-    def close(self) -> None:
-        """Cancel downloads not started; wait for those running (a thread never outlives its run)."""
-        self.cancel()
-        self._pool.close()
-
-
 GIL_SWITCH_S = 0.0005  # the interpreter's default is 0.005: see _quick_gil
-DOWNLOAD_NICE = 10  # how much lower a download thread's CPU priority is than the compute's (Linux)
-# The download process's: at +10 it got too little of two busy cores and bf16 forwards waited 2-3 s a run for it;
-# at +3, 1.0 s; at 0, 0.1 s, its forwards still 7% faster than beside download threads (docs/embedder.md).
-CHILD_NICE = 0
-
-
-def _yielding() -> None:
-    """Lower this download thread's CPU priority: its work (HTTP, copies, checks) then takes the cores when the
-    compute leaves them idle instead of preempting the compute's threads, whose parallel regions all wait for the
-    slowest thread. Downloads run far enough ahead that they can wait. Linux only (a thread's own nice value)."""
-    if sys.platform.startswith("linux"):
-        with suppress(OSError):
-            me = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, me, min(19, os.getpriority(os.PRIO_PROCESS, me) + DOWNLOAD_NICE))
 
 
 @contextmanager
@@ -210,6 +84,24 @@ def _quick_gil() -> Iterator[None]:
         yield
     finally:
         sys.setswitchinterval(before)
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A chunk handed to the lanes: its claimed rows and its output to come."""
+
+    claimed: list[ModelRecord]
+    output: Future[ChunkOutput]
+
+
+def _computed(runner: Runner, fetched: Mapping[str, FetchedModel], failures: Mapping[str, Failure],
+              claimed: Sequence[ModelRecord]) -> ChunkOutput:  # fmt: skip
+    """A chunk's output on a lane: run_fetched contains each model's failure, and here the chunk's own."""
+    try:
+        return run_fetched(runner, fetched, failures)
+    except Exception as e:
+        why = Failure(f"its chunk could not be computed: {one_line(e)}", transient=True)
+        return ChunkOutput(failures={r.repo_id: why for r in claimed})
 
 
 @dataclass
@@ -280,22 +172,27 @@ class Pipeline:
                                     ahead_bytes=int(self.flow.prefetch_gb * 1e9),
                                     process=self.flow.download_process, cache_dir=cache_dir)  # fmt: skip
 
-    def go(self, runner: Runner) -> None:
+    def go(self, runner: Runner, lanes: Lanes | None = None) -> None:
         """Compute every chunk in order, until done or the run is asked to stop. Rows always end settled or back
-        in the queue: claimed rows not yet computed when it stops or fails are given back unspent."""
+        in the queue: claimed rows not yet computed when it stops or fails are given back unspent. With ``lanes``
+        (:mod:`~hubdelta.embedder.lanes`), up to ``lanes.n`` chunks compute at once; results are kept in order."""
         assert self._prefetch is not None, "start() first"
         self._writes = _Writes()  # the write interval counts from here, not from before the base loaded
         with _quick_gil():
-            self._go(runner, self._prefetch)
+            self._go(runner, self._prefetch, lanes or Lanes(1, 1))
 
-    def _go(self, runner: Runner, prefetch: Prefetcher) -> None:
+    def _go(self, runner: Runner, prefetch: Prefetcher, lanes: Lanes) -> None:
+        flight: deque[_InFlight] = deque()
         try:
             for i, (chunk, suspect) in enumerate(self._chunks):
                 if self.run.stopping():
                     return
+                if suspect:  # a suspect chunk computes alone: a kill during it blames no other chunk's models
+                    self._land(flight, 0)
                 if chunk[0].repo_id not in self._claimed:
                     self._claim(i)
-                self._compute(runner, prefetch, chunk)
+                flight.append(self._submit(runner, prefetch, lanes, chunk))
+                self._land(flight, 0 if suspect else lanes.n - 1)
                 if suspect or self._due():
                     self._write()
         finally:
@@ -303,6 +200,7 @@ class Pipeline:
             # must not hold a daemon's stop past its timeout with computed results unwritten).
             prefetch.cancel()
             try:
+                self._land(flight, 0, ending=True)  # the chunks still computing end first: they use the base
                 self._write()
             finally:
                 self._unclaim()
@@ -320,24 +218,34 @@ class Pipeline:
             claimed = self.ledger.claim(group)
         self._claimed.update({r.repo_id: r for r in claimed})
 
-    def _compute(self, runner: Runner, prefetch: Prefetcher, chunk: Sequence[ModelRecord]) -> None:
-        """Compute ``chunk`` (claimed) and keep its results for the next write; its claims stay held until then."""
+    def _submit(self, runner: Runner, prefetch: Prefetcher, lanes: Lanes, chunk: Sequence[ModelRecord]) -> _InFlight:
+        """Start computing ``chunk`` (claimed) once its files are there; its claims stay held until it lands."""
         claimed = [self._claimed[r.repo_id] for r in chunk]
         items = revisions(claimed)
         if self._writes.claimed and self._late() and not prefetch.ready(items):
             self._write()  # about to wait for downloads: what is computed is not left unwritten meanwhile
         with self.timings.timed("wait_s"):
             fetched, failures = prefetch.take(items)
-        with self.timings.timed("compute_s"):
-            try:
-                out = run_fetched(runner, fetched, failures)
-            except Exception as e:  # run_fetched contains each model's failure: this is the chunk's own
-                why = Failure(f"its chunk could not be computed: {one_line(e)}", transient=True)
-                out = ChunkOutput(failures={r.repo_id: why for r in claimed})
-        self._writes.claimed.extend(claimed)
-        self._writes.outputs.append(out)
-        for r in chunk:  # only now: an interruption before this leaves them claimed, so they are given back
-            del self._claimed[r.repo_id]
+        with self.timings.timed("compute_s"):  # all of it with one lane (it runs here); else the hand-over
+            return _InFlight(claimed, lanes.submit(_computed, runner, fetched, failures, claimed))
+
+    def _land(self, flight: deque[_InFlight], keep: int, *, ending: bool = False) -> None:
+        """Keep the results of the oldest chunks in flight, waiting for them, until at most ``keep`` remain. A
+        chunk whose compute raised (an interrupt on its lane) raises here, or, for a run ``ending`` already, is
+        passed over: its rows stay claimed, to be given back."""
+        while len(flight) > keep:
+            landing = flight.popleft()
+            with self.timings.timed("compute_s"):
+                error = landing.output.exception()  # waits; an interrupt of this wait is raised from here
+            if error is not None:
+                if ending:
+                    continue
+                raise error
+            out = landing.output.result()
+            self._writes.claimed.extend(landing.claimed)
+            self._writes.outputs.append(out)
+            for r in landing.claimed:  # only now: an interruption before this leaves them claimed, so given back
+                del self._claimed[r.repo_id]
 
     def _late(self) -> bool:
         return time.monotonic() - self._writes.since >= self.flow.commit_interval_s

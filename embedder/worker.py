@@ -99,11 +99,12 @@ def _embed_base(run: Run, index: Index, settings: Settings, opts: EmbedOptions, 
             # torch and transformers only now: their import (2-3 s on a CPU box) runs beside the first downloads.
             from hubdelta.embedder.activations import ResidentBase
             from hubdelta.embedder.delta_path import Activations
+            from hubdelta.embedder.lanes import lanes_for
 
             with timings.timed("base_s"):
                 rb = ResidentBase(base_dir, space, device=opts.device, prepack=opts.prepack)
-        with rb, frozen_gc():
+        with rb, frozen_gc(), lanes_for(rb.device, opts.lanes) as lanes:
             with timings.timed("base_s"):
                 ledger.base(lambda: rb.base_activations().numpy())
             spaces.append(space.id)
-            pipeline.go(Activations(rb))
+            pipeline.go(Activations(rb), lanes)

@@ -22,7 +22,8 @@ import pytest
 from hubdelta.embedder.fetch import FetchedModel
 from hubdelta.embedder.fetch_process import ChildFetcher
 from hubdelta.embedder.options import EmbedOptions
-from hubdelta.embedder.pipeline import CHILD_NICE, Pipeline, Prefetcher, Timings
+from hubdelta.embedder.pipeline import Pipeline, Timings
+from hubdelta.embedder.prefetch import CHILD_NICE, Prefetcher
 from hubdelta.embedder.run import Run
 from hubdelta.embedder.safety_records import RepoKind
 from hubdelta.index.door import open_writer

@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 
 from hubdelta.embedder.fetch import FetchedModel
+from hubdelta.embedder.lanes import Lanes
 from hubdelta.embedder.ledger import SpaceLedger
 from hubdelta.embedder.options import EmbedOptions
-from hubdelta.embedder.pipeline import DOWNLOAD_NICE, GIL_SWITCH_S, Pipeline, Prefetcher, Timings
+from hubdelta.embedder.pipeline import GIL_SWITCH_S, Pipeline, Timings
+from hubdelta.embedder.prefetch import DOWNLOAD_NICE, Prefetcher
 from hubdelta.embedder.run import Run
 from hubdelta.embedder.safety_records import RepoKind
 from hubdelta.embedder.space import Space
@@ -84,12 +86,12 @@ def ledger_for(index: Index, todo: Sequence[ModelRecord]) -> SpyLedger:
 
 
 def run_pipeline(ledger: SpaceLedger, todo: Sequence[ModelRecord], flow: EmbedOptions, runner: Runner | None = None,
-                 run: Run | None = None) -> Run:  # fmt: skip
+                 run: Run | None = None, lanes: Lanes | None = None) -> Run:  # fmt: skip
     run = run or Run()
     flow = replace(flow, download_process=False)  # the stand-in fetch is a closure: downloads on threads here
     with Pipeline(run, ledger, flow, Timings()) as pipeline:
         pipeline.start(todo, fetched)
-        pipeline.go(runner or Runner())
+        pipeline.go(runner or Runner(), lanes)
     return run
 
 
@@ -355,3 +357,57 @@ def test_an_embed_run_reaches_its_downloads_before_importing_torch(tmp_path: Pat
     env = {**os.environ, "HUBDELTA_HOME": str(tmp_path)}
     done = processes.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["auto", "cpu", "[]"]  # auto is resolved where the base loads
+
+
+class Overlap(Runner):
+    """Notes, as each chunk starts, the chunks computing at that moment (its own included); each takes a while."""
+
+    def __init__(self, interrupt_at: int | None = None) -> None:
+        super().__init__()
+        self.lock, self.running, self.beside = threading.Lock(), set[str](), list[tuple[str, ...]]()
+        self.interrupt_at = interrupt_at
+
+    def adapters(self, folders: Mapping[str, Path]) -> dict[str, np.ndarray]:
+        first = next(iter(folders))
+        with self.lock:
+            self.running.add(first)
+            self.beside.append(tuple(sorted(self.running)))
+            n = len(self.beside)
+        time.sleep(0.05)
+        with self.lock:
+            self.running.discard(first)
+        if n == self.interrupt_at:
+            raise KeyboardInterrupt  # mid-chunk, on a lane: neither computed nor failed
+        return super().adapters(folders)
+
+
+def test_lanes_compute_chunks_side_by_side_and_suspects_alone(index: Index) -> None:
+    suspects = [replace(r, status=ModelStatus.EMBEDDING, attempts=1) for r in records(0, 4, base="acme/base")]
+    fresh = records(4, 12, base="acme/base")
+    ledger = ledger_for(index, suspects + fresh)
+    runner = Overlap()
+    with Lanes(2, 1) as lanes:
+        run = run_pipeline(ledger, suspects + fresh, EmbedOptions(batch=2, commit_every=64, commit_interval_s=3600),
+                           runner, lanes=lanes)  # fmt: skip
+    assert run.counts.embedded == 16 and ledger.claims == [2, 2, 12]
+    suspect_firsts = {suspects[0].repo_id, suspects[2].repo_id}
+    assert all(len(b) == 1 for b in runner.beside if set(b) & suspect_firsts)  # a suspect chunk ran alone
+    assert max(len(b) for b in runner.beside) == 2  # fresh chunks ran two at a time, never more
+    rows = index.models.get([r.repo_id for r in suspects + fresh])
+    assert {rows[r.repo_id].status for r in suspects + fresh} == {ModelStatus.EMBEDDED}
+    assert set(index.vectors.get(SPACE.id)) == {r.repo_id for r in suspects + fresh}
+    assert {rows[r.repo_id].attempts for r in fresh} == {1} and {rows[r.repo_id].attempts for r in suspects} == {2}
+
+
+def test_an_interrupt_on_a_lane_writes_every_chunk_computed_and_gives_the_rest_back(index: Index) -> None:
+    todo = records(0, 12, base="acme/base")
+    ledger = ledger_for(index, todo)
+    runner = Overlap(interrupt_at=2)
+    with Lanes(2, 1) as lanes, pytest.raises(KeyboardInterrupt):
+        run_pipeline(ledger, todo, EmbedOptions(batch=2, commit_every=12, commit_interval_s=3600), runner, lanes=lanes)
+    rows = index.models.get([r.repo_id for r in todo])
+    interrupted = {r.repo_id for r in todo[2:4]}  # the second chunk's
+    assert {(rows[k].status, rows[k].attempts) for k in interrupted} == {(ModelStatus.QUEUED, 0)}
+    done = {k for k, r in rows.items() if r.status == ModelStatus.EMBEDDED}
+    assert {r.repo_id for r in todo[:2]} <= done and set(index.vectors.get(SPACE.id)) == done
+    assert {(rows[k].status, rows[k].attempts) for k in set(rows) - done} == {(ModelStatus.QUEUED, 0)}

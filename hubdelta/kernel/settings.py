@@ -36,6 +36,7 @@ class EmbedSettings:
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "float32"  # float32 | bfloat16
     prepack: bool = True  # a CPU's Linear weights laid out once for oneDNN (fp32 ~12% faster here); false: F.linear
+    lanes: int = 0  # chunks computed at once on the resident base, each on its share of the cores; 0: 2 on a CPU
     layer: str = "final"  # final | an index | a fraction such as 2/3
     position: str = "last"  # last | mean
     max_attempts: int = 3  # transient failures (network) before a model is marked failed
@@ -106,8 +107,8 @@ class ServeSettings:
     trusted_proxy: str = ""  # a reverse proxy's address: its X-Forwarded-For/-Proto name the client and scheme
 
 
-_ZERO_OK = {"family.seed", "ray.workers", "daemon.layout_every_s", "embed.prefetch_gb"}  # 0 meaningful: a seed;
-# "automatic"; "always"; no lookahead past [embed] prefetch
+_ZERO_OK = {"family.seed", "ray.workers", "daemon.layout_every_s", "embed.prefetch_gb", "embed.lanes"}  # 0 meaningful:
+# a seed; "automatic"; "always"; no lookahead past [embed] prefetch; "automatic"
 _CHOICES = {
     "embed.device": ("auto", "cpu", "cuda"),
     "embed.dtype": ("float32", "bfloat16"),
