@@ -7,11 +7,12 @@ logits over the vocabulary are never needed) at the space's layer and token posi
 - the base: one forward over the P probes;
 - LoRA adapters: read from their files and checked against the base (:mod:`hubdelta.embedder.lora`), then ONE
   forward over (adapters × probes) rows in which forward hooks add each row group's own LoRA delta with batched
-  matmuls; the hooks are removed afterwards and the base weights are never merged into;
+  matmuls, acting only on the calling thread's adapters; the base weights are never merged into;
 - full finetunes and merges: a separate model with the same probe batch, freed afterwards.
 
-Every temporary change to a model (LoRA hooks, a truncated layer stack) is made inside a context manager that
-undoes it in ``finally``, as TransformerLens does with its hooks.
+Every change to a model (LoRA hooks, a truncated layer stack) is made inside a context manager that undoes it in
+``finally``, as TransformerLens does with its hooks; a resident base holds its hooks and its cut layer stack
+until it is closed, so that lanes (:mod:`~hubdelta.embedder.lanes`) can run forwards through it at once.
 """
 
 from __future__ import annotations
@@ -269,7 +270,8 @@ class ResidentBase:
 
     @property
     def model(self) -> PreTrainedModel:
-        """The resident base (plain: no adapter is attached between calls)."""
+        """The resident base: its LoRA hooks act on no row outside :meth:`adapter_activations`; for a space at an
+        intermediate layer, its layer stack stops there and its final norm is an identity."""
         if self._model is None:
             raise EmbedError("the resident base was closed", item=self.space.id)
         return self._model

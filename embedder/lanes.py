@@ -1,11 +1,12 @@
-"""Lanes: forwards of one resident base run side by side on a CPU, each on its share of the cores.
+"""Lanes: chunks computed side by side on one resident base, each lane a thread with its share of the cores.
 
 A forward on a CPU is not all matmuls: between torch's parallel kernels the Python of the model, the hooks and
 the dispatcher run on one thread while the other cores wait. On 2 AMD EPYC cores, a chunk of 8 SmolLM2 adapters
-kept the cores ~85% busy (user time 2.41 s in 1.43 s of wall time); two single-threaded processes, each running
-such chunks, computed 15% more adapters a second together, with the same CPU time per chunk. Two threads of one
-process, each running half a chunk with one intra-op thread, fill those gaps the same way without a second copy
-of the base: one lane's Python runs while the other's kernels do, and torch releases the GIL inside its kernels.
+in bf16 kept the cores ~84% busy (2.41 s of CPU in 1.43 s); two single-threaded processes, each running such
+chunks, computed more adapters a second together with the same CPU time per chunk. Lanes do it in one process,
+on one copy of the base: ``hubdelta embed`` hands each chunk to a free lane (:mod:`~hubdelta.embedder.pipeline`),
+one lane's Python runs while the other's kernels do, and torch releases the GIL inside its kernels. Measured
+(docs/embedder.md, "Lanes"): the compute alone 10-12% faster in bf16, 5-8% in fp32.
 
 Each lane is a thread whose torch intra-op thread count (OpenMP's, per thread) is set once when it starts. The
 results do not depend on it: the pool's activations were bit-identical with 1 and 2 intra-op threads in fp32 and
@@ -17,12 +18,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.thread import BrokenThreadPool
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import torch
 
 R = TypeVar("R")
+START_S = 60.0  # lane threads start in milliseconds; a wait this long means one never will
 
 
 def auto_lanes(device: torch.device, threads: int) -> int:
@@ -35,7 +38,8 @@ class Lanes:
     """``n`` threads that each run work with ``threads`` torch intra-op threads of their own; with ``n == 1``, the
     work runs in the caller's thread when submitted, as it would without lanes.
 
-    The caller's own intra-op thread count is left as it was, and so is the default new threads start with.
+    The caller's own intra-op thread count is left as it was, and the default that threads starting later get is
+    the caller's count (during the lanes' start, 1 ms or so, it is the lanes').
     """
 
     def __init__(self, n: int, threads: int) -> None:
@@ -48,11 +52,18 @@ class Lanes:
         import torch  # here: the pipeline imports this module before torch is needed (its import takes 2-3 s)
 
         caller = torch.get_num_threads()
-        started = threading.Barrier(n + 1)
+        started = threading.Barrier(n + 1, timeout=START_S)
         self._pool = ThreadPoolExecutor(n, "hubdelta-lane", self._start, (started,))
-        for _ in range(n):  # every thread starts now and sets its count once, in its initializer
-            self._pool.submit(int)
-        started.wait()
+        try:
+            for _ in range(n):  # every thread starts now and sets its count once, in its initializer
+                self._pool.submit(int)
+            started.wait()
+        except BaseException as e:  # an interrupt, or a lane that did not start: none is left waiting
+            started.abort()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            if isinstance(e, threading.BrokenBarrierError | BrokenThreadPool):
+                raise RuntimeError(f"{n} lane threads did not start (within {START_S:g} s): {e!r}") from e
+            raise
         # torch.set_num_threads also sets the default of threads that start later: the caller's goes back (each
         # lane keeps its own: OpenMP's count is per thread once set).
         torch.set_num_threads(caller)
@@ -62,8 +73,12 @@ class Lanes:
 
         # torch sets a thread's count from the process's default on the thread's first parallel work (once); done
         # first, so that putting the caller's default back later does not undo the lane's own count.
-        torch.get_num_threads()
-        torch.set_num_threads(self.threads)
+        try:
+            torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+        except BaseException:
+            started.abort()
+            raise
         started.wait()
 
     def submit(self, work: Callable[..., R], *args: Any) -> Future[R]:

@@ -4,7 +4,7 @@ An adapter's delta on a targeted ``nn.Linear`` is ``scaling · (x @ Aᵀ) @ Bᵀ
 adapters sharing one forward of K groups of rows, a hook on each targeted module adds the K deltas with two
 batched matmuls (``bmm`` + ``baddbmm``) onto its output, instead of peft's mixed-batch routing (row gathers,
 ``index_put``, many small matmuls: ~0.6 s per SmolLM2 adapter on 2 CPU cores, the hooks ~0.01 s). The base
-weights are never touched: hooks only add to fresh outputs, and they are removed in ``finally``.
+weights are never touched: hooks only add to fresh outputs, and only within a call (:func:`lora_deltas`).
 
 Only what can be applied exactly is accepted: plain LoRA on ``nn.Linear`` modules (``r``, ``lora_alpha``,
 ``use_rslora``, ``rank_pattern``, ``alpha_pattern``, ``target_modules`` as peft matches them). Every other option

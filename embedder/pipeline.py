@@ -42,6 +42,7 @@ from hubdelta.embedder.options import EmbedOptions
 from hubdelta.embedder.plan import Failure
 from hubdelta.embedder.prefetch import Prefetcher
 from hubdelta.embedder.run import ChunkOutput, Fetch, Ledger, Run, Runner, revisions, run_fetched
+from hubdelta.embedder.safety_records import RepoKind
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.kernel.errors import one_line
 
@@ -49,7 +50,8 @@ from hubdelta.kernel.errors import one_line
 @dataclass
 class Timings:
     """Where a run's seconds went (its ``--json`` summary's ``timings``): ``compute_s`` (forwards on the resident
-    base, files read and checked included), ``wait_s`` (the compute waiting for downloads), ``commit_s`` (index
+    base, files read and checked included; with lanes, the run's wait for them: what they overlap is not
+    counted twice), ``wait_s`` (the compute waiting for downloads), ``commit_s`` (index
     writes: claims, vectors, statuses), ``base_s`` (the base's download check, load and activations)."""
 
     spans: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("compute_s", "wait_s", "commit_s"), 0.0))
@@ -187,12 +189,10 @@ class Pipeline:
             for i, (chunk, suspect) in enumerate(self._chunks):
                 if self.run.stopping():
                     return
-                if suspect:  # a suspect chunk computes alone: a kill during it blames no other chunk's models
-                    self._land(flight, 0)
                 if chunk[0].repo_id not in self._claimed:
                     self._claim(i)
-                flight.append(self._submit(runner, prefetch, lanes, chunk))
-                self._land(flight, 0 if suspect else lanes.n - 1)
+                alone = self._submit(runner, prefetch, lanes, chunk, flight, suspect=suspect)
+                self._land(flight, 0 if alone else lanes.n - 1)
                 if suspect or self._due():
                     self._write()
         finally:
@@ -200,6 +200,7 @@ class Pipeline:
             # must not hold a daemon's stop past its timeout with computed results unwritten).
             prefetch.cancel()
             try:
+                self._write()  # what has landed, before waiting for what still computes (an interrupt may come)
                 self._land(flight, 0, ending=True)  # the chunks still computing end first: they use the base
                 self._write()
             finally:
@@ -218,25 +219,34 @@ class Pipeline:
             claimed = self.ledger.claim(group)
         self._claimed.update({r.repo_id: r for r in claimed})
 
-    def _submit(self, runner: Runner, prefetch: Prefetcher, lanes: Lanes, chunk: Sequence[ModelRecord]) -> _InFlight:
-        """Start computing ``chunk`` (claimed) once its files are there; its claims stay held until it lands."""
+    def _submit(self, runner: Runner, prefetch: Prefetcher, lanes: Lanes, chunk: Sequence[ModelRecord],
+                flight: deque[_InFlight], *, suspect: bool) -> bool:  # fmt: skip
+        """Start computing ``chunk`` (claimed) once its files are there, on a lane; its claims stay held until it
+        lands. A chunk of suspects or with a full model computes alone, here, on all of this thread's cores: a
+        kill during it blames no other chunk, and full models load one at a time anyway. Returns whether alone."""
         claimed = [self._claimed[r.repo_id] for r in chunk]
         items = revisions(claimed)
         if self._writes.claimed and self._late() and not prefetch.ready(items):
             self._write()  # about to wait for downloads: what is computed is not left unwritten meanwhile
         with self.timings.timed("wait_s"):
             fetched, failures = prefetch.take(items)
-        with self.timings.timed("compute_s"):  # all of it with one lane (it runs here); else the hand-over
-            return _InFlight(claimed, lanes.submit(_computed, runner, fetched, failures, claimed))
+        alone = suspect or any(f.kind != RepoKind.ADAPTER and f.copy_of is None for f in fetched.values())
+        if alone:
+            self._land(flight, 0)
+        with self.timings.timed("compute_s"):  # all of it where it runs here; else the hand-over to a lane
+            output = (Lanes(1, 1) if alone else lanes).submit(_computed, runner, fetched, failures, claimed)
+        flight.append(_InFlight(claimed, output))
+        return alone
 
     def _land(self, flight: deque[_InFlight], keep: int, *, ending: bool = False) -> None:
         """Keep the results of the oldest chunks in flight, waiting for them, until at most ``keep`` remain. A
         chunk whose compute raised (an interrupt on its lane) raises here, or, for a run ``ending`` already, is
         passed over: its rows stay claimed, to be given back."""
         while len(flight) > keep:
-            landing = flight.popleft()
+            landing = flight[0]
             with self.timings.timed("compute_s"):
-                error = landing.output.exception()  # waits; an interrupt of this wait is raised from here
+                error = landing.output.exception()  # waits; interrupted here, the chunk is still in flight
+            flight.popleft()
             if error is not None:
                 if ending:
                     continue

@@ -26,7 +26,7 @@ from hubdelta.embedder.ledger import SpaceLedger
 from hubdelta.embedder.options import EmbedOptions
 from hubdelta.embedder.pipeline import GIL_SWITCH_S, Pipeline, Timings
 from hubdelta.embedder.prefetch import DOWNLOAD_NICE, Prefetcher
-from hubdelta.embedder.run import Run
+from hubdelta.embedder.run import Fetch, Run
 from hubdelta.embedder.safety_records import RepoKind
 from hubdelta.embedder.space import Space
 from hubdelta.index.door import open_writer
@@ -86,11 +86,11 @@ def ledger_for(index: Index, todo: Sequence[ModelRecord]) -> SpyLedger:
 
 
 def run_pipeline(ledger: SpaceLedger, todo: Sequence[ModelRecord], flow: EmbedOptions, runner: Runner | None = None,
-                 run: Run | None = None, lanes: Lanes | None = None) -> Run:  # fmt: skip
+                 run: Run | None = None, lanes: Lanes | None = None, fetch: Fetch = fetched) -> Run:  # fmt: skip
     run = run or Run()
     flow = replace(flow, download_process=False)  # the stand-in fetch is a closure: downloads on threads here
     with Pipeline(run, ledger, flow, Timings()) as pipeline:
-        pipeline.start(todo, fetched)
+        pipeline.start(todo, fetch)
         pipeline.go(runner or Runner(), lanes)
     return run
 
@@ -411,3 +411,31 @@ def test_an_interrupt_on_a_lane_writes_every_chunk_computed_and_gives_the_rest_b
     done = {k for k, r in rows.items() if r.status == ModelStatus.EMBEDDED}
     assert {r.repo_id for r in todo[:2]} <= done and set(index.vectors.get(SPACE.id)) == done
     assert {(rows[k].status, rows[k].attempts) for k in set(rows) - done} == {(ModelStatus.QUEUED, 0)}
+
+
+def test_a_chunk_with_a_full_model_computes_alone_on_the_runs_own_thread(index: Index, tmp_path: Path) -> None:
+    todo = records(0, 8, base="acme/base")
+    full = todo[5].repo_id  # in the third chunk of two
+    ledger = ledger_for(index, todo)
+
+    def fetch(repo_id: str, sha: str) -> FetchedModel:
+        got = fetched(repo_id, sha)
+        snapshot = tmp_path / "cache" / "models--o--n" / "snapshots" / sha
+        return replace(got, kind=RepoKind.FULL, path=snapshot) if repo_id == full else got
+
+    class Mixed(Overlap):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[int, tuple[str, ...]]] = []  # the full model's thread, and what ran beside it
+
+        def model(self, folder: Path, item: str) -> np.ndarray:
+            with self.lock:
+                self.seen.append((threading.get_ident(), tuple(self.running)))
+            return 1.0 + np.random.default_rng(7).random((P, C))
+
+    runner = Mixed()
+    with Lanes(2, 1) as lanes:
+        run = run_pipeline(ledger, todo, EmbedOptions(batch=2, commit_every=8, commit_interval_s=3600), runner,
+                           lanes=lanes, fetch=fetch)  # fmt: skip
+    assert run.counts.embedded == 8 and runner.seen == [(threading.get_ident(), ())]
+    assert max(len(b) for b in runner.beside) == 2  # the adapters' chunks still ran two at a time

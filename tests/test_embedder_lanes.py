@@ -4,6 +4,7 @@ that several of them run at once with exactly the results one thread gets."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,22 @@ def test_one_lane_runs_in_the_callers_thread_and_errors_come_back_in_their_futur
             assert isinstance(failed.exception(), ZeroDivisionError)
     with pytest.raises(ValueError, match="n >= 1"):
         Lanes(0, 1)
+
+
+def test_lanes_that_cannot_start_say_so_and_leave_no_thread_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = torch.set_num_threads
+
+    def refused(n: int) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("no threads for you")
+        real(n)
+
+    monkeypatch.setattr(torch, "set_num_threads", refused)
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="did not start"):
+        Lanes(2, 1)
+    time.sleep(0.2)
+    assert threading.active_count() == before
 
 
 def test_two_lanes_on_a_cpu_with_cores_to_share_one_elsewhere() -> None:
