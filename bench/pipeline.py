@@ -56,6 +56,9 @@ RESULT = "RESULT "
 PRODUCT: dict[str, Any] = {}  # --product: the checkout whose hubdelta the processes run (cwd and PYTHONPATH)
 
 
+OPENMP_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")  # change the phases' speeds, not alike
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a measured process: this one's, plus ``extra``, plus --product's PYTHONPATH."""
     env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", **extra}
@@ -374,6 +377,10 @@ def main() -> None:
         pool = args.pool or build_pool(work / "pool")
         dtypes = args.dtypes.split(",")
         print(f"{os.cpu_count()} CPUs; {args.n} adapters; dtypes {dtypes}; work {work}", flush=True)
+        for name in OPENMP_ENV:
+            if name in os.environ:  # every phase inherits it: `hubdelta embed` as users run it does not
+                print(f"warning: {name}={os.environ[name]} is set: unset it to measure what users run (PASSIVE made"
+                      " the paper's loop 1.4x slower here)", flush=True)  # fmt: skip
         root = work / "tree" / "hub"  # a pool's layout: embed_throughput's phases read the same files
         make_tree(pool, root, args.n)
         tables = []

@@ -6,7 +6,7 @@ in bf16 kept the cores ~84% busy (2.41 s of CPU in 1.43 s); two single-threaded 
 chunks, computed more adapters a second together with the same CPU time per chunk. Lanes do it in one process,
 on one copy of the base: ``hubdelta embed`` hands each chunk to a free lane (:mod:`~hubdelta.embedder.pipeline`),
 one lane's Python runs while the other's kernels do, and torch releases the GIL inside its kernels. Measured
-(docs/embedder.md, "Lanes"): the compute alone 10-12% faster in bf16, 5-8% in fp32.
+(docs/embedder.md, "Lanes"): whole ``embed`` runs of 230 adapters 5-12% faster in fp32, 7-10% in bf16.
 
 Each lane is a thread whose torch intra-op thread count (OpenMP's, per thread) is set once when it starts. The
 results do not depend on it: the pool's activations were bit-identical with 1 and 2 intra-op threads in fp32 and

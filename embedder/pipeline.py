@@ -10,7 +10,8 @@ then three index commits, then the next chunk. Here three things overlap:
   are a child process's (``[embed] download_process``, :mod:`~hubdelta.embedder.fetch_process`), so their
   Python never holds this interpreter's lock against the forwards. They never touch the index, so they never
   hold the writer lock's commits up, and a kill leaves only cached files behind;
-- **the compute** takes each chunk as soon as its files are there;
+- **the compute** takes each chunk as soon as its files are there, up to ``[embed] lanes`` chunks at once on the
+  one resident base (:mod:`~hubdelta.embedder.lanes`), their results kept in chunk order;
 - **commits** are grouped: fresh models are claimed ``[embed] commit_every`` at a time in one commit, and the
   computed results (vectors first, then statuses) are written when that many are waiting or
   ``[embed] commit_interval_s`` has passed, instead of three commits a chunk.
