@@ -30,7 +30,7 @@ START_S = 60.0  # lane threads start in milliseconds; a wait this long means one
 
 def auto_lanes(device: torch.device, threads: int) -> int:
     """How many lanes ``[embed] lanes = 0`` gives: two on a CPU with two or more intra-op threads (measured on 2
-    cores only: bf16 chunks 16% faster, fp32 8%), else one (a GPU runs one forward at a time)."""
+    cores only: three were no faster than two), else one (a GPU runs one forward at a time)."""
     return 2 if device.type == "cpu" and threads >= 2 else 1
 
 
