@@ -377,10 +377,8 @@ def main() -> None:
         pool = args.pool or build_pool(work / "pool")
         dtypes = args.dtypes.split(",")
         print(f"{os.cpu_count()} CPUs; {args.n} adapters; dtypes {dtypes}; work {work}", flush=True)
-        for name in OPENMP_ENV:
-            if name in os.environ:  # every phase inherits it: `hubdelta embed` as users run it does not
-                print(f"warning: {name}={os.environ[name]} is set: unset it to measure what users run (PASSIVE made"
-                      " the paper's loop 1.4x slower here)", flush=True)  # fmt: skip
+        for name in (n for n in OPENMP_ENV if n in os.environ):  # every phase inherits it, users' embed does not
+            print(f"warning: {name} is set: unset it to measure what users run (PASSIVE: paper's loop 1.4x slower)")
         root = work / "tree" / "hub"  # a pool's layout: embed_throughput's phases read the same files
         make_tree(pool, root, args.n)
         tables = []
