@@ -122,11 +122,12 @@ class ClaimLedger(Ledger, Protocol):
     def restore(self, records: Sequence[ModelRecord]) -> None: ...
 
 
-def work_chunks(records: Sequence[ModelRecord], batch: int) -> list[tuple[list[ModelRecord], bool]]:
-    """The run's chunks in order, each with whether it holds suspects: suspects first, one chunk each, then fresh."""
+def work_chunks(records: Sequence[ModelRecord], batch: int, lanes: int = 1) -> list[tuple[list[ModelRecord], bool]]:
+    """The run's chunks in order, each with whether it holds suspects: suspects first, one chunk each, then fresh,
+    cut for ``lanes`` (:func:`~hubdelta.embedder.plan.chunks`: the order is the same whatever the lanes)."""
     suspects = [r for r in records if r.status == ModelStatus.EMBEDDING]
     fresh = [r for r in records if r.status != ModelStatus.EMBEDDING]
-    return [(c, True) for c in plan.chunks(suspects, batch)] + [(c, False) for c in plan.chunks(fresh, batch)]
+    return [(c, True) for c in plan.chunks(suspects, batch)] + [(c, False) for c in plan.chunks(fresh, batch, lanes)]
 
 
 def run_order(records: Sequence[ModelRecord], batch: int) -> list[str]:
@@ -155,6 +156,7 @@ class Pipeline:
         self._claimed: dict[str, ModelRecord] = {}  # claimed, not yet computed
         self._read: dict[str, ModelRecord] = {}  # as read, to give a claim back
         self._chunks: list[tuple[list[ModelRecord], bool]] = []
+        self._records: list[ModelRecord] = []
         self._prefetch: Prefetcher | None = None
 
     def __enter__(self) -> Pipeline:
@@ -168,6 +170,7 @@ class Pipeline:
         """Order the work (suspects first, a chunk each) and start its downloads (``cache_dir``: where they go, for
         a download process's disk ledger to hear of what this process deletes there)."""
         self._chunks = work_chunks(records, self.flow.batch)
+        self._records = list(records)
         self._read = {r.repo_id: r for r in records}
         items = [item for chunk, _ in self._chunks for item in revisions(chunk)]
         self._prefetch = Prefetcher(fetch_one, items, workers=self.flow.download_workers,
@@ -180,9 +183,11 @@ class Pipeline:
         in the queue: claimed rows not yet computed when it stops or fails are given back unspent. With ``lanes``
         (:mod:`~hubdelta.embedder.lanes`), up to ``lanes.n`` chunks compute at once; results are kept in order."""
         assert self._prefetch is not None, "start() first"
+        lanes = lanes or Lanes(1, 1)
         self._writes = _Writes()  # the write interval counts from here, not from before the base loaded
+        self._chunks = work_chunks(self._records, self.flow.batch, lanes.n)  # same order: downloads run as started
         with _quick_gil():
-            self._go(runner, self._prefetch, lanes or Lanes(1, 1))
+            self._go(runner, self._prefetch, lanes)
 
     def _go(self, runner: Runner, prefetch: Prefetcher, lanes: Lanes) -> None:
         flight: deque[_InFlight] = deque()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from itertools import pairwise
 
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.kernel.errors import ModelRefused, ModelUnavailable, one_line
@@ -98,9 +99,18 @@ def group_by_base(
     return groups, orphans
 
 
-def chunks(items: Sequence[ModelRecord], size: int) -> list[list[ModelRecord]]:
-    assert size >= 1, size
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+def chunks(items: Sequence[ModelRecord], size: int, lanes: int = 1) -> list[list[ModelRecord]]:
+    """``items`` in order, in chunks of at most ``size``. With ``lanes`` > 1 (chunks computed that many at once),
+    the chunk count is rounded up to a multiple of ``lanes`` (never past one item a chunk) and the sizes differ
+    by one at most, so the lanes finish together: cut as with one lane, 230 adapters in chunks of 8 left the last
+    6 to one lane, at half the machine, while the other idled (and a run of 8 or fewer ran on one lane only)."""
+    assert size >= 1 and lanes >= 1, (size, lanes)
+    if lanes == 1:
+        return [list(items[i : i + size]) for i in range(0, len(items), size)]
+    needed = -(-len(items) // size)  # ceil
+    count = min(len(items), -(-needed // lanes) * lanes)
+    bounds = [len(items) * i // count for i in range(count + 1)] if count else [0]
+    return [list(items[a:b]) for a, b in pairwise(bounds)]
 
 
 def claim(records: Sequence[ModelRecord]) -> list[ModelRecord]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hubdelta.embedder import plan
 from hubdelta.embedder.fetch import FetchedModel
 from hubdelta.embedder.lanes import Lanes
 from hubdelta.embedder.options import EmbedOptions
@@ -30,12 +31,13 @@ class Overlap(Runner):
     def __init__(self, interrupt_at: int | None = None) -> None:
         super().__init__()
         self.lock, self.running, self.beside = threading.Lock(), set[str](), list[tuple[str, ...]]()
-        self.interrupt_at = interrupt_at
+        self.interrupt_at, self.sizes = interrupt_at, list[int]()
 
     def adapters(self, folders: Mapping[str, Path]) -> dict[str, np.ndarray]:
         first = next(iter(folders))
         with self.lock:
             self.running.add(first)
+            self.sizes.append(len(folders))
             self.beside.append(tuple(sorted(self.running)))
             n = len(self.beside)
         time.sleep(0.05)
@@ -62,6 +64,32 @@ def test_lanes_compute_chunks_side_by_side_and_suspects_alone(index: Index) -> N
     assert {rows[r.repo_id].status for r in suspects + fresh} == {ModelStatus.EMBEDDED}
     assert set(index.vectors.get(SPACE.id)) == {r.repo_id for r in suspects + fresh}
     assert {rows[r.repo_id].attempts for r in fresh} == {1} and {rows[r.repo_id].attempts for r in suspects} == {2}
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+def test_chunks_keep_the_order_and_with_lanes_come_in_rounds_of_even_sizes(lanes: int) -> None:
+    for n in range(0, 41):
+        for size in range(1, 10):
+            items = records(0, n, base="acme/base")
+            cut = plan.chunks(items, size, lanes)
+            assert [r for c in cut for r in c] == items and all(1 <= len(c) <= size for c in cut)
+            if lanes == 1:
+                assert [len(c) for c in cut] == [min(size, n - i) for i in range(0, n, size)]
+            else:
+                assert len(cut) % lanes == 0 or len(cut) == n  # no lane left computing a last chunk alone
+                assert max(map(len, cut), default=0) - min(map(len, cut), default=0) <= 1
+                assert len(cut) < -(-n // size) + lanes  # no more chunks than the rounding needs
+
+
+def test_a_run_of_fewer_than_two_chunks_is_split_between_the_lanes(index: Index) -> None:
+    todo = records(0, 10, base="acme/base")
+    ledger = ledger_for(index, todo)
+    runner = Overlap()
+    with Lanes(2, 1) as lanes:
+        run = run_pipeline(ledger, todo, EmbedOptions(batch=8), runner, lanes=lanes)
+    assert run.counts.embedded == 10 and runner.sizes == [5, 5]  # cut for one lane: 8, then 2 alone
+    assert max(len(b) for b in runner.beside) == 2  # side by side
+    assert set(index.vectors.get(SPACE.id)) == {r.repo_id for r in todo}
 
 
 def test_an_interrupt_on_a_lane_writes_every_chunk_computed_and_gives_the_rest_back(index: Index) -> None:
