@@ -55,6 +55,7 @@ from hubdelta.embedder.delta import delta_vector
 from hubdelta.embedder.lanes import lanes_for
 from hubdelta.embedder.packed import linear as packed_linear
 from hubdelta.embedder.packed import packed, packs
+from hubdelta.embedder.plan import chunks
 from hubdelta.embedder.probes import PAPER_PROBES
 from hubdelta.embedder.runtime import keep_freed_memory
 from hubdelta.kernel.collector import frozen_gc, paused_gc
@@ -171,8 +172,8 @@ def run_ours(
 
     with frozen_gc(), lanes_for(resident.device, lanes) as lane:  # up to lane.n chunks at once, as `embed` runs
         landed = time.perf_counter()
-        for i in range(0, len(names), batch):  # each: its files read and checked, then one forward
-            flight.append(lane.submit(resident.adapter_activations, {k: adapters[k] for k in names[i : i + batch]}))
+        for chunk in chunks(names, batch, lane.n):  # cut as `embed` cuts them; each: files read, checked, forward
+            flight.append(lane.submit(resident.adapter_activations, {k: adapters[k] for k in chunk}))
             while len(flight) >= lane.n:
                 land()
         while flight:

@@ -6,10 +6,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import pairwise
+from typing import TypeVar
 
 from hubdelta.index.records import ModelRecord, ModelStatus
 from hubdelta.kernel.errors import ModelRefused, ModelUnavailable, one_line
 from hubdelta.kernel.hub_errors import classify_hub_error
+
+T = TypeVar("T")
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
@@ -99,7 +102,7 @@ def group_by_base(
     return groups, orphans
 
 
-def chunks(items: Sequence[ModelRecord], size: int, lanes: int = 1) -> list[list[ModelRecord]]:
+def chunks(items: Sequence[T], size: int, lanes: int = 1) -> list[list[T]]:
     """``items`` in order, in chunks of at most ``size``. With ``lanes`` > 1 (chunks computed that many at once),
     the chunk count is rounded up to a multiple of ``lanes`` (never past one item a chunk) and the sizes differ
     by one at most, so the lanes finish together: cut as with one lane, 230 adapters in chunks of 8 left the last
