@@ -169,10 +169,9 @@ class Pipeline:
     def start(self, records: Sequence[ModelRecord], fetch_one: Fetch, cache_dir: Path | None = None) -> None:
         """Order the work (suspects first, a chunk each) and start its downloads (``cache_dir``: where they go, for
         a download process's disk ledger to hear of what this process deletes there)."""
-        self._chunks = work_chunks(records, self.flow.batch)
-        self._records = list(records)
+        self._records = list(records)  # cut into chunks in go(), once the lanes are known
         self._read = {r.repo_id: r for r in records}
-        items = [item for chunk, _ in self._chunks for item in revisions(chunk)]
+        items = [item for chunk, _ in work_chunks(records, self.flow.batch) for item in revisions(chunk)]
         self._prefetch = Prefetcher(fetch_one, items, workers=self.flow.download_workers,
                                     ahead=self.flow.prefetch * self.flow.batch,
                                     ahead_bytes=int(self.flow.prefetch_gb * 1e9),
