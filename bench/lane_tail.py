@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from embed_throughput import pool_adapters
 
 from hubdelta.embedder.activations import ResidentBase
@@ -45,6 +46,8 @@ def main() -> None:
     resident.base_activations()
     names = list(adapters)
     with lanes_for(resident.device, 0) as lane:
+        if lane.n == 1:  # the two cuts are then the same: nothing to compare
+            sys.exit(f"one lane on {resident.device} with {torch.get_num_threads()} thread(s): no cut to compare")
         print(f"{args.dtype}, chunks of at most {args.batch}, {lane.n} lanes of {lane.threads} thread(s)")
         for n in args.n:
             seconds: dict[int, list[float]] = {1: [], lane.n: []}
