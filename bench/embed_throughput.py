@@ -53,8 +53,8 @@ from hubdelta.embedder.activations import ResidentBase, load_causal_lm
 from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.delta import delta_vector
 from hubdelta.embedder.lanes import lanes_for
+from hubdelta.embedder.packed import kernel_dtype, packed, packs
 from hubdelta.embedder.packed import linear as packed_linear
-from hubdelta.embedder.packed import packed, packs
 from hubdelta.embedder.plan import chunks
 from hubdelta.embedder.probes import PAPER_PROBES
 from hubdelta.embedder.runtime import keep_freed_memory
@@ -301,7 +301,8 @@ def main() -> None:
     fp32, bf16 = (matmul_gflops(dtype, args.threads) for dtype in (torch.float32, torch.bfloat16))
     print(
         f"matmul rate on this CPU, {args.threads} threads: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s "
-        f"({bf16 / fp32:.1f}x): the ceiling of bf16's gain on the Linears"
+        f"({bf16 / fp32:.1f}x): the ceiling of bf16's gain on the Linears; a bfloat16 space runs its matmuls on "
+        f"{kernel_dtype(torch.device('cpu'), torch.bfloat16)} kernels on this CPU"
     )
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
@@ -36,12 +37,14 @@ from hubdelta.embedder.local import base_info_from_folder, check_full_folder
 from hubdelta.embedder.lora import check_adapter as check_adapter  # re-exported: callers check before fetching
 from hubdelta.embedder.lora import delta_hooks, lora_deltas, read_adapter, stack_factors
 from hubdelta.embedder.options import resolve_device
-from hubdelta.embedder.packed import own_memory, pack_linears
+from hubdelta.embedder.packed import kernel_dtype, own_memory, pack_linears
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
 from hubdelta.embedder.runtime import hand_back_freed_memory
 from hubdelta.embedder.safety_records import BaseInfo
 from hubdelta.embedder.space import Space
 from hubdelta.kernel.errors import EmbedError, ModelRefused
+
+log = structlog.get_logger(__name__)
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -246,6 +249,10 @@ class ResidentBase:
             with recording(linears) as records:
                 self._base_acts = probe_activations(model, self.batch, self.space)  # (P, C), fp32
             to_difference(linears, records, self.dtype, prepack=prepack)
+            if kernel_dtype(self.device, self.dtype) != self.dtype:  # said once a base: a user picks the dtype
+                log.warning("embed.no_bf16_kernels", space=space.id, dtype=space.dtype,
+                            why="this CPU has no bf16 matmul kernels: the space's bf16 math runs on fp32 ones, "
+                            "no faster than a float32 space, whose vectors are exact")  # fmt: skip
         if prepack or self.dtype != torch.float32:  # the checkpoint's own Linear weights are no longer used
             own_memory(model)
             hand_back_freed_memory()

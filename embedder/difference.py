@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hubdelta.embedder.packed import dense, packed, packs
+from hubdelta.embedder.packed import dense, kernel_dtype, packed, packs
 from hubdelta.embedder.packed import linear as packed_linear
 
 
@@ -74,8 +74,9 @@ def to_difference(
 ) -> int:
     """Make each recorded Linear compute ``y_b + (x − x_b) @ Wᵀ`` with ``x − x_b`` and W in ``dtype``.
 
-    Permanent: the module's weight is replaced by its ``dtype`` copy (with ``prepack``, laid out for oneDNN on a
-    CPU that has it: :mod:`~hubdelta.embedder.packed`) and its ``forward`` by the difference form;
+    Permanent: the module's weight is replaced by its ``dtype`` copy (held in fp32 on a CPU without ``dtype``
+    kernels, :func:`~hubdelta.embedder.packed.kernel_dtype`; with ``prepack``, laid out for oneDNN on a CPU that
+    has it: :mod:`~hubdelta.embedder.packed`) and its ``forward`` by the difference form;
     it then only accepts inputs that repeat the recorded batch (``(K·P, T, in)``). Linears without a record
     (layers a truncated space never runs) are left alone. Returns how many were changed.
     """
@@ -85,11 +86,12 @@ def to_difference(
         if record is None:
             continue
         assert linear.bias is None or linear.bias.dtype == record.y.dtype  # the bias is inside y_b already
-        weight = dense(linear.weight.detach()).to(dtype)
-        weight = packed(weight) if prepack and packs(weight.device, dtype) else weight
+        kernel = kernel_dtype(linear.weight.device, dtype)
+        weight = dense(linear.weight.detach()).to(dtype).to(kernel)
+        weight = packed(weight) if prepack and packs(weight.device, kernel) else weight
         linear.weight = nn.Parameter(weight, requires_grad=False)
         linear.register_parameter("bias", None)
-        linear.forward = _difference_forward(linear, record, memo)  # type: ignore[method-assign]
+        linear.forward = _difference_forward(linear, record, memo, dtype)  # type: ignore[method-assign]
         changed += 1
     return changed
 
@@ -105,9 +107,13 @@ class _Memo(threading.local):
     d: torch.Tensor | None = None
 
 
-def _difference_forward(linear: nn.Linear, record: BaseIO, memo: _Memo) -> Any:
+def _difference_forward(linear: nn.Linear, record: BaseIO, memo: _Memo, dtype: torch.dtype) -> Any:
+    """``dtype``: what the difference and the matmul's result are rounded to; the weight's dtype (its kernels')
+    is either the same or fp32 (:func:`~hubdelta.embedder.packed.kernel_dtype`), and then the two extra casts
+    below round as the ``dtype`` kernels would."""
     x_b, y_b = record.x, record.y  # (P, T, in), (P, T, out)
     matmul = packed_linear if linear.weight.is_mkldnn else F.linear
+    kernel = linear.weight.dtype
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         k = x.shape[0] // x_b.shape[0]
@@ -116,8 +122,8 @@ def _difference_forward(linear: nn.Linear, record: BaseIO, memo: _Memo) -> Any:
             # The fp32 difference, then rounded once. Same values as one sub into a bf16 `out`, which torch's CPU
             # kernels run through a slower casting path (a bf16 forward 5% faster, measured 2026-12-06).
             memo.x, memo.x_b = x, x_b
-            memo.d = torch.sub(x.view(k, *x_b.shape), x_b).to(linear.weight.dtype).view(x.shape)
-        y = matmul(memo.d, linear.weight)  # (K·P, T, out), in the weight's dtype
+            memo.d = torch.sub(x.view(k, *x_b.shape), x_b).to(dtype).to(kernel).view(x.shape)
+        y = matmul(memo.d, linear.weight).to(dtype)  # (K·P, T, out)
         # Widened, then added in place: bit for bit what a mixed-dtype add gives, without its casting path.
         return y.view(k, *y_b.shape).float().add_(y_b).view(*x.shape[:-1], y_b.shape[-1])  # fp32
 

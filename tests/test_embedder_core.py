@@ -31,7 +31,7 @@ from hubdelta.embedder.activations import (
 )
 from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.delta import delta_vector, left_pad, pool_positions, position_ids
-from hubdelta.embedder.packed import dense
+from hubdelta.embedder.packed import dense, kernel_dtype
 from hubdelta.embedder.probes import PAPER_PROBES, ProbeSet
 from hubdelta.embedder.space import Space, resolve_layer
 from hubdelta.kernel.errors import EmbedError
@@ -303,7 +303,8 @@ def test_bf16_vectors_stay_within_cosine_0_9999_of_fp32(
     space = dataclasses.replace(fp32.space, dtype="bfloat16")
     with ResidentBase(fp32.base_dir, space) as bf16:
         q_proj = bf16.model.get_decoder().layers[0].self_attn.q_proj
-        assert q_proj.weight.dtype == torch.bfloat16  # the matmuls really run in bf16
+        w = dense(q_proj.weight)  # bf16 values, on fp32 kernels where the CPU has no bf16 ones
+        assert w.dtype == kernel_dtype(w.device, torch.bfloat16) and torch.equal(w, w.bfloat16().to(w.dtype))
         base = bf16.base_activations()
         acts = bf16.adapter_activations({name: hub / LORA.format(name) for name in TRIO})
     torch.testing.assert_close(base, fp32.base_activations(), rtol=0, atol=0)  # the base runs in fp32 once

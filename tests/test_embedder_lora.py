@@ -26,7 +26,7 @@ from hubdelta.embedder.activations import ProbeBatch, ResidentBase, load_causal_
 from hubdelta.embedder.bases import space_for
 from hubdelta.embedder.difference import decoder_linears, recording, to_difference
 from hubdelta.embedder.lora import MAX_FACTOR, _check_values, check_adapter, lora_hooks, read_adapter, stack_factors
-from hubdelta.embedder.packed import dense
+from hubdelta.embedder.packed import dense, kernel_dtype
 from hubdelta.embedder.probes import PAPER_PROBES
 from hubdelta.embedder.space import Space
 from hubdelta.kernel.errors import EmbedError
@@ -182,7 +182,8 @@ def test_bf16_on_the_difference_is_far_closer_to_fp32_than_native_bf16(
     base = probe_activations(tiny, probes, TINY_SPACE)  # (P, C)
     fp32 = ours(tiny, probes, TINY_SPACE, adapters, torch.float32).view(k, p, -1) - base  # (K, P, C)
     model, _, _ = difference_model(tiny, probes, TINY_SPACE, torch.bfloat16)
-    assert model.model.layers[0].mlp.down_proj.weight.dtype == torch.bfloat16
+    w = dense(model.model.layers[0].mlp.down_proj.weight)  # bf16 values (fp32 kernels on a CPU without bf16)
+    assert w.dtype == kernel_dtype(w.device, torch.bfloat16) and torch.equal(w, w.bfloat16().to(w.dtype))
     diff = ours(model, probes, TINY_SPACE, adapters, torch.float32).view(k, p, -1) - base
     native_model = copy.deepcopy(tiny).to(torch.bfloat16)
     native_base = probe_activations(native_model, probes, TINY_SPACE)

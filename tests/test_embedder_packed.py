@@ -3,17 +3,19 @@ readable, and a resident base that runs its base, its adapters and its full mode
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
+from structlog.testing import capture_logs
 from torch import nn
 
 from hubdelta.embedder.activations import ResidentBase
 from hubdelta.embedder.bases import space_for
-from hubdelta.embedder.difference import decoder_linears
+from hubdelta.embedder.difference import decoder_linears, recording, to_difference
 from hubdelta.embedder.options import options
-from hubdelta.embedder.packed import dense, own_memory, pack_linears, packs
+from hubdelta.embedder.packed import dense, kernel_dtype, own_memory, pack_linears, packs
 from hubdelta.embedder.runtime import _glibc, hand_back_freed_memory
 from hubdelta_dev.devhub.badrepos import (
     BASE_ID,
@@ -92,14 +94,52 @@ def test_a_resident_base_packs_by_default_and_keeps_f_linear_on_request(tmp_path
 def test_a_bfloat16_space_runs_its_differences_on_packed_bf16_weights(tmp_path: Path) -> None:
     base_dir, a = wide_base(tmp_path)
     fp32, bf16 = (space_for(base_dir, BASE_ID, "0" * 40, dtype=d) for d in ("float32", "bfloat16"))
+    kernel = kernel_dtype(torch.device("cpu"), torch.bfloat16)  # fp32 on a CPU without bf16 kernels
     with ResidentBase(base_dir, fp32) as exact, ResidentBase(base_dir, bf16) as fast:
         weights = [m.weight for m in decoder_linears(fast.model).values()]
-        assert all(w.dtype == torch.bfloat16 for w in weights)
-        assert all(w.is_mkldnn for w in weights) == packs(torch.device("cpu"), torch.bfloat16)
+        assert all(w.dtype == kernel and torch.equal(dense(w), dense(w).bfloat16().to(kernel)) for w in weights)
+        assert all(w.is_mkldnn for w in weights) == packs(torch.device("cpu"), kernel)
         assert torch.equal(fast.base_activations(), exact.base_activations())  # both bases ran packed, in fp32
         delta = fast.adapter_activations(a)["a"] - fast.base_activations()
         want = exact.adapter_activations(a)["a"] - exact.base_activations()
         assert torch.nn.functional.cosine_similarity(delta.flatten(), want.flatten(), dim=0) > 0.999
+
+
+def test_bf16_differences_on_fp32_kernels_round_as_bf16_kernels_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a CPU has no bf16 kernels, fp32 ones run the bf16-rounded values, rounded again as bf16 kernels round
+    their results: the same outputs but where a different summation order tips a rounding (both run on any CPU)."""
+    torch.manual_seed(0)
+    layer = nn.Linear(256, 512, bias=False)
+    x_b = torch.randn(5, 7, 256)
+    x = x_b.repeat(2, 1, 1) + 0.01 * torch.randn(10, 7, 256)  # two models' inputs, near the base's
+    out = {}
+    for kernels in (torch.bfloat16, torch.float32):
+        linear = copy.deepcopy(layer)
+        with recording({"l": linear}) as records, torch.inference_mode():
+            linear(x_b)
+        monkeypatch.setattr("hubdelta.embedder.difference.kernel_dtype", lambda device, dtype, k=kernels: k)
+        assert to_difference({"l": linear}, records, torch.bfloat16) == 1 and dense(linear.weight).dtype == kernels
+        with torch.inference_mode():
+            out[kernels] = linear(x)
+    with torch.inference_mode():
+        exact = layer(x)
+    tipped = (out[torch.bfloat16] != out[torch.float32]).float().mean().item()
+    rounded = (out[torch.bfloat16] != exact).float().mean().item()
+    print(f"\noutputs that differ: between kernels {tipped:.2%}, from fp32 {rounded:.2%}")
+    assert tipped <= 0.01 and rounded >= 0.5
+
+
+@pytest.mark.parametrize("kernels", [torch.bfloat16, torch.float32])
+def test_a_bfloat16_space_on_fp32_kernels_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernels: torch.dtype
+) -> None:
+    base_dir, _ = wide_base(tmp_path)
+    monkeypatch.setattr("hubdelta.embedder.activations.kernel_dtype", lambda device, dtype: kernels)
+    with capture_logs() as logs, ResidentBase(base_dir, space_for(base_dir, BASE_ID, "0" * 40, dtype="bfloat16")):
+        pass
+    said = [e for e in logs if e["event"] == "embed.no_bf16_kernels"]
+    assert len(said) == (kernels == torch.float32)
+    assert all(e["log_level"] == "warning" and "float32" in e["why"] for e in said)
 
 
 def test_the_embed_setting_reaches_the_options(tmp_path: Path) -> None:
