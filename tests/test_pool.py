@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import HfApi, snapshot_download
 
+from hubdelta.embedder.packed import kernel_dtype
+from hubdelta.embedder.training import TrainConfig, as_trained_here
 from hubdelta_dev.devhub.server import DevhubServer
 from hubdelta_dev.pool.base import BASE_REPO_ID
-from hubdelta_dev.pool.build import PoolManifest, build_pool
+from hubdelta_dev.pool.build import PoolManifest, _as_trained_here, build_pool
 from hubdelta_dev.pool.domains import domain_examples
 from hubdelta_dev.pool.evaluate import evaluate_pool
 from hubdelta_dev.pool.recipe import (
@@ -112,6 +116,17 @@ def test_rebuild_with_a_warm_cache_retrains_nothing(pool: Path, manifest: PoolMa
     assert {p.name: p.stat().st_mtime_ns for p in models.iterdir()} == before
     adapter = "hubdelta-pool/smollm2-lora-math-1/adapter_model.safetensors"
     assert _sha256(tmp_path / "again" / "hub" / adapter) == _sha256(pool / "hub" / adapter)
+
+
+def test_training_settings_say_what_this_cpu_runs() -> None:
+    """bf16 autocast where the CPU has bf16 kernels, fp32 elsewhere (199 s against ~8 s a step on AVX2 only); the
+    specs the pool is built and keyed from carry the settings that really make the weights."""
+    bf16_here = kernel_dtype(torch.device("cpu"), torch.bfloat16) == torch.bfloat16
+    asked = TrainConfig(bf16=True)
+    assert as_trained_here(asked).bf16 == bf16_here and as_trained_here(replace(asked, bf16=False)).bf16 is False
+    specs = [s for s in pool_recipe(0) if s.train is not None]
+    assert specs and all(s.train.bf16 for s in specs if s.train is not None)  # the recipe asks for bf16
+    assert all(_as_trained_here(s).train == replace(s.train, bf16=bf16_here) for s in specs if s.train is not None)
 
 
 @pytest.mark.parametrize("domain", DOMAIN_NAMES)

@@ -20,13 +20,13 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from hubdelta.embedder.training import Example
+from hubdelta.embedder.training import Example, as_trained_here
 from hubdelta_dev.errors import PoolError
 from hubdelta_dev.pool.base import BASE_REPO_ID, GEMMA3, SMOLLM2, BaseSource, export_base
 from hubdelta_dev.pool.domains import domain_examples
@@ -115,6 +115,11 @@ def _select(specs: list[ModelSpec], only: set[str] | None) -> list[ModelSpec]:
     return [s for s in specs if s.repo_id in needed]
 
 
+def _as_trained_here(spec: ModelSpec) -> ModelSpec:
+    """``spec`` with the training settings this machine really runs: the cache key and manifest tell the truth."""
+    return spec if spec.train is None else replace(spec, train=as_trained_here(spec.train))
+
+
 def _examples(spec: ModelSpec, pools: dict[str, list[Example]]) -> list[Example]:
     return [ex for s in spec.data for ex in pools[s.domain][s.start : s.stop]]
 
@@ -163,7 +168,7 @@ def build_pool(
     """
     started = time.perf_counter()
     _quiet_transformers()
-    specs = _select(_recipe(recipe, seed, gemma), only)
+    specs = [_as_trained_here(s) for s in _select(_recipe(recipe, seed, gemma), only)]
     base_dirs = _base_dirs(specs, cache_dir)
     base_keys = {repo: _base_key(folder) for repo, folder in base_dirs.items()}
     pools = {d: domain_examples(d, EXAMPLES_PER_DOMAIN, seed) for d in DOMAIN_NAMES}
