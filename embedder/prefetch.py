@@ -22,16 +22,24 @@ DOWNLOAD_NICE = 10  # how much lower a download thread's CPU priority is than th
 # The download process's: at +10 it got too little of two busy cores and bf16 forwards waited 2-3 s a run for it;
 # at +3, 1.0 s; at 0, 0.1 s, its forwards still 7% faster than beside download threads (docs/embedder.md).
 CHILD_NICE = 0
+# Downloads at once until the compute first finds one unfinished; then doubled each time, up to ``workers``. Over
+# loopback 230 adapter files (2 GB) cost 5.3 s user + 8.6 s kernel CPU on 2 threads, 6.0 + 12.2 s on 8
+# (bench/download_threads.py, 2-core Zen 3), CPU the forwards lose on a busy box; a Hub 100 ms a request away
+# makes the compute wait at once, and the pool widens to all its threads within a few takes.
+FIRST_DOWNLOADS = 2
 
 
 def _yielding() -> None:
     """Lower this download thread's CPU priority: its work (HTTP, copies, checks) then takes the cores when the
     compute leaves them idle instead of preempting the compute's threads, whose parallel regions all wait for the
-    slowest thread. Downloads run far enough ahead that they can wait. Linux only (a thread's own nice value)."""
+    slowest thread. Downloads run far enough ahead that they can wait. Linux only (a thread's own nice value).
+
+    Counted from the main thread's value, not this thread's: a thread inherits its creator's, and a download that
+    ends starts the next ones, so a pool thread can be created by a download thread already lowered."""
     if sys.platform.startswith("linux"):
         with suppress(OSError):
-            me = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, me, min(19, os.getpriority(os.PRIO_PROCESS, me) + DOWNLOAD_NICE))
+            main = os.getpriority(os.PRIO_PROCESS, os.getpid())  # the main thread's: its id is the process id
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, main + DOWNLOAD_NICE))
 
 
 class _Threads:
@@ -55,8 +63,11 @@ class Prefetcher:
     """Downloads ``items`` in order on ``workers`` threads, at most ``ahead`` items past what was taken, and further
     while the downloads that ended and wait to be taken hold under ``ahead_bytes``.
 
+    At most :data:`FIRST_DOWNLOADS` run at once until :meth:`take` finds one unfinished (the compute would wait);
+    each such take doubles it, up to ``workers``: downloads that keep ahead take no more CPU than they need.
+
     The byte lookahead lets small repos (LoRA adapters: megabytes) be fetched far ahead, e.g. while this process
-    imports torch and loads the base: past ``ahead``, a download starts only when fewer than ``workers`` run and
+    imports torch and loads the base: past ``ahead``, a download starts only when fewer than that limit run and
     what waits is under the bound. A repo's size is known once it has ended, so large ones (full finetunes) stop
     the lookahead after the first, with at most ``workers`` of them started past the window (the disk ledger
     still refuses what would not fit). Each item's download is :data:`Fetch`'s; its exception becomes the item's
@@ -68,6 +79,7 @@ class Prefetcher:
                  ahead_bytes: int = 0, process: bool = False, cache_dir: Path | None = None) -> None:  # fmt: skip
         self._items, self._ahead, self._ahead_bytes = list(items), max(1, ahead), ahead_bytes
         self._workers = max(1, workers)
+        self._limit = min(self._workers, FIRST_DOWNLOADS)  # downloads at once; widened when the compute waits
         self._pool: _Threads | ChildFetcher = _Threads(fetch_one, workers)
         if process and self._items:  # no process to start for nothing
             self._pool = ChildFetcher(fetch_one, workers=workers, nice=CHILD_NICE, cache_dir=cache_dir)
@@ -94,10 +106,11 @@ class Prefetcher:
                 self._filling = False
 
     def _may_start(self) -> bool:
-        if self._submitted < self._taken + self._ahead:
-            return True
-        running = self._submitted - self._taken - len(self._ended)
-        return running < self._workers and sum(self._ended.values()) < self._ahead_bytes
+        # Those not taken yet: the one the compute takes next is then always started (a taken download still
+        # running is not counted, so up to a chunk more may run while the compute waits for them).
+        if self._submitted - self._taken - len(self._ended) >= self._limit:
+            return False
+        return self._submitted < self._taken + self._ahead or sum(self._ended.values()) < self._ahead_bytes
 
     def _done(self, repo_id: str, future: Future[FetchedModel]) -> None:
         """A download ended: count what it holds on disk until it is taken, and start the next ones."""
@@ -105,8 +118,7 @@ class Prefetcher:
         with self._lock:
             if repo_id in self._futures:  # not taken yet
                 self._ended[repo_id] = future.result().bytes if ok else 0
-        if self._ahead_bytes:
-            self._fill()
+        self._fill()
 
     def take(self, items: Sequence[tuple[str, str]]) -> tuple[dict[str, FetchedModel], dict[str, Failure]]:
         """The downloads of ``items`` (the next ones in order), waiting for them; (fetched, failures)."""
@@ -117,6 +129,8 @@ class Prefetcher:
                 self._taken += 1
                 future = self._futures.pop(repo_id)
                 self._ended.pop(repo_id, None)
+                if not future.done():  # the compute is about to wait: more downloads at once
+                    self._limit = min(self._workers, 2 * self._limit)
             self._fill()  # before waiting: the next downloads start while this one finishes
             try:
                 fetched[repo_id] = future.result()
