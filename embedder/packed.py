@@ -39,9 +39,7 @@ def kernel_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     kernels run the bf16-rounded values instead: a product of two bf16 values is exact in fp32 and both kinds of
     kernel accumulate in fp32, so the results are the same but for summation order.
     """
-    if device.type != "cpu" or dtype == torch.float32 or dtype not in PACKED_DTYPES:
-        return dtype
-    return dtype if packs(device, dtype) else torch.float32
+    return torch.float32 if device.type == "cpu" and dtype == torch.bfloat16 and not packs(device, dtype) else dtype
 
 
 def dense(weight: torch.Tensor) -> torch.Tensor:
