@@ -20,9 +20,10 @@ the crawl that made it is followed by the next embed's or report's refresh).
   stored): one product of those vectors against the space, ``new x N`` (1,000 new against 1M: ~10 s here).
 
 Everything is recomputed when there are no stored labels, the scoring's parameters changed (``RULE``), the
-space's common tokens changed, or more than half the space would be anyway. The neighbours are exact, found in
-blocked matrix products (:func:`hubdelta.report.neighbours.nearest`): ``N x documented`` for a full
-computation. Figures: bench/labels.py and docs/evaluation.md.
+space's common tokens changed, or more than half the space would be anyway. The neighbours are found in blocked
+matrix products (:func:`hubdelta.report.probed.search`): exact up to ``EXACT_PAIRS`` model x candidate pairs,
+above it searched in the documented models' nearest lists (``N x documented`` exact products at 1M would take
+hours). Figures: bench/labels.py, bench/labels_scale.py, docs/evaluation.md and docs/report.md.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from hubdelta.index.labels import LabelsHead, ModelLabels
 from hubdelta.index.store import Index
 from hubdelta.kernel.settings import Settings
 from hubdelta.report import cluster as clustering
-from hubdelta.report import naming, neighbours, suggest
+from hubdelta.report import naming, probed, suggest
 
 log = structlog.get_logger(__name__)
 COLUMNS = ("repo_id", "tags", "card_summary", "base_models")
@@ -104,7 +105,7 @@ def label_rows(space_id: str, data: SpaceDocs, rows: Sequence[int], k: int = sug
     """The labels of ``rows`` of ``data`` from their ``k`` nearest documented rows (pure)."""
     ids = data.repo_ids
     candidates = np.fromiter((i for i, r in enumerate(ids) if r in data.docs), np.int64)
-    found = neighbours.nearest(data.unit, list(rows), candidates, k)
+    found = probed.search(data.unit, list(rows), candidates, k)
     out = []
     for row, near in zip(rows, found, strict=True):
         named = [(ids[j], round(c, 4)) for j, c in near]

@@ -11,6 +11,7 @@ own dtype (float32 at Hub scale: 1024 queries x 1M candidates in float64 would b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,10 +51,18 @@ def nearest(
         rows = np.asarray(queries[start : start + BLOCK], dtype=np.int64)
         chunk = max(k, elements // len(rows))  # candidates per product: all of a small space's
         best_rows, best_sims = _chunk_bests(unit, rows, cand, k, chunk)  # (B, K) each, K = chunks x k
-        for b in range(len(rows)):
-            order = np.lexsort((best_rows[b], -best_sims[b]))[:k]  # by similarity, then row number
-            out.append([(int(best_rows[b, j]), float(best_sims[b, j])) for j in order if np.isfinite(best_sims[b, j])])
+        out.extend(ordered(best_rows, best_sims, k))
     return out
+
+
+def ordered(rows: np.ndarray, sims: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """Each query's (row of ``rows``, ``sims``) ``k`` best, by similarity then row number, without the -inf ones
+    (none found). Sorted for all queries at once: one sort a query in Python took ~45 s at 1M queries."""
+    order = np.lexsort((rows, -sims), axis=1)[:, :k]
+    top_rows = np.take_along_axis(rows, order, axis=1).tolist()
+    top_sims = np.take_along_axis(sims, order, axis=1).astype(np.float64).tolist()
+    pairs = zip(top_rows, top_sims, strict=True)
+    return [[(r, c) for r, c in zip(rr, cc, strict=True) if math.isfinite(c)] for rr, cc in pairs]
 
 
 def _chunk_bests(
