@@ -1,7 +1,7 @@
 """Nearest neighbours of many rows among many candidates, found in the candidates' nearest lists (pure numpy).
 
 An exact search of every model of a space among its documented ones is one ``N x documented`` product: at 100,000
-documented vectors ~170 s on 2 cores, at 1,000,000 about 100 times that (days' worth of a report's 10 minutes).
+documented vectors ~180 s on 2 cores, at 1,000,000 about 100 times that: hours, against a report's 10 minutes.
 Finetunes of one base sit in clusters, so a model's nearest documented models lie in the few parts of the space
 nearest to it: the candidates are split into ``~sqrt(n)`` lists by spherical k-means (trained on a sample), each
 query is compared with the candidates of its ``probes`` nearest lists only (an inverted file, as vector indexes
