@@ -46,6 +46,9 @@ from hubdelta.report import naming, probed, suggest
 log = structlog.get_logger(__name__)
 COLUMNS = ("repo_id", "tags", "card_summary", "base_models")
 BLOCK = 4096  # rows of the space per product when finding who a new vector comes close to
+# A report labels a space whole (first time, new scoring rule) only up to this many vectors: ~30 s at 100,000 on
+# 2 cores, ~290 s at 1,000,000, which would take the 1M report past its 10 minutes (docs/report.md).
+REPORT_WHOLE_MAX = 200_000
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,7 @@ class LabelRun:
     unchanged: dict[str, int] = field(default_factory=dict)
     full: dict[str, bool] = field(default_factory=dict)  # whether a space was recomputed whole
     stopped: bool = False
+    deferred: dict[str, int] = field(default_factory=dict)  # spaces left for a refresh without a deadline: vectors
 
 
 def refresh_space(index: Index, space_id: str, *, force: bool = False, now: datetime | None = None) -> tuple[int, bool]:
@@ -216,9 +220,14 @@ def refresh(
     force: bool = False,
     should_stop: Callable[[], bool] | None = None,
     now: datetime | None = None,
+    whole_max: int | None = None,
 ) -> LabelRun:
     """Refresh the labels of ``spaces`` (default: all) whose vectors or documentation changed since they were
     computed.
+
+    ``whole_max`` (a report's, ``REPORT_WHOLE_MAX``): a space of more vectors that was never labelled, or was by
+    another scoring rule, is left as it is (``deferred``, logged with the fix): its whole labelling (~5 minutes at
+    1M vectors) is for ``hubdelta labels`` and the refresh after an embed run, which have no deadline.
 
     Raises:
         NotFoundError: a space in ``spaces`` that the index does not hold.
@@ -233,7 +242,15 @@ def refresh(
             out.unchanged[space_id] = head.n
             continue
         if should_stop is not None and should_stop():
-            return LabelRun(out.computed, out.unchanged, out.full, stopped=True)
+            return LabelRun(out.computed, out.unchanged, out.full, stopped=True, deferred=out.deferred)
+        if not force and whole_max is not None and (head is None or head.rule != suggest.RULE):
+            vectors = index.vectors.count(space_id)  # a metadata read: the space is not read to decide
+            if vectors > whole_max:
+                out.deferred[space_id] = vectors
+                log.warning("labels deferred", space=space_id, vectors=vectors,
+                            why="a whole labelling of a space this large takes minutes",
+                            fix="run `hubdelta labels` (the refresh after the next embed run does it too)")  # fmt: skip
+                continue
         n, whole = refresh_space(index, space_id, force=force, now=now)
         out.computed[space_id], out.full[space_id] = n, whole
         log.info("labels stored", space=space_id, labels=n, whole=whole)
@@ -253,15 +270,21 @@ def refresh_labels(settings: Settings, spaces: Iterable[str] | None = None, *, f
 
 
 def refresh_after_writes(
-    settings: Settings, command: str, *, index: Index | None = None, should_stop: Callable[[], bool] | None = None
+    settings: Settings,
+    command: str,
+    *,
+    index: Index | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    whole_max: int | None = None,
 ) -> LabelRun | None:
     """Refresh the labels after a run that wrote vectors, never failing that run (as the map's layouts are:
-    a failure is logged with its fix; readers meanwhile show the labels as stale). None after a failure."""
+    a failure is logged with its fix; readers meanwhile show the labels as stale). None after a failure.
+    ``whole_max``: as :func:`refresh`'s."""
     try:
         if index is not None:
-            return refresh(index, should_stop=should_stop)
+            return refresh(index, should_stop=should_stop, whole_max=whole_max)
         with open_writer(settings, f"{command}: labels") as opened:
-            return refresh(opened, should_stop=should_stop)
+            return refresh(opened, should_stop=should_stop, whole_max=whole_max)
     except Exception as e:  # any failure: the run that called it has already succeeded
         log.warning("labels not refreshed", error=f"{type(e).__name__}: {e}",
                     fix="run `hubdelta labels` once the index is free")  # fmt: skip
