@@ -2,8 +2,9 @@
 recomputed when its neighbourhood changes.
 
 **When.** Labels are a view of the vectors, like the map's layout: every run that writes vectors (``hubdelta
-embed``, the daemon's embed job, ``hubdelta add``) and every report refreshes them afterwards, and ``hubdelta
-labels`` does on demand. A space whose vectors did not change since (``index.vectors.fingerprint``) costs a
+embed``, the daemon's embed job, ``hubdelta add``) and every report refreshes them afterwards (a report leaves a
+first whole labelling above ``REPORT_WHOLE_MAX`` vectors to the others), and ``hubdelta labels`` does on
+demand. A space whose vectors did not change since (``index.vectors.fingerprint``) costs a
 read of its models' documentation (tags, card summary, names: the models table's columns), compared with the
 digest of each model's evidence stored with its label (:func:`evidence_digest`). Readers
 (``show``, ``similar``, the web API) never compute: they show the stored labels and say ``stale`` when the
