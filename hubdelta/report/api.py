@@ -51,8 +51,8 @@ def run_report(
     """
     now = now or datetime.now(UTC)
     with open_writer(settings, command) as index:
-        # New models' suggested labels are shown in the report: refreshed first (never failing the report). A
-        # space's first whole labelling past the exact search's bound is not the report's (minutes at 1M vectors).
+        # New models' suggested labels are shown in the report: refreshed first (never failing the report). A large
+        # space's first whole labelling (minutes at 1M vectors) is left to `hubdelta labels` and the next embed run.
         labels.refresh_after_writes(settings, command, index=index, whole_max=labels.REPORT_WHOLE_MAX)
         previous = index.reports.latest()
         start = window.resolve_since(now, since, previous.created_at if previous else None)
