@@ -126,7 +126,7 @@ def test_a_model_never_labels_itself_and_k_bounds_the_neighbours() -> None:
     labels = label_rows("s", data, [0, 1, 2, 3], k=1)
     assert [x.neighbours for x in labels] == [("o/2",), ("o/0",), ("o/0",), ("o/2",)]
     assert [x.top for x in labels] == ["code", "math", "math", "code"]  # o/0's only other documented is o/2
-    assert all(x.kth == x.sims[-1] for x in labels)
+    assert all(x.sims[-1] == round(x.kth, 4) for x in labels)  # kth unrounded, the cosines shown rounded
     assert label_rows("s", data, [1], k=5)[0].kth == -1.0  # fewer than k documented: any new one enters
 
 
@@ -140,6 +140,18 @@ def test_a_refresh_recomputes_the_changed_their_dependants_and_those_a_new_vecto
     # o/1 keeps its closer neighbour (kth 0.99).
     assert rows == [0, 2, 3, 4] and gone == ["o/gone"]
     assert entered(data.unit, [], np.zeros(5, np.float32)).sum() == 0
+
+
+def test_a_model_documented_just_above_a_rows_kth_enters_though_the_shown_cosine_rounds_up() -> None:
+    def at(cos: float) -> list[float]:  # a unit vector at cosine `cos` to the first axis
+        return [cos, math.sqrt(1 - cos * cos), 0.0]
+
+    # Row 0's one documented neighbour o/1 at cosine 0.12346 (shown as 0.1235); o/2, at 0.12348, is closer.
+    data = _space([[1, 0, 0], at(0.12346), at(0.12348)], {"o/1": {"x": 1.0}})
+    (row,) = label_rows("s", data, [0], k=1)
+    assert row.neighbours == ("o/1",) and row.sims == (0.1235,)
+    # o/2 is documented since: row 0 must be recomputed (with the rounded 0.1235 as kth it would not be).
+    assert entered(data.unit, [2], np.array([row.kth, 2.0, 2.0], np.float32)).tolist() == [True, False, False]
 
 
 @pytest.mark.parametrize("kth", [-1.0, 0.7])

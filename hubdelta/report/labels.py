@@ -114,7 +114,9 @@ def label_rows(space_id: str, data: SpaceDocs, rows: Sequence[int], k: int = sug
     for row, near in zip(rows, found, strict=True):
         named = [(ids[j], round(c, 4)) for j, c in near]
         s = suggest.suggest(named, data.docs)
-        kth = named[-1][1] if len(named) >= k else -1.0
+        # Unrounded: rounded up it could sit above the exact k-th cosine, and a newly documented model between the
+        # two would not enter (`entered` allows 1e-6, for products of other shapes, not 5e-5).
+        kth = near[-1][1] if len(near) >= k else -1.0
         out.append(ModelLabels(space_id, ids[row], s.tags, s.behaves_like, s.confidence,
                                tuple(r for r, _ in named), tuple(c for _, c in named), kth))  # fmt: skip
     return out
