@@ -360,35 +360,3 @@ def test_report_since_banana_is_a_one_line_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--home", str(tmp_path), "report", "--since", "banana"])
     line = one_line_error(result)
     assert "--since" in line and "banana" in line and result.exit_code == 2
-
-
-def test_a_report_leaves_a_large_spaces_first_whole_labelling_to_hubdelta_labels(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from structlog.testing import capture_logs
-
-    from hubdelta.report import labels as report_labels
-
-    monkeypatch.setattr(report_labels, "REPORT_WHOLE_MAX", 5)  # "large": more than 5 vectors
-    settings = settings_for(tmp_path / "home", "http://127.0.0.1:9")
-    pool = PlantedPool()
-    pool.put(settings, pool_names("math", [1, 2, 3]) | pool_names("code", [1, 2, 3]), datetime.now(UTC) - 3 * H)
-    with capture_logs() as logs:
-        first = run_report(settings, command="test")
-    assert len(first.new_models) == 6  # the report itself is whole
-    said = [e for e in logs if e["event"] == "labels deferred"]
-    assert [(e["space"], e["vectors"], e["log_level"]) for e in said] == [(SPACE, 6, "warning")]
-    assert "hubdelta labels" in said[0]["fix"]
-    with open_reader(settings) as index:
-        assert SPACE not in index.labels.heads() and index.labels.get(SPACE, pool_names("math", [1])) == {}
-
-    run = report_labels.refresh_labels(settings)  # what `hubdelta labels` runs: no deadline, no bound
-    assert run.computed == {SPACE: 6} and run.full == {SPACE: True} and not run.deferred
-
-    pool.put(settings, pool_names("legal", [1, 2, 3]), datetime.now(UTC))  # labelled once: incremental from now on
-    with capture_logs() as logs:
-        run_report(settings, command="test")
-    assert not [e for e in logs if e["event"] == "labels deferred"]
-    with open_reader(settings) as index:
-        assert index.labels.heads()[SPACE].n == 9
-        assert set(index.labels.get(SPACE, pool_names("legal", [1, 2, 3]))) == set(pool_names("legal", [1, 2, 3]))

@@ -2,7 +2,9 @@
 
 Labels are marked ``stale`` when the space's vectors changed since they were computed: shown anyway, since most
 of a large space's labels do not change with one new model, and the next refresh (after any embed, or ``hubdelta
-labels``) recomputes the ones that do. A model embedded after the last refresh has none yet.
+labels``) recomputes the ones that do. A model embedded after the last refresh has none yet. They are stale too
+when computed by another scoring rule (``suggest.RULE``) than this version's: a report leaves a large space's
+relabelling after a rule change to ``hubdelta labels`` (``report.labels.REPORT_WHOLE_MAX``).
 
 Two checks: ``show``, ``hubdelta.labels`` and the web API's model answer compare the space's vector
 fingerprint (``index.vectors.fingerprint``: new, re-embedded and removed models; it reads the space's
@@ -21,6 +23,7 @@ from hubdelta.index.records import check_repo_id
 from hubdelta.index.store import Index
 from hubdelta.kernel.errors import NotFoundError
 from hubdelta.kernel.settings import Settings
+from hubdelta.report import suggest
 
 
 def read_labels(
@@ -34,7 +37,7 @@ def read_labels(
     found = index.labels.get(space_id, repo_ids)
     if not found:
         return found
-    moved = (
+    moved = head.rule != suggest.RULE or (
         head.source != index.vectors.fingerprint(space_id)
         if thorough
         else head.vectors != index.vectors.count(space_id)

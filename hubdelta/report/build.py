@@ -21,6 +21,7 @@ from hubdelta.index.embeddings import SpaceRow
 from hubdelta.index.records import ModelRecord
 from hubdelta.index.reports import StoredCluster, StoredReport
 from hubdelta.index.store import Index
+from hubdelta.query.labels import read_labels
 from hubdelta.query.records import Neighbor
 from hubdelta.report import cluster as clustering
 from hubdelta.report import match, naming, neighbours, window
@@ -230,8 +231,9 @@ def with_records(models: Sequence[NewModel], records: Mapping[str, ModelRecord])
 
 
 def with_labels(models: Sequence[NewModel], index: Index, space_id: str) -> list[NewModel]:
-    """``models`` with their stored suggested labels (refreshed before the report is built: ``run_report``)."""
-    stored = index.labels.get(space_id, [m.repo_id for m in models]) if models else {}
+    """``models`` with their stored suggested labels, stale ones marked (refreshed before the report is built,
+    ``run_report``, unless left to ``hubdelta labels``: a large space's first whole labelling)."""
+    stored = read_labels(index, space_id, [m.repo_id for m in models]) if models else {}
     return [replace(m, labels=stored.get(m.repo_id)) for m in models]
 
 

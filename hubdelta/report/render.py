@@ -307,7 +307,8 @@ def suggested(m: NewModel) -> str:
     x = m.labels
     if x is None or not x.tags:
         return ""
-    return f"{', '.join(t.tag for t in x.tags[:3])} (confidence {x.confidence:.2f})"
+    stale = ", stale: run hubdelta labels" if x.stale else ""
+    return f"{', '.join(t.tag for t in x.tags[:3])} (confidence {x.confidence:.2f}{stale})"
 
 
 def _html_new_clusters(report: Report, links: _Links) -> str:
