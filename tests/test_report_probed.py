@@ -79,3 +79,21 @@ def test_labels_from_probed_neighbours_match_the_exact_ones(monkeypatch: pytest.
     approx = label_rows("s", data, rows)
     assert np.mean([a.top == e.top for a, e in zip(approx, exact, strict=True)]) >= 0.98
     assert all(a.kth <= e.kth + 1e-6 for a, e in zip(approx, exact, strict=True))  # a refresh errs to recompute
+
+
+def test_copies_tied_at_the_kth_neighbour_are_taken_by_row_number_however_the_search_is_cut() -> None:
+    # Eleven copies of one vector (re-uploads reuse their original's vector) among other models: a query's 3
+    # nearest are three of the copies, and which three must not depend on chunks, lists or the exact/probed switch.
+    # The copies and the query are one axis, so that every product gives them exactly 1.0 in any summation order
+    # (cosines of equal rows of other vectors can differ in the last bit between products of other shapes).
+    unit = _clustered(400, 8, seed=5)
+    copies = np.arange(100, 111)
+    unit[[7, *copies]] = np.eye(unit.shape[1], dtype=np.float32)[0]
+    candidates = np.arange(3, 400)
+    want = [[(100, 1.0), (101, 1.0), (102, 1.0)]]
+    assert nearest(unit, [7], candidates, 3) == want
+    assert nearest(unit, [7], candidates, 3, elements=5) == want  # cut into chunks of 5 candidates
+    assert nearest_probed(unit, [7], candidates, 3, lists=20, probes=20) == want  # every list: the exact answer
+    assert nearest_probed(unit, [7], candidates, 3, lists=20, probes=2) == want  # the copies share one list
+    shuffled = np.random.default_rng(1).permutation(candidates)  # candidates in any order
+    assert nearest(unit, [7], shuffled, 3, elements=7) == want

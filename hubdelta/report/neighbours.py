@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 
 BLOCK = 1024  # queries per product
-# Similarities per product: 16 MB of float32. A product's ranking takes 4x its size again (the negated copy,
-# int64 positions), so ~100 MB in all whatever the space's size; 1024 x 576 x 4096 products still run at full
+# Similarities per product: 16 MB of float32. A product's ranking takes 3x its size again (int64 positions, the
+# comparison with its k-th), so ~100 MB in all whatever the space's size; 1024 x 576 x 4096 products still run at full
 # BLAS speed (1,000 new models against 1M vectors: ~11 s here).
 ELEMENTS = 1 << 22
 
@@ -75,10 +75,22 @@ def _chunk_bests(
         part = cand[start : start + chunk]
         sims = block @ unit[part].T  # (B, M)
         sims[rows[:, None] == part[None, :]] = -np.inf  # not itself
-        if k < len(part):
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (B, k)
-        else:
-            top = np.broadcast_to(np.arange(len(part)), (len(rows), len(part)))
+        top = best_columns(sims, part, k)  # (B, min(k, M))
         found_rows.append(part[top])
         found_sims.append(np.take_along_axis(sims, top, axis=1))
     return np.concatenate(found_rows, axis=1), np.concatenate(found_sims, axis=1)
+
+
+def best_columns(sims: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Per row of ``sims`` ``(b, m)``, the columns of its ``k`` highest, equal similarities at the k-th taken
+    by lower row number (``rows``: each column's, ``(m,)`` or ``(b, m)``), so that which copies of one vector
+    are kept does not depend on how the candidates were cut into chunks or lists (where their cosines are equal:
+    products of other shapes can round equal rows' cosines differently in the last bit)."""
+    b, m = sims.shape
+    if k >= m:
+        return np.broadcast_to(np.arange(m), (b, m))
+    top = np.argpartition(sims, m - k, axis=1)[:, -k:]  # the k largest, at the end: no negated copy
+    kth = np.take_along_axis(sims, top, axis=1).min(axis=1, keepdims=True)
+    for i in np.flatnonzero(np.count_nonzero(sims >= kth, axis=1) > k):  # ties across the k-th: rare
+        top[i] = np.lexsort((rows if rows.ndim == 1 else rows[i], -sims[i]))[:k]
+    return top

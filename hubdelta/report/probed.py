@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hubdelta.report.neighbours import ELEMENTS, nearest, ordered
+from hubdelta.report.neighbours import ELEMENTS, best_columns, nearest, ordered
 
 PROBES = 4  # lists searched per query: bench/labels_scale.py
 ROUNDS = 8  # k-means rounds on the sample
@@ -121,13 +121,9 @@ def _search_list(unit: np.ndarray, rows: np.ndarray, qi: np.ndarray, members: np
         here = np.minimum(np.searchsorted(members, rows[at]), len(members) - 1)
         itself = np.flatnonzero(members[here] == rows[at])
         sims[itself, here[itself]] = -np.inf  # a query is never its own neighbour
-        if k < len(members):  # the k largest, at the end: no negated copy of the block
-            top = np.argpartition(sims, len(members) - k, axis=1)[:, -k:]
-            found_rows, found_sims = members[top], np.take_along_axis(sims, top, axis=1)
-        else:
-            found_rows, found_sims = np.broadcast_to(members, sims.shape), sims
-        both_rows = np.concatenate([best_rows[at], found_rows], axis=1)
-        both_sims = np.concatenate([best_sims[at], found_sims], axis=1)
-        keep = np.argpartition(both_sims, both_sims.shape[1] - k, axis=1)[:, -k:]
+        top = best_columns(sims, members, k)
+        both_rows = np.concatenate([best_rows[at], members[top]], axis=1)
+        both_sims = np.concatenate([best_sims[at], np.take_along_axis(sims, top, axis=1)], axis=1)
+        keep = best_columns(both_sims, both_rows, k)
         best_rows[at] = np.take_along_axis(both_rows, keep, axis=1)
         best_sims[at] = np.take_along_axis(both_sims, keep, axis=1)
