@@ -17,6 +17,9 @@ from tests.helpers import REPORT_SPACE, PlantedPool, pool_names, settings_for
 
 SPACE = REPORT_SPACE
 H = timedelta(hours=1)
+FOUR_DOMAINS = {
+    n: d for dom in ("math", "code", "legal", "chemistry") for n, d in pool_names(dom, [1, 2, 3, 4, 5, 6]).items()
+}
 
 
 def test_a_report_leaves_a_large_spaces_first_whole_labelling_to_hubdelta_labels(
@@ -25,26 +28,51 @@ def test_a_report_leaves_a_large_spaces_first_whole_labelling_to_hubdelta_labels
     monkeypatch.setattr(report_labels, "REPORT_WHOLE_MAX", 5)  # "large": more than 5 vectors
     settings = settings_for(tmp_path / "home", "http://127.0.0.1:9")
     pool = PlantedPool()
-    pool.put(settings, pool_names("math", [1, 2, 3]) | pool_names("code", [1, 2, 3]), datetime.now(UTC) - 3 * H)
+    pool.put(settings, FOUR_DOMAINS, datetime.now(UTC) - 3 * H)
     with capture_logs() as logs:
         first = run_report(settings, command="test")
-    assert len(first.new_models) == 6  # the report itself is whole
+    assert len(first.new_models) == 24  # the report itself is whole
     said = [e for e in logs if e["event"] == "labels deferred"]
-    assert [(e["space"], e["vectors"], e["log_level"]) for e in said] == [(SPACE, 6, "warning")]
+    assert [(e["space"], e["vectors"], e["log_level"]) for e in said] == [(SPACE, 24, "warning")]
     assert "hubdelta labels" in said[0]["fix"]
     with open_reader(settings) as index:
         assert SPACE not in index.labels.heads() and index.labels.get(SPACE, pool_names("math", [1])) == {}
 
     run = report_labels.refresh_labels(settings)  # what `hubdelta labels` runs: no deadline, no bound
-    assert run.computed == {SPACE: 6} and run.full == {SPACE: True} and not run.deferred
+    assert run.computed == {SPACE: 24} and run.full == {SPACE: True} and not run.deferred
 
-    pool.put(settings, pool_names("legal", [1, 2, 3]), datetime.now(UTC))  # labelled once: incremental from now on
+    # Labelled once, a report refreshes it incrementally: three documented models far from the others (their
+    # nearest change, nobody else's).
+    far = {f"hubdelta-pool/smollm2-lora-legal-{s}": None for s in ("x", "y", "z")}
+    pool.put(settings, far, datetime.now(UTC))
     with capture_logs() as logs:
         run_report(settings, command="test")
     assert not [e for e in logs if e["event"] == "labels deferred"]
+    assert [e["whole"] for e in logs if e["event"] == "labels stored"] == [False]
     with open_reader(settings) as index:
-        assert index.labels.heads()[SPACE].n == 9
-        assert set(index.labels.get(SPACE, pool_names("legal", [1, 2, 3]))) == set(pool_names("legal", [1, 2, 3]))
+        assert index.labels.heads()[SPACE].n == 27
+        assert set(index.labels.get(SPACE, far)) == set(far)
+
+
+def test_a_report_leaves_a_large_space_to_hubdelta_labels_when_most_of_it_would_be_relabelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report_labels, "REPORT_WHOLE_MAX", 5)
+    settings = settings_for(tmp_path / "home", "http://127.0.0.1:9")
+    pool = PlantedPool()
+    pool.put(settings, FOUR_DOMAINS, datetime.now(UTC) - 3 * H)
+    run_report(settings, command="test")
+    report_labels.refresh_labels(settings)
+    # One more legal model: in this small space it comes closer to most models than their 10th neighbour, so the
+    # refresh would recompute more than half of it, as costly as a first labelling.
+    pool.put(settings, pool_names("legal", [7]), datetime.now(UTC))
+    with capture_logs() as logs:
+        report = run_report(settings, command="test")
+    assert [(e["space"], e["vectors"]) for e in logs if e["event"] == "labels deferred"] == [(SPACE, 25)]
+    assert [m.labels for m in report.new_models] == [None]  # listed, not labelled
+    with open_reader(settings) as index:
+        assert index.labels.heads()[SPACE].n == 24  # nothing written
+    assert report_labels.refresh_labels(settings).full == {SPACE: True}  # `hubdelta labels`: no bound
 
 
 def test_a_report_leaves_the_relabelling_after_a_rule_change_and_shows_the_old_labels_as_stale(

@@ -3,7 +3,7 @@ recomputed when its neighbourhood changes.
 
 **When.** Labels are a view of the vectors, like the map's layout: every run that writes vectors (``hubdelta
 embed``, the daemon's embed job, ``hubdelta add``) and every report refreshes them afterwards (a report leaves a
-first whole labelling above ``REPORT_WHOLE_MAX`` vectors to the others), and ``hubdelta labels`` does on
+whole labelling above ``REPORT_WHOLE_MAX`` vectors to the others), and ``hubdelta labels`` does on
 demand. A space whose vectors did not change since (``index.vectors.fingerprint``) costs a
 read of its models' documentation (tags, card summary, names: the models table's columns), compared with the
 digest of each model's evidence stored with its label (:func:`evidence_digest`). Readers
@@ -47,8 +47,8 @@ from hubdelta.report import naming, probed, suggest
 log = structlog.get_logger(__name__)
 COLUMNS = ("repo_id", "tags", "card_summary", "base_models")
 BLOCK = 4096  # rows of the space per product when finding who a new vector comes close to
-# A report labels a space whole (first time, new scoring rule) only up to this many vectors: ~30 s at 100,000 on
-# 2 cores, ~290 s at 1,000,000, which would take the 1M report past its 10 minutes (docs/report.md).
+# A report labels a space whole (first time, new scoring rule, moved common tokens) only up to this many vectors:
+# ~30 s at 100,000 on 2 cores, ~290 s at 1,000,000, which would take the 1M report past its 10 minutes.
 REPORT_WHOLE_MAX = 200_000
 
 
@@ -175,11 +175,14 @@ class LabelRun:
     deferred: dict[str, int] = field(default_factory=dict)  # spaces left for a refresh without a deadline: vectors
 
 
-def refresh_space(index: Index, space_id: str, *, force: bool = False, now: datetime | None = None) -> tuple[int, bool]:
+def refresh_space(
+    index: Index, space_id: str, *, force: bool = False, now: datetime | None = None, whole_max: int | None = None
+) -> tuple[int, bool] | None:
     """Recompute what changed of ``space_id``'s labels (everything with ``force``) and store it.
 
     Returns:
-        (labels written, whether the space was recomputed whole).
+        (labels written, whether the space was recomputed whole); None, nothing written, when the space would be
+        recomputed whole with more than ``whole_max`` vectors (``refresh``'s).
     """
     head = index.labels.heads().get(space_id)
     source = index.vectors.fingerprint(space_id)  # before the vectors: a write in between only recomputes again
@@ -197,6 +200,8 @@ def refresh_space(index: Index, space_id: str, *, force: bool = False, now: date
         rows, gone = to_recompute(data, index.labels.neighbourhoods(space_id), changed)
         whole = len(rows) > len(data.repo_ids) // 2
         rows = list(range(len(data.repo_ids))) if whole else rows  # as costly: keep every label of one moment
+    if whole and not force and whole_max is not None and count > whole_max:
+        return None  # e.g. the common tokens moved, or most of the space is new: as costly as a first labelling
     labels = label_rows(space_id, data, rows)
     known = [t for t in data.embedded_at if t is not None]
     when = now or datetime.now(UTC)
@@ -228,9 +233,10 @@ def refresh(
     """Refresh the labels of ``spaces`` (default: all) whose vectors or documentation changed since they were
     computed.
 
-    ``whole_max`` (a report's, ``REPORT_WHOLE_MAX``): a space of more vectors that was never labelled, or was by
-    another scoring rule, is left as it is (``deferred``, logged with the fix): its whole labelling (~5 minutes at
-    1M vectors) is for ``hubdelta labels`` and the refresh after an embed run, which have no deadline.
+    ``whole_max`` (a report's, ``REPORT_WHOLE_MAX``): a space of more vectors that would be labelled whole (never
+    labelled, another scoring rule, its common tokens moved, or most of it changed) is left as it is (``deferred``,
+    logged with the fix): its whole labelling (~5 minutes at 1M vectors) is for ``hubdelta labels`` and the refresh
+    after an embed run, which have no deadline.
 
     Raises:
         NotFoundError: a space in ``spaces`` that the index does not hold.
@@ -246,17 +252,19 @@ def refresh(
             continue
         if should_stop is not None and should_stop():
             return LabelRun(out.computed, out.unchanged, out.full, stopped=True, deferred=out.deferred)
-        if not force and whole_max is not None and (head is None or head.rule != suggest.RULE):
-            vectors = index.vectors.count(space_id)  # a metadata read: the space is not read to decide
-            if vectors > whole_max:
-                out.deferred[space_id] = vectors
-                log.warning("labels deferred", space=space_id, vectors=vectors,
-                            why="a whole labelling of a space this large takes minutes",
-                            fix="run `hubdelta labels` (the refresh after the next embed run does it too)")  # fmt: skip
-                continue
-        n, whole = refresh_space(index, space_id, force=force, now=now)
-        out.computed[space_id], out.full[space_id] = n, whole
-        log.info("labels stored", space=space_id, labels=n, whole=whole)
+        if (not force and whole_max is not None and (head is None or head.rule != suggest.RULE)
+                and index.vectors.count(space_id) > whole_max):  # fmt: skip
+            done = None  # never labelled, or by another rule: whole for sure, decided without reading the space
+        else:
+            done = refresh_space(index, space_id, force=force, now=now, whole_max=whole_max)
+        if done is None:
+            out.deferred[space_id] = vectors = index.vectors.count(space_id)
+            log.warning("labels deferred", space=space_id, vectors=vectors,
+                        why="a whole labelling of a space this large takes minutes",
+                        fix="run `hubdelta labels` (the refresh after the next embed run does it too)")  # fmt: skip
+            continue
+        out.computed[space_id], out.full[space_id] = done
+        log.info("labels stored", space=space_id, labels=done[0], whole=done[1])
     return out
 
 
