@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from hubdelta.index.door import open_reader
+from hubdelta.kernel.settings import Settings
 from hubdelta.query.labels import read_labels
 from hubdelta.report import labels as report_labels
 from hubdelta.report import suggest
@@ -22,12 +23,17 @@ FOUR_DOMAINS = {
 }
 
 
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, PlantedPool]:
+    """A fresh home whose report counts a space of more than 5 vectors as large, and the planted pool."""
+    monkeypatch.setattr(report_labels, "REPORT_WHOLE_MAX", 5)
+    return settings_for(tmp_path / "home", "http://127.0.0.1:9"), PlantedPool()
+
+
 def test_a_report_leaves_a_large_spaces_first_whole_labelling_to_hubdelta_labels(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: tuple[Settings, PlantedPool],
 ) -> None:
-    monkeypatch.setattr(report_labels, "REPORT_WHOLE_MAX", 5)  # "large": more than 5 vectors
-    settings = settings_for(tmp_path / "home", "http://127.0.0.1:9")
-    pool = PlantedPool()
+    settings, pool = home
     pool.put(settings, FOUR_DOMAINS, datetime.now(UTC) - 3 * H)
     with capture_logs() as logs:
         first = run_report(settings, command="test")
@@ -43,7 +49,7 @@ def test_a_report_leaves_a_large_spaces_first_whole_labelling_to_hubdelta_labels
 
     # Labelled once, a report refreshes it incrementally: three documented models far from the others (their
     # nearest change, nobody else's).
-    far = {f"hubdelta-pool/smollm2-lora-legal-{s}": None for s in ("x", "y", "z")}
+    far: dict[str, str | None] = {f"hubdelta-pool/smollm2-lora-legal-{s}": None for s in ("x", "y", "z")}
     pool.put(settings, far, datetime.now(UTC))
     with capture_logs() as logs:
         run_report(settings, command="test")
@@ -55,11 +61,9 @@ def test_a_report_leaves_a_large_spaces_first_whole_labelling_to_hubdelta_labels
 
 
 def test_a_report_leaves_a_large_space_to_hubdelta_labels_when_most_of_it_would_be_relabelled(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: tuple[Settings, PlantedPool],
 ) -> None:
-    monkeypatch.setattr(report_labels, "REPORT_WHOLE_MAX", 5)
-    settings = settings_for(tmp_path / "home", "http://127.0.0.1:9")
-    pool = PlantedPool()
+    settings, pool = home
     pool.put(settings, FOUR_DOMAINS, datetime.now(UTC) - 3 * H)
     run_report(settings, command="test")
     report_labels.refresh_labels(settings)
@@ -76,11 +80,9 @@ def test_a_report_leaves_a_large_space_to_hubdelta_labels_when_most_of_it_would_
 
 
 def test_a_report_leaves_the_relabelling_after_a_rule_change_and_shows_the_old_labels_as_stale(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: tuple[Settings, PlantedPool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(report_labels, "REPORT_WHOLE_MAX", 5)
-    settings = settings_for(tmp_path / "home", "http://127.0.0.1:9")
-    pool = PlantedPool()
+    settings, pool = home
     pool.put(settings, pool_names("math", [1, 2, 3]) | pool_names("code", [1, 2, 3]), datetime.now(UTC) - 3 * H)
     run_report(settings, command="test")
     pool.put(settings, pool_names("legal", [1, 2, 3]), datetime.now(UTC))
@@ -94,7 +96,7 @@ def test_a_report_leaves_the_relabelling_after_a_rule_change_and_shows_the_old_l
     shown = {m.repo_id: m.labels for m in report.new_models}
     assert set(shown) == set(legal)
     assert all(x is not None and x.tags and x.stale for x in shown.values())  # shown, but not as current
-    assert "stale: run hubdelta labels" in (report.out_dir / "report.md").read_text()
+    assert report.out_dir is not None and "stale: run hubdelta labels" in (report.out_dir / "report.md").read_text()
     with open_reader(settings) as index:
         assert all(x.stale for x in read_labels(index, SPACE, legal).values())  # `show` and the API say so too
 
