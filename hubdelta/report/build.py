@@ -232,7 +232,7 @@ def with_records(models: Sequence[NewModel], records: Mapping[str, ModelRecord])
 
 def with_labels(models: Sequence[NewModel], index: Index, space_id: str) -> list[NewModel]:
     """``models`` with their stored suggested labels, stale ones marked (refreshed before the report is built,
-    ``run_report``, unless left to ``hubdelta labels``: a large space's first whole labelling)."""
+    ``run_report``, unless left to ``hubdelta labels``: a large space's whole labelling)."""
     stored = read_labels(index, space_id, [m.repo_id for m in models]) if models else {}
     return [replace(m, labels=stored.get(m.repo_id)) for m in models]
 
